@@ -1,0 +1,99 @@
+// Package create is the `zqimg create` command.
+package create
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/spf13/cobra"
+	"github.com/zqimg/zqimg/internal/cmdutil"
+	pcreate "github.com/zqimg/zqimg/pkg/create"
+)
+
+// Options are the parsed flags and arguments of `zqimg create`.
+type Options struct {
+	IO      *cmdutil.IOStreams
+	Format  string
+	Opts    []string
+	Quiet   bool
+	File    string
+	Size    string
+	HasSize bool
+}
+
+// NewCmdCreate returns the create command; runF replaces the default run
+// function in tests.
+func NewCmdCreate(ios *cmdutil.IOStreams, runF func(*Options) error) *cobra.Command {
+	o := &Options{IO: ios}
+	cmd := &cobra.Command{
+		Use:   "create [-f qcow2] [-o OPTIONS]... [-q] FILE [SIZE]",
+		Short: "Create a qcow2 image, optionally a zoned one",
+		Long: `Create a new qcow2 image FILE of SIZE bytes (suffixes k, M, G, T, P, E;
+base 1024). Options are given as -o key=value[,key=value...], as with
+qemu-img; "-o help" lists them. With -o zone.mode=host-managed the image
+emulates a host-managed zoned block device.`,
+		Example: `  zqimg create -f qcow2 disk.qcow2 1G
+  zqimg create -o size=768M -o zone.mode=host-managed,zone.size=64M,zone.max_open_zones=6 zbc.qcow2`,
+		Args: cobra.RangeArgs(0, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				o.File = args[0]
+			}
+			if len(args) > 1 {
+				o.Size, o.HasSize = args[1], true
+			}
+			if runF != nil {
+				return runF(o)
+			}
+			return Run(o)
+		},
+	}
+	cmd.Flags().StringVarP(&o.Format, "format", "f", "qcow2", "image format (only qcow2)")
+	cmd.Flags().StringArrayVarP(&o.Opts, "options", "o", nil, "comma-separated create options; repeatable; 'help' lists them")
+	cmd.Flags().BoolVarP(&o.Quiet, "quiet", "q", false, "do not print the Formatting line")
+	return cmd
+}
+
+// Run creates the image.
+func Run(o *Options) error {
+	ios := o.IO
+	if o.Format != "qcow2" {
+		ios.Errorf("Unknown file format '%s' (zqimg creates qcow2 images only)", o.Format)
+		return cmdutil.Exit(1)
+	}
+	opts, err := pcreate.ParseOptions(o.Opts, o.Size, o.HasSize)
+	if errors.Is(err, pcreate.ErrHelp) {
+		fmt.Fprint(ios.Out, pcreate.Help())
+		return nil
+	}
+	if o.File == "" {
+		ios.Errorf("Expecting image file name")
+		return cmdutil.Exit(1)
+	}
+	if err != nil {
+		var oe *pcreate.OptionError
+		if errors.As(err, &oe) && oe.Hint != "" {
+			ios.Errorf("%s: %s", o.File, oe.Msg)
+			fmt.Fprintln(ios.ErrOut, oe.Hint)
+			return cmdutil.Exit(1)
+		}
+		ios.Errorf("%s: %v", o.File, err)
+		return cmdutil.Exit(1)
+	}
+	if !o.Quiet {
+		fmt.Fprintln(ios.Out, opts.Formatting(o.File))
+	}
+	spec, err := pcreate.Resolve(opts)
+	if err != nil {
+		ios.Errorf("%s: %v", o.File, err)
+		return cmdutil.Exit(1)
+	}
+	for _, w := range spec.Warnings {
+		ios.Warnf("%s", w)
+	}
+	if err := pcreate.Create(o.File, spec); err != nil {
+		ios.Errorf("%s: %v", o.File, err)
+		return cmdutil.Exit(1)
+	}
+	return nil
+}

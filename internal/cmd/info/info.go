@@ -1,0 +1,127 @@
+// Package info is the `zqimg info` command.
+package info
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+
+	"github.com/spf13/cobra"
+	"github.com/zqimg/zqimg/internal/cmdutil"
+	pinfo "github.com/zqimg/zqimg/pkg/info"
+	"github.com/zqimg/zqimg/pkg/units"
+)
+
+// Options are the parsed flags and arguments of `zqimg info`.
+type Options struct {
+	IO         *cmdutil.IOStreams
+	Output     string
+	ForceShare bool
+	Format     string
+	File       string
+}
+
+// NewCmdInfo returns the info command.
+func NewCmdInfo(ios *cmdutil.IOStreams, runF func(*Options) error) *cobra.Command {
+	o := &Options{IO: ios}
+	cmd := &cobra.Command{
+		Use:   "info [--output human|json] [-U] FILE",
+		Short: "Show information about an image, including its zoned configuration",
+		Example: `  zqimg info disk.qcow2
+  zqimg info --output=json zbc.qcow2`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o.File = args[0]
+			if runF != nil {
+				return runF(o)
+			}
+			return Run(o)
+		},
+	}
+	cmd.Flags().StringVar(&o.Output, "output", "human", "output format: human or json")
+	cmd.Flags().BoolVarP(&o.ForceShare, "force-share", "U", false, "open the image without taking locks")
+	cmd.Flags().StringVarP(&o.Format, "format", "f", "qcow2", "image format (only qcow2)")
+	return cmd
+}
+
+// Run prints the information.
+func Run(o *Options) error {
+	if o.Output != "human" && o.Output != "json" {
+		o.IO.Errorf("--output must be 'human' or 'json', not '%s'", o.Output)
+		return cmdutil.Exit(1)
+	}
+	if o.Format != "qcow2" {
+		o.IO.Errorf("Unknown file format '%s' (zqimg reads qcow2 images only)", o.Format)
+		return cmdutil.Exit(1)
+	}
+	inf, err := pinfo.Describe(o.File, o.ForceShare)
+	if err != nil {
+		o.IO.Errorf("Could not open '%s': %v", o.File, err)
+		return cmdutil.Exit(1)
+	}
+	if o.Output == "json" {
+		b, err := json.MarshalIndent(inf, "", "    ")
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(o.IO.Out, "%s\n", b)
+		return nil
+	}
+	printHuman(o.IO.Out, inf)
+	return nil
+}
+
+func printHuman(w io.Writer, inf *pinfo.ImageInfo) {
+	fmt.Fprintf(w, "image: %s\n", inf.Filename)
+	fmt.Fprintf(w, "file format: %s\n", inf.Format)
+	fmt.Fprintf(w, "virtual size: %s (%d bytes)\n", units.Human(uint64(inf.VirtualSize)), inf.VirtualSize)
+	fmt.Fprintf(w, "disk size: %s\n", units.Human(uint64(inf.ActualSize)))
+	fmt.Fprintf(w, "cluster_size: %d\n", inf.ClusterSize)
+	if inf.BackingFilename != "" {
+		if inf.FullBackingFilename != inf.BackingFilename {
+			fmt.Fprintf(w, "backing file: %s (actual path: %s)\n", inf.BackingFilename, inf.FullBackingFilename)
+		} else {
+			fmt.Fprintf(w, "backing file: %s\n", inf.BackingFilename)
+		}
+		if inf.BackingFormat != "" {
+			fmt.Fprintf(w, "backing file format: %s\n", inf.BackingFormat)
+		}
+	}
+	if inf.DirtyFlag {
+		fmt.Fprintf(w, "cleanly shut down: no\n")
+	}
+	d := inf.FormatSpecific.Data
+	fmt.Fprintf(w, "Format specific information:\n")
+	fmt.Fprintf(w, "    compat: %s\n", d.Compat)
+	fmt.Fprintf(w, "    compression type: %s\n", d.CompressionType)
+	if d.LazyRefcounts != nil {
+		fmt.Fprintf(w, "    lazy refcounts: %t\n", *d.LazyRefcounts)
+	}
+	fmt.Fprintf(w, "    refcount bits: %d\n", d.RefcountBits)
+	if d.Corrupt != nil {
+		fmt.Fprintf(w, "    corrupt: %t\n", *d.Corrupt)
+	}
+	if d.ExtendedL2 != nil {
+		fmt.Fprintf(w, "    extended l2: %t\n", *d.ExtendedL2)
+	}
+	if z := d.Zoned; z != nil {
+		c := z.Conditions
+		fmt.Fprintf(w, "    zoned:\n")
+		fmt.Fprintf(w, "        model: %s\n", z.Model)
+		fmt.Fprintf(w, "        zone size: %s (%d bytes)\n", units.Human(z.ZoneSize), z.ZoneSize)
+		fmt.Fprintf(w, "        zone capacity: %s (%d bytes)\n", units.Human(z.ZoneCapacity), z.ZoneCapacity)
+		fmt.Fprintf(w, "        zones: %d (%d conventional, %d sequential)\n", z.NrZones, z.ConventionalZones, c.Sequence)
+		fmt.Fprintf(w, "        max open zones: %s\n", limit(z.MaxOpenZones))
+		fmt.Fprintf(w, "        max active zones: %s\n", limit(z.MaxActiveZones))
+		fmt.Fprintf(w, "        max append bytes: %d\n", z.MaxAppendBytes)
+		fmt.Fprintf(w, "        write-pointer table: %d bytes at offset 0x%x\n", z.TableSize, z.TableOffset)
+		fmt.Fprintf(w, "        zone conditions: %d empty, %d closed, %d full, %d not write pointer\n", c.Empty, c.Closed, c.Full, c.NotWP)
+	}
+}
+
+func limit(v uint32) string {
+	if v == 0 {
+		return "0 (no limit)"
+	}
+	return fmt.Sprint(v)
+}

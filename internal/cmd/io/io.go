@@ -1,0 +1,83 @@
+// Package io is the `zqimg io` command: one open session running
+// qemu-io style commands.
+package io
+
+import (
+	"github.com/spf13/cobra"
+	"github.com/zqimg/zqimg/internal/cmdutil"
+	"github.com/zqimg/zqimg/internal/ioshell"
+	"github.com/zqimg/zqimg/pkg/image"
+	"github.com/zqimg/zqimg/pkg/zone"
+)
+
+// Options are the parsed flags and arguments of `zqimg io`.
+type Options struct {
+	IO         *cmdutil.IOStreams
+	Commands   []string
+	ReadOnly   bool
+	ForceShare bool
+	Format     string
+	File       string
+}
+
+// NewCmdIO returns the io command.
+func NewCmdIO(ios *cmdutil.IOStreams, runF func(*Options) error) *cobra.Command {
+	o := &Options{IO: ios}
+	cmd := &cobra.Command{
+		Use:   "io [-c CMD]... [-r] [-U] FILE",
+		Short: "Run qemu-io style commands on an image in one session",
+		Long: `Open FILE once and run each -c command in order, or, without -c, the
+commands read from standard input (a "zqimg> " prompt is printed before
+each). Commands: read, write, discard, flush, length, zone_report (zrp),
+zone_open (zo), zone_close (zc), zone_finish (zf), zone_reset (zrs),
+zone_append (zap), help, quit. A failing command prints qemu-io's failure
+line and the session goes on; the exit status is 1 if any command failed.`,
+		Example: `  zqimg io -c 'write -P 0x5a 0 64k' -c 'read -P 0x5a 0 64k' disk.qcow2
+  printf 'zap -p 0 4k\nzrp 0 1\n' | zqimg io zbc.qcow2`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o.File = args[0]
+			if runF != nil {
+				return runF(o)
+			}
+			return Run(o)
+		},
+	}
+	cmd.Flags().StringArrayVarP(&o.Commands, "cmd", "c", nil, "command to run (repeatable)")
+	cmd.Flags().BoolVarP(&o.ReadOnly, "read-only", "r", false, "open the image read-only")
+	cmd.Flags().BoolVarP(&o.ForceShare, "force-share", "U", false, "open the image without taking locks")
+	cmd.Flags().StringVarP(&o.Format, "format", "f", "qcow2", "image format (only qcow2)")
+	return cmd
+}
+
+// Run runs the session.
+func Run(o *Options) error {
+	if o.Format != "qcow2" {
+		o.IO.Errorf("Unknown file format '%s'", o.Format)
+		return cmdutil.Exit(1)
+	}
+	dev, err := zone.Open(o.File, image.Options{ReadOnly: o.ReadOnly, NoLock: o.ForceShare})
+	if err != nil {
+		o.IO.Errorf("can't open device %s: %v", o.File, err)
+		return cmdutil.Exit(1)
+	}
+	sh := ioshell.New(dev, o.IO.Out, o.IO.ErrOut)
+	if len(o.Commands) > 0 {
+		for _, c := range o.Commands {
+			sh.Run(c)
+			if sh.Quit() {
+				break
+			}
+		}
+	} else {
+		sh.Loop(o.IO.In)
+	}
+	if err := dev.Close(); err != nil {
+		o.IO.Errorf("closing %s: %v", o.File, err)
+		return cmdutil.Exit(1)
+	}
+	if sh.Failed() {
+		return cmdutil.Exit(1)
+	}
+	return nil
+}

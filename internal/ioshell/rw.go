@@ -1,0 +1,172 @@
+package ioshell
+
+import (
+	"bytes"
+	"fmt"
+	"syscall"
+)
+
+// patternBuf returns n bytes of pattern, reusing the shell's buffer.
+func (s *Shell) patternBuf(n int64, pattern byte) []byte {
+	if int64(len(s.pbuf)) < n || s.pbufPat != pattern {
+		s.pbuf = bytes.Repeat([]byte{pattern}, int(max(n, 64<<10)))
+		s.pbufPat = pattern
+	}
+	return s.pbuf[:n]
+}
+
+func (s *Shell) read(p *parsedArgs) error {
+	if p.has('b') {
+		return s.fail("read", fmt.Errorf("vmstate reads (-b) are not supported: %w", syscall.ENOTSUP))
+	}
+	var pattern byte
+	pflag := p.has('P')
+	if pflag {
+		v, ok := parsePattern(p.flags['P'])
+		if !ok {
+			fmt.Fprintf(s.Out, "%s is not a valid pattern byte\n", p.flags['P'])
+			return errCommandFailed
+		}
+		pattern = v
+	}
+	var patOff, patCount int64
+	lflag, sflag := p.has('l'), p.has('s')
+	var err error
+	if lflag {
+		if patCount, err = s.parseNum(p.flags['l']); err != nil {
+			return err
+		}
+	}
+	if sflag {
+		if patOff, err = s.parseNum(p.flags['s']); err != nil {
+			return err
+		}
+	}
+	offset, err := s.parseNum(p.operands[0])
+	if err != nil {
+		return err
+	}
+	count, err := s.parseNum(p.operands[1])
+	if err != nil {
+		return err
+	}
+	if count > maxRequest {
+		fmt.Fprintf(s.Out, "length cannot exceed %d, given %s\n", maxRequest, p.operands[1])
+		return errCommandFailed
+	}
+	if !pflag && (lflag || sflag) {
+		s.usage(lookup("read"))
+		return errCommandFailed
+	}
+	if !lflag {
+		patCount = count - patOff
+	}
+	if patCount < 0 || patCount+patOff > count {
+		fmt.Fprintf(s.Out, "pattern verification range exceeds end of read data\n")
+		return errCommandFailed
+	}
+	buf := make([]byte, count)
+	t1 := s.now()
+	_, err = s.Dev.ReadAt(buf, offset)
+	d := s.now().Sub(t1)
+	if err != nil {
+		return s.fail("read", err)
+	}
+	var ret error
+	if pflag {
+		for _, c := range buf[patOff : patOff+patCount] {
+			if c != pattern {
+				fmt.Fprintf(s.Out, "Pattern verification failed at offset %d, %d bytes\n", offset+patOff, patCount)
+				ret = errCommandFailed
+				break
+			}
+		}
+	}
+	if p.has('q') {
+		return ret
+	}
+	if p.has('v') {
+		s.dump(buf, offset)
+	}
+	s.report("read", d, offset, count, count, 1, p.has('C'))
+	return ret
+}
+
+func (s *Shell) write(p *parsedArgs) error {
+	switch {
+	case p.has('b'):
+		return s.fail("write", fmt.Errorf("vmstate writes (-b) are not supported: %w", syscall.ENOTSUP))
+	case p.has('c'):
+		return s.fail("write", fmt.Errorf("compressed writes (-c) are not supported: %w", syscall.ENOTSUP))
+	case p.has('s'):
+		return s.fail("write", fmt.Errorf("pattern files (-s) are not supported: %w", syscall.ENOTSUP))
+	}
+	zflag, pflag := p.has('z'), p.has('P')
+	if p.has('u') && !zflag {
+		fmt.Fprintf(s.Out, "-u requires -z to be specified\n")
+		return errCommandFailed
+	}
+	if zflag && pflag {
+		fmt.Fprintf(s.Out, "Only one of -z, -P, and -s can be specified at the same time\n")
+		return errCommandFailed
+	}
+	pattern := byte(0xcd)
+	if pflag {
+		v, ok := parsePattern(p.flags['P'])
+		if !ok {
+			fmt.Fprintf(s.Out, "%s is not a valid pattern byte\n", p.flags['P'])
+			return errCommandFailed
+		}
+		pattern = v
+	}
+	offset, err := s.parseNum(p.operands[0])
+	if err != nil {
+		return err
+	}
+	count, err := s.parseNum(p.operands[1])
+	if err != nil {
+		return err
+	}
+	if count > maxRequest && !p.has('n') {
+		fmt.Fprintf(s.Out, "length cannot exceed %d, given %s\n", maxRequest, p.operands[1])
+		return errCommandFailed
+	}
+	t1 := s.now()
+	if zflag {
+		err = s.Dev.WriteZeroes(offset, count)
+	} else {
+		_, err = s.Dev.WriteAt(s.patternBuf(count, pattern), offset)
+	}
+	if err == nil && p.has('f') {
+		err = s.Dev.Flush()
+	}
+	d := s.now().Sub(t1)
+	if err != nil {
+		return s.fail("write", err)
+	}
+	if !p.has('q') {
+		s.report("wrote", d, offset, count, count, 1, p.has('C'))
+	}
+	return nil
+}
+
+func (s *Shell) discard(p *parsedArgs) error {
+	offset, err := s.parseNum(p.operands[0])
+	if err != nil {
+		return err
+	}
+	count, err := s.parseNum(p.operands[1])
+	if err != nil {
+		return err
+	}
+	t1 := s.now()
+	err = s.Dev.Discard(offset, count)
+	d := s.now().Sub(t1)
+	if err != nil {
+		return s.fail("discard", err)
+	}
+	if !p.has('q') {
+		s.report("discard", d, offset, count, count, 1, p.has('C'))
+	}
+	return nil
+}

@@ -1,0 +1,161 @@
+package ioshell
+
+import (
+	"fmt"
+	"strconv"
+
+	"github.com/olekukonko/tablewriter"
+	"github.com/olekukonko/tablewriter/renderer"
+	"github.com/olekukonko/tablewriter/tw"
+	"github.com/zqimg/zqimg/pkg/zone"
+)
+
+func (s *Shell) zoneReport(p *parsedArgs) error {
+	format := "human"
+	if v, ok := p.long["output"]; ok {
+		format = v
+	}
+	if format != "human" && format != "json" && format != "table" {
+		fmt.Fprintf(s.Out, "--output must be human, json or table, not '%s'\n", format)
+		return errCommandFailed
+	}
+	offset, err := s.parseNum(p.operands[0])
+	if err != nil {
+		return err
+	}
+	nr, err := s.parseNum(p.operands[1])
+	if err != nil {
+		return err
+	}
+	zones, err := s.Dev.Zones(offset, uint64(nr))
+	if err != nil {
+		return s.fail("zone report", err)
+	}
+	switch format {
+	case "json":
+		s.Out.WriteString("[")
+		sep := "\n"
+		var line []byte
+		for z := range zones {
+			line = append(line[:0], sep...)
+			line = appendZoneJSON(line, z)
+			s.Out.Write(line)
+			sep = ",\n"
+		}
+		s.Out.WriteString("\n]\n")
+	case "table":
+		t := tablewriter.NewTable(s.Out, tablewriter.WithRenderer(renderer.NewBlueprint(tw.Rendition{Symbols: tw.NewSymbols(tw.StyleASCII)})),
+			tablewriter.WithRowAlignment(tw.AlignRight))
+		t.Header("Zone", "Start", "Len", "Cap", "Wptr", "Cond", "Type")
+		for z := range zones {
+			t.Append(strconv.FormatUint(z.Start/s.zoneSize(), 10), hex(z.Start/512), hex(z.Len/512), hex(z.Cap/512), hex(z.WP/512),
+				fmt.Sprintf("%d(%s)", z.Cond, z.Cond.Short()), fmt.Sprintf("%d(%s)", z.Type, z.Type))
+		}
+		if err := t.Render(); err != nil {
+			return err
+		}
+	default:
+		var line []byte
+		for z := range zones {
+			line = appendZoneHuman(line[:0], z)
+			s.Out.Write(line)
+		}
+	}
+	return nil
+}
+
+func (s *Shell) zoneSize() uint64 { return s.Dev.Header().ZoneSize }
+
+func hex(v uint64) string { return "0x" + strconv.FormatUint(v, 16) }
+
+// appendZoneHuman formats a zone as qemu-io's zone report does, in sectors.
+func appendZoneHuman(b []byte, z zone.Zone) []byte {
+	b = append(b, "start: 0x"...)
+	b = strconv.AppendUint(b, z.Start/512, 16)
+	b = append(b, ", len 0x"...)
+	b = strconv.AppendUint(b, z.Len/512, 16)
+	b = append(b, ", cap 0x"...)
+	b = strconv.AppendUint(b, z.Cap/512, 16)
+	b = append(b, ", wptr 0x"...)
+	b = strconv.AppendUint(b, z.WP/512, 16)
+	b = append(b, ", zcond:"...)
+	b = strconv.AppendUint(b, uint64(z.Cond), 10)
+	b = append(b, ", [type: "...)
+	b = strconv.AppendUint(b, uint64(z.Type), 10)
+	return append(b, "]\n"...)
+}
+
+// appendZoneJSON formats a zone as a JSON object; offsets are in bytes.
+func appendZoneJSON(b []byte, z zone.Zone) []byte {
+	b = append(b, `  {"start": `...)
+	b = strconv.AppendUint(b, z.Start, 10)
+	b = append(b, `, "length": `...)
+	b = strconv.AppendUint(b, z.Len, 10)
+	b = append(b, `, "capacity": `...)
+	b = strconv.AppendUint(b, z.Cap, 10)
+	b = append(b, `, "write-pointer": `...)
+	b = strconv.AppendUint(b, z.WP, 10)
+	b = append(b, `, "condition": `...)
+	b = strconv.AppendUint(b, uint64(z.Cond), 10)
+	b = append(b, `, "condition-name": "`...)
+	b = append(b, z.Cond.String()...)
+	b = append(b, `", "type": `...)
+	b = strconv.AppendUint(b, uint64(z.Type), 10)
+	b = append(b, `, "type-name": "`...)
+	b = append(b, z.Type.String()...)
+	return append(b, `"}`...)
+}
+
+func zoneMgmt(op zone.Op) func(*Shell, *parsedArgs) error {
+	return func(s *Shell, p *parsedArgs) error {
+		offset, err := s.parseNum(p.operands[0])
+		if err != nil {
+			return err
+		}
+		length, err := s.parseNum(p.operands[1])
+		if err != nil {
+			return err
+		}
+		if err := s.Dev.Manage(op, offset, length); err != nil {
+			return s.fail("zone "+op.String(), err)
+		}
+		return nil
+	}
+}
+
+func (s *Shell) zoneAppend(p *parsedArgs) error {
+	if len(p.operands) < 2 {
+		s.usage(lookup("zone_append"))
+		return errCommandFailed
+	}
+	offset, err := s.parseNum(p.operands[0])
+	if err != nil {
+		return err
+	}
+	var bufs [][]byte
+	var total int64
+	for _, a := range p.operands[1:] {
+		n, err := s.parseNum(a)
+		if err != nil {
+			return err
+		}
+		if n > maxRequest {
+			fmt.Fprintf(s.Out, "Argument '%s' exceeds maximum size %d\n", a, maxRequest)
+			return errCommandFailed
+		}
+		if total > maxRequest-n {
+			fmt.Fprintf(s.Out, "The total number of bytes exceed the maximum size %d\n", maxRequest)
+			return errCommandFailed
+		}
+		total += n
+		bufs = append(bufs, s.patternBuf(n, 0xcd))
+	}
+	pos, err := s.Dev.Append(bufs, offset)
+	if err != nil {
+		return s.fail("zone append", err)
+	}
+	if p.has('p') {
+		fmt.Fprintf(s.Out, "After zap done, the append sector is 0x%x\n", pos/512)
+	}
+	return nil
+}

@@ -1,0 +1,271 @@
+package create
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/zqimg/zqimg/pkg/image"
+	"github.com/zqimg/zqimg/pkg/zone"
+	"golang.org/x/sys/unix"
+)
+
+// Spec is a validated description of a new image.
+type Spec struct {
+	Image image.CreateOptions
+	Zone  *zone.Header // nil for a plain image; MetaOffset is set at layout
+	// Warnings lists the values that were clamped, one sentence each.
+	Warnings []string
+}
+
+// ValidationError is an option value or combination that cannot be
+// created. Option names the -o option at fault.
+type ValidationError struct {
+	Option string
+	Msg    string
+}
+
+func (e *ValidationError) Error() string { return e.Msg }
+
+func verr(option, format string, args ...any) error {
+	return &ValidationError{Option: option, Msg: fmt.Sprintf(format, args...)}
+}
+
+// Resolve applies defaults and checks the options against each other with
+// qemu-img's rules and the zoned rules of DESIGN.md. Zone limits the
+// reference would clamp are clamped, with a warning in Spec.Warnings.
+func Resolve(o *Options) (*Spec, error) {
+	s := &Spec{}
+	io := &s.Image
+	switch c := o.str("compat", "1.1"); c {
+	case "1.1", "v3":
+		io.Version = 3
+	case "0.10", "v2":
+		io.Version = 2
+	default:
+		return nil, verr("compat", "Parameter 'compat' does not accept value '%s' (use 0.10 or 1.1)", c)
+	}
+	v3 := io.Version == 3
+	cs := o.num("cluster_size", 65536)
+	if cs < 512 || cs > 2<<20 || cs&(cs-1) != 0 {
+		return nil, verr("cluster_size", "Cluster size must be a power of two between 512 and 2048k (cluster_size=%d)", cs)
+	}
+	io.ClusterBits = uint32(log2(cs))
+	if o.on("extended_l2") {
+		if !v3 {
+			return nil, verr("extended_l2", "Extended L2 entries are only supported with compatibility level 1.1 and above (use compat=1.1)")
+		}
+		if cs < 16384 {
+			return nil, verr("extended_l2", "Extended L2 entries are only supported with cluster sizes of at least 16384 bytes (cluster_size=%d)", cs)
+		}
+		io.ExtendedL2 = true
+	}
+	rb := o.num("refcount_bits", 16)
+	if rb == 0 || rb > 64 || rb&(rb-1) != 0 {
+		return nil, verr("refcount_bits", "Refcount width must be a power of two and may not exceed 64 bits (refcount_bits=%d)", rb)
+	}
+	if !v3 && rb != 16 {
+		return nil, verr("refcount_bits", "Different refcount widths than 16 bits require compatibility level 1.1 or above (use compat=1.1)")
+	}
+	io.RefcountOrder = uint32(log2(rb))
+	if o.on("lazy_refcounts") {
+		if !v3 {
+			return nil, verr("lazy_refcounts", "Lazy refcounts only supported with compatibility level 1.1 and above (use compat=1.1)")
+		}
+		io.LazyRefcounts = true
+	}
+	switch ct := o.str("compression_type", "zlib"); ct {
+	case "zlib":
+	case "zstd":
+		if !v3 {
+			return nil, verr("compression_type", "Non-zlib compression type is only supported with compatibility level 1.1 and above (use compat=1.1)")
+		}
+		io.CompressionType = image.CompressionZstd
+	default:
+		return nil, verr("compression_type", "Parameter 'compression_type' does not accept value '%s' (use zlib or zstd)", ct)
+	}
+	if p := o.str("preallocation", "off"); p != "off" {
+		return nil, verr("preallocation", "Parameter 'preallocation' does not accept value '%s': zqimg only creates sparse images (preallocation=off)", p)
+	}
+	io.Size = o.num("size", 0)
+	l2Entries := cs / 8
+	if io.ExtendedL2 {
+		l2Entries = cs / 16
+	}
+	if io.Size > 1<<62 || (io.Size+cs*l2Entries-1)/(cs*l2Entries)*8 > image.MaxL1Bytes {
+		return nil, verr("size", "The image size is too large for file format 'qcow2' (try using a larger cluster size)")
+	}
+	if err := resolveZone(o, s); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+var zoneOptions = []string{"zone.size", "zone.capacity", "zone.conventional_zones",
+	"zone.max_append_bytes", "zone.max_active_zones", "zone.max_open_zones"}
+
+func resolveZone(o *Options, s *Spec) error {
+	if !o.has("zone.mode") {
+		for _, n := range zoneOptions {
+			if o.has(n) {
+				return verr(n, "%s requires zone.mode=host-managed", n)
+			}
+		}
+		return nil
+	}
+	if m := o.str("zone.mode", ""); m != "host-managed" {
+		return verr("zone.mode", "Parameter 'zone.mode' does not accept value '%s' (the only zone model is host-managed)", m)
+	}
+	if s.Image.Version != 3 {
+		return verr("zone.mode", "zone.mode=host-managed requires compat=1.1 (zoned images are qcow2 version 3)")
+	}
+	size := s.Image.Size
+	zs := o.num("zone.size", zone.DefaultZoneSize)
+	if zs == 0 {
+		return verr("zone.size", "zone.size must not be 0")
+	}
+	if zs < 512 || zs&(zs-1) != 0 {
+		return verr("zone.size", "zone.size %d must be a power of two of at least 512 bytes", zs)
+	}
+	if size == 0 {
+		return verr("size", "a zoned image needs a size of at least one byte (size=0)")
+	}
+	nr := (size + zs - 1) / zs
+	if nr > zone.MaxZones {
+		return verr("zone.size", "size %d in zones of zone.size %d makes %d zones; at most %d are allowed", size, zs, nr, zone.MaxZones)
+	}
+	capacity := o.num("zone.capacity", zs)
+	if capacity > zs {
+		return verr("zone.capacity", "zone.capacity %d exceeds zone.size %d", capacity, zs)
+	}
+	if capacity == 0 || capacity%512 != 0 {
+		return verr("zone.capacity", "zone.capacity %d must be a non-zero multiple of 512", capacity)
+	}
+	conv := o.num("zone.conventional_zones", 0)
+	if conv >= nr {
+		return verr("zone.conventional_zones", "zone.conventional_zones %d must be less than the number of zones %d (size %d / zone.size %d)", conv, nr, size, zs)
+	}
+	ma := o.num("zone.max_append_bytes", zone.DefaultMaxAppendBytes)
+	if ma%512 != 0 {
+		return verr("zone.max_append_bytes", "zone.max_append_bytes %d is not a multiple of 512", ma)
+	}
+	if ma+512 >= capacity || ma > 1<<32-1 {
+		return verr("zone.max_append_bytes", "zone.max_append_bytes %d plus 512 must be less than zone.capacity %d", ma, capacity)
+	}
+	for _, n := range []string{"zone.max_active_zones", "zone.max_open_zones"} {
+		if v := o.num(n, 0); v > 1<<32-1 {
+			return verr(n, "%s %d is out of range (at most %d)", n, v, uint32(1<<32-1))
+		}
+	}
+	seq := nr - conv
+	active := o.num("zone.max_active_zones", 0)
+	if active > nr {
+		s.Warnings = append(s.Warnings, fmt.Sprintf("zone.max_active_zones %d exceeds the number of zones %d; using %d", active, nr, nr))
+		active = nr
+	}
+	open := o.num("zone.max_open_zones", active)
+	if o.has("zone.max_open_zones") {
+		if open > seq {
+			s.Warnings = append(s.Warnings, fmt.Sprintf("zone.max_open_zones %d exceeds the number of sequential zones %d; using %d", open, seq, seq))
+			open = seq
+		}
+		if active != 0 && open > active {
+			s.Warnings = append(s.Warnings, fmt.Sprintf("zone.max_open_zones %d exceeds zone.max_active_zones %d; using %d", open, active, active))
+			open = active
+		}
+	} else {
+		open = min(open, seq)
+	}
+	s.Zone = &zone.Header{
+		Model:             zone.ModelHostManaged,
+		ZoneSize:          zs,
+		ZoneCapacity:      capacity,
+		ConventionalZones: uint32(conv),
+		NrZones:           uint32(nr),
+		MaxActiveZones:    uint32(active),
+		MaxOpenZones:      uint32(open),
+		MaxAppendBytes:    uint32(ma),
+		MetaSize:          8 * nr,
+	}
+	h := s.Zone
+	s.Image.Incompatible |= image.IncompatZoned
+	s.Image.Tables = []image.Table{{
+		Data: zone.EncodeTable(h.InitialTable()),
+		Extension: func(off uint64) image.Extension {
+			h.MetaOffset = off
+			return image.Extension{Magic: zone.ExtMagic, Data: h.Marshal()}
+		},
+	}}
+	return nil
+}
+
+func log2(v uint64) int {
+	n := 0
+	for v > 1 {
+		v >>= 1
+		n++
+	}
+	return n
+}
+
+// Create writes the image described by s to path. The image is built in a
+// temporary file beside path, synced, and renamed over path, so that a
+// failure never leaves a half-made image behind. An existing image that
+// another process uses is not replaced.
+func Create(path string, s *Spec) (err error) {
+	if st, err := os.Stat(path); err == nil && !st.Mode().IsRegular() {
+		return fmt.Errorf("could not create '%s': not a regular file", path)
+	}
+	if err := image.CheckUnlocked(path); err != nil {
+		return fmt.Errorf("could not create '%s': %w", path, err)
+	}
+	dir := filepath.Dir(path)
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".zqimg-*")
+	if err != nil {
+		return fmt.Errorf("could not create '%s': %w", path, unwrapPath(err))
+	}
+	name := tmp.Name()
+	tmp.Close()
+	defer func() {
+		if err != nil {
+			os.Remove(name)
+		}
+	}()
+	f, err := image.OpenOSFile(name, false, false)
+	if err != nil {
+		return err
+	}
+	if err := image.Format(f, s.Image); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	mask := unix.Umask(0)
+	unix.Umask(mask)
+	if err := os.Chmod(name, 0o666&^os.FileMode(mask)); err != nil {
+		return err
+	}
+	if err := os.Rename(name, path); err != nil {
+		return fmt.Errorf("could not create '%s': %w", path, unwrapPath(err))
+	}
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
+func unwrapPath(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	var le *os.LinkError
+	if errors.As(err, &le) {
+		return le.Err
+	}
+	return err
+}

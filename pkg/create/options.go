@@ -1,0 +1,274 @@
+// Package create turns qemu-img style "-o key=value" options into a
+// validated image specification and lays the new image out on disk.
+package create
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/zqimg/zqimg/pkg/units"
+)
+
+// kind is the value type of an option, as in QEMU's QemuOptType.
+type kind int
+
+const (
+	kindString kind = iota
+	kindBool
+	kindNumber
+	kindSize
+)
+
+func (k kind) String() string {
+	return [...]string{"str", "bool (on/off)", "num", "size"}[k]
+}
+
+// OptionDef describes one -o option.
+type OptionDef struct {
+	Name string
+	kind kind
+	Help string
+	Def  string // value printed in the Formatting line when unset; "" for none
+}
+
+// Type names the option's value type as qemu-img's help does.
+func (d OptionDef) Type() string { return d.kind.String() }
+
+// Defs lists the supported options in the order qemu-img prints them in
+// its "Formatting ..." line.
+var Defs = []OptionDef{
+	{"cluster_size", kindSize, "qcow2 cluster size", "65536"},
+	{"extended_l2", kindBool, "Extended L2 tables", "off"},
+	{"preallocation", kindString, "Preallocation mode (allowed values: off)", ""},
+	{"compression_type", kindString, "Compression method used for image cluster compression (zlib or zstd)", "zlib"},
+	{"zone.mode", kindString, "zone model modes, mode choice: host-managed", ""},
+	{"zone.size", kindSize, "zone size (power of two, default 256 MiB)", ""},
+	{"zone.capacity", kindSize, "zone capacity (default: the zone size)", ""},
+	{"zone.conventional_zones", kindNumber, "numbers of conventional zones (default 0)", ""},
+	{"zone.max_append_bytes", kindSize, "max append bytes (default 64 KiB)", ""},
+	{"zone.max_active_zones", kindNumber, "max active zones (default 0: no limit)", ""},
+	{"zone.max_open_zones", kindNumber, "max open zones (default: max active zones, or 0: no limit)", ""},
+	{"size", kindSize, "Virtual disk size", ""},
+	{"compat", kindString, "Compatibility level (v2 [0.10] or v3 [1.1])", ""},
+	{"lazy_refcounts", kindBool, "Postpone refcount updates", "off"},
+	{"refcount_bits", kindNumber, "Width of a reference count entry in bits", "16"},
+}
+
+// qemuOnly are qemu-img qcow2 options that zqimg does not implement.
+var qemuOnly = []string{"backing_file", "backing_fmt", "data_file", "data_file_raw", "encryption",
+	"encrypt.format", "encrypt.key-secret", "encrypt.cipher-alg", "encrypt.cipher-mode",
+	"encrypt.ivgen-alg", "encrypt.ivgen-hash-alg", "encrypt.hash-alg", "encrypt.iter-time"}
+
+// ErrHelp is returned by ParseOptions when the options ask for help.
+var ErrHelp = errors.New("help requested")
+
+// OptionError is a malformed or unknown option. Hint, when set, is printed
+// on the following lines as QEMU does.
+type OptionError struct {
+	Msg  string
+	Hint string
+}
+
+func (e *OptionError) Error() string {
+	if e.Hint != "" {
+		return e.Msg + "\n" + e.Hint
+	}
+	return e.Msg
+}
+
+// value is a parsed option: its canonical text for the Formatting line and
+// its typed value.
+type value struct {
+	text string
+	num  uint64
+	on   bool
+}
+
+// Options holds the options given with -o (and the size argument), parsed
+// and typed but not yet checked against each other.
+type Options struct {
+	set map[string]value
+}
+
+func lookup(name string) (OptionDef, bool) {
+	for _, d := range Defs {
+		if d.Name == name {
+			return d, true
+		}
+	}
+	return OptionDef{}, false
+}
+
+// canonicalName accepts both '_' and '-' spellings of option names.
+func canonicalName(name string) string { return strings.ReplaceAll(name, "-", "_") }
+
+// splitOptions splits a -o list at single commas; ",," stands for a comma.
+func splitOptions(s string) []string {
+	var items []string
+	var cur strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == ',' {
+			if i+1 < len(s) && s[i+1] == ',' {
+				cur.WriteByte(',')
+				i++
+				continue
+			}
+			items = append(items, cur.String())
+			cur.Reset()
+			continue
+		}
+		cur.WriteByte(s[i])
+	}
+	return append(items, cur.String())
+}
+
+// ParseOptions parses the -o arguments in order (later values win) and the
+// optional size argument. It returns ErrHelp when one of them is "help" or "?".
+func ParseOptions(lists []string, sizeArg string, haveSize bool) (*Options, error) {
+	o := &Options{set: map[string]value{}}
+	for _, l := range lists {
+		if l == "" {
+			return nil, &OptionError{Msg: "Invalid option list: "}
+		}
+		for _, item := range splitOptions(l) {
+			if item == "help" || item == "?" {
+				return nil, ErrHelp
+			}
+		}
+	}
+	for _, l := range lists {
+		for _, item := range splitOptions(l) {
+			if item == "" {
+				continue
+			}
+			name, val, hasVal := strings.Cut(item, "=")
+			name = canonicalName(name)
+			def, ok := lookup(name)
+			if !ok {
+				if slices.Contains(qemuOnly, name) {
+					return nil, &OptionError{Msg: fmt.Sprintf("Parameter '%s' is not supported by zqimg", name)}
+				}
+				return nil, &OptionError{Msg: fmt.Sprintf("Invalid parameter '%s'", name)}
+			}
+			if !hasVal {
+				if def.kind != kindBool {
+					return nil, &OptionError{Msg: fmt.Sprintf("Parameter '%s' expects a value", name)}
+				}
+				val = "on"
+			}
+			v, err := parseValue(def, val)
+			if err != nil {
+				return nil, err
+			}
+			o.set[name] = v
+		}
+	}
+	if haveSize {
+		if _, dup := o.set["size"]; dup {
+			return nil, &OptionError{Msg: "The image size must be specified only once"}
+		}
+		n, err := units.ParseSize(sizeArg)
+		if err != nil && !errors.Is(err, units.ErrRange) {
+			return nil, &OptionError{Msg: "Invalid image size specified. You may use k, M, G, T, P or E suffixes for",
+				Hint: "kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes."}
+		}
+		if err != nil || n > 1<<63-1 {
+			return nil, &OptionError{Msg: fmt.Sprintf("Invalid image size specified. Must be between 0 and %d.", int64(1<<63-1))}
+		}
+		o.set["size"] = value{text: strconv.FormatUint(n, 10), num: n}
+	}
+	if _, ok := o.set["size"]; !ok {
+		return nil, &OptionError{Msg: "Image creation needs a size parameter"}
+	}
+	return o, nil
+}
+
+func parseValue(def OptionDef, s string) (value, error) {
+	switch def.kind {
+	case kindSize:
+		n, err := units.ParseSize(s)
+		if err != nil {
+			return value{}, &OptionError{
+				Msg:  fmt.Sprintf("Parameter '%s' expects a non-negative number below 2^64", def.Name),
+				Hint: "Optional suffix k, M, G, T, P or E means kilo-, mega-, giga-, tera-, peta-\nand exabytes, respectively.",
+			}
+		}
+		return value{text: strconv.FormatUint(n, 10), num: n}, nil
+	case kindNumber:
+		n, err := strconv.ParseUint(s, 0, 64)
+		if err != nil {
+			if errors.Is(err, strconv.ErrRange) {
+				return value{}, &OptionError{Msg: fmt.Sprintf("Value '%s' is too large for parameter '%s'", s, def.Name)}
+			}
+			return value{}, &OptionError{Msg: fmt.Sprintf("Parameter '%s' expects a number", def.Name)}
+		}
+		return value{text: strconv.FormatUint(n, 10), num: n}, nil
+	case kindBool:
+		switch s {
+		case "on", "yes", "true", "y":
+			return value{text: s, on: true}, nil
+		case "off", "no", "false", "n":
+			return value{text: s}, nil
+		}
+		return value{}, &OptionError{Msg: fmt.Sprintf("Parameter '%s' expects 'on' or 'off'", def.Name)}
+	}
+	return value{text: s}, nil
+}
+
+// Formatting returns qemu-img's "Formatting 'FILE', fmt=qcow2 ..." line
+// (without newline): every option that is set or has a default, in
+// qemu-img's order, sizes and numbers in decimal bytes.
+func (o *Options) Formatting(filename string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "Formatting '%s', fmt=qcow2", filename)
+	for _, d := range Defs {
+		v, ok := o.set[d.Name]
+		text := v.text
+		if !ok {
+			text = d.Def
+		}
+		if text == "" && !ok {
+			continue
+		}
+		if d.kind == kindString {
+			text = strings.ReplaceAll(text, ",", ",,")
+		}
+		fmt.Fprintf(&b, " %s=%s", d.Name, text)
+	}
+	return b.String()
+}
+
+// Help returns the option list printed for "-o help".
+func Help() string {
+	defs := slices.Clone(Defs)
+	slices.SortFunc(defs, func(a, b OptionDef) int { return strings.Compare(a.Name, b.Name) })
+	var b strings.Builder
+	b.WriteString("Supported qcow2 options:\n")
+	for _, d := range defs {
+		left := fmt.Sprintf("%s=<%s>", d.Name, d.Type())
+		fmt.Fprintf(&b, "  %-22s - %s\n", left, d.Help)
+	}
+	b.WriteString("\nBoth '_' and '-' are accepted in option names (zone.max-open-zones).\n")
+	return b.String()
+}
+
+func (o *Options) has(name string) bool { _, ok := o.set[name]; return ok }
+
+func (o *Options) num(name string, def uint64) uint64 {
+	if v, ok := o.set[name]; ok {
+		return v.num
+	}
+	return def
+}
+
+func (o *Options) str(name, def string) string {
+	if v, ok := o.set[name]; ok {
+		return v.text
+	}
+	return def
+}
+
+func (o *Options) on(name string) bool { return o.set[name].on }

@@ -1,0 +1,359 @@
+package image
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"syscall"
+)
+
+// refcounts holds the refcount table in memory and the refcount block cache.
+// Its allocation algorithm is QEMU's (first fit from a moving free-cluster
+// index; new refcount blocks placed so that they describe themselves; the
+// table grown into a fresh self-describing area), so that images laid out
+// by this package match qemu-img's byte for byte.
+type refcounts struct {
+	img      *Image
+	order    uint32
+	rbBits   uint32 // log2 of entries per refcount block
+	rbEnts   uint64 // entries per refcount block
+	max      uint64 // largest storable refcount
+	table    []uint64
+	tableOff uint64
+	maxIdx   uint64 // highest table index in use (QEMU's max_refcount_table_index)
+	freeIdx  uint64 // next cluster index to try when allocating
+	rbc      *metaCache
+}
+
+// errAgain asks an allocation to restart its search: new refcount metadata
+// may now occupy the clusters it had picked.
+var errAgain = errors.New("refcount metadata allocated; retry")
+
+func (r *refcounts) init(img *Image, fileSize int64) error {
+	h := &img.hdr
+	r.img = img
+	r.order = h.RefcountOrder
+	r.rbEnts = img.cs * 8 >> r.order
+	r.rbBits = uint32(log2(r.rbEnts))
+	r.max = MaxRefcount(r.order)
+	r.tableOff = h.RefcountTableOffset
+	n := uint64(h.RefcountTableClusters) * img.cs / 8
+	if r.tableOff+n*8 > uint64(fileSize) {
+		return formatErr(int64(r.tableOff), "refcount table (%d clusters) extends past the end of the file (%d bytes)", h.RefcountTableClusters, fileSize)
+	}
+	b := make([]byte, n*8)
+	if err := readFull(img.f, b, int64(r.tableOff)); err != nil {
+		return err
+	}
+	r.table = make([]uint64, n)
+	for i := range r.table {
+		r.table[i] = binary.BigEndian.Uint64(b[i*8:])
+	}
+	r.updateMaxIdx()
+	r.rbc = newMetaCache(img.f, int(img.cs), 4<<20, "refcount block")
+	return nil
+}
+
+func (r *refcounts) updateMaxIdx() {
+	i := uint64(len(r.table)) - 1
+	for i > 0 && r.table[i]&RefTableOffMask == 0 {
+		i--
+	}
+	r.maxIdx = i
+}
+
+// block returns the refcount block at table index ti, or nil if none.
+func (r *refcounts) block(ti uint64) (*cacheEntry, error) {
+	if ti >= uint64(len(r.table)) {
+		return nil, nil
+	}
+	off := r.table[ti] & RefTableOffMask
+	if off == 0 {
+		return nil, nil
+	}
+	if off&(r.img.cs-1) != 0 {
+		return nil, r.img.signalCorruption(int64(r.tableOff+ti*8), "refcount block offset 0x%x is not cluster aligned (refcount table entry %d)", off, ti)
+	}
+	return r.rbc.get(off)
+}
+
+// get returns the refcount of cluster index ci (0 where no block exists).
+func (r *refcounts) get(ci uint64) (uint64, error) {
+	b, err := r.block(ci >> r.rbBits)
+	if err != nil || b == nil {
+		return 0, err
+	}
+	return GetRefcount(b.data, ci&(r.rbEnts-1), r.order), nil
+}
+
+// allocNoref finds n contiguous clusters with refcount 0 without taking
+// them (QEMU's alloc_clusters_noref).
+func (r *refcounts) allocNoref(bytes uint64) (uint64, error) {
+	n := ceilDiv(bytes, r.img.cs)
+retry:
+	for i := uint64(0); i < n; i++ {
+		ci := r.freeIdx
+		r.freeIdx++
+		rc, err := r.get(ci)
+		if err != nil {
+			return 0, err
+		}
+		if rc != 0 {
+			goto retry
+		}
+	}
+	if r.freeIdx > 0 && r.freeIdx-1 > MaxHostOffset>>r.img.cb {
+		return 0, fmt.Errorf("image file would exceed the maximum host offset: %w", syscall.EFBIG)
+	}
+	return (r.freeIdx - n) << r.img.cb, nil
+}
+
+// alloc allocates bytes (rounded up to clusters) of contiguous clusters
+// with refcount 1 and returns their host offset.
+func (r *refcounts) alloc(bytes uint64) (uint64, error) {
+	for {
+		off, err := r.allocNoref(bytes)
+		if err != nil {
+			return 0, err
+		}
+		err = r.update(off, bytes, 1, false)
+		if errors.Is(err, errAgain) {
+			continue
+		}
+		if err != nil {
+			return 0, err
+		}
+		return off, nil
+	}
+}
+
+// update adds (or, with decrease, subtracts) addend to the refcount of
+// every cluster touched by [off, off+length). On failure the clusters
+// already changed are restored.
+func (r *refcounts) update(off, length, addend uint64, decrease bool) error {
+	if length == 0 {
+		return nil
+	}
+	cs := r.img.cs
+	start := off &^ (cs - 1)
+	last := (off + length - 1) &^ (cs - 1)
+	var blk *cacheEntry
+	oldTi := ^uint64(0)
+	var err error
+	co := start
+	for ; co <= last; co += cs {
+		ci := co >> r.img.cb
+		ti := ci >> r.rbBits
+		if ti != oldTi {
+			blk, err = r.allocBlock(ci)
+			if err != nil {
+				break
+			}
+			oldTi = ti
+		}
+		bi := ci & (r.rbEnts - 1)
+		rc := GetRefcount(blk.data, bi, r.order)
+		if decrease {
+			if rc < addend {
+				err = r.img.signalCorruption(int64(co), "refcount of cluster %d would drop below zero (refcount %d)", ci, rc)
+				break
+			}
+			rc -= addend
+		} else {
+			if rc+addend < rc || rc+addend > r.max {
+				err = fmt.Errorf("refcount of cluster %d would exceed %d: %w", ci, r.max, syscall.ERANGE)
+				break
+			}
+			rc += addend
+		}
+		if rc == 0 && ci < r.freeIdx {
+			r.freeIdx = ci
+		}
+		SetRefcount(blk.data, bi, r.order, rc)
+		r.rbc.markDirty(blk)
+		if rc == 0 {
+			r.img.l2c.discard(co)
+			if co != blk.off {
+				r.rbc.discard(co)
+			}
+		}
+	}
+	if err != nil && co > start {
+		if e := r.update(start, co-start, addend, !decrease); e != nil {
+			return fmt.Errorf("%w (and restoring refcounts failed: %v)", err, e)
+		}
+	}
+	return err
+}
+
+// allocBlock returns the refcount block covering cluster ci, creating it if
+// needed (QEMU's alloc_refcount_block). When it creates one it returns
+// errAgain, because the new block may sit where the caller meant to put data.
+func (r *refcounts) allocBlock(ci uint64) (*cacheEntry, error) {
+	img := r.img
+	ti := ci >> r.rbBits
+	if b, err := r.block(ti); err != nil || b != nil {
+		return b, err
+	}
+	newBlock, err := r.allocNoref(img.cs)
+	if err != nil {
+		return nil, err
+	}
+	if newBlock == 0 {
+		return nil, img.signalCorruption(-1, "refusing to allocate a refcount block at offset 0")
+	}
+	var blk *cacheEntry
+	if (newBlock>>img.cb)>>r.rbBits == ti {
+		// The block describes itself.
+		blk = r.rbc.getEmpty(newBlock)
+		SetRefcount(blk.data, (newBlock>>img.cb)&(r.rbEnts-1), r.order, 1)
+	} else {
+		if err := r.update(newBlock, img.cs, 1, false); err != nil {
+			return nil, err
+		}
+		if err := r.writeBlocksSync(); err != nil {
+			return nil, err
+		}
+		blk = r.rbc.getEmpty(newBlock)
+	}
+	r.rbc.markDirty(blk)
+	// The new block must be durable before anything points at it.
+	if err := r.writeBlocksSync(); err != nil {
+		return nil, err
+	}
+	if ti < uint64(len(r.table)) {
+		var b [8]byte
+		binary.BigEndian.PutUint64(b[:], newBlock)
+		if _, err := img.f.WriteAt(b[:], int64(r.tableOff+ti*8)); err != nil {
+			return nil, err
+		}
+		if err := img.f.Sync(); err != nil {
+			return nil, err
+		}
+		r.table[ti] = newBlock
+		r.maxIdx = max(r.maxIdx, ti)
+		return nil, errAgain
+	}
+	// The table is full: build a new, larger one in a fresh area after
+	// everything counted so far.
+	used := ceilDiv(max(ci+1, (newBlock>>img.cb)+1), r.rbEnts)
+	if _, err := r.area(used*r.rbEnts*img.cs, 0, false, ti, newBlock); err != nil {
+		return nil, err
+	}
+	return nil, errAgain
+}
+
+// area creates a new refcount table, and the refcount blocks it needs, in
+// clusters starting at start, covering everything up to the new structures
+// plus additional clusters; it switches the header to it and frees the old
+// table (QEMU's qcow2_refcount_area). It returns the end of the new area.
+func (r *refcounts) area(start, additional uint64, exact bool, newIdx, newOff uint64) (uint64, error) {
+	img := r.img
+	cs := img.cs
+	totalBlocks, _ := RefcountMetadataSize(start/cs+additional, cs, r.order, !exact)
+	if totalBlocks > MaxRefTableBytes/8 {
+		return 0, fmt.Errorf("refcount table would exceed %d bytes: %w", MaxRefTableBytes, syscall.EFBIG)
+	}
+	areaIdx := (start / cs) / r.rbEnts
+	tableSize := totalBlocks
+	if !exact {
+		tableSize += ceilDiv(totalBlocks, 2)
+	}
+	tableSize = roundUp(tableSize, cs/8)
+	tableClusters := tableSize * 8 / cs
+	if tableSize > MaxRefTableBytes/8 {
+		return 0, fmt.Errorf("refcount table would exceed %d bytes: %w", MaxRefTableBytes, syscall.EFBIG)
+	}
+	newTable := make([]uint64, tableSize)
+	if tableSize > r.maxIdx {
+		copy(newTable, r.table[:r.maxIdx+1])
+	} else {
+		copy(newTable, r.table[:tableSize])
+	}
+	if newOff != 0 {
+		newTable[newIdx] = newOff
+	}
+	var additionalBlocks uint64
+	for i := areaIdx; i < totalBlocks; i++ {
+		if newTable[i] == 0 {
+			additionalBlocks++
+		}
+	}
+	tableOff := start + additionalBlocks*cs
+	end := tableOff + tableClusters*cs
+	blockOff := start
+	for i := areaIdx; i < totalBlocks; i++ {
+		var blk *cacheEntry
+		if newTable[i] != 0 {
+			b, err := r.rbc.get(newTable[i] & RefTableOffMask)
+			if err != nil {
+				return 0, err
+			}
+			blk = b
+		} else {
+			blk = r.rbc.getEmpty(blockOff)
+			r.rbc.markDirty(blk)
+			newTable[i] = blockOff
+			blockOff += cs
+		}
+		first := i * r.rbEnts * cs
+		if first < end {
+			j := uint64(0)
+			if first < start {
+				j = (start - first) / cs
+			}
+			endIdx := min((end-first)/cs, r.rbEnts)
+			for ; j < endIdx; j++ {
+				if GetRefcount(blk.data, j, r.order) != 0 {
+					return 0, img.signalCorruption(int64(first+j*cs), "cluster %d, meant for new refcount structures, is in use", first/cs+j)
+				}
+				SetRefcount(blk.data, j, r.order, 1)
+			}
+			r.rbc.markDirty(blk)
+		}
+	}
+	if err := r.writeBlocksSync(); err != nil {
+		return 0, err
+	}
+	buf := make([]byte, tableSize*8)
+	for i, v := range newTable {
+		binary.BigEndian.PutUint64(buf[i*8:], v)
+	}
+	if _, err := img.f.WriteAt(buf, int64(tableOff)); err != nil {
+		return 0, err
+	}
+	if err := img.f.Sync(); err != nil {
+		return 0, err
+	}
+	var hb [12]byte
+	binary.BigEndian.PutUint64(hb[0:], tableOff)
+	binary.BigEndian.PutUint32(hb[8:], uint32(tableClusters))
+	if _, err := img.f.WriteAt(hb[:], 48); err != nil {
+		return 0, err
+	}
+	if err := img.f.Sync(); err != nil {
+		return 0, err
+	}
+	oldOff, oldSize := r.tableOff, uint64(len(r.table))
+	r.table = newTable
+	r.tableOff = tableOff
+	img.hdr.RefcountTableOffset = tableOff
+	img.hdr.RefcountTableClusters = uint32(tableClusters)
+	r.updateMaxIdx()
+	// The header no longer points at the old table: free it now.
+	if err := r.update(oldOff, oldSize*8, 1, true); err != nil {
+		return 0, err
+	}
+	return end, nil
+}
+
+// writeBlocksSync writes dirty refcount blocks and syncs.
+func (r *refcounts) writeBlocksSync() error {
+	if r.rbc.dirty == 0 {
+		return nil
+	}
+	if err := r.rbc.writeDirty(); err != nil {
+		return err
+	}
+	return r.img.f.Sync()
+}

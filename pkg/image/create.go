@@ -1,0 +1,158 @@
+package image
+
+import (
+	"encoding/binary"
+	"fmt"
+)
+
+// CreateOptions describe a new image. Sizes are in bytes.
+type CreateOptions struct {
+	Size            uint64 // virtual size; rounded up to a multiple of 512
+	ClusterBits     uint32 // 9 (512 B) to 21 (2 MiB)
+	Version         uint32 // 2 or 3
+	RefcountOrder   uint32 // refcount width is 1<<RefcountOrder bits (0..6)
+	ExtendedL2      bool
+	CompressionType uint8
+	LazyRefcounts   bool
+	// Incompatible holds extra incompatible feature bits to set, for
+	// features implemented above this package (IncompatZoned).
+	Incompatible uint64
+	// Tables are refcounted metadata areas owned by such a feature.
+	Tables []Table
+}
+
+// Table is a metadata area allocated at creation time, right after the
+// first refcount block and before the L1 table, and described by a header
+// extension (the zoned write-pointer table is one).
+type Table struct {
+	Data []byte
+	// Extension returns the header extension describing the table once
+	// its host offset is known.
+	Extension func(offset uint64) Extension
+}
+
+// Format lays a new, empty image out in f the way qemu-img create does:
+// header cluster, refcount table, one refcount block, the extra tables,
+// then the L1 table, with QEMU's allocator placing everything, so that the
+// file is byte-identical to qemu-img's. f should be empty.
+func Format(f File, o CreateOptions) error {
+	if o.ClusterBits < MinClusterBits || o.ClusterBits > MaxClusterBits {
+		return fmt.Errorf("cluster size 2^%d out of range", o.ClusterBits)
+	}
+	if o.Version != 2 && o.Version != 3 {
+		return fmt.Errorf("unsupported qcow2 version %d", o.Version)
+	}
+	if o.RefcountOrder > 6 || (o.Version == 2 && o.RefcountOrder != 4) {
+		return fmt.Errorf("refcount order %d not allowed for version %d", o.RefcountOrder, o.Version)
+	}
+	cs := uint64(1) << o.ClusterBits
+	h := Header{
+		Magic:                 Magic,
+		Version:               o.Version,
+		ClusterBits:           o.ClusterBits,
+		RefcountTableOffset:   cs,
+		RefcountTableClusters: 1,
+		RefcountOrder:         o.RefcountOrder,
+		HeaderLength:          HeaderV2Size,
+	}
+	if o.Version == 3 {
+		h.HeaderLength = HeaderV3Size
+		h.IncompatibleFeatures = o.Incompatible
+		if o.ExtendedL2 {
+			h.IncompatibleFeatures |= IncompatExtL2
+		}
+		if o.CompressionType != CompressionZlib {
+			h.IncompatibleFeatures |= IncompatCompression
+			h.CompressionType = o.CompressionType
+		}
+		if o.LazyRefcounts {
+			h.CompatibleFeatures |= CompatLazyRefcounts
+		}
+	}
+	first := make([]byte, cs)
+	copy(first, h.Marshal())
+	if _, err := f.WriteAt(first, 0); err != nil {
+		return err
+	}
+	// Refcount table with one entry, and an empty refcount block.
+	rt := make([]byte, 2*cs)
+	binary.BigEndian.PutUint64(rt, 2*cs)
+	if _, err := f.WriteAt(rt, int64(cs)); err != nil {
+		return err
+	}
+	img, err := OpenFile(f, "", Options{Features: o.Incompatible, NoBacking: true})
+	if err != nil {
+		return err
+	}
+	if off, err := img.rc.alloc(3 * cs); err != nil {
+		return err
+	} else if off != 0 {
+		return fmt.Errorf("first cluster of an empty image is already in use")
+	}
+	var exts []Extension
+	if o.Version == 3 && cs > 4096 {
+		// QEMU omits the feature name table for clusters of 4 KiB and less.
+		exts = append(exts, Extension{Magic: ExtFeatureTable, Data: MarshalFeatureTable(DefaultFeatures)})
+	}
+	for _, t := range o.Tables {
+		off, err := img.rc.alloc(uint64(len(t.Data)))
+		if err != nil {
+			return err
+		}
+		if _, err := f.WriteAt(t.Data, int64(off)); err != nil {
+			return err
+		}
+		exts = append(exts, t.Extension(off))
+	}
+	size := roundUp(o.Size, 512)
+	img.hdr.Size = size
+	l1 := ceilDiv(size, cs*img.l2Ents)
+	if uint64(l1)*8 > MaxL1Bytes {
+		return fmt.Errorf("image size %d needs an L1 table larger than %d bytes", size, MaxL1Bytes)
+	}
+	if l1 > 0 {
+		off, err := img.rc.alloc(l1 * 8)
+		if err != nil {
+			return err
+		}
+		if _, err := f.WriteAt(make([]byte, l1*8), int64(off)); err != nil {
+			return err
+		}
+		img.hdr.L1Size = uint32(l1)
+		img.hdr.L1TableOffset = off
+	}
+	if err := img.rc.writeBlocksSync(); err != nil {
+		return err
+	}
+	hc, err := marshalHeaderCluster(&img.hdr, exts, "", cs)
+	if err != nil {
+		return err
+	}
+	if _, err := f.WriteAt(hc, 0); err != nil {
+		return err
+	}
+	return f.Sync()
+}
+
+// marshalHeaderCluster encodes the header, its extensions, the end marker
+// and the backing file name into one cluster, as qcow2_update_header does.
+func marshalHeaderCluster(h *Header, exts []Extension, backing string, cs uint64) ([]byte, error) {
+	hh := *h
+	b := hh.Marshal()
+	for _, e := range exts {
+		b = AppendExtension(b, e)
+	}
+	b = AppendExtension(b, Extension{Magic: ExtEnd})
+	if backing != "" {
+		hh.BackingFileOffset = uint64(len(b))
+		hh.BackingFileSize = uint32(len(backing))
+		copy(b, hh.Marshal())
+		b = append(b, backing...)
+	}
+	if uint64(len(b)) > cs {
+		return nil, fmt.Errorf("header and extensions (%d bytes) do not fit in a cluster of %d bytes", len(b), cs)
+	}
+	out := make([]byte, cs)
+	copy(out, b)
+	return out, nil
+}

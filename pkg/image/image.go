@@ -1,0 +1,448 @@
+package image
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+)
+
+// Options control how an image is opened.
+type Options struct {
+	// ReadOnly opens the image for reading only (and takes reader locks).
+	ReadOnly bool
+	// Features lists incompatible feature bits implemented by the caller on
+	// top of this package (IncompatZoned for the zoned layer). Images with
+	// any other unknown incompatible bit are refused.
+	Features uint64
+	// NoLock skips QEMU-compatible image locking (qemu-img's -U).
+	NoLock bool
+	// NoBacking leaves the backing file closed: unallocated clusters then
+	// read as zeroes, and writes are refused if they would need it.
+	NoBacking bool
+	// CacheBytes bounds the L2 table cache; 0 selects 32 MiB.
+	CacheBytes int
+}
+
+// Image is an open qcow2 image. It is not safe for concurrent use.
+//
+// Writes follow the order data, refcount blocks, L2 tables, L1 table, with a
+// sync before each structure that depends on what was just written. Metadata
+// is cached and written back lazily (at Flush, Close, or when the cache is
+// full); references dropped by a write are only freed once the metadata no
+// longer pointing at them is durable. A crash can therefore leak clusters
+// but never leave a reference to unwritten data or a refcount lower than
+// the references on disk.
+type Image struct {
+	f     File
+	name  string
+	ro    bool
+	hdr   Header
+	exts  []Extension
+	feats []Feature
+
+	backingName   string
+	backingFormat string
+	backing       backingFile
+
+	cs      uint64 // cluster size, bytes
+	cb      uint32 // cluster bits
+	l2Bits  uint32 // log2 of entries per L2 table
+	l2Ents  uint64 // entries per L2 table
+	entSize uint64 // bytes per L2 entry (8, or 16 with extended L2)
+	extL2   bool
+	subSize uint64 // subcluster size (cs/32 with extended L2, else cs)
+
+	l1      []uint64
+	l1Dirty map[uint64]struct{} // dirty 512-byte sectors of the L1 table
+
+	rc  refcounts
+	l2c *metaCache
+
+	pendingFree []extent // references dropped; freed after the next durable writeback
+	corrupt     bool
+	closed      bool
+	zbuf        zcache
+}
+
+type extent struct{ off, len uint64 }
+
+// backingFile is what a backing image must provide.
+type backingFile interface {
+	io.ReaderAt
+	Close() error
+}
+
+// Open opens the qcow2 image at path, taking QEMU-compatible locks.
+func Open(path string, opts Options) (*Image, error) {
+	f, err := OpenOSFile(path, opts.ReadOnly, opts.NoLock)
+	if err != nil {
+		return nil, err
+	}
+	img, err := OpenFile(f, path, opts)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return img, nil
+}
+
+// OpenFile opens an image stored in f; name is used to resolve a relative
+// backing file name and in messages. On success the Image owns f.
+func OpenFile(f File, name string, opts Options) (*Image, error) {
+	img := &Image{f: f, name: name, ro: opts.ReadOnly, l1Dirty: map[uint64]struct{}{}}
+	fileSize, err := f.Size()
+	if err != nil {
+		return nil, err
+	}
+	first := make([]byte, min(fileSize, int64(1)<<MaxClusterBits))
+	if _, err := f.ReadAt(first, 0); err != nil && !errors.Is(err, io.EOF) {
+		return nil, err
+	}
+	h, err := ParseHeader(first)
+	if err != nil {
+		return nil, err
+	}
+	img.hdr = *h
+	img.cb = h.ClusterBits
+	img.cs = 1 << h.ClusterBits
+	if uint64(fileSize) < uint64(h.HeaderLength) {
+		return nil, formatErr(0, "file of %d bytes is too short for its header", fileSize)
+	}
+	hc := make([]byte, img.cs)
+	copy(hc, first)
+
+	extEnd := int(img.cs)
+	if h.BackingFileOffset != 0 {
+		extEnd = int(h.BackingFileOffset)
+	}
+	exts, err := ParseExtensions(hc, int(h.HeaderLength), extEnd)
+	if err != nil {
+		return nil, err
+	}
+	img.exts = exts
+	for _, e := range exts {
+		switch e.Magic {
+		case ExtFeatureTable:
+			if fs, err := ParseFeatureTable(e.Data); err == nil {
+				img.feats = fs
+			}
+		case ExtBackingFormat:
+			img.backingFormat = string(e.Data)
+		}
+	}
+	if h.BackingFileOffset != 0 {
+		img.backingName = string(hc[h.BackingFileOffset : h.BackingFileOffset+uint64(h.BackingFileSize)])
+	}
+	if err := img.checkFeatures(opts); err != nil {
+		return nil, err
+	}
+
+	img.extL2 = h.ExtendedL2()
+	img.entSize = 8
+	img.subSize = img.cs
+	if img.extL2 {
+		img.entSize = 16
+		img.subSize = img.cs / 32
+	}
+	img.l2Ents = img.cs / img.entSize
+	img.l2Bits = uint32(log2(img.l2Ents))
+
+	if err := img.loadL1(fileSize); err != nil {
+		return nil, err
+	}
+	if err := img.rc.init(img, fileSize); err != nil {
+		return nil, err
+	}
+	cache := opts.CacheBytes
+	if cache <= 0 {
+		cache = 32 << 20
+	}
+	img.l2c = newMetaCache(f, int(img.cs), cache, "L2 table")
+
+	if !img.ro && h.AutoclearFeatures != 0 {
+		// We maintain no autoclear feature (bitmaps): clear the bits before
+		// writing, as the specification requires.
+		img.hdr.AutoclearFeatures = 0
+		if err := img.writeHeaderField(88, 8, 0); err != nil {
+			return nil, err
+		}
+	}
+	if img.backingName != "" && !opts.NoBacking {
+		b, err := openBacking(img.backingPath(), img.backingFormat, opts)
+		if err != nil {
+			return nil, fmt.Errorf("could not open backing file %q: %w", img.backingName, err)
+		}
+		img.backing = b
+	}
+	return img, nil
+}
+
+func (img *Image) checkFeatures(opts Options) error {
+	h := &img.hdr
+	known := IncompatDirty | IncompatCorrupt | IncompatCompression | IncompatExtL2 | opts.Features
+	if unk := h.IncompatibleFeatures &^ known; unk != 0 {
+		return &UnsupportedFeatureError{Names: img.featureNames(unk)}
+	}
+	if h.CryptMethod != 0 {
+		kind := "unknown method"
+		switch h.CryptMethod {
+		case 1:
+			kind = "AES"
+		case 2:
+			kind = "LUKS"
+		}
+		return &UnsupportedFeatureError{Names: []string{fmt.Sprintf("encryption (crypt_method %d, %s)", h.CryptMethod, kind)}}
+	}
+	if !img.ro && h.IncompatibleFeatures&IncompatCorrupt != 0 {
+		return fmt.Errorf("%w: the corrupt bit is set; it cannot be opened read/write (run 'zqimg check -r all' to repair it)", ErrCorrupt)
+	}
+	if !img.ro && h.IncompatibleFeatures&IncompatDirty != 0 {
+		return fmt.Errorf("%w: refcounts were not written back (lazy refcounts); run 'zqimg check -r all' to repair it before writing", ErrDirty)
+	}
+	return nil
+}
+
+// featureNames names the incompatible bits in mask from the image's feature
+// name table, falling back to the names QEMU uses, as QEMU reports them.
+func (img *Image) featureNames(mask uint64) []string {
+	var names []string
+	for _, f := range img.feats {
+		if f.Type == FeatureIncompatible && f.Bit < 64 && mask&(1<<f.Bit) != 0 {
+			names = append(names, f.Name)
+			mask &^= 1 << f.Bit
+		}
+	}
+	for _, f := range DefaultFeatures {
+		if f.Type == FeatureIncompatible && mask&(1<<f.Bit) != 0 && f.Bit >= 2 {
+			names = append(names, f.Name)
+			mask &^= 1 << f.Bit
+		}
+	}
+	if mask != 0 {
+		names = append(names, fmt.Sprintf("Unknown incompatible feature: %x", mask))
+	}
+	return names
+}
+
+func (img *Image) loadL1(fileSize int64) error {
+	n := uint64(img.hdr.L1Size)
+	img.l1 = make([]uint64, n)
+	if n == 0 {
+		return nil
+	}
+	off := img.hdr.L1TableOffset
+	if off+n*8 > uint64(fileSize) {
+		return formatErr(int64(off), "L1 table (%d entries) extends past the end of the file (%d bytes)", n, fileSize)
+	}
+	b := make([]byte, n*8)
+	if err := readFull(img.f, b, int64(off)); err != nil {
+		return err
+	}
+	for i := range img.l1 {
+		img.l1[i] = binary.BigEndian.Uint64(b[i*8:])
+	}
+	return nil
+}
+
+func (img *Image) backingPath() string {
+	if filepath.IsAbs(img.backingName) {
+		return img.backingName
+	}
+	return filepath.Join(filepath.Dir(img.name), img.backingName)
+}
+
+// Close flushes (if writable) and releases the image, its backing file and
+// its locks. A failed flush is reported and the file is closed regardless.
+func (img *Image) Close() error {
+	if img.closed {
+		return nil
+	}
+	var err error
+	if !img.ro && !img.corrupt {
+		err = img.Flush()
+	}
+	img.closed = true
+	if img.backing != nil {
+		if e := img.backing.Close(); err == nil {
+			err = e
+		}
+	}
+	if e := img.f.Close(); err == nil {
+		err = e
+	}
+	return err
+}
+
+// Size returns the virtual disk size in bytes.
+func (img *Image) Size() int64 { return int64(img.hdr.Size) }
+
+// ClusterSize returns the cluster size in bytes.
+func (img *Image) ClusterSize() int64 { return int64(img.cs) }
+
+// Header returns a copy of the image header.
+func (img *Image) Header() Header {
+	h := img.hdr
+	h.Extra = append([]byte(nil), h.Extra...)
+	return h
+}
+
+// ReadOnly reports whether the image was opened read-only.
+func (img *Image) ReadOnly() bool { return img.ro }
+
+// Name returns the name the image was opened with.
+func (img *Image) Name() string { return img.name }
+
+// Extensions returns the header extensions in on-disk order.
+func (img *Image) Extensions() []Extension {
+	out := make([]Extension, len(img.exts))
+	for i, e := range img.exts {
+		out[i] = Extension{Magic: e.Magic, Data: append([]byte(nil), e.Data...)}
+	}
+	return out
+}
+
+// Extension returns the data of the first extension with the given magic.
+func (img *Image) Extension(magic uint32) ([]byte, bool) {
+	for _, e := range img.exts {
+		if e.Magic == magic {
+			return append([]byte(nil), e.Data...), true
+		}
+	}
+	return nil, false
+}
+
+// Features returns the image's feature name table (nil when absent).
+func (img *Image) Features() []Feature { return append([]Feature(nil), img.feats...) }
+
+// BackingFile returns the backing file name and format as stored in the
+// header ("" when there is none).
+func (img *Image) BackingFile() (name, format string) { return img.backingName, img.backingFormat }
+
+// File returns the underlying file.
+func (img *Image) File() File { return img.f }
+
+// HostReadAt reads raw bytes of the image file, for structures owned by a
+// layer above this package (the zoned write-pointer table).
+func (img *Image) HostReadAt(p []byte, off int64) error { return readFull(img.f, p, off) }
+
+// HostWriteAt writes raw bytes of the image file. The caller owns the
+// ordering of such writes relative to Flush.
+func (img *Image) HostWriteAt(p []byte, off int64) error {
+	if img.ro {
+		return ErrReadOnly
+	}
+	_, err := img.f.WriteAt(p, off)
+	return err
+}
+
+// Sync makes every completed write to the file durable.
+func (img *Image) Sync() error {
+	if img.ro {
+		return nil
+	}
+	return img.f.Sync()
+}
+
+// writeHeaderField writes a big-endian field of the fixed header and syncs.
+// All fields lie in the first sector, which is written atomically.
+func (img *Image) writeHeaderField(off, size int, v uint64) error {
+	b := make([]byte, 8)
+	binary.BigEndian.PutUint64(b, v)
+	if _, err := img.f.WriteAt(b[8-size:], int64(off)); err != nil {
+		return err
+	}
+	return img.f.Sync()
+}
+
+// signalCorruption marks the image corrupt (when writable), so that no
+// further writes can damage it, and returns the error describing why.
+func (img *Image) signalCorruption(off int64, format string, args ...any) error {
+	err := &CorruptionError{Off: off, Msg: fmt.Sprintf(format, args...)}
+	if !img.ro && !img.corrupt {
+		img.corrupt = true
+		img.hdr.IncompatibleFeatures |= IncompatCorrupt
+		_ = img.writeHeaderField(72, 8, img.hdr.IncompatibleFeatures)
+	}
+	return err
+}
+
+func openBacking(path, format string, opts Options) (backingFile, error) {
+	if format == "" {
+		var magic [4]byte
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, err
+		}
+		_, _ = f.ReadAt(magic[:], 0)
+		f.Close()
+		format = "raw"
+		if binary.BigEndian.Uint32(magic[:]) == Magic {
+			format = "qcow2"
+		}
+	}
+	bopts := Options{ReadOnly: true, NoLock: opts.NoLock, CacheBytes: opts.CacheBytes}
+	switch format {
+	case "qcow2":
+		img, err := Open(path, bopts)
+		if err != nil {
+			return nil, err
+		}
+		return &zeroPastEnd{r: img, size: img.Size(), c: img}, nil
+	case "raw":
+		f, err := OpenOSFile(path, true, opts.NoLock)
+		if err != nil {
+			return nil, err
+		}
+		size, err := f.Size()
+		if err != nil {
+			f.Close()
+			return nil, err
+		}
+		return &zeroPastEnd{r: f, size: size, c: f}, nil
+	default:
+		return nil, fmt.Errorf("backing file format %q is not supported (only qcow2 and raw)", format)
+	}
+}
+
+// zeroPastEnd reads a backing file, returning zeroes beyond its size.
+type zeroPastEnd struct {
+	r    io.ReaderAt
+	size int64
+	c    io.Closer
+}
+
+func (z *zeroPastEnd) ReadAt(p []byte, off int64) (int, error) {
+	n := len(p)
+	if off >= z.size {
+		clear(p)
+		return n, nil
+	}
+	in := p
+	if off+int64(len(p)) > z.size {
+		in = p[:z.size-off]
+		clear(p[len(in):])
+	}
+	m, err := z.r.ReadAt(in, off)
+	if m < len(in) {
+		if err == nil || errors.Is(err, io.EOF) {
+			clear(in[m:])
+		} else {
+			return m, err
+		}
+	}
+	return n, nil
+}
+
+func (z *zeroPastEnd) Close() error { return z.c.Close() }
+
+func log2(v uint64) int {
+	n := 0
+	for v > 1 {
+		v >>= 1
+		n++
+	}
+	return n
+}

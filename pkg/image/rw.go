@@ -1,0 +1,570 @@
+package image
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// Subcluster bitmap halves of an extended L2 entry.
+const (
+	bmAllAlloc uint64 = 0x00000000ffffffff
+	bmAllZero  uint64 = 0xffffffff00000000
+)
+
+// mapping classifies guest data at one offset.
+type mapping int
+
+const (
+	mapUnallocated mapping = iota // backing file or zeroes
+	mapZero                       // reads as zeroes
+	mapData                       // host cluster data
+	mapCompressed                 // compressed cluster
+)
+
+func (img *Image) checkRange(off int64, n int) error {
+	if img.closed {
+		return ErrClosed
+	}
+	if off < 0 || n < 0 || uint64(off)+uint64(n) > img.hdr.Size {
+		return fmt.Errorf("%w: %d bytes at offset %d, image size %d", ErrOutOfRange, n, off, img.hdr.Size)
+	}
+	return nil
+}
+
+func (img *Image) checkWritable(off int64, n int) error {
+	if err := img.checkRange(off, n); err != nil {
+		return err
+	}
+	if img.ro {
+		return ErrReadOnly
+	}
+	if img.corrupt {
+		return fmt.Errorf("%w: writes are refused until it is repaired", ErrCorrupt)
+	}
+	return nil
+}
+
+// l2Span returns the guest bytes covered by one L2 table.
+func (img *Image) l2Span() uint64 { return img.cs << img.l2Bits }
+
+func (img *Image) entry(t *cacheEntry, i uint64) (e, bm uint64) {
+	o := i * img.entSize
+	e = binary.BigEndian.Uint64(t.data[o:])
+	if img.extL2 {
+		bm = binary.BigEndian.Uint64(t.data[o+8:])
+	}
+	return e, bm
+}
+
+func (img *Image) setEntry(t *cacheEntry, i, e, bm uint64) {
+	o := i * img.entSize
+	binary.BigEndian.PutUint64(t.data[o:], e)
+	if img.extL2 {
+		binary.BigEndian.PutUint64(t.data[o+8:], bm)
+	}
+	img.l2c.markDirty(t)
+}
+
+// l2Table returns the L2 table for L1 index l1i, or nil if unallocated.
+func (img *Image) l2Table(l1i uint64) (*cacheEntry, error) {
+	if l1i >= uint64(len(img.l1)) {
+		return nil, nil
+	}
+	off := img.l1[l1i] & L1OffsetMask
+	if off == 0 {
+		return nil, nil
+	}
+	if off&(img.cs-1) != 0 {
+		return nil, img.signalCorruption(int64(img.hdr.L1TableOffset+l1i*8), "L2 table offset 0x%x is not cluster aligned (L1 entry %d)", off, l1i)
+	}
+	t, err := img.l2c.get(off)
+	if errors.Is(err, ErrTruncated) {
+		return nil, img.signalCorruption(int64(off), "L2 table (L1 entry %d) lies beyond the end of the file", l1i)
+	}
+	return t, err
+}
+
+// l2ForWrite returns a writable L2 table for l1i, allocating it, or copying
+// it if it is shared with a snapshot.
+func (img *Image) l2ForWrite(l1i uint64) (*cacheEntry, error) {
+	if l1i >= uint64(len(img.l1)) {
+		return nil, img.signalCorruption(int64(img.hdr.L1TableOffset), "L1 table of %d entries is too small for the virtual size", len(img.l1))
+	}
+	l1e := img.l1[l1i]
+	old := l1e & L1OffsetMask
+	if old != 0 && l1e&OflagCopied != 0 {
+		return img.l2Table(l1i)
+	}
+	var oldT *cacheEntry
+	if old != 0 {
+		t, err := img.l2Table(l1i)
+		if err != nil {
+			return nil, err
+		}
+		oldT = t
+	}
+	off, err := img.rc.alloc(img.cs)
+	if err != nil {
+		return nil, err
+	}
+	t := img.l2c.getEmpty(off)
+	if oldT != nil {
+		copy(t.data, oldT.data)
+		img.deferFree(old, img.cs)
+	}
+	img.l2c.markDirty(t)
+	img.l1[l1i] = off | OflagCopied
+	img.l1Dirty[l1i/64] = struct{}{}
+	return t, nil
+}
+
+// classify returns how the cluster described by (e, bm) maps guest bytes at
+// in-cluster offset inC, and how many bytes from there map the same way.
+func (img *Image) classify(e, bm, inC uint64) (mapping, uint64, uint64) {
+	if e&OflagCompressed != 0 {
+		return mapCompressed, 0, img.cs - inC
+	}
+	host := e & L2OffsetMask
+	if !img.extL2 {
+		switch {
+		case img.hdr.Version >= 3 && e&OflagZero != 0:
+			return mapZero, 0, img.cs - inC
+		case host == 0:
+			return mapUnallocated, 0, img.cs - inC
+		default:
+			return mapData, host + inC, img.cs - inC
+		}
+	}
+	sc := inC / img.subSize
+	state := func(s uint64) mapping {
+		switch {
+		case bm&(1<<s) != 0:
+			return mapData
+		case bm&(1<<(32+s)) != 0:
+			return mapZero
+		}
+		return mapUnallocated
+	}
+	m := state(sc)
+	end := sc + 1
+	for end < 32 && state(end) == m {
+		end++
+	}
+	return m, host + inC, end*img.subSize - inC
+}
+
+// ReadAt reads len(p) guest bytes at off. Unwritten bytes read as zeroes (or
+// from the backing file).
+func (img *Image) ReadAt(p []byte, off int64) (int, error) {
+	if err := img.checkRange(off, len(p)); err != nil {
+		return 0, err
+	}
+	if err := img.maybeEvict(); err != nil {
+		return 0, err
+	}
+	if err := img.readGuest(p, uint64(off)); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+func (img *Image) readGuest(p []byte, g uint64) error {
+	for len(p) > 0 {
+		l1i := g >> (img.cb + img.l2Bits)
+		t, err := img.l2Table(l1i)
+		if err != nil {
+			return err
+		}
+		if t == nil {
+			n := min(uint64(len(p)), img.l2Span()-g%img.l2Span())
+			if err := img.readUnallocated(p[:n], g); err != nil {
+				return err
+			}
+			p, g = p[n:], g+n
+			continue
+		}
+		i := (g >> img.cb) & (img.l2Ents - 1)
+		e, bm := img.entry(t, i)
+		inC := g & (img.cs - 1)
+		m, host, n := img.classify(e, bm, inC)
+		n = min(n, uint64(len(p)))
+		switch m {
+		case mapZero:
+			clear(p[:n])
+		case mapUnallocated:
+			if err := img.readUnallocated(p[:n], g); err != nil {
+				return err
+			}
+		case mapCompressed:
+			data, err := img.decompress(e, g)
+			if err != nil {
+				return err
+			}
+			copy(p[:n], data[inC:])
+		case mapData:
+			if (host-inC)&(img.cs-1) != 0 {
+				return img.signalCorruption(int64(host-inC), "data cluster offset 0x%x for guest offset 0x%x is not cluster aligned", host-inC, g)
+			}
+			// Extend the read over following clusters stored contiguously.
+			if !img.extL2 && n == img.cs-inC {
+				for j := i + 1; j < img.l2Ents && n < uint64(len(p)); j++ {
+					ne, _ := img.entry(t, j)
+					nm, nh, _ := img.classify(ne, 0, 0)
+					if nm != mapData || nh != host+n {
+						break
+					}
+					n = min(n+img.cs, uint64(len(p)))
+				}
+			}
+			if err := readData(img.f, p[:n], host); err != nil {
+				return err
+			}
+		}
+		p, g = p[n:], g+n
+	}
+	return nil
+}
+
+func (img *Image) readUnallocated(p []byte, g uint64) error {
+	if img.backing == nil {
+		clear(p)
+		return nil
+	}
+	_, err := img.backing.ReadAt(p, int64(g))
+	return err
+}
+
+// readData reads host data; bytes past the end of the file read as zeroes,
+// as in QEMU's file driver.
+func readData(f io.ReaderAt, p []byte, off uint64) error {
+	n, err := f.ReadAt(p, int64(off))
+	if n < len(p) {
+		if err != nil && !errors.Is(err, io.EOF) {
+			return err
+		}
+		clear(p[n:])
+	}
+	return nil
+}
+
+// WriteAt writes p at guest offset off, allocating clusters as needed.
+func (img *Image) WriteAt(p []byte, off int64) (int, error) {
+	if err := img.checkWritable(off, len(p)); err != nil {
+		return 0, err
+	}
+	done := 0
+	for done < len(p) {
+		if err := img.maybeEvict(); err != nil {
+			return done, err
+		}
+		g := uint64(off) + uint64(done)
+		n := min(uint64(len(p)-done), img.l2Span()-g%img.l2Span())
+		if err := img.writeChunk(p[done:done+int(n)], g); err != nil {
+			return done, err
+		}
+		done += int(n)
+	}
+	return len(p), nil
+}
+
+// inPlace reports whether the cluster (e, bm) can be overwritten where it is.
+func (img *Image) inPlace(e uint64) bool {
+	return e&OflagCompressed == 0 && e&OflagCopied != 0 && e&L2OffsetMask != 0
+}
+
+// writeChunk writes p at g; the range lies within one L2 table.
+func (img *Image) writeChunk(p []byte, g uint64) error {
+	t, err := img.l2ForWrite(g >> (img.cb + img.l2Bits))
+	if err != nil {
+		return err
+	}
+	end := g + uint64(len(p))
+	for g < end {
+		i := (g >> img.cb) & (img.l2Ents - 1)
+		e, bm := img.entry(t, i)
+		inC := g & (img.cs - 1)
+		src := p[uint64(len(p))-(end-g):]
+		if img.inPlace(e) {
+			host := e & L2OffsetMask
+			if host&(img.cs-1) != 0 {
+				return img.signalCorruption(int64(host), "data cluster offset 0x%x for guest offset 0x%x is not cluster aligned", host, g)
+			}
+			var n uint64
+			var err error
+			switch {
+			case img.extL2:
+				n, err = img.writeSubclusters(t, i, e, bm, src, g)
+			case img.hdr.Version >= 3 && e&OflagZero != 0:
+				n, err = img.writePreallocZero(t, i, host, src, g)
+			default:
+				n = min(img.cs-inC, uint64(len(src)))
+				// Extend over following in-place clusters stored contiguously.
+				for j := i + 1; j < img.l2Ents && n < uint64(len(src)); j++ {
+					ne, _ := img.entry(t, j)
+					if !img.inPlace(ne) || ne&OflagZero != 0 || ne&L2OffsetMask != host+(j-i)*img.cs {
+						break
+					}
+					n = min(n+img.cs, uint64(len(src)))
+				}
+				_, err = img.f.WriteAt(src[:n], int64(host+inC))
+			}
+			if err != nil {
+				return err
+			}
+			g += n
+			continue
+		}
+		// A run of clusters that all need new host clusters.
+		k := uint64(1)
+		for i+k < img.l2Ents && g-inC+k*img.cs < end {
+			ne, _ := img.entry(t, i+k)
+			if img.inPlace(ne) {
+				break
+			}
+			k++
+		}
+		n, err := img.writeAllocated(t, i, k, src, g)
+		if err != nil {
+			return err
+		}
+		g += n
+	}
+	return nil
+}
+
+// writeAllocated writes src (from guest offset g) into k new contiguous host
+// clusters replacing L2 entries i..i+k-1, copying the current content of
+// partially written clusters. It returns the bytes of src consumed.
+func (img *Image) writeAllocated(t *cacheEntry, i, k uint64, src []byte, g uint64) (uint64, error) {
+	cs := img.cs
+	inC := g & (cs - 1)
+	base := g - inC
+	n := min(k*cs-inC, uint64(len(src)))
+	host, err := img.rc.alloc(k * cs)
+	if err != nil {
+		return 0, err
+	}
+	buf := src[:n]
+	if inC != 0 || n != k*cs {
+		// Copy-on-write: the partially written head and tail clusters
+		// keep their current content outside the written range.
+		buf = make([]byte, k*cs)
+		if inC != 0 {
+			if err := img.readGuest(buf[:cs], base); err != nil {
+				return 0, img.dropAllocation(host, k*cs, err)
+			}
+		}
+		if (inC+n)%cs != 0 && !(k == 1 && inC != 0) {
+			last := (k - 1) * cs
+			if err := img.readGuest(buf[last:], base+last); err != nil {
+				return 0, img.dropAllocation(host, k*cs, err)
+			}
+		}
+		copy(buf[inC:], src[:n])
+	}
+	if _, err := img.f.WriteAt(buf, int64(host)); err != nil {
+		return 0, img.dropAllocation(host, k*cs, err)
+	}
+	for j := uint64(0); j < k; j++ {
+		oe, _ := img.entry(t, i+j)
+		img.deferFreeEntry(oe)
+		var bm uint64
+		if img.extL2 {
+			bm = bmAllAlloc
+		}
+		img.setEntry(t, i+j, (host+j*cs)|OflagCopied, bm)
+	}
+	return n, nil
+}
+
+// dropAllocation frees clusters that were allocated but never referenced.
+func (img *Image) dropAllocation(host, length uint64, cause error) error {
+	if err := img.rc.update(host, length, 1, true); err != nil {
+		return fmt.Errorf("%w (and freeing the new clusters failed: %v)", cause, err)
+	}
+	return cause
+}
+
+// writeSubclusters writes into an allocated, unshared cluster of an
+// extended-L2 image, copying the current content into partially written
+// subclusters that were not allocated, and marks them allocated.
+func (img *Image) writeSubclusters(t *cacheEntry, i, e, bm uint64, src []byte, g uint64) (uint64, error) {
+	sub := img.subSize
+	inC := g & (img.cs - 1)
+	n := min(img.cs-inC, uint64(len(src)))
+	host := e & L2OffsetMask
+	s0, s1 := inC/sub, (inC+n-1)/sub
+	a, b := s0*sub, (s1+1)*sub
+	headCOW := inC != a && bm&(1<<s0) == 0
+	tailCOW := inC+n != b && bm&(1<<s1) == 0
+	data, at := src[:n], inC
+	if headCOW || tailCOW {
+		buf := make([]byte, b-a)
+		base := g - inC
+		if headCOW {
+			if err := img.readGuest(buf[:sub], base+a); err != nil {
+				return 0, err
+			}
+		}
+		if tailCOW {
+			if err := img.readGuest(buf[b-a-sub:], base+b-sub); err != nil {
+				return 0, err
+			}
+		}
+		copy(buf[inC-a:], src[:n])
+		data, at = buf, a
+	}
+	if _, err := img.f.WriteAt(data, int64(host+at)); err != nil {
+		return 0, err
+	}
+	for s := s0; s <= s1; s++ {
+		bm |= 1 << s
+		bm &^= 1 << (32 + s)
+	}
+	img.setEntry(t, i, e, bm)
+	return n, nil
+}
+
+// writePreallocZero writes into a preallocated cluster that reads as zeroes:
+// the rest of the cluster is zero-filled and the zero flag cleared.
+func (img *Image) writePreallocZero(t *cacheEntry, i, host uint64, src []byte, g uint64) (uint64, error) {
+	inC := g & (img.cs - 1)
+	n := min(img.cs-inC, uint64(len(src)))
+	buf := make([]byte, img.cs)
+	copy(buf[inC:], src[:n])
+	if _, err := img.f.WriteAt(buf, int64(host)); err != nil {
+		return 0, err
+	}
+	img.setEntry(t, i, host|OflagCopied, 0)
+	return n, nil
+}
+
+// deferFreeEntry drops the reference an L2 entry holds on host clusters.
+func (img *Image) deferFreeEntry(e uint64) {
+	if e&OflagCompressed != 0 {
+		off, length := img.compressedRange(e)
+		img.deferFree(off&^511, length)
+		return
+	}
+	if host := e & L2OffsetMask; host != 0 {
+		img.deferFree(host, img.cs)
+	}
+}
+
+// deferFree schedules a refcount decrement for after the next durable
+// metadata writeback: until then the old reference may still be on disk.
+func (img *Image) deferFree(off, length uint64) {
+	img.pendingFree = append(img.pendingFree, extent{off, length})
+}
+
+// WriteZeroes makes n bytes at off read as zeroes. Whole clusters are
+// switched to the zero flag (version 3) or deallocated (version 2 without
+// a backing file); partial clusters are written with zeroes.
+func (img *Image) WriteZeroes(off, n int64) error {
+	return img.zeroRange(off, n, false)
+}
+
+// Discard deallocates the whole clusters in [off, off+n) and zeroes the
+// partial ones, so that the range reads as zeroes afterwards.
+func (img *Image) Discard(off, n int64) error {
+	return img.zeroRange(off, n, true)
+}
+
+func (img *Image) zeroRange(off, n int64, unmap bool) error {
+	if n < 0 || n > 1<<62 {
+		return fmt.Errorf("%w: length %d", ErrOutOfRange, n)
+	}
+	if err := img.checkWritable(off, int(n)); err != nil {
+		return err
+	}
+	g, end := uint64(off), uint64(off)+uint64(n)
+	for g < end {
+		if err := img.maybeEvict(); err != nil {
+			return err
+		}
+		chunkEnd := min(end, g-g%img.l2Span()+img.l2Span())
+		if err := img.zeroChunk(g, chunkEnd, unmap); err != nil {
+			return err
+		}
+		g = chunkEnd
+	}
+	return nil
+}
+
+// zeroChunk zeroes [g, end), which lies within one L2 table.
+func (img *Image) zeroChunk(g, end uint64, unmap bool) error {
+	l1i := g >> (img.cb + img.l2Bits)
+	t, err := img.l2Table(l1i)
+	if err != nil {
+		return err
+	}
+	if t == nil && img.backing == nil {
+		return nil // already reads as zeroes
+	}
+	for g < end {
+		inC := g & (img.cs - 1)
+		cEnd := g - inC + img.cs
+		full := inC == 0 && (cEnd <= end || end == img.hdr.Size)
+		stop := min(cEnd, end)
+		var e, bm uint64
+		if t != nil {
+			e, bm = img.entry(t, (g>>img.cb)&(img.l2Ents-1))
+		}
+		if img.readsZero(e, bm, inC, stop-g) {
+			g = stop
+			continue
+		}
+		if !full || (img.hdr.Version < 3 && img.backing != nil) {
+			if err := img.writeChunk(make([]byte, stop-g), g); err != nil {
+				return err
+			}
+			// writeChunk may have allocated the L2 table.
+			if t, err = img.l2Table(l1i); err != nil {
+				return err
+			}
+			g = stop
+			continue
+		}
+		if t == nil || img.l1[l1i]&OflagCopied == 0 {
+			if t, err = img.l2ForWrite(l1i); err != nil {
+				return err
+			}
+		}
+		i := (g >> img.cb) & (img.l2Ents - 1)
+		e, _ = img.entry(t, i)
+		var ne, nbm uint64
+		deallocate := img.backing == nil && (unmap || img.hdr.Version < 3)
+		switch {
+		case img.extL2 && !deallocate:
+			nbm = bmAllZero
+		case !img.extL2 && !deallocate:
+			ne = OflagZero
+		}
+		img.deferFreeEntry(e)
+		img.setEntry(t, i, ne, nbm)
+		g = stop
+	}
+	return nil
+}
+
+// readsZero reports whether n bytes at in-cluster offset inC of the cluster
+// (e, bm) already read as zeroes without looking at data.
+func (img *Image) readsZero(e, bm, inC, n uint64) bool {
+	for n > 0 {
+		m, _, run := img.classify(e, bm, inC)
+		switch m {
+		case mapZero:
+		case mapUnallocated:
+			if img.backing != nil {
+				return false
+			}
+		default:
+			return false
+		}
+		run = min(run, n)
+		inC, n = inC+run, n-run
+	}
+	return true
+}

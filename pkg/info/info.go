@@ -1,0 +1,141 @@
+// Package info describes an image the way `qemu-img info` does, plus the
+// zoned configuration and zone conditions of zoned images.
+package info
+
+import (
+	"path/filepath"
+
+	"github.com/zqimg/zqimg/pkg/image"
+	"github.com/zqimg/zqimg/pkg/zone"
+)
+
+// ImageInfo mirrors qemu-img's ImageInfo JSON object; field order is the
+// order qemu-img prints the keys in.
+type ImageInfo struct {
+	BackingFormat       string         `json:"backing-filename-format,omitempty"`
+	VirtualSize         int64          `json:"virtual-size"`
+	Filename            string         `json:"filename"`
+	ClusterSize         int64          `json:"cluster-size"`
+	Format              string         `json:"format"`
+	ActualSize          int64          `json:"actual-size"`
+	FormatSpecific      FormatSpecific `json:"format-specific"`
+	FullBackingFilename string         `json:"full-backing-filename,omitempty"`
+	BackingFilename     string         `json:"backing-filename,omitempty"`
+	DirtyFlag           bool           `json:"dirty-flag"`
+}
+
+// FormatSpecific is qemu-img's format-specific object.
+type FormatSpecific struct {
+	Type string    `json:"type"`
+	Data QCow2Info `json:"data"`
+}
+
+// QCow2Info holds the qcow2 details; version 2 images omit the fields
+// that only exist in version 3, as qemu-img does.
+type QCow2Info struct {
+	Compat          string     `json:"compat"`
+	CompressionType string     `json:"compression-type"`
+	LazyRefcounts   *bool      `json:"lazy-refcounts,omitempty"`
+	RefcountBits    int        `json:"refcount-bits"`
+	Corrupt         *bool      `json:"corrupt,omitempty"`
+	ExtendedL2      *bool      `json:"extended-l2,omitempty"`
+	Zoned           *ZonedInfo `json:"zoned,omitempty"`
+}
+
+// ZonedInfo describes a zoned image. Sizes are bytes.
+type ZonedInfo struct {
+	Model             string     `json:"model"`
+	ZoneSize          uint64     `json:"zone-size"`
+	ZoneCapacity      uint64     `json:"zone-capacity"`
+	NrZones           uint32     `json:"nr-zones"`
+	ConventionalZones uint32     `json:"conventional-zones"`
+	MaxOpenZones      uint32     `json:"max-open-zones"`
+	MaxActiveZones    uint32     `json:"max-active-zones"`
+	MaxAppendBytes    uint32     `json:"max-append-bytes"`
+	TableOffset       uint64     `json:"write-pointer-table-offset"`
+	TableSize         uint64     `json:"write-pointer-table-size"`
+	Conditions        Conditions `json:"conditions"`
+}
+
+// Conditions counts the zones in each condition (open states do not
+// survive closing the image, so a freshly opened image has none).
+type Conditions struct {
+	NotWP    uint32 `json:"not-write-pointer"`
+	Empty    uint32 `json:"empty"`
+	ImpOpen  uint32 `json:"implicitly-open"`
+	ExpOpen  uint32 `json:"explicitly-open"`
+	Closed   uint32 `json:"closed"`
+	Full     uint32 `json:"full"`
+	Active   uint32 `json:"active"`
+	Sequence uint32 `json:"sequential"`
+}
+
+// Describe opens path read-only (without its backing file) and describes it.
+func Describe(path string, forceShare bool) (*ImageInfo, error) {
+	dev, err := zone.Open(path, image.Options{ReadOnly: true, NoBacking: true, NoLock: forceShare})
+	if err != nil {
+		return nil, err
+	}
+	defer dev.Close()
+	return FromDevice(dev)
+}
+
+// FromDevice describes an open device.
+func FromDevice(dev *zone.Device) (*ImageInfo, error) {
+	img := dev.Image()
+	h := img.Header()
+	inf := &ImageInfo{
+		VirtualSize: img.Size(),
+		Filename:    img.Name(),
+		ClusterSize: img.ClusterSize(),
+		Format:      "qcow2",
+		DirtyFlag:   h.IncompatibleFeatures&image.IncompatDirty != 0,
+	}
+	if of, ok := img.File().(*image.OSFile); ok {
+		if n, err := of.AllocatedBytes(); err == nil {
+			inf.ActualSize = n
+		}
+	}
+	if name, format := img.BackingFile(); name != "" {
+		inf.BackingFilename = name
+		inf.BackingFormat = format
+		inf.FullBackingFilename = name
+		if !filepath.IsAbs(name) {
+			inf.FullBackingFilename = filepath.Join(filepath.Dir(img.Name()), name)
+		}
+	}
+	d := QCow2Info{Compat: "0.10", CompressionType: "zlib", RefcountBits: 1 << h.RefcountOrder}
+	if h.CompressionType == image.CompressionZstd {
+		d.CompressionType = "zstd"
+	}
+	if h.Version >= 3 {
+		d.Compat = "1.1"
+		lazy := h.CompatibleFeatures&image.CompatLazyRefcounts != 0
+		corrupt := h.IncompatibleFeatures&image.IncompatCorrupt != 0
+		ext := h.ExtendedL2()
+		d.LazyRefcounts, d.Corrupt, d.ExtendedL2 = &lazy, &corrupt, &ext
+	}
+	if zh := dev.Header(); zh != nil {
+		c := dev.Counts()
+		d.Zoned = &ZonedInfo{
+			Model:             "host-managed",
+			ZoneSize:          zh.ZoneSize,
+			ZoneCapacity:      zh.ZoneCapacity,
+			NrZones:           zh.NrZones,
+			ConventionalZones: zh.ConventionalZones,
+			MaxOpenZones:      zh.MaxOpenZones,
+			MaxActiveZones:    zh.MaxActiveZones,
+			MaxAppendBytes:    zh.MaxAppendBytes,
+			TableOffset:       zh.MetaOffset,
+			TableSize:         zh.MetaSize,
+			Conditions: Conditions{
+				NotWP: c[zone.CondNotWP], Empty: c[zone.CondEmpty], ImpOpen: c[zone.CondImpOpen],
+				ExpOpen: c[zone.CondExpOpen], Closed: c[zone.CondClosed], Full: c[zone.CondFull],
+				Active:   c[zone.CondImpOpen] + c[zone.CondExpOpen] + c[zone.CondClosed],
+				Sequence: zh.NrZones - zh.ConventionalZones,
+			},
+		}
+	}
+	inf.FormatSpecific = FormatSpecific{Type: "qcow2", Data: d}
+	return inf, nil
+}

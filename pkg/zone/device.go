@@ -1,0 +1,449 @@
+package zone
+
+import (
+	"errors"
+	"fmt"
+	"iter"
+	"slices"
+	"syscall"
+
+	"github.com/zqimg/zqimg/pkg/image"
+)
+
+// Device is an open image seen as a block device: zoned when the image
+// carries the zoned format, plain otherwise (zone operations then fail with
+// ErrNotZoned). It is not safe for concurrent use.
+//
+// Write pointers are persisted after the data they cover: a write advances
+// the write pointer in memory, and Flush writes it only after the image's
+// data and metadata are durable. A reset moves write pointers back, so it
+// writes them (and syncs) before discarding the zone's clusters.
+type Device struct {
+	img   *image.Image
+	h     *Header // nil when the image is not zoned
+	m     *machine
+	dirty map[uint32]struct{} // zones whose write pointer advanced since the last Flush
+}
+
+// Open opens the image at path as a device. opts.Features gains the zoned
+// format bit.
+func Open(path string, opts image.Options) (*Device, error) {
+	opts.Features |= image.IncompatZoned
+	img, err := image.Open(path, opts)
+	if err != nil {
+		return nil, err
+	}
+	d, err := New(img)
+	if err != nil {
+		img.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+// New wraps an image opened with image.IncompatZoned among its features.
+// It validates the zoned extension and the write-pointer table and counts
+// the CLOSED zones. On error the caller still owns img.
+func New(img *image.Image) (*Device, error) {
+	d := &Device{img: img, dirty: map[uint32]struct{}{}}
+	hdr := img.Header()
+	bit := hdr.IncompatibleFeatures&image.IncompatZoned != 0
+	ext, has := img.Extension(ExtMagic)
+	switch {
+	case !bit && !has:
+		return d, nil
+	case bit && !has:
+		return nil, fmt.Errorf("%w: incompatible feature bit 5 (zoned format) is set but the zoned extension 0x%08x is missing", image.ErrCorrupt, ExtMagic)
+	case !bit && has:
+		return nil, fmt.Errorf("%w: the zoned extension 0x%08x is present but incompatible feature bit 5 (zoned format) is clear", image.ErrCorrupt, ExtMagic)
+	}
+	if hdr.Version < 3 {
+		return nil, fmt.Errorf("%w: zoned format in a version %d image (version 3 is required)", image.ErrCorrupt, hdr.Version)
+	}
+	h, err := ParseHeader(ext)
+	if err != nil {
+		return nil, err
+	}
+	if err := h.Validate(hdr.Size); err != nil {
+		return nil, err
+	}
+	if err := checkTablePlacement(img, h); err != nil {
+		return nil, err
+	}
+	raw := make([]byte, h.MetaSize)
+	if err := img.HostReadAt(raw, int64(h.MetaOffset)); err != nil {
+		return nil, fmt.Errorf("reading the write-pointer table: %w", err)
+	}
+	entries := DecodeTable(raw)
+	wp := make([]uint64, len(entries))
+	for i, e := range entries {
+		zl := min(h.ZoneSize, hdr.Size-h.ZoneStart(uint32(i)))
+		if p := h.EntryProblem(uint32(i), e, zl); p != "" {
+			return nil, fmt.Errorf("%w: %s (run 'zqimg check -r all' to repair it)", ErrBadTable, p)
+		}
+		wp[i] = e &^ ConvBit
+	}
+	d.h = h
+	d.m = newMachine(h, hdr.Size, wp)
+	return d, nil
+}
+
+// checkTablePlacement verifies that the write-pointer table lies inside
+// the file, cluster aligned, counted by refcounts, and over no other
+// metadata.
+func checkTablePlacement(img *image.Image, h *Header) error {
+	cs := uint64(img.ClusterSize())
+	off, n := h.MetaOffset, h.MetaSize
+	if off == 0 || off%cs != 0 {
+		return fieldErr("zonedmeta_offset", "zonedmeta_offset 0x%x is not a non-zero multiple of the cluster size %d", off, cs)
+	}
+	fileSize, err := img.File().Size()
+	if err != nil {
+		return err
+	}
+	if off+n > uint64(fileSize) {
+		return fieldErr("zonedmeta_offset", "write-pointer table [0x%x, 0x%x) extends past the end of the file (%d bytes)", off, off+n, fileSize)
+	}
+	if what := img.MetadataOverlap(off, n); what != "" {
+		return fieldErr("zonedmeta_offset", "write-pointer table at 0x%x (%d bytes) overlaps %s", off, n, what)
+	}
+	for c := off; c < off+n; c += cs {
+		rc, err := img.Refcount(c)
+		if err != nil {
+			return err
+		}
+		if rc == 0 {
+			return fieldErr("zonedmeta_offset", "write-pointer table cluster at 0x%x has refcount 0", c)
+		}
+	}
+	return nil
+}
+
+// Image returns the underlying image.
+func (d *Device) Image() *image.Image { return d.img }
+
+// Zoned reports whether the image is a zoned device.
+func (d *Device) Zoned() bool { return d.h != nil }
+
+// Header returns the zoned extension (nil when not zoned).
+func (d *Device) Header() *Header {
+	if d.h == nil {
+		return nil
+	}
+	h := *d.h
+	return &h
+}
+
+// Size returns the device size in bytes.
+func (d *Device) Size() int64 { return d.img.Size() }
+
+// ReadAt reads guest data; never-written bytes read as zeroes.
+func (d *Device) ReadAt(p []byte, off int64) (int, error) { return d.img.ReadAt(p, off) }
+
+// zoneIndex returns the zone holding byte off.
+func (d *Device) zoneIndex(off uint64) uint32 { return uint32(off / d.h.ZoneSize) }
+
+// checkIO validates a write or zero write of n bytes at off against the
+// zone rules and returns the sequential zone it targets (ok=false for a
+// write into conventional zones only).
+func (d *Device) checkIO(off int64, n int64) (zi uint32, seq bool, err error) {
+	if off < 0 || n < 0 || uint64(off)+uint64(n) > uint64(d.Size()) {
+		return 0, false, fmt.Errorf("%w: %d bytes at offset %d, device size %d", image.ErrOutOfRange, n, off, d.Size())
+	}
+	zi = d.zoneIndex(uint64(off))
+	if zi < d.m.conv {
+		if n > 0 {
+			if last := d.zoneIndex(uint64(off + n - 1)); last >= d.m.conv {
+				return 0, false, zerr(ErrCrossesZone, syscall.EINVAL, "write of %d bytes at offset 0x%x runs from conventional zone %d into sequential zone %d", n, off, zi, d.m.conv)
+			}
+		}
+		return zi, false, nil
+	}
+	if err := d.m.checkWrite(zi, uint64(off), uint64(n)); err != nil {
+		return 0, false, err
+	}
+	return zi, true, nil
+}
+
+// WriteAt writes p at off. In a sequential zone off must be the write
+// pointer and the write must stay within the zone's capacity; the zone is
+// implicitly opened (closing the least recently written implicitly open
+// zone if the open limit is reached) or becomes FULL.
+func (d *Device) WriteAt(p []byte, off int64) (int, error) {
+	if d.h == nil {
+		return d.img.WriteAt(p, off)
+	}
+	return d.zonedIO(off, int64(len(p)), func() error {
+		_, err := d.img.WriteAt(p, off)
+		return err
+	})
+}
+
+// WriteZeroes writes n zero bytes at off under the same rules as WriteAt.
+func (d *Device) WriteZeroes(off, n int64) error {
+	if d.h == nil {
+		return d.img.WriteZeroes(off, n)
+	}
+	_, err := d.zonedIO(off, n, func() error { return d.img.WriteZeroes(off, n) })
+	return err
+}
+
+func (d *Device) zonedIO(off, n int64, write func() error) (int, error) {
+	zi, seq, err := d.checkIO(off, n)
+	if err != nil {
+		return 0, err
+	}
+	if n == 0 {
+		return 0, nil
+	}
+	if seq {
+		if err := d.m.acquire(zi, syscall.EINVAL); err != nil {
+			return 0, err
+		}
+	}
+	if err := write(); err != nil {
+		return 0, err
+	}
+	if seq {
+		d.m.wrote(zi, uint64(off+n))
+		d.dirty[zi] = struct{}{}
+	}
+	return int(n), nil
+}
+
+// Discard deallocates a range; in a zoned image only conventional zones
+// allow it (sequential zones are emptied by a reset).
+func (d *Device) Discard(off, n int64) error {
+	if d.h != nil && n > 0 {
+		if _, seq, err := d.checkIO(off, 0); err != nil {
+			return err
+		} else if seq || d.zoneIndex(uint64(off+n-1)) >= d.m.conv {
+			return zerr(ErrSequentialDiscard, syscall.ENOTSUP, "discard of %d bytes at offset 0x%x reaches a sequential zone; use a zone reset", n, off)
+		}
+	}
+	return d.img.Discard(off, n)
+}
+
+// Append writes the buffers, one after the other, at the write pointer of
+// the zone starting at off and returns the offset where the data landed.
+// Each buffer must be a multiple of 512 bytes and together at most
+// max_append_bytes.
+func (d *Device) Append(bufs [][]byte, off int64) (int64, error) {
+	if d.h == nil {
+		return 0, zerr(ErrNotZoned, syscall.ENOTSUP, "zone append: %s", ErrNotZoned)
+	}
+	if off < 0 || off >= d.Size() {
+		return 0, zerr(ErrBeyondDevice, syscall.EINVAL, "zone append offset %d is at or beyond the device capacity %d", off, d.Size())
+	}
+	if uint64(off)%d.h.ZoneSize != 0 {
+		return 0, zerr(ErrNotZoneStart, syscall.EINVAL, "zone append offset 0x%x (sector %d) is not the start of a zone (zone size %d sectors)", off, off/512, d.h.ZoneSize/512)
+	}
+	var total int64
+	for i, b := range bufs {
+		if len(b)%512 != 0 {
+			return 0, zerr(ErrAppendGranularity, syscall.EINVAL, "zone append buffer %d is %d bytes, not a multiple of 512", i, len(b))
+		}
+		total += int64(len(b))
+	}
+	if total > int64(d.h.MaxAppendBytes) {
+		return 0, zerr(ErrAppendTooLarge, syscall.EINVAL, "zone append of %d bytes (0x%x sectors) exceeds max_append_bytes %d (0x%x sectors)", total, total/512, d.h.MaxAppendBytes, d.h.MaxAppendBytes/512)
+	}
+	zi := d.zoneIndex(uint64(off))
+	if zi < d.m.conv {
+		return 0, zerr(ErrConventional, syscall.EINVAL, "zone append to conventional zone %d is not allowed", zi)
+	}
+	pos := int64(d.m.wp[zi])
+	data := bufs[0]
+	if len(bufs) != 1 {
+		data = slices.Concat(bufs...)
+	}
+	if _, err := d.WriteAt(data, pos); err != nil {
+		return 0, err
+	}
+	return pos, nil
+}
+
+// Zones yields the zones from the one containing off, at most nr of them.
+func (d *Device) Zones(off int64, nr uint64) (iter.Seq[Zone], error) {
+	if d.h == nil {
+		return nil, zerr(ErrNotZoned, syscall.ENOTSUP, "zone report: %s", ErrNotZoned)
+	}
+	if off < 0 || off >= d.Size() {
+		return nil, zerr(ErrBeyondDevice, syscall.EINVAL, "zone report offset %d is at or beyond the device capacity %d", off, d.Size())
+	}
+	first := d.zoneIndex(uint64(off))
+	n := min(nr, uint64(d.m.nr-first))
+	return func(yield func(Zone) bool) {
+		for i := first; uint64(i-first) < n; i++ {
+			if !yield(d.m.zone(i)) {
+				return
+			}
+		}
+	}, nil
+}
+
+// Report returns up to nr zones from the one containing off.
+func (d *Device) Report(off int64, nr uint64) ([]Zone, error) {
+	seq, err := d.Zones(off, nr)
+	if err != nil {
+		return nil, err
+	}
+	return slices.Collect(seq), nil
+}
+
+// Counts returns how many zones are in each condition.
+func (d *Device) Counts() map[Cond]uint32 {
+	if d.h == nil {
+		return nil
+	}
+	return d.m.counts()
+}
+
+// Op is a zone management operation.
+type Op int
+
+// Zone management operations.
+const (
+	OpOpen Op = iota
+	OpClose
+	OpFinish
+	OpReset
+)
+
+func (op Op) String() string {
+	return [...]string{"open", "close", "finish", "reset"}[op]
+}
+
+// Manage applies op to every zone of [off, off+length): off must be a zone
+// start, and length a multiple of the zone size or reach the end of the
+// device. Conventional zones refuse management, except that a reset of the
+// whole device skips them.
+func (d *Device) Manage(op Op, off, length int64) error {
+	if d.h == nil {
+		return zerr(ErrNotZoned, syscall.ENOTSUP, "zone %s: %s", op, ErrNotZoned)
+	}
+	size := d.Size()
+	if off < 0 || length < 0 || off > size || size-off < length {
+		return fmt.Errorf("%w: zone %s of %d bytes at offset %d, device size %d", image.ErrOutOfRange, op, length, off, size)
+	}
+	zs := int64(d.h.ZoneSize)
+	if off >= size {
+		return zerr(ErrBeyondDevice, syscall.EINVAL, "zone %s offset %d is at or beyond the device capacity %d", op, off, size)
+	}
+	if off%zs != 0 {
+		return zerr(ErrNotZoneStart, syscall.EINVAL, "zone %s offset 0x%x (sector %d) is not the start of a zone (zone size %d sectors)", op, off, off/512, zs/512)
+	}
+	if length == 0 || (off+length < size && length%zs != 0) {
+		return zerr(ErrBadLength, syscall.EINVAL, "zone %s length %d (%d sectors) is not a non-zero multiple of the zone size %d sectors", op, length, length/512, zs/512)
+	}
+	first := uint32(off / zs)
+	end := uint32((off + length + zs - 1) / zs)
+	whole := op == OpReset && off == 0 && length == size
+	if !whole {
+		for i := first; i < end; i++ {
+			if i < d.m.conv {
+				return zerr(ErrConventional, syscall.EIO, "zone %s: zone %d is conventional; management operations are not allowed on conventional zones", op, i)
+			}
+		}
+	}
+	first = max(first, d.m.conv)
+	if op == OpReset {
+		return d.reset(first, end)
+	}
+	for i := first; i < end; i++ {
+		var err error
+		switch op {
+		case OpOpen:
+			err = d.m.openZone(i)
+		case OpClose:
+			d.m.closeZone(i)
+		case OpFinish:
+			if err = d.m.finishZone(i); err == nil {
+				d.dirty[i] = struct{}{}
+			}
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// reset empties zones [first, end): their write pointers are written back
+// and synced first, then their clusters are discarded so that the space is
+// given back and reads return zeroes.
+func (d *Device) reset(first, end uint32) error {
+	if first >= end {
+		return nil
+	}
+	for i := first; i < end; i++ {
+		d.m.resetZone(i)
+	}
+	entries := make([]uint64, end-first)
+	for i := range entries {
+		entries[i] = d.m.wp[first+uint32(i)]
+	}
+	off := int64(d.h.MetaOffset) + 8*int64(first)
+	if err := d.img.HostWriteAt(EncodeTable(entries), off); err != nil {
+		return fmt.Errorf("writing the write-pointer table: %w", err)
+	}
+	if err := d.img.Sync(); err != nil {
+		return err
+	}
+	start := int64(d.m.start(first))
+	stop := int64(d.m.start(end-1) + d.m.zoneLen(end-1))
+	return d.img.Discard(start, stop-start)
+}
+
+// Flush makes all acknowledged writes durable: data and qcow2 metadata
+// first, then the advanced write pointers, then a final sync.
+func (d *Device) Flush() error {
+	if err := d.img.Flush(); err != nil {
+		return err
+	}
+	if d.h == nil || len(d.dirty) == 0 || d.img.ReadOnly() {
+		return nil
+	}
+	zones := make([]uint32, 0, len(d.dirty))
+	for i := range d.dirty {
+		zones = append(zones, i)
+	}
+	slices.Sort(zones)
+	for len(zones) > 0 {
+		n := 1
+		for n < len(zones) && zones[n] == zones[0]+uint32(n) {
+			n++
+		}
+		entries := make([]uint64, n)
+		for j := range entries {
+			entries[j] = d.m.wp[zones[0]+uint32(j)]
+		}
+		if err := d.img.HostWriteAt(EncodeTable(entries), int64(d.h.MetaOffset)+8*int64(zones[0])); err != nil {
+			return fmt.Errorf("writing the write-pointer table: %w", err)
+		}
+		zones = zones[n:]
+	}
+	if err := d.img.Sync(); err != nil {
+		return err
+	}
+	clear(d.dirty)
+	return nil
+}
+
+// Close flushes a writable device and closes the image.
+func (d *Device) Close() error {
+	var err error
+	if !d.img.ReadOnly() {
+		err = d.Flush()
+	}
+	if e := d.img.Close(); err == nil {
+		err = e
+	}
+	return err
+}
+
+// IsZoneError reports whether err is a zone rule violation.
+func IsZoneError(err error) bool {
+	var ze *Error
+	return errors.As(err, &ze)
+}

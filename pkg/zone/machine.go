@@ -1,0 +1,324 @@
+package zone
+
+import (
+	"container/list"
+	"fmt"
+	"syscall"
+)
+
+// Cond is a zone condition, numbered as Linux's BLK_ZONE_COND_*.
+type Cond uint8
+
+// Zone conditions.
+const (
+	CondNotWP   Cond = 0
+	CondEmpty   Cond = 1
+	CondImpOpen Cond = 2
+	CondExpOpen Cond = 3
+	CondClosed  Cond = 4
+	CondFull    Cond = 14
+)
+
+// String returns the condition's Linux name (EMPTY, IMP_OPEN, ...).
+func (c Cond) String() string {
+	switch c {
+	case CondNotWP:
+		return "NOT_WP"
+	case CondEmpty:
+		return "EMPTY"
+	case CondImpOpen:
+		return "IMP_OPEN"
+	case CondExpOpen:
+		return "EXP_OPEN"
+	case CondClosed:
+		return "CLOSED"
+	case CondFull:
+		return "FULL"
+	}
+	return fmt.Sprintf("COND_%d", uint8(c))
+}
+
+// Short returns blkzone's two-letter name of the condition (em, oi, ...).
+func (c Cond) Short() string {
+	switch c {
+	case CondNotWP:
+		return "nw"
+	case CondEmpty:
+		return "em"
+	case CondImpOpen:
+		return "oi"
+	case CondExpOpen:
+		return "oe"
+	case CondClosed:
+		return "cl"
+	case CondFull:
+		return "fu"
+	}
+	return fmt.Sprintf("x%X", uint8(c))
+}
+
+// Conds lists the conditions in report order.
+var Conds = []Cond{CondNotWP, CondEmpty, CondImpOpen, CondExpOpen, CondClosed, CondFull}
+
+// Type is a zone type, numbered as Linux's BLK_ZONE_TYPE_*.
+type Type uint8
+
+// Zone types.
+const (
+	TypeConventional     Type = 1
+	TypeSeqWriteRequired Type = 2
+)
+
+// String returns the type's Linux name.
+func (t Type) String() string {
+	switch t {
+	case TypeConventional:
+		return "CONVENTIONAL"
+	case TypeSeqWriteRequired:
+		return "SEQ_WRITE_REQUIRED"
+	}
+	return fmt.Sprintf("TYPE_%d", uint8(t))
+}
+
+// Zone describes one zone as a zone report gives it. Bytes.
+type Zone struct {
+	Start uint64
+	Len   uint64
+	Cap   uint64
+	WP    uint64
+	Type  Type
+	Cond  Cond
+}
+
+const (
+	notOpen = iota
+	impOpen
+	expOpen
+)
+
+// machine is the zone state machine of DESIGN.md, on write pointers held
+// in memory. Open states exist only here; EMPTY, CLOSED and FULL follow
+// from the write pointer. It performs no I/O.
+type machine struct {
+	zoneSize, capacity, size uint64
+	nr, conv                 uint32
+	maxOpen, maxActive       uint32
+
+	wp   []uint64 // absolute byte offsets; a conventional zone holds its start
+	open []uint8  // notOpen, impOpen or expOpen
+	lru  *list.List
+	lrue map[uint32]*list.Element // implicitly open zones; front = most recently written
+
+	nrImp, nrExp, nrClosed uint32
+}
+
+// newMachine builds the state of a freshly opened image: every zone that
+// is neither empty nor full is CLOSED, and the counts are exact.
+func newMachine(h *Header, size uint64, wp []uint64) *machine {
+	m := &machine{
+		zoneSize: h.ZoneSize, capacity: h.ZoneCapacity, size: size,
+		nr: h.NrZones, conv: h.ConventionalZones,
+		maxOpen: h.MaxOpenZones, maxActive: h.MaxActiveZones,
+		wp: wp, open: make([]uint8, h.NrZones),
+		lru: list.New(), lrue: map[uint32]*list.Element{},
+	}
+	for i := m.conv; i < m.nr; i++ {
+		if m.cond(i) == CondClosed {
+			m.nrClosed++
+		}
+	}
+	return m
+}
+
+func (m *machine) start(i uint32) uint64 { return uint64(i) * m.zoneSize }
+
+// zoneLen is zone_size except for a smaller last zone.
+func (m *machine) zoneLen(i uint32) uint64 { return min(m.zoneSize, m.size-m.start(i)) }
+
+// capEnd is the first byte past the writable part of zone i.
+func (m *machine) capEnd(i uint32) uint64 { return m.start(i) + min(m.capacity, m.zoneLen(i)) }
+
+func (m *machine) cond(i uint32) Cond {
+	if i < m.conv {
+		return CondNotWP
+	}
+	switch m.open[i] {
+	case expOpen:
+		return CondExpOpen
+	case impOpen:
+		return CondImpOpen
+	}
+	switch wp := m.wp[i]; {
+	case wp == m.start(i):
+		return CondEmpty
+	case wp >= m.capEnd(i):
+		return CondFull
+	}
+	return CondClosed
+}
+
+func (m *machine) zone(i uint32) Zone {
+	z := Zone{Start: m.start(i), Len: m.zoneLen(i), WP: m.wp[i], Cond: m.cond(i), Type: TypeSeqWriteRequired}
+	z.Cap = min(m.capacity, z.Len)
+	if i < m.conv {
+		z.Type, z.Cap = TypeConventional, z.Len
+	}
+	return z
+}
+
+func (m *machine) active() uint32 { return m.nrImp + m.nrExp + m.nrClosed }
+
+// leave removes zone i from the accounting of its current condition.
+func (m *machine) leave(i uint32) {
+	switch m.cond(i) {
+	case CondImpOpen:
+		m.lru.Remove(m.lrue[i])
+		delete(m.lrue, i)
+		m.nrImp--
+	case CondExpOpen:
+		m.nrExp--
+	case CondClosed:
+		m.nrClosed--
+	}
+	m.open[i] = notOpen
+}
+
+// enter puts zone i (whose write pointer is already set) into c's
+// accounting; for EMPTY and FULL only the write pointer matters.
+func (m *machine) enter(i uint32, c Cond) {
+	switch c {
+	case CondImpOpen:
+		m.open[i] = impOpen
+		m.lrue[i] = m.lru.PushFront(i)
+		m.nrImp++
+	case CondExpOpen:
+		m.open[i] = expOpen
+		m.nrExp++
+	case CondClosed:
+		if m.wp[i] == m.start(i) {
+			return // an explicitly opened empty zone closes to EMPTY
+		}
+		m.nrClosed++
+	}
+}
+
+// canActivate reports whether one more zone may become active.
+func (m *machine) canActivate() bool {
+	return m.maxActive == 0 || m.active() < m.maxActive
+}
+
+// openSlot makes room for one more open zone, closing the least recently
+// written implicitly open zone if the open limit is reached. It fails with
+// ErrTooManyOpen when every open zone is explicitly open.
+func (m *machine) openSlot(i uint32) error {
+	if m.maxOpen == 0 || m.nrImp+m.nrExp < m.maxOpen {
+		return nil
+	}
+	if m.nrImp == 0 {
+		return zerr(ErrTooManyOpen, syscall.EINVAL, "zone %d cannot be opened: all %d open zones (max_open_zones) are explicitly open", i, m.maxOpen)
+	}
+	j := m.lru.Back().Value.(uint32)
+	m.leave(j)
+	m.enter(j, CondClosed)
+	return nil
+}
+
+// acquire gets the resources zone i needs to become open: an active slot
+// if it is EMPTY, and an open slot if it is EMPTY or CLOSED. activeCode is
+// the errno reported when the active limit is reached.
+func (m *machine) acquire(i uint32, activeCode syscall.Errno) error {
+	switch m.cond(i) {
+	case CondEmpty:
+		if !m.canActivate() {
+			return zerr(ErrTooManyActive, activeCode, "zone %d cannot be opened: %d zones are already active (max_active_zones %d)", i, m.active(), m.maxActive)
+		}
+		return m.openSlot(i)
+	case CondClosed:
+		return m.openSlot(i)
+	}
+	return nil
+}
+
+// checkWrite validates a write of n bytes at off into sequential zone i.
+func (m *machine) checkWrite(i uint32, off, n uint64) error {
+	if off != m.wp[i] {
+		return zerr(ErrNotAtWritePointer, syscall.EINVAL, "write at offset 0x%x is not at the write pointer 0x%x of zone %d", off, m.wp[i], i)
+	}
+	if off+n > m.capEnd(i) {
+		return zerr(ErrBeyondCapacity, syscall.EINVAL, "write of %d bytes at offset 0x%x exceeds the capacity of zone %d, which ends at 0x%x", n, off, i, m.capEnd(i))
+	}
+	return nil
+}
+
+// wrote records that zone i was written up to newWP (resources acquired).
+func (m *machine) wrote(i uint32, newWP uint64) {
+	c := m.cond(i)
+	m.leave(i)
+	m.wp[i] = newWP
+	switch {
+	case newWP >= m.capEnd(i):
+		// FULL: no longer open or active.
+	case c == CondExpOpen:
+		m.enter(i, CondExpOpen)
+	default:
+		m.enter(i, CondImpOpen)
+	}
+}
+
+func (m *machine) openZone(i uint32) error {
+	switch m.cond(i) {
+	case CondEmpty, CondClosed:
+		if err := m.acquire(i, syscall.EBUSY); err != nil {
+			return err
+		}
+	case CondImpOpen:
+	default: // EXP_OPEN: nothing to do; FULL: stays FULL
+		return nil
+	}
+	m.leave(i)
+	m.enter(i, CondExpOpen)
+	return nil
+}
+
+func (m *machine) closeZone(i uint32) {
+	switch m.cond(i) {
+	case CondImpOpen, CondExpOpen:
+		m.leave(i)
+		m.enter(i, CondClosed)
+	}
+}
+
+func (m *machine) finishZone(i uint32) error {
+	switch m.cond(i) {
+	case CondFull:
+		return nil
+	case CondEmpty, CondClosed:
+		if err := m.acquire(i, syscall.EBUSY); err != nil {
+			return err
+		}
+	}
+	m.leave(i)
+	m.wp[i] = m.start(i) + m.zoneLen(i)
+	return nil
+}
+
+func (m *machine) resetZone(i uint32) {
+	m.leave(i)
+	m.wp[i] = m.start(i)
+}
+
+// counts returns how many zones are in each condition.
+func (m *machine) counts() map[Cond]uint32 {
+	c := map[Cond]uint32{CondNotWP: m.conv, CondImpOpen: m.nrImp, CondExpOpen: m.nrExp, CondClosed: m.nrClosed}
+	for i := m.conv; i < m.nr; i++ {
+		if m.open[i] == notOpen {
+			switch wp := m.wp[i]; {
+			case wp == m.start(i):
+				c[CondEmpty]++
+			case wp >= m.capEnd(i):
+				c[CondFull]++
+			}
+		}
+	}
+	return c
+}

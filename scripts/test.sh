@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs every check CI runs: formatting, vet, the test suite (including the
+# interoperability tests against qemu-img/qemu-io, which fail when those are
+# missing), and a short run of every fuzz target.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export ZQIMG_REQUIRE_QEMU=1
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+if [ -n "$unformatted" ]; then
+	echo "gofmt would change: $unformatted" >&2
+	exit 1
+fi
+go vet ./...
+go test -count=1 ./...
+# Each fuzz target for a few seconds: no panic on any input.
+fuzztime=${FUZZTIME:-4s}
+for pkg in $(go list ./...); do
+	dir=$(go list -f '{{.Dir}}' "$pkg")
+	for target in $(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$dir"/*_test.go 2>/dev/null | sed 's/^func //'); do
+		echo "fuzz $pkg $target ($fuzztime)"
+		go test -run='^$' -fuzz="^${target}\$" -fuzztime="$fuzztime" "$pkg"
+	done
+done
