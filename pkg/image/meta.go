@@ -35,3 +35,43 @@ func (img *Image) MetadataOverlap(off, n uint64) string {
 	}
 	return ""
 }
+
+// Kind says how a guest byte is stored.
+type Kind int
+
+// Storage kinds reported by Map.
+const (
+	Unallocated Kind = iota // reads from the backing file, or zeroes
+	Zero                    // reads as zeroes (zero flag)
+	Data                    // stored at a host offset
+	Compressed              // inside a compressed cluster
+)
+
+func (k Kind) String() string {
+	return [...]string{"unallocated", "zero", "data", "compressed"}[k]
+}
+
+// Map reports how the guest byte at off is stored: its kind and, for Data,
+// its host offset (for Compressed, the offset of the compressed stream).
+func (img *Image) Map(off int64) (Kind, uint64, error) {
+	if err := img.checkRange(off, 1); err != nil {
+		return 0, 0, err
+	}
+	g := uint64(off)
+	t, err := img.l2Table(g >> (img.cb + img.l2Bits))
+	if err != nil || t == nil {
+		return Unallocated, 0, err
+	}
+	e, bm := img.entry(t, (g>>img.cb)&(img.l2Ents-1))
+	m, host, _ := img.classify(e, bm, g&(img.cs-1))
+	switch m {
+	case mapData:
+		return Data, host, nil
+	case mapZero:
+		return Zero, 0, nil
+	case mapCompressed:
+		o, _ := img.compressedRange(e)
+		return Compressed, o, nil
+	}
+	return Unallocated, 0, nil
+}

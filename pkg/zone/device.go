@@ -215,9 +215,10 @@ func (d *Device) zonedIO(off, n int64, write func() error) (int, error) {
 // allow it (sequential zones are emptied by a reset).
 func (d *Device) Discard(off, n int64) error {
 	if d.h != nil && n > 0 {
-		if _, seq, err := d.checkIO(off, 0); err != nil {
-			return err
-		} else if seq || d.zoneIndex(uint64(off+n-1)) >= d.m.conv {
+		if off < 0 || uint64(off)+uint64(n) > uint64(d.Size()) {
+			return fmt.Errorf("%w: discard of %d bytes at offset %d, device size %d", image.ErrOutOfRange, n, off, d.Size())
+		}
+		if d.zoneIndex(uint64(off+n-1)) >= d.m.conv {
 			return zerr(ErrSequentialDiscard, syscall.ENOTSUP, "discard of %d bytes at offset 0x%x reaches a sequential zone; use a zone reset", n, off)
 		}
 	}

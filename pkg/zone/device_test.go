@@ -1,0 +1,424 @@
+package zone_test
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/zqimg/zqimg/pkg/create"
+	"github.com/zqimg/zqimg/pkg/image"
+	"github.com/zqimg/zqimg/pkg/zone"
+)
+
+const (
+	kib = 1 << 10
+	mib = 1 << 20
+)
+
+// newImage creates a zoned image with the given -o options and returns
+// its path.
+func newImage(t testing.TB, size string, opts ...string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "z.qcow2")
+	o, err := create.ParseOptions(append([]string{"zone.mode=host-managed"}, opts...), size, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec, err := create.Resolve(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := create.Create(path, spec); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func open(t testing.TB, path string) *zone.Device {
+	t.Helper()
+	d, err := zone.Open(path, image.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func reopen(t testing.TB, d *zone.Device, path string) *zone.Device {
+	t.Helper()
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return open(t, path)
+}
+
+func fill(n int, b byte) []byte { return bytes.Repeat([]byte{b}, n) }
+
+func readBack(t testing.TB, d *zone.Device, off int64, n int) []byte {
+	t.Helper()
+	b := make([]byte, n)
+	if _, err := d.ReadAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func zoneAt(t testing.TB, d *zone.Device, off int64) zone.Zone {
+	t.Helper()
+	zs, err := d.Report(off, 1)
+	if err != nil || len(zs) != 1 {
+		t.Fatalf("report at %#x: %v %v", off, zs, err)
+	}
+	return zs[0]
+}
+
+// Appended data lands at the write pointer that the append reports, not
+// at the zone start (the reference patch's defect), also after a reopen.
+func TestAppendDataLandsAtReportedOffset(t *testing.T) {
+	path := newImage(t, "128M", "zone.size=32M", "zone.max_append_bytes=1M")
+	d := open(t, path)
+	type rec struct {
+		off  int64
+		data []byte
+	}
+	var recs []rec
+	zs := int64(32 * mib)
+	for i, n := range []int{4 * kib, 8 * kib, 512, 64 * kib, 12 * kib} {
+		for _, z := range []int64{0, zs} {
+			data := fill(n, byte(0x10*i+int(z/zs)+1))
+			before := zoneAt(t, d, z).WP
+			pos, err := d.Append([][]byte{data}, z)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if uint64(pos) != before {
+				t.Fatalf("append landed at %#x, write pointer was %#x", pos, before)
+			}
+			if got := zoneAt(t, d, z).WP; got != before+uint64(n) {
+				t.Fatalf("write pointer %#x after appending %d bytes at %#x", got, n, before)
+			}
+			recs = append(recs, rec{pos, data})
+		}
+	}
+	check := func(d *zone.Device) {
+		for _, r := range recs {
+			if got := readBack(t, d, r.off, len(r.data)); !bytes.Equal(got, r.data) {
+				t.Fatalf("data appended at %#x reads back wrong (first byte %#x, want %#x)", r.off, got[0], r.data[0])
+			}
+		}
+	}
+	check(d)
+	d = reopen(t, d, path)
+	check(d)
+	// Appending more after the reopen continues at the persisted pointer.
+	pos, err := d.Append([][]byte{fill(4*kib, 0xee), fill(4*kib, 0xef)}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := readBack(t, d, pos, 8*kib); !bytes.Equal(got, append(fill(4*kib, 0xee), fill(4*kib, 0xef)...)) {
+		t.Fatal("multi-buffer append does not read back in order")
+	}
+	check(d)
+	d.Close()
+}
+
+// Reset gives the space back: the zone's clusters drop to refcount 0, reads
+// return zeroes, and rewriting the zone reuses the space.
+func TestResetFreesClusters(t *testing.T) {
+	path := newImage(t, "64M", "zone.size=16M")
+	d := open(t, path)
+	for off := int64(0); off < 16*mib; off += mib {
+		if _, err := d.WriteAt(fill(mib, 0xab), off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := d.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	img := d.Image()
+	var hosts []uint64
+	for off := int64(0); off < 16*mib; off += img.ClusterSize() {
+		k, host, err := img.Map(off)
+		if err != nil || k != image.Data {
+			t.Fatalf("guest %#x: %v %v", off, k, err)
+		}
+		hosts = append(hosts, host)
+	}
+	sizeFull, _ := img.File().Size()
+	if err := d.Manage(zone.OpReset, 0, 16*mib); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range hosts {
+		if rc, err := img.Refcount(h); err != nil || rc != 0 {
+			t.Fatalf("host cluster %#x refcount %d after reset (%v)", h, rc, err)
+		}
+	}
+	if got := readBack(t, d, 0, 16*mib); !bytes.Equal(got, make([]byte, 16*mib)) {
+		t.Fatal("reset zone does not read as zeroes")
+	}
+	if z := zoneAt(t, d, 0); z.Cond != zone.CondEmpty || z.WP != 0 {
+		t.Fatalf("zone after reset: %+v", z)
+	}
+	// Refill: the freed clusters are reused, the file does not grow.
+	for off := int64(0); off < 16*mib; off += mib {
+		if _, err := d.WriteAt(fill(mib, 0xcd), off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d = reopen(t, d, path)
+	if size, _ := d.Image().File().Size(); size > sizeFull {
+		t.Fatalf("file grew from %d to %d although the reset freed the space", sizeFull, size)
+	}
+	if got := readBack(t, d, 5*mib, 4*kib); !bytes.Equal(got, fill(4*kib, 0xcd)) {
+		t.Fatal("rewritten data")
+	}
+	d.Close()
+}
+
+func TestManagementAppliesToEveryZoneOfTheRange(t *testing.T) {
+	path := newImage(t, "128M", "zone.size=16M")
+	d := open(t, path)
+	if err := d.Manage(zone.OpOpen, 16*mib, 48*mib); err != nil {
+		t.Fatal(err)
+	}
+	zs, _ := d.Report(0, 8)
+	want := []zone.Cond{zone.CondEmpty, zone.CondExpOpen, zone.CondExpOpen, zone.CondExpOpen, zone.CondEmpty}
+	for i, c := range want {
+		if zs[i].Cond != c {
+			t.Fatalf("zone %d: %v, want %v", i, zs[i].Cond, c)
+		}
+	}
+	if err := d.Manage(zone.OpFinish, 0, 64*mib); err != nil {
+		t.Fatal(err)
+	}
+	zs, _ = d.Report(0, 8)
+	for i := 0; i < 4; i++ {
+		if zs[i].Cond != zone.CondFull || zs[i].WP != zs[i].Start+zs[i].Len {
+			t.Fatalf("zone %d after finish: %+v", i, zs[i])
+		}
+	}
+	if zs[4].Cond != zone.CondEmpty {
+		t.Fatalf("zone 4 outside the range changed: %+v", zs[4])
+	}
+	// A length reaching the end of the device need not be a multiple of
+	// the zone size... here it is the whole device.
+	if err := d.Manage(zone.OpReset, 0, 128*mib); err != nil {
+		t.Fatal(err)
+	}
+	for _, z := range must(d.Report(0, 8)) {
+		if z.Cond != zone.CondEmpty {
+			t.Fatalf("after resetting everything: %+v", z)
+		}
+	}
+	d.Close()
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
+
+func TestManagementErrors(t *testing.T) {
+	path := newImage(t, "100M", "zone.size=32M", "zone.conventional_zones=1")
+	d := open(t, path)
+	defer d.Close()
+	cases := []struct {
+		op       zone.Op
+		off, len int64
+		err      error
+		errno    syscall.Errno
+	}{
+		{zone.OpOpen, 4 * kib, 32 * mib, zone.ErrNotZoneStart, syscall.EINVAL},
+		{zone.OpOpen, 32 * mib, 16 * mib, zone.ErrBadLength, syscall.EINVAL},
+		{zone.OpOpen, 32 * mib, 0, zone.ErrBadLength, syscall.EINVAL},
+		{zone.OpOpen, 0, 32 * mib, zone.ErrConventional, syscall.EIO},
+		{zone.OpReset, 0, 64 * mib, zone.ErrConventional, syscall.EIO},
+		{zone.OpClose, 100 * mib, 0, zone.ErrBeyondDevice, syscall.EINVAL},
+		{zone.OpFinish, 96 * mib, 32 * mib, image.ErrOutOfRange, syscall.EIO},
+	}
+	for _, c := range cases {
+		err := d.Manage(c.op, c.off, c.len)
+		if !errors.Is(err, c.err) || image.Errno(err) != c.errno {
+			t.Errorf("%v %#x+%#x: got %v (errno %v), want %v (%v)", c.op, c.off, c.len, err, image.Errno(err), c.err, c.errno)
+		}
+	}
+	// The last zone is 4 MiB: a range reaching the end of the device is
+	// fine without being a multiple of the zone size.
+	if err := d.Manage(zone.OpFinish, 96*mib, 4*mib); err != nil {
+		t.Fatal(err)
+	}
+	if z := zoneAt(t, d, 96*mib); z.Cond != zone.CondFull || z.WP != 100*mib {
+		t.Fatalf("small last zone after finish: %+v", z)
+	}
+	// A reset of the whole device skips the conventional zone.
+	if _, err := d.WriteAt(fill(4*kib, 0x77), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Manage(zone.OpReset, 0, 100*mib); err != nil {
+		t.Fatal(err)
+	}
+	if got := readBack(t, d, 0, 4*kib); !bytes.Equal(got, fill(4*kib, 0x77)) {
+		t.Fatal("whole-device reset touched the conventional zone")
+	}
+}
+
+func TestWriteRules(t *testing.T) {
+	path := newImage(t, "96M", "zone.size=32M", "zone.conventional_zones=1", "zone.max_append_bytes=64k")
+	d := open(t, path)
+	defer d.Close()
+	// Conventional zone: random writes anywhere, rewrites allowed.
+	for _, off := range []int64{8 * mib, 0, 8 * mib} {
+		if _, err := d.WriteAt(fill(4*kib, 1), off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// ... but not into the sequential zone behind it.
+	if _, err := d.WriteAt(fill(8*kib, 1), 32*mib-4*kib); !errors.Is(err, zone.ErrCrossesZone) {
+		t.Fatalf("write from a conventional into a sequential zone: %v", err)
+	}
+	if _, err := d.WriteAt(fill(4*kib, 1), 32*mib+4*kib); !errors.Is(err, zone.ErrNotAtWritePointer) {
+		t.Fatalf("write off the write pointer: %v", err)
+	}
+	if _, err := d.WriteAt(fill(4*kib, 1), 64*mib-4*kib); !errors.Is(err, zone.ErrNotAtWritePointer) {
+		t.Fatalf("write off the write pointer: %v", err)
+	}
+	if err := d.WriteZeroes(32*mib, 33*mib); !errors.Is(err, zone.ErrBeyondCapacity) {
+		t.Fatalf("zero write across the zone end: %v", err)
+	}
+	if err := d.WriteZeroes(32*mib, 4*kib); err != nil {
+		t.Fatal(err)
+	}
+	if z := zoneAt(t, d, 32*mib); z.WP != 32*mib+4*kib || z.Cond != zone.CondImpOpen {
+		t.Fatalf("after a zero write: %+v", z)
+	}
+	if _, err := d.Append([][]byte{fill(128*kib, 1)}, 32*mib); !errors.Is(err, zone.ErrAppendTooLarge) {
+		t.Fatalf("append over max_append_bytes: %v", err)
+	}
+	if _, err := d.Append([][]byte{fill(1000, 1)}, 32*mib); !errors.Is(err, zone.ErrAppendGranularity) {
+		t.Fatalf("append of 1000 bytes: %v", err)
+	}
+	if _, err := d.Append([][]byte{fill(4*kib, 1)}, 33*mib); !errors.Is(err, zone.ErrNotZoneStart) {
+		t.Fatalf("append not at a zone start: %v", err)
+	}
+	if _, err := d.Append([][]byte{fill(4*kib, 1)}, 0); !errors.Is(err, zone.ErrConventional) {
+		t.Fatalf("append to a conventional zone: %v", err)
+	}
+	if _, err := d.Append([][]byte{fill(4*kib, 1)}, 96*mib); !errors.Is(err, zone.ErrBeyondDevice) {
+		t.Fatalf("append beyond the device: %v", err)
+	}
+	if err := d.Discard(32*mib, 4*kib); !errors.Is(err, zone.ErrSequentialDiscard) {
+		t.Fatalf("discard in a sequential zone: %v", err)
+	}
+	if err := d.Discard(0, 4*kib); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range []error{zone.ErrNotAtWritePointer, zone.ErrTooManyOpen, zone.ErrBeyondCapacity} {
+		if !strings.Contains(e.Error(), " ") {
+			t.Fatal(e)
+		}
+	}
+}
+
+func TestNotZoned(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "p.qcow2")
+	o, _ := create.ParseOptions(nil, "16M", true)
+	spec, _ := create.Resolve(o)
+	if err := create.Create(path, spec); err != nil {
+		t.Fatal(err)
+	}
+	d := open(t, path)
+	defer d.Close()
+	if d.Zoned() || d.Header() != nil {
+		t.Fatal("plain image reported as zoned")
+	}
+	_, err := d.Report(0, 1)
+	if !errors.Is(err, zone.ErrNotZoned) || image.Errno(err) != syscall.ENOTSUP {
+		t.Fatalf("zone report on a plain image: %v", err)
+	}
+	if err := d.Manage(zone.OpOpen, 0, 16*mib); !errors.Is(err, zone.ErrNotZoned) {
+		t.Fatalf("zone open on a plain image: %v", err)
+	}
+	if _, err := d.Append([][]byte{fill(512, 1)}, 0); !errors.Is(err, zone.ErrNotZoned) {
+		t.Fatalf("zone append on a plain image: %v", err)
+	}
+	// Plain images accept random writes.
+	if _, err := d.WriteAt(fill(512, 1), 8*mib); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// wpOnDisk reads write-pointer entry i straight from the file.
+func wpOnDisk(t *testing.T, path string, i int) uint64 {
+	t.Helper()
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := open(t, path)
+	h := d.Header()
+	d.Close()
+	return binary.LittleEndian.Uint64(raw[h.MetaOffset+uint64(8*i):])
+}
+
+// Write pointers reach the file only after the data they cover: a write
+// advances the pointer in memory; Flush persists it; a reset persists the
+// smaller pointer before the data is discarded.
+func TestWritePointerPersistence(t *testing.T) {
+	path := newImage(t, "64M", "zone.size=16M")
+	d, err := zone.Open(path, image.Options{NoLock: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.WriteAt(fill(64*kib, 5), 16*mib); err != nil {
+		t.Fatal(err)
+	}
+	if got := wpOnDisk(t, path, 1); got != 16*mib {
+		t.Fatalf("write pointer reached the file before a flush: %#x", got)
+	}
+	if err := d.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if got := wpOnDisk(t, path, 1); got != 16*mib+64*kib {
+		t.Fatalf("write pointer after flush: %#x", got)
+	}
+	if _, err := d.WriteAt(fill(64*kib, 6), 16*mib+64*kib); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Manage(zone.OpReset, 16*mib, 16*mib); err != nil {
+		t.Fatal(err)
+	}
+	if got := wpOnDisk(t, path, 1); got != 16*mib {
+		t.Fatalf("reset write pointer not persisted before the discard: %#x", got)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestOpenRejectsBadWritePointer(t *testing.T) {
+	path := newImage(t, "64M", "zone.size=16M")
+	d := open(t, path)
+	off := d.Header().MetaOffset
+	d.Close()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], 40*mib) // zone 1 spans [16M, 32M)
+	f.WriteAt(b[:], int64(off)+8)
+	f.Close()
+	_, err = zone.Open(path, image.Options{})
+	if !errors.Is(err, zone.ErrBadTable) || !strings.Contains(err.Error(), "zone 1") || !strings.Contains(err.Error(), "0x2800000") {
+		t.Fatalf("open with a write pointer outside its zone: %v", err)
+	}
+}
