@@ -58,3 +58,14 @@ func ExitCode(err error) int {
 	}
 	return 1
 }
+
+// ExactlyOneFile is a cobra.PositionalArgs requiring a single image file.
+func ExactlyOneFile(cmd interface{ Name() string }, args []string) error {
+	switch len(args) {
+	case 0:
+		return fmt.Errorf("expecting an image file name")
+	case 1:
+		return nil
+	}
+	return fmt.Errorf("expecting one image file name, got %d arguments: %v", len(args), args)
+}

@@ -74,7 +74,11 @@ func (r *refcounts) block(ti uint64) (*cacheEntry, error) {
 	if off&(r.img.cs-1) != 0 {
 		return nil, r.img.signalCorruption(int64(r.tableOff+ti*8), "refcount block offset 0x%x is not cluster aligned (refcount table entry %d)", off, ti)
 	}
-	return r.rbc.get(off)
+	b, err := r.rbc.get(off)
+	if errors.Is(err, ErrTruncated) {
+		return nil, r.img.signalCorruption(int64(r.tableOff+ti*8), "refcount block %d at offset 0x%x lies beyond the end of the file", ti, off)
+	}
+	return b, err
 }
 
 // get returns the refcount of cluster index ci (0 where no block exists).

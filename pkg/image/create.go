@@ -80,7 +80,7 @@ func Format(f File, o CreateOptions) error {
 	if _, err := f.WriteAt(rt, int64(cs)); err != nil {
 		return err
 	}
-	img, err := OpenFile(f, "", Options{Features: o.Incompatible, NoBacking: true})
+	img, err := openFile(f, "", Options{Features: o.Incompatible, NoBacking: true}, false)
 	if err != nil {
 		return err
 	}

@@ -92,6 +92,12 @@ func Open(path string, opts Options) (*Image, error) {
 // OpenFile opens an image stored in f; name is used to resolve a relative
 // backing file name and in messages. On success the Image owns f.
 func OpenFile(f File, name string, opts Options) (*Image, error) {
+	return openFile(f, name, opts, true)
+}
+
+// openFile opens an image; checkMeta enables the metadata refcount check of
+// writable opens (Format opens images whose refcounts are not written yet).
+func openFile(f File, name string, opts Options, checkMeta bool) (*Image, error) {
 	img := &Image{f: f, name: name, ro: opts.ReadOnly, l1Dirty: map[uint64]struct{}{}}
 	fileSize, err := f.Size()
 	if err != nil {
@@ -161,6 +167,11 @@ func OpenFile(f File, name string, opts Options) (*Image, error) {
 		cache = 32 << 20
 	}
 	img.l2c = newMetaCache(f, int(img.cs), cache, "L2 table")
+	if !img.ro && checkMeta {
+		if err := img.checkMetadataRefcounts(); err != nil {
+			return nil, err
+		}
+	}
 
 	if !img.ro && h.AutoclearFeatures != 0 {
 		// We maintain no autoclear feature (bitmaps): clear the bits before

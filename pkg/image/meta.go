@@ -75,3 +75,52 @@ func (img *Image) Map(off int64) (Kind, uint64, error) {
 	}
 	return Unallocated, 0, nil
 }
+
+// checkMetadataRefcounts verifies that every metadata cluster of the active
+// image (header, L1 table, refcount table, refcount blocks, L2 tables) has a
+// non-zero refcount. Otherwise the allocator could hand one out and data
+// would overwrite metadata; such an image must be repaired first.
+func (img *Image) checkMetadataRefcounts() error {
+	check := func(off, length uint64, what string) error {
+		for c := off &^ (img.cs - 1); c < off+length; c += img.cs {
+			rc, err := img.rc.get(c >> img.cb)
+			if err != nil {
+				return err
+			}
+			if rc == 0 {
+				return fmt.Errorf("%w: %s at offset 0x%x has refcount 0; run 'zqimg check -r all' to repair the image before writing", ErrCorrupt, what, c)
+			}
+		}
+		return nil
+	}
+	if err := check(0, img.cs, "the header cluster"); err != nil {
+		return err
+	}
+	if err := check(img.hdr.L1TableOffset, uint64(len(img.l1))*8, "the L1 table"); err != nil {
+		return err
+	}
+	if err := check(img.rc.tableOff, uint64(len(img.rc.table))*8, "the refcount table"); err != nil {
+		return err
+	}
+	for i, e := range img.rc.table {
+		if b := e & RefTableOffMask; b != 0 {
+			if b&(img.cs-1) != 0 {
+				return fmt.Errorf("%w: refcount block %d offset 0x%x is not cluster aligned; run 'zqimg check -r all'", ErrCorrupt, i, b)
+			}
+			if err := check(b, img.cs, fmt.Sprintf("refcount block %d", i)); err != nil {
+				return err
+			}
+		}
+	}
+	for i, e := range img.l1 {
+		if t := e & L1OffsetMask; t != 0 {
+			if t&(img.cs-1) != 0 {
+				return fmt.Errorf("%w: L2 table offset 0x%x (L1 entry %d) is not cluster aligned; run 'zqimg check -r all'", ErrCorrupt, t, i)
+			}
+			if err := check(t, img.cs, fmt.Sprintf("the L2 table of L1 entry %d", i)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}

@@ -29,7 +29,7 @@ func NewCmdInfo(ios *cmdutil.IOStreams, runF func(*Options) error) *cobra.Comman
 		Short: "Show information about an image, including its zoned configuration",
 		Example: `  zqimg info disk.qcow2
   zqimg info --output=json zbc.qcow2`,
-		Args: cobra.ExactArgs(1),
+		Args: func(cmd *cobra.Command, args []string) error { return cmdutil.ExactlyOneFile(cmd, args) },
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.File = args[0]
 			if runF != nil {

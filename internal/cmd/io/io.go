@@ -34,7 +34,7 @@ zone_append (zap), help, quit. A failing command prints qemu-io's failure
 line and the session goes on; the exit status is 1 if any command failed.`,
 		Example: `  zqimg io -c 'write -P 0x5a 0 64k' -c 'read -P 0x5a 0 64k' disk.qcow2
   printf 'zap -p 0 4k\nzrp 0 1\n' | zqimg io zbc.qcow2`,
-		Args: cobra.ExactArgs(1),
+		Args: func(cmd *cobra.Command, args []string) error { return cmdutil.ExactlyOneFile(cmd, args) },
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.File = args[0]
 			if runF != nil {

@@ -42,10 +42,11 @@ var Specs = []Spec{
 // NewCmd returns the single-shot command described by spec.
 func NewCmd(ios *cmdutil.IOStreams, spec Spec, runF func(*Options) error) *cobra.Command {
 	cmd := &cobra.Command{
-		Use:                spec.Usage,
-		Short:              spec.Short,
-		Example:            spec.Example,
-		DisableFlagParsing: true,
+		Use:                   spec.Usage,
+		Short:                 spec.Short,
+		Example:               spec.Example,
+		DisableFlagParsing:    true,
+		DisableFlagsInUseLine: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			for _, a := range args {
 				if a == "--help" || a == "-h" {

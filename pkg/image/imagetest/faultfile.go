@@ -1,0 +1,191 @@
+package imagetest
+
+import (
+	"errors"
+	"io"
+	"math/rand"
+	"sync"
+)
+
+// SectorSize is the unit in which FaultFile tears writes: like a disk, it
+// persists whole 512-byte sectors or nothing of them.
+const SectorSize = 512
+
+// ErrPowerLost is returned by every operation after the simulated power loss.
+var ErrPowerLost = errors.New("imagetest: power lost")
+
+// FaultFile simulates a disk with a volatile write cache. Writes are
+// visible to reads at once but become durable only at Sync. After
+// PowerFailAfter(n), the (n+1)-th write and everything after it fails with
+// ErrPowerLost, as if the machine had lost power; Crash then returns what
+// the disk holds: everything synced, plus each unsynced write either
+// dropped, kept, or torn (a prefix of whole sectors kept).
+type FaultFile struct {
+	mu      sync.Mutex
+	durable []byte
+	current []byte
+	pending []pendingWrite
+	writes  int
+	syncs   int
+	failAt  int // writes allowed before the power fails; -1: never
+	failed  bool
+}
+
+type pendingWrite struct {
+	off  int64
+	data []byte
+}
+
+// NewFaultFile returns a FaultFile whose durable content is a copy of b.
+func NewFaultFile(b []byte) *FaultFile {
+	return &FaultFile{durable: append([]byte(nil), b...), current: append([]byte(nil), b...), failAt: -1}
+}
+
+// PowerFailAfter makes the power fail once n more writes have been issued
+// in total (counting from the file's creation).
+func (f *FaultFile) PowerFailAfter(n int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.failAt = n
+}
+
+// Writes returns the number of writes issued so far.
+func (f *FaultFile) Writes() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.writes
+}
+
+// Syncs returns the number of syncs so far.
+func (f *FaultFile) Syncs() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.syncs
+}
+
+// PowerLost reports whether the power has failed.
+func (f *FaultFile) PowerLost() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.failed
+}
+
+// Current returns what reads see now (synced or not).
+func (f *FaultFile) Current() []byte {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]byte(nil), f.current...)
+}
+
+// Crash returns the content of the disk after the power loss: the synced
+// content with each unsynced write, in order, dropped, kept whole, or torn
+// to a prefix of whole sectors, as rng decides.
+func (f *FaultFile) Crash(rng *rand.Rand) []byte {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	img := append([]byte(nil), f.durable...)
+	for _, w := range f.pending {
+		data := w.data
+		switch rng.Intn(3) {
+		case 0:
+			continue
+		case 1:
+			// Torn: whole sectors from the start of the write survive. The
+			// write's first sector ends at the next sector boundary.
+			first := SectorSize - int(w.off%SectorSize)
+			if len(data) <= first {
+				continue
+			}
+			sectors := (len(data) - first + SectorSize - 1) / SectorSize
+			keep := first + rng.Intn(sectors+1)*SectorSize
+			data = data[:min(keep, len(data))]
+		}
+		img = writeInto(img, w.off, data)
+	}
+	return img
+}
+
+func writeInto(b []byte, off int64, p []byte) []byte {
+	if end := off + int64(len(p)); end > int64(len(b)) {
+		b = append(b, make([]byte, end-int64(len(b)))...)
+	}
+	copy(b[off:], p)
+	return b
+}
+
+// ReadAt reads the current content.
+func (f *FaultFile) ReadAt(p []byte, off int64) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.failed {
+		return 0, ErrPowerLost
+	}
+	if off >= int64(len(f.current)) {
+		return 0, io.EOF
+	}
+	n := copy(p, f.current[off:])
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+// WriteAt records a write; it fails once the power has failed.
+func (f *FaultFile) WriteAt(p []byte, off int64) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.failed || f.failAt >= 0 && f.writes >= f.failAt {
+		f.failed = true
+		return 0, ErrPowerLost
+	}
+	f.writes++
+	f.pending = append(f.pending, pendingWrite{off, append([]byte(nil), p...)})
+	f.current = writeInto(f.current, off, p)
+	return len(p), nil
+}
+
+// Sync makes every write so far durable.
+func (f *FaultFile) Sync() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.failed {
+		return ErrPowerLost
+	}
+	f.syncs++
+	for _, w := range f.pending {
+		f.durable = writeInto(f.durable, w.off, w.data)
+	}
+	f.pending = f.pending[:0]
+	return nil
+}
+
+// Size returns the current length.
+func (f *FaultFile) Size() (int64, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.failed {
+		return 0, ErrPowerLost
+	}
+	return int64(len(f.current)), nil
+}
+
+// Truncate changes the length at once, durably (the engine never
+// truncates while it has unsynced writes).
+func (f *FaultFile) Truncate(size int64) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.failed {
+		return ErrPowerLost
+	}
+	resize := func(b []byte) []byte {
+		if size <= int64(len(b)) {
+			return b[:size]
+		}
+		return append(b, make([]byte, size-int64(len(b)))...)
+	}
+	f.current, f.durable = resize(f.current), resize(f.durable)
+	return nil
+}
+
+// Close does nothing.
+func (f *FaultFile) Close() error { return nil }
