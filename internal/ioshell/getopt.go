@@ -2,6 +2,7 @@ package ioshell
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -87,7 +88,8 @@ func FindFile(name string, args []string) int {
 			}
 			return -1
 		case strings.HasPrefix(a, "--"):
-			if !strings.Contains(a, "=") {
+			// Only a known long option without "=" takes the next argument.
+			if name := a[2:]; !strings.Contains(name, "=") && slices.Contains(c.long, name) {
 				i++
 			}
 		case len(a) > 1 && a[0] == '-':

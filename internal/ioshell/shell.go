@@ -141,6 +141,12 @@ func (s *Shell) exec(c *command, name string, args []string) bool {
 		}
 		return false
 	}
+	if c.writes && s.Dev.Image().ReadOnly() {
+		// qemu-io refuses such a command before running it.
+		s.Out.Flush()
+		fmt.Fprintf(s.Err, "%s: %s: the image is opened read-only (-r)\n", s.Prog, name)
+		return false
+	}
 	if err := c.run(s, p); err != nil {
 		if !errors.Is(err, errCommandFailed) {
 			s.Out.Flush()
@@ -152,7 +158,7 @@ func (s *Shell) exec(c *command, name string, args []string) bool {
 }
 
 func (s *Shell) usage(c *command) {
-	fmt.Fprintf(s.Out, "%s %s -- %s\n", c.name, c.args, c.oneline)
+	fmt.Fprintf(s.Out, "%s -- %s\n", strings.TrimSpace(c.name+" "+c.args), c.oneline)
 }
 
 // fail prints qemu-io's failure line ("write failed: Invalid argument") on
@@ -205,7 +211,7 @@ func (s *Shell) help(p *parsedArgs) error {
 		if c.alt != "" {
 			name += " (or " + c.alt + ")"
 		}
-		fmt.Fprintf(s.Out, "%s %s -- %s\n", name, c.args, c.oneline)
+		fmt.Fprintf(s.Out, "%s -- %s\n", strings.TrimSpace(name+" "+c.args), c.oneline)
 	}
 	fmt.Fprintf(s.Out, "\nUse 'help commandname' for extended help.\n")
 	return nil

@@ -147,10 +147,13 @@ func resolveZone(o *Options, s *Spec) error {
 		return verr("zone.conventional_zones", "zone.conventional_zones %d must be less than the number of zones %d (size %d / zone.size %d)", conv, nr, size, zs)
 	}
 	ma := o.num("zone.max_append_bytes", zone.DefaultMaxAppendBytes)
+	if ma > 1<<32-1 {
+		return verr("zone.max_append_bytes", "zone.max_append_bytes %d is out of range (the field holds at most %d)", ma, uint32(1<<32-1))
+	}
 	if ma%512 != 0 {
 		return verr("zone.max_append_bytes", "zone.max_append_bytes %d is not a multiple of 512", ma)
 	}
-	if ma+512 >= capacity || ma > 1<<32-1 {
+	if ma+512 >= capacity {
 		return verr("zone.max_append_bytes", "zone.max_append_bytes %d plus 512 must be less than zone.capacity %d", ma, capacity)
 	}
 	for _, n := range []string{"zone.max_active_zones", "zone.max_open_zones"} {

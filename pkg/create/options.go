@@ -66,10 +66,26 @@ var qemuOnly = []string{"backing_file", "backing_fmt", "data_file", "data_file_r
 var ErrHelp = errors.New("help requested")
 
 // OptionError is a malformed or unknown option. Hint, when set, is printed
-// on the following lines as QEMU does.
+// on the following lines as QEMU does. Global errors concern the command
+// line rather than the image (qemu-img prints them without the file name).
 type OptionError struct {
-	Msg  string
-	Hint string
+	Msg    string
+	Hint   string
+	Global bool
+}
+
+// validOptionList applies qemu-img's syntax check to one -o argument: not
+// empty, no leading comma, and no unpaired trailing comma (",," is an
+// escaped comma).
+func validOptionList(s string) bool {
+	if s == "" || s[0] == ',' {
+		return false
+	}
+	n := 0
+	for i := len(s); i > 0 && s[i-1] == ','; i-- {
+		n++
+	}
+	return n%2 == 0
 }
 
 func (e *OptionError) Error() string {
@@ -130,8 +146,8 @@ func splitOptions(s string) []string {
 func ParseOptions(lists []string, sizeArg string, haveSize bool) (*Options, error) {
 	o := &Options{set: map[string]value{}}
 	for _, l := range lists {
-		if l == "" {
-			return nil, &OptionError{Msg: "Invalid option list: "}
+		if !validOptionList(l) {
+			return nil, &OptionError{Msg: "Invalid option list: " + l, Global: true}
 		}
 		for _, item := range splitOptions(l) {
 			if item == "help" || item == "?" {
@@ -173,10 +189,10 @@ func ParseOptions(lists []string, sizeArg string, haveSize bool) (*Options, erro
 		n, err := units.ParseSize(sizeArg)
 		if err != nil && !errors.Is(err, units.ErrRange) {
 			return nil, &OptionError{Msg: "Invalid image size specified. You may use k, M, G, T, P or E suffixes for",
-				Hint: "kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes."}
+				Hint: "kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.", Global: true}
 		}
 		if err != nil || n > 1<<63-1 {
-			return nil, &OptionError{Msg: fmt.Sprintf("Invalid image size specified. Must be between 0 and %d.", int64(1<<63-1))}
+			return nil, &OptionError{Msg: fmt.Sprintf("Invalid image size specified. Must be between 0 and %d.", int64(1<<63-1)), Global: true}
 		}
 		o.set["size"] = value{text: strconv.FormatUint(n, 10), num: n}
 	}

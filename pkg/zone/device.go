@@ -150,6 +150,12 @@ func (d *Device) checkIO(off int64, n int64) (zi uint32, seq bool, err error) {
 	if off < 0 || n < 0 || uint64(off)+uint64(n) > uint64(d.Size()) {
 		return 0, false, fmt.Errorf("%w: %d bytes at offset %d, device size %d", image.ErrOutOfRange, n, off, d.Size())
 	}
+	if off == d.Size() {
+		// An empty request at the end of the device lies in no zone
+		// (zoneIndex would be nr_zones when the size is a multiple of
+		// the zone size).
+		return 0, false, nil
+	}
 	zi = d.zoneIndex(uint64(off))
 	if zi < d.m.conv {
 		if n > 0 {
@@ -323,6 +329,9 @@ func (d *Device) Manage(op Op, off, length int64) error {
 	if d.h == nil {
 		return zerr(ErrNotZoned, syscall.ENOTSUP, "zone %s: %s", op, ErrNotZoned)
 	}
+	if d.img.ReadOnly() {
+		return fmt.Errorf("zone %s: %w", op, image.ErrReadOnly)
+	}
 	size := d.Size()
 	if off < 0 || length < 0 || off > size || size-off < length {
 		return fmt.Errorf("%w: zone %s of %d bytes at offset %d, device size %d", image.ErrOutOfRange, op, length, off, size)
@@ -377,12 +386,9 @@ func (d *Device) reset(first, end uint32) error {
 	if first >= end {
 		return nil
 	}
-	for i := first; i < end; i++ {
-		d.m.resetZone(i)
-	}
 	entries := make([]uint64, end-first)
 	for i := range entries {
-		entries[i] = d.m.wp[first+uint32(i)]
+		entries[i] = d.m.start(first + uint32(i))
 	}
 	off := int64(d.h.MetaOffset) + 8*int64(first)
 	if err := d.img.HostWriteAt(EncodeTable(entries), off); err != nil {
@@ -390,6 +396,11 @@ func (d *Device) reset(first, end uint32) error {
 	}
 	if err := d.img.Sync(); err != nil {
 		return err
+	}
+	// The smaller write pointers are durable: only now does the state
+	// change, so that a failed write leaves the zones as they were.
+	for i := first; i < end; i++ {
+		d.m.resetZone(i)
 	}
 	start := int64(d.m.start(first))
 	stop := int64(d.m.start(end-1) + d.m.zoneLen(end-1))

@@ -12,6 +12,7 @@ import (
 
 	"github.com/zqimg/zqimg/pkg/create"
 	"github.com/zqimg/zqimg/pkg/image"
+	"github.com/zqimg/zqimg/pkg/image/imagetest"
 	"github.com/zqimg/zqimg/pkg/zone"
 )
 
@@ -420,5 +421,73 @@ func TestOpenRejectsBadWritePointer(t *testing.T) {
 	_, err = zone.Open(path, image.Options{})
 	if !errors.Is(err, zone.ErrBadTable) || !strings.Contains(err.Error(), "zone 1") || !strings.Contains(err.Error(), "0x2800000") {
 		t.Fatalf("open with a write pointer outside its zone: %v", err)
+	}
+}
+
+func TestManageReadOnly(t *testing.T) {
+	path := newImage(t, "64M", "zone.size=16M")
+	d := open(t, path)
+	if _, err := d.Append([][]byte{fill(4*kib, 1)}, 0); err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+	ro, err := zone.Open(path, image.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ro.Close()
+	before := must(ro.Report(0, 4))
+	for op := zone.OpOpen; op <= zone.OpReset; op++ {
+		if err := ro.Manage(op, 0, 16*mib); !errors.Is(err, image.ErrReadOnly) {
+			t.Fatalf("%v on a read-only device: %v", op, err)
+		}
+	}
+	if after := must(ro.Report(0, 4)); !slicesEqual(before, after) {
+		t.Fatalf("zones changed on a read-only device: %v -> %v", before, after)
+	}
+}
+
+func slicesEqual(a, b []zone.Zone) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// A reset whose write-pointer update cannot be written leaves the zones as
+// they were (the state changes only once the smaller pointers are durable).
+func TestResetFailureKeepsState(t *testing.T) {
+	path := newImage(t, "64M", "zone.size=16M")
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ff := imagetest.NewFaultFile(raw)
+	img, err := image.OpenFile(ff, "z", image.Options{Features: image.IncompatZoned, NoLock: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := zone.New(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.WriteAt(fill(8*kib, 3), 16*mib); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	ff.PowerFailAfter(ff.Writes()) // the next write fails
+	if err := d.Manage(zone.OpReset, 16*mib, 16*mib); err == nil {
+		t.Fatal("reset succeeded although its write failed")
+	}
+	z := zoneAt(t, d, 16*mib)
+	if z.WP != 16*mib+8*kib || z.Cond != zone.CondImpOpen {
+		t.Fatalf("zone changed by a failed reset: %+v", z)
 	}
 }

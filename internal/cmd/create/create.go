@@ -72,9 +72,17 @@ func Run(o *Options) error {
 	}
 	if err != nil {
 		var oe *pcreate.OptionError
-		if errors.As(err, &oe) && oe.Hint != "" {
-			ios.Errorf("%s: %s", o.File, oe.Msg)
-			fmt.Fprintln(ios.ErrOut, oe.Hint)
+		if errors.As(err, &oe) {
+			if oe.Global {
+				ios.Errorf("%s", oe.Msg)
+			} else {
+				ios.Errorf("%s: %s", o.File, oe.Msg)
+			}
+			if oe.Hint != "" && oe.Global {
+				ios.Errorf("%s", oe.Hint)
+			} else if oe.Hint != "" {
+				fmt.Fprintln(ios.ErrOut, oe.Hint)
+			}
 			return cmdutil.Exit(1)
 		}
 		ios.Errorf("%s: %v", o.File, err)

@@ -7,6 +7,7 @@ import (
 	"io"
 
 	"github.com/spf13/cobra"
+	"github.com/zqimg/zqimg/internal/cmd/check"
 	"github.com/zqimg/zqimg/internal/cmd/create"
 	"github.com/zqimg/zqimg/internal/cmd/info"
 	iocmd "github.com/zqimg/zqimg/internal/cmd/io"
@@ -32,6 +33,7 @@ device. Its options and output follow qemu-img and qemu-io.`,
 	root.SetIn(ios.In)
 	root.SetOut(ios.Out)
 	root.SetErr(ios.ErrOut)
+	root.AddCommand(check.NewCmdCheck(ios, nil))
 	root.AddCommand(create.NewCmdCreate(ios, nil))
 	root.AddCommand(info.NewCmdInfo(ios, nil))
 	root.AddCommand(iocmd.NewCmdIO(ios, nil))
