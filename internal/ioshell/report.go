@@ -20,8 +20,9 @@ func parseOffset(s string) (int64, error) { return units.ParseOffset(s) }
 // parsePattern parses a pattern byte as qemu-io does (strtol base 0:
 // decimal, 0x hex or 0 octal).
 func parsePattern(s string) (byte, bool) {
-	if strings.ContainsAny(s, "_oObB") {
-		return 0, false
+	lower := strings.ToLower(s)
+	if strings.Contains(s, "_") || strings.HasPrefix(lower, "0b") || strings.HasPrefix(lower, "0o") {
+		return 0, false // Go's base prefixes that strtol does not know
 	}
 	v, err := strconv.ParseInt(s, 0, 64)
 	if err != nil || v < 0 || v > 255 {

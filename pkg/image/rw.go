@@ -401,14 +401,17 @@ func (img *Image) writeSubclusters(t *cacheEntry, i, e, bm uint64, src []byte, g
 	tailCOW := inC+n != b && bm&(1<<s1) == 0
 	data, at := src[:n], inC
 	if headCOW || tailCOW {
+		// The write is widened to whole subclusters [a, b): both partially
+		// written end subclusters keep their current content (from the
+		// host cluster if allocated, else zeroes or the backing file).
 		buf := make([]byte, b-a)
 		base := g - inC
-		if headCOW {
+		if inC != a {
 			if err := img.readGuest(buf[:sub], base+a); err != nil {
 				return 0, err
 			}
 		}
-		if tailCOW {
+		if inC+n != b {
 			if err := img.readGuest(buf[b-a-sub:], base+b-sub); err != nil {
 				return 0, err
 			}
