@@ -41,6 +41,11 @@ func (c *metaCache) get(off uint64) (*cacheEntry, error) {
 		c.lru.MoveToFront(e.elem)
 		return e, nil
 	}
+	if off > MaxHostOffset {
+		// A corrupt table entry (e.g. a refcount table entry with high
+		// bits set) must not reach the file as a negative offset.
+		return nil, &CorruptionError{Off: -1, Msg: fmt.Sprintf("%s offset 0x%x is beyond the largest host offset 0x%x", c.what, off, uint64(MaxHostOffset))}
+	}
 	data := make([]byte, c.size)
 	if err := readFull(c.f, data, int64(off)); err != nil {
 		return nil, fmt.Errorf("reading %s at offset 0x%x: %w", c.what, off, err)

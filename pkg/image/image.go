@@ -103,9 +103,18 @@ func openFile(f File, name string, opts Options, checkMeta bool) (*Image, error)
 	if err != nil {
 		return nil, err
 	}
-	first := make([]byte, min(fileSize, int64(1)<<MaxClusterBits))
+	// The cluster size is in the first bytes; the header may fill a cluster.
+	first := make([]byte, min(fileSize, 4096))
 	if _, err := f.ReadAt(first, 0); err != nil && !errors.Is(err, io.EOF) {
 		return nil, err
+	}
+	if len(first) >= 24 {
+		if cb := binary.BigEndian.Uint32(first[20:]); cb >= MinClusterBits && cb <= MaxClusterBits && int64(1)<<cb > int64(len(first)) {
+			first = make([]byte, min(fileSize, int64(1)<<cb))
+			if _, err := f.ReadAt(first, 0); err != nil && !errors.Is(err, io.EOF) {
+				return nil, err
+			}
+		}
 	}
 	h, err := ParseHeader(first)
 	if err != nil {

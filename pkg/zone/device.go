@@ -74,9 +74,9 @@ func New(img *image.Image) (*Device, error) {
 	if err := img.HostReadAt(raw, int64(h.MetaOffset)); err != nil {
 		return nil, fmt.Errorf("reading the write-pointer table: %w", err)
 	}
-	entries := DecodeTable(raw)
-	wp := make([]uint64, len(entries))
-	for i, e := range entries {
+	wp := DecodeTable(raw)
+	raw = nil
+	for i, e := range wp {
 		zl := min(h.ZoneSize, hdr.Size-h.ZoneStart(uint32(i)))
 		if p := h.EntryProblem(uint32(i), e, zl); p != "" {
 			return nil, fmt.Errorf("%w: %s (run 'zqimg check -r all' to repair it)", ErrBadTable, p)
@@ -101,7 +101,7 @@ func checkTablePlacement(img *image.Image, h *Header) error {
 	if err != nil {
 		return err
 	}
-	if off+n > uint64(fileSize) {
+	if off+n < off || off+n > uint64(fileSize) { // off+n < off: wrapped around 2^64
 		return fieldErr("zonedmeta_offset", "write-pointer table [0x%x, 0x%x) extends past the end of the file (%d bytes)", off, off+n, fileSize)
 	}
 	if what := img.MetadataOverlap(off, n); what != "" {
@@ -199,22 +199,31 @@ func (d *Device) zonedIO(off, n int64, write func() error) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	if n == 0 {
-		return 0, nil
-	}
-	if seq {
-		if err := d.m.acquire(zi, syscall.EINVAL); err != nil {
-			return 0, err
+	if !seq {
+		if n == 0 {
+			return 0, nil
 		}
+		return int(n), write()
+	}
+	return int(n), d.writeZone(zi, uint64(off), uint64(n), write)
+}
+
+// writeZone performs a validated write of n bytes at off in sequential
+// zone zi: it acquires the resources the zone needs, writes, and advances
+// the write pointer in memory (Flush persists it).
+func (d *Device) writeZone(zi uint32, off, n uint64, write func() error) error {
+	if n == 0 {
+		return nil
+	}
+	if err := d.m.acquire(zi, syscall.EINVAL); err != nil {
+		return err
 	}
 	if err := write(); err != nil {
-		return 0, err
+		return err
 	}
-	if seq {
-		d.m.wrote(zi, uint64(off+n))
-		d.dirty[zi] = struct{}{}
-	}
-	return int(n), nil
+	d.m.wrote(zi, off+n)
+	d.dirty[zi] = struct{}{}
+	return nil
 }
 
 // Discard deallocates a range; in a zoned image only conventional zones
@@ -259,15 +268,29 @@ func (d *Device) Append(bufs [][]byte, off int64) (int64, error) {
 	if zi < d.m.conv {
 		return 0, zerr(ErrConventional, syscall.EINVAL, "zone append to conventional zone %d is not allowed", zi)
 	}
-	pos := int64(d.m.wp[zi])
-	data := bufs[0]
-	if len(bufs) != 1 {
-		data = slices.Concat(bufs...)
+	if d.img.ReadOnly() {
+		return 0, fmt.Errorf("zone append: %w", image.ErrReadOnly)
 	}
-	if _, err := d.WriteAt(data, pos); err != nil {
+	// The data goes to this zone's write pointer; validate against this
+	// zone (the pointer of a FULL zone is the next zone's start).
+	pos := d.m.wp[zi]
+	if err := d.m.checkWrite(zi, pos, uint64(total)); err != nil {
 		return 0, err
 	}
-	return pos, nil
+	var data []byte // no buffers: an empty append
+	if len(bufs) == 1 {
+		data = bufs[0]
+	} else {
+		data = slices.Concat(bufs...)
+	}
+	err := d.writeZone(zi, pos, uint64(total), func() error {
+		_, err := d.img.WriteAt(data, int64(pos))
+		return err
+	})
+	if err != nil {
+		return 0, err
+	}
+	return int64(pos), nil
 }
 
 // Zones yields the zones from the one containing off, at most nr of them.
@@ -336,18 +359,19 @@ func (d *Device) Manage(op Op, off, length int64) error {
 	if off < 0 || length < 0 || off > size || size-off < length {
 		return fmt.Errorf("%w: zone %s of %d bytes at offset %d, device size %d", image.ErrOutOfRange, op, length, off, size)
 	}
-	zs := int64(d.h.ZoneSize)
+	zs := d.h.ZoneSize
+	uoff, ulen, usize := uint64(off), uint64(length), uint64(size)
 	if off >= size {
 		return zerr(ErrBeyondDevice, syscall.EINVAL, "zone %s offset %d is at or beyond the device capacity %d", op, off, size)
 	}
-	if off%zs != 0 {
+	if uoff%zs != 0 {
 		return zerr(ErrNotZoneStart, syscall.EINVAL, "zone %s offset 0x%x (sector %d) is not the start of a zone (zone size %d sectors)", op, off, off/512, zs/512)
 	}
-	if length == 0 || (off+length < size && length%zs != 0) {
+	if length == 0 || (uoff+ulen < usize && ulen%zs != 0) {
 		return zerr(ErrBadLength, syscall.EINVAL, "zone %s length %d (%d sectors) is not a non-zero multiple of the zone size %d sectors", op, length, length/512, zs/512)
 	}
-	first := uint32(off / zs)
-	end := uint32((off + length + zs - 1) / zs)
+	first := uint32(uoff / zs)
+	end := uint32(min((uoff+ulen-1)/zs+1, uint64(d.m.nr)))
 	whole := op == OpReset && off == 0 && length == size
 	if !whole {
 		for i := first; i < end; i++ {

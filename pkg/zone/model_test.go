@@ -119,6 +119,12 @@ func (m *model) write(off, n uint64, b byte) error {
 		copy(m.data[off:off+n], bytes.Repeat([]byte{b}, int(n)))
 		return nil
 	}
+	return m.writeZone(i, off, n, b)
+}
+
+// writeZone writes n bytes at off into sequential zone i.
+func (m *model) writeZone(i int, off, n uint64, b byte) error {
+	z := &m.zones[i]
 	if off != z.wp {
 		return zone.ErrNotAtWritePointer
 	}
@@ -161,11 +167,15 @@ func (m *model) appendz(off uint64, lens []uint64) (uint64, error) {
 	if total > m.maxAppend {
 		return 0, zone.ErrAppendTooLarge
 	}
-	z := m.zones[off/m.zs]
+	i := int(off / m.zs)
+	z := m.zones[i]
 	if z.st == mConv {
 		return 0, zone.ErrConventional
 	}
-	return z.wp, m.write(z.wp, total, 0xcd)
+	// The data goes to this zone's write pointer, whatever zone that
+	// offset would otherwise address (a FULL zone's pointer is the next
+	// zone's start).
+	return z.wp, m.writeZone(i, z.wp, total, 0xcd)
 }
 
 func (m *model) manage(op zone.Op, off, length uint64) error {
