@@ -65,7 +65,10 @@ func (s *Shell) read(p *parsedArgs) error {
 		fmt.Fprintf(s.Out, "pattern verification range exceeds end of read data\n")
 		return errCommandFailed
 	}
-	buf := make([]byte, count)
+	if int64(cap(s.rbuf)) < count {
+		s.rbuf = make([]byte, count)
+	}
+	buf := s.rbuf[:count]
 	t1 := s.now()
 	_, err = s.Dev.ReadAt(buf, offset)
 	d := s.now().Sub(t1)
@@ -73,14 +76,9 @@ func (s *Shell) read(p *parsedArgs) error {
 		return s.fail("read", err)
 	}
 	var ret error
-	if pflag {
-		for _, c := range buf[patOff : patOff+patCount] {
-			if c != pattern {
-				fmt.Fprintf(s.Out, "Pattern verification failed at offset %d, %d bytes\n", offset+patOff, patCount)
-				ret = errCommandFailed
-				break
-			}
-		}
+	if pflag && !bytes.Equal(buf[patOff:patOff+patCount], s.patternBuf(patCount, pattern)) {
+		fmt.Fprintf(s.Out, "Pattern verification failed at offset %d, %d bytes\n", offset+patOff, patCount)
+		ret = errCommandFailed
 	}
 	if p.has('q') {
 		return ret

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"sort"
 	"strings"
 	"syscall"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/zqimg/zqimg/pkg/image"
 	"github.com/zqimg/zqimg/pkg/zone"
+	"golang.org/x/sys/unix"
 )
 
 // Prompt is printed before each command read from standard input.
@@ -34,6 +36,7 @@ type Shell struct {
 
 	pbuf    []byte // reusable pattern buffer for write
 	pbufPat byte
+	rbuf    []byte // reusable read buffer
 }
 
 // New returns a shell writing command output to out and diagnostics to errOut.
@@ -233,13 +236,27 @@ func (s *Shell) length(_ *parsedArgs) error {
 // input or quit.
 func (s *Shell) Loop(in io.Reader) {
 	r := bufio.NewReaderSize(in, 64<<10)
+	tty := isTerminal(in)
 	for !s.quit {
 		fmt.Fprint(s.Out, Prompt)
-		s.Out.Flush()
+		if tty {
+			s.Out.Flush() // otherwise the prompt goes out with the command's output
+		}
 		line, err := r.ReadString('\n')
 		if line == "" && err != nil {
+			s.Out.Flush()
 			return
 		}
 		s.Run(strings.TrimRight(line, "\r\n"))
 	}
+}
+
+// isTerminal reports whether r is a terminal.
+func isTerminal(r io.Reader) bool {
+	f, ok := r.(*os.File)
+	if !ok {
+		return false
+	}
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
 }

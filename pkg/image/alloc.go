@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"syscall"
 )
 
@@ -23,6 +24,10 @@ type refcounts struct {
 	maxIdx   uint64 // highest table index in use (QEMU's max_refcount_table_index)
 	freeIdx  uint64 // next cluster index to try when allocating
 	rbc      *metaCache
+	// dirtyTable holds refcount table entries that point to new refcount
+	// blocks and are not written yet: writeback writes them after the
+	// blocks are durable and before anything that depends on them.
+	dirtyTable map[uint64]struct{}
 }
 
 // errAgain asks an allocation to restart its search: new refcount metadata
@@ -51,6 +56,26 @@ func (r *refcounts) init(img *Image, fileSize int64) error {
 	}
 	r.updateMaxIdx()
 	r.rbc = newMetaCache(img.f, int(img.cs), 4<<20, "refcount block")
+	r.dirtyTable = map[uint64]struct{}{}
+	return nil
+}
+
+// writeTable writes the dirty refcount table entries. The blocks they point
+// to must already be durable.
+func (r *refcounts) writeTable() error {
+	idx := make([]uint64, 0, len(r.dirtyTable))
+	for i := range r.dirtyTable {
+		idx = append(idx, i)
+	}
+	slices.Sort(idx)
+	var b [8]byte
+	for _, i := range idx {
+		binary.BigEndian.PutUint64(b[:], r.table[i])
+		if _, err := r.img.f.WriteAt(b[:], int64(r.tableOff+i*8)); err != nil {
+			return fmt.Errorf("writing refcount table entry %d: %w", i, err)
+		}
+		delete(r.dirtyTable, i)
+	}
 	return nil
 }
 
@@ -215,28 +240,20 @@ func (r *refcounts) allocBlock(ci uint64) (*cacheEntry, error) {
 		if err := r.update(newBlock, img.cs, 1, false); err != nil {
 			return nil, err
 		}
-		if err := r.writeBlocksSync(); err != nil {
-			return nil, err
-		}
 		blk = r.rbc.getEmpty(newBlock)
 	}
 	r.rbc.markDirty(blk)
-	// The new block must be durable before anything points at it.
-	if err := r.writeBlocksSync(); err != nil {
-		return nil, err
-	}
 	if ti < uint64(len(r.table)) {
-		var b [8]byte
-		binary.BigEndian.PutUint64(b[:], newBlock)
-		if _, err := img.f.WriteAt(b[:], int64(r.tableOff+ti*8)); err != nil {
-			return nil, err
-		}
-		if err := img.f.Sync(); err != nil {
-			return nil, err
-		}
+		// Hook the block up in memory; writeback writes the table entry
+		// once the block is durable (QEMU writes both synchronously).
 		r.table[ti] = newBlock
+		r.dirtyTable[ti] = struct{}{}
 		r.maxIdx = max(r.maxIdx, ti)
 		return nil, errAgain
+	}
+	// Table growth writes the new blocks and table synchronously.
+	if err := r.writeBlocksSync(); err != nil {
+		return nil, err
 	}
 	// The table is full: build a new, larger one in a fresh area after
 	// everything counted so far.
@@ -339,6 +356,7 @@ func (r *refcounts) area(start, additional uint64, exact bool, newIdx, newOff ui
 		return 0, err
 	}
 	oldOff, oldSize := r.tableOff, uint64(len(r.table))
+	clear(r.dirtyTable) // the new table holds every entry
 	r.table = newTable
 	r.tableOff = tableOff
 	img.hdr.RefcountTableOffset = tableOff
@@ -351,12 +369,21 @@ func (r *refcounts) area(start, additional uint64, exact bool, newIdx, newOff ui
 	return end, nil
 }
 
-// writeBlocksSync writes dirty refcount blocks and syncs.
+// writeBlocksSync writes dirty refcount blocks and syncs, then the table
+// entries of new blocks, and syncs again.
 func (r *refcounts) writeBlocksSync() error {
-	if r.rbc.dirty == 0 {
+	if r.rbc.dirty > 0 {
+		if err := r.rbc.writeDirty(); err != nil {
+			return err
+		}
+		if err := r.img.f.Sync(); err != nil {
+			return err
+		}
+	}
+	if len(r.dirtyTable) == 0 {
 		return nil
 	}
-	if err := r.rbc.writeDirty(); err != nil {
+	if err := r.writeTable(); err != nil {
 		return err
 	}
 	return r.img.f.Sync()

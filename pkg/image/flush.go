@@ -11,12 +11,22 @@ import (
 	"github.com/klauspost/compress/zstd"
 )
 
-// writeback writes all dirty metadata in dependency order: refcount blocks,
-// then (after a sync that also covers data written so far) L2 tables, then
-// (after another sync) the L1 table. It does not sync at the end.
+// writeback writes all dirty metadata in dependency order: refcount blocks;
+// then (after a sync) the refcount table entries of new blocks; then (after
+// a sync that also covers data written so far) L2 tables; then (after
+// another sync) the L1 table. It does not sync at the end.
 func (img *Image) writeback() error {
 	if err := img.rc.rbc.writeDirty(); err != nil {
 		return err
+	}
+	if len(img.rc.dirtyTable) > 0 {
+		// New refcount blocks are durable before the table points at them.
+		if err := img.f.Sync(); err != nil {
+			return err
+		}
+		if err := img.rc.writeTable(); err != nil {
+			return err
+		}
 	}
 	if img.l2c.dirty == 0 && len(img.l1Dirty) == 0 {
 		return nil
