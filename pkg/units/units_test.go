@@ -20,12 +20,12 @@ func TestParseSize(t *testing.T) {
 		{"64M", 64 << 20, nil}, {"64m", 64 << 20, nil},
 		{"1G", 1 << 30, nil}, {"2T", 2 << 40, nil}, {"1P", 1 << 50, nil}, {"1E", 1 << 60, nil},
 		{"1.5k", 1536, nil}, {"1.5M", 3 << 19, nil}, {"0.5k", 512, nil}, {"1.k", 1024, nil},
-		{"1.0", 1, nil},              // a zero fraction needs no suffix
-		{"0.0001k", 0, nil},          // 0.1024 bytes rounds down
-		{"0.0005k", 1, nil},          // 0.512 bytes rounds up
+		{"1.0", 1, nil},     // a zero fraction needs no suffix
+		{"0.0001k", 0, nil}, // 0.1024 bytes rounds down
+		{"0.0005k", 1, nil}, // 0.512 bytes rounds up
 		{"0x10", 16, nil}, {"0X1f", 31, nil}, {"0x4000000", 64 << 20, nil},
-		{"0xab", 0xab, nil},          // 'b' is a hex digit here, not a suffix
-		{" 12", 12, nil},             // leading white space
+		{"0xab", 0xab, nil}, // 'b' is a hex digit here, not a suffix
+		{" 12", 12, nil},    // leading white space
 		{"18446744073709551615", 1<<64 - 1, nil},
 		{"18446744073709551616", 0, ErrRange},
 		{"16E", 0, ErrRange},
