@@ -1,8 +1,11 @@
 package image_test
 
 import (
+	"fmt"
+	"strings"
 	"testing"
 
+	"github.com/zqimg/zqimg/pkg/check"
 	"github.com/zqimg/zqimg/pkg/image"
 )
 
@@ -11,14 +14,24 @@ type checkResult struct {
 	report             string
 }
 
-// checkImage runs check (and with repair, check -r all) on f.
-// TEMPORARY: until pkg/check lands it only verifies that the image opens.
+// checkImage runs check (with repair, check -r all) on f and returns the
+// counts of the final pass.
 func checkImage(t *testing.T, where string, f image.File, repair bool) checkResult {
 	t.Helper()
-	d, err := openDevice(f)
-	if err != nil {
-		return checkResult{corruptions: 1, report: err.Error()}
+	mode := check.RepairNone
+	if repair {
+		mode = check.RepairAll
 	}
-	d.Close()
-	return checkResult{}
+	res, err := check.Check(f, check.Options{Repair: mode})
+	if res == nil {
+		t.Fatalf("%s: check could not run: %v", where, err)
+	}
+	var b strings.Builder
+	for _, fd := range res.Findings {
+		fmt.Fprintln(&b, fd.Msg)
+	}
+	if err != nil || res.CheckErrors != 0 {
+		t.Fatalf("%s: check did not complete (%v, %d check errors):\n%s", where, err, res.CheckErrors, b.String())
+	}
+	return checkResult{corruptions: int(res.Corruptions), leaks: int(res.Leaks), report: b.String()}
 }

@@ -426,9 +426,30 @@ func (d *Device) reset(first, end uint32) error {
 	for i := first; i < end; i++ {
 		d.m.resetZone(i)
 	}
-	start := int64(d.m.start(first))
-	stop := int64(d.m.start(end-1) + d.m.zoneLen(end-1))
-	return d.img.Discard(start, stop-start)
+	start := d.m.start(first)
+	stop := d.m.start(end-1) + d.m.zoneLen(end-1)
+	// Zones smaller than a cluster share it: when every zone sharing the
+	// first or last cluster is now empty, discard the whole cluster so
+	// that its space is given back (a partial discard only zeroes it).
+	cs := uint64(d.img.ClusterSize())
+	if lo := start &^ (cs - 1); lo < start && d.emptySeq(lo, start) {
+		start = lo
+	}
+	if hi := min((stop+cs-1)&^(cs-1), uint64(d.Size())); hi > stop && d.emptySeq(stop, hi) {
+		stop = hi
+	}
+	return d.img.Discard(int64(start), int64(stop-start))
+}
+
+// emptySeq reports whether every zone overlapping [lo, hi) is an empty
+// sequential zone.
+func (d *Device) emptySeq(lo, hi uint64) bool {
+	for i := d.zoneIndex(lo); i < d.m.nr && d.m.start(i) < hi; i++ {
+		if i < d.m.conv || d.m.cond(i) != CondEmpty {
+			return false
+		}
+	}
+	return true
 }
 
 // Flush makes all acknowledged writes durable: data and qcow2 metadata

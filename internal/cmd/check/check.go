@@ -65,7 +65,7 @@ discards data beyond write pointers.`,
 // Run checks the image and prints the report.
 func Run(o *Options) error {
 	if o.Output != "human" && o.Output != "json" {
-		o.IO.Errorf("--output must be 'human' or 'json'")
+		o.IO.Errorf("--output must be used with human or json as argument.")
 		return cmdutil.Exit(1)
 	}
 	if o.Format != "qcow2" {

@@ -38,7 +38,9 @@ type pendingWrite struct {
 
 // NewFaultFile returns a FaultFile whose durable content is a copy of b.
 func NewFaultFile(b []byte) *FaultFile {
-	return &FaultFile{durable: append([]byte(nil), b...), current: append([]byte(nil), b...), failAt: -1}
+	// Room to grow without reallocating for most tests.
+	room := 2*len(b) + 1<<20
+	return &FaultFile{durable: append(make([]byte, 0, room), b...), current: append(make([]byte, 0, room), b...), failAt: -1}
 }
 
 // PowerFailAfter makes the power fail once n more writes have been issued
@@ -107,7 +109,13 @@ func (f *FaultFile) Crash(rng *rand.Rand) []byte {
 
 func writeInto(b []byte, off int64, p []byte) []byte {
 	if end := off + int64(len(p)); end > int64(len(b)) {
-		b = append(b, make([]byte, end-int64(len(b)))...)
+		if end <= int64(cap(b)) {
+			old := len(b)
+			b = b[:end]
+			clear(b[old:])
+		} else {
+			b = append(b, make([]byte, end-int64(len(b)))...)
+		}
 	}
 	copy(b[off:], p)
 	return b

@@ -1,0 +1,311 @@
+package check_test
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"io"
+	"math/rand"
+	"strings"
+	"testing"
+
+	"github.com/zqimg/zqimg/pkg/check"
+	"github.com/zqimg/zqimg/pkg/image"
+	"github.com/zqimg/zqimg/pkg/image/imagetest"
+	"github.com/zqimg/zqimg/pkg/zone"
+)
+
+var errPowerLost = errors.New("power lost")
+
+// crashFile is a disk with a volatile write cache: writes are visible at
+// once and durable only at Sync. The power fails at operation (write,
+// truncate or sync) number failAt;
+// crash then returns the durable content plus each unsynced write dropped,
+// kept or torn to whole 512-byte sectors.
+type crashFile struct {
+	durable, current []byte
+	pending          []op
+	writes           int
+	failAt           int
+	dead             bool
+}
+
+type op struct {
+	off   int64
+	data  []byte
+	trunc bool
+}
+
+func newCrashFile(b []byte, failAt int) *crashFile {
+	return &crashFile{durable: append([]byte(nil), b...), current: append([]byte(nil), b...), failAt: failAt}
+}
+
+func grow(b []byte, n int64) []byte {
+	if n > int64(len(b)) {
+		return append(b, make([]byte, n-int64(len(b)))...)
+	}
+	return b
+}
+
+func (f *crashFile) ReadAt(p []byte, off int64) (int, error) {
+	if f.dead {
+		return 0, errPowerLost
+	}
+	if off >= int64(len(f.current)) {
+		return 0, io.EOF
+	}
+	n := copy(p, f.current[off:])
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+func (f *crashFile) op() error {
+	if f.dead {
+		return errPowerLost
+	}
+	if f.writes == f.failAt {
+		f.dead = true
+		return errPowerLost
+	}
+	f.writes++
+	return nil
+}
+
+func (f *crashFile) WriteAt(p []byte, off int64) (int, error) {
+	if err := f.op(); err != nil {
+		return 0, err
+	}
+	f.current = grow(f.current, off+int64(len(p)))
+	copy(f.current[off:], p)
+	f.pending = append(f.pending, op{off: off, data: append([]byte(nil), p...)})
+	return len(p), nil
+}
+
+func (f *crashFile) Truncate(n int64) error {
+	if err := f.op(); err != nil {
+		return err
+	}
+	if n < int64(len(f.current)) {
+		f.current = f.current[:n]
+	} else {
+		f.current = grow(f.current, n)
+	}
+	f.pending = append(f.pending, op{off: n, trunc: true})
+	return nil
+}
+
+func (f *crashFile) Sync() error {
+	// The power may fail during a sync too: then the writes since the
+	// last one are not durable.
+	if err := f.op(); err != nil {
+		return err
+	}
+	f.durable = append([]byte(nil), f.current...)
+	f.pending = nil
+	return nil
+}
+
+func (f *crashFile) Size() (int64, error) { return int64(len(f.current)), nil }
+func (f *crashFile) Close() error         { return nil }
+
+func (f *crashFile) crash(rng *rand.Rand) []byte {
+	img := append([]byte(nil), f.durable...)
+	for _, w := range f.pending {
+		switch k := rng.Intn(3); {
+		case k == 0:
+			continue
+		case w.trunc:
+			if w.off < int64(len(img)) {
+				img = img[:w.off]
+			} else {
+				img = grow(img, w.off)
+			}
+			continue
+		case k == 1:
+			first := 512 - int(w.off%512)
+			if len(w.data) > first {
+				keep := first + rng.Intn((len(w.data)-first)/512+1)*512
+				w.data = w.data[:min(keep, len(w.data))]
+			}
+		}
+		img = grow(img, w.off+int64(len(w.data)))
+		copy(img[w.off:], w.data)
+	}
+	return img
+}
+
+// lowRefcounts returns the clusters reported with a refcount below their
+// references, and OFLAG_COPIED set on a cluster whose refcount is not 1:
+// the states a repair must never create, even when interrupted.
+func dangerous(r *check.Result) map[string]bool {
+	m := map[string]bool{}
+	for _, f := range r.Findings {
+		switch {
+		case strings.HasPrefix(f.Msg, "ERROR cluster "):
+			m[f.Msg] = true
+		case strings.HasPrefix(f.Msg, "ERROR OFLAG_COPIED data cluster: l2_entry=8") && !strings.HasSuffix(f.Msg, "refcount=1"):
+			m[f.Msg] = true
+		}
+	}
+	return m
+}
+
+// guestData reads the whole virtual disk.
+func guestData(t testing.TB, b []byte) []byte {
+	t.Helper()
+	img, err := image.OpenFile(imagetest.NewMemFile(b), "mem", image.Options{ReadOnly: true, Features: image.IncompatZoned})
+	if err != nil {
+		t.Fatalf("the engine cannot open the image: %v", err)
+	}
+	defer img.Close()
+	p := make([]byte, img.Size())
+	if _, err := img.ReadAt(p, 0); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// wps returns the write-pointer table entries (nil for a plain image).
+func wps(t testing.TB, b []byte) []uint64 {
+	r := rawOf(t, b)
+	if r.h.IncompatibleFeatures&image.IncompatZoned == 0 {
+		return nil
+	}
+	z := r.zoned(t)
+	if z.MetaOffset+z.MetaSize > uint64(len(b)) {
+		return nil
+	}
+	return zone.DecodeTable(b[z.MetaOffset : z.MetaOffset+z.MetaSize])
+}
+
+type crashCase struct {
+	name   string
+	image  func(testing.TB) []byte
+	mutate func(testing.TB, *raw)
+}
+
+var crashCases = []crashCase{
+	{"plain-refcounts", func(t testing.TB) []byte {
+		f := newImage(t, "cluster_size=4k", "2M")
+		writeImage(t, f, write{0, 32 << 10, 1}, write{1 << 20, 16 << 10, 2})
+		return f.Bytes()
+	}, func(t testing.TB, r *raw) {
+		r.setRefcount(r.hostCluster(1), 3)               // leak (and OFLAG_COPIED wrong)
+		r.setL2(2, r.l2(2)&^image.OflagCopied)           // OFLAG_COPIED missing
+		r.setL2(3, r.l2(3)+512)                          // unaligned
+		r.setL2(4, image.OflagCopied|uint64(len(r.b))*4) // beyond the end
+	}},
+	{"plain-rebuild", func(t testing.TB) []byte {
+		f := newImage(t, "cluster_size=4k", "2M")
+		writeImage(t, f, write{0, 32 << 10, 1}, write{1 << 20, 16 << 10, 2})
+		return f.Bytes()
+	}, func(t testing.TB, r *raw) {
+		r.setRefcount(r.hostCluster(5), 0) // rebuild
+		r.setRefcount(r.hostCluster(1), 2) // leak
+		r.put64(72, r.u64(72)|image.IncompatDirty)
+	}},
+	{"zoned", func(t testing.TB) []byte {
+		f := newImage(t, "cluster_size=4k,zone.mode=host-managed,zone.size=64k,zone.conventional_zones=1,zone.max_append_bytes=4k", "1M")
+		writeImage(t, f, write{0, 8 << 10, 1}, write{64 << 10, 32 << 10, 2}, write{128 << 10, 16 << 10, 3}, write{192 << 10, 8 << 10, 4})
+		return f.Bytes()
+	}, func(t testing.TB, r *raw) {
+		r.setWP(t, 1, 64<<10+8<<10)        // data beyond the write pointer
+		r.setWP(t, 2, 128<<10+16<<10+100)  // unaligned
+		r.setWP(t, 4, 0x900000)            // outside the zone
+		r.setRefcount(r.hostCluster(0), 2) // leak
+	}},
+	{"zoned-swapped-rebuild", func(t testing.TB) []byte {
+		f := newImage(t, "cluster_size=4k,zone.mode=host-managed,zone.size=64k,zone.max_append_bytes=4k", "1M")
+		writeImage(t, f, write{0, 8 << 10, 1}, write{64 << 10, 32 << 10, 2})
+		return f.Bytes()
+	}, func(t testing.TB, r *raw) {
+		z := r.zoned(t)
+		for i := uint64(0); i < uint64(z.NrZones); i++ {
+			v := binary.LittleEndian.Uint64(r.b[z.MetaOffset+8*i:])
+			binary.BigEndian.PutUint64(r.b[z.MetaOffset+8*i:], v)
+		}
+		r.setRefcount(r.hostCluster(17), 0) // rebuild
+	}},
+}
+
+// TestRepairCrashSafe interrupts repairs at every write and sync, with every
+// unsynced write dropped, kept or torn, and requires of the image left
+// behind: no refcount below its references and no OFLAG_COPIED on a shared
+// cluster that were not there before; every write pointer either the old
+// or the repaired one, and the data below it intact; and a new repair
+// completes it to the same guest data as an uninterrupted repair.
+func TestRepairCrashSafe(t *testing.T) {
+	for _, tc := range crashCases {
+		t.Run(tc.name, func(t *testing.T) {
+			orig := tc.image(t)
+			tc.mutate(t, rawOf(t, orig))
+			before := mustCheck(t, imagetest.NewMemFile(orig), check.RepairNone)
+			if before.Clean() {
+				t.Fatal("the damaged image is clean")
+			}
+			allowed := dangerous(before)
+			origWP := wps(t, orig)
+			var origData []byte
+			if origWP != nil {
+				origData = guestData(t, orig)
+			}
+
+			full := newCrashFile(orig, -1)
+			res, err := check.Check(full, check.Options{Repair: check.RepairAll})
+			if err != nil || !res.Clean() {
+				t.Fatalf("uninterrupted repair: %v\n%s", err, report(res))
+			}
+			want := guestData(t, full.current)
+			finalWP := wps(t, full.current)
+			t.Logf("%d operations, %d leaks and %d corruptions repaired", full.writes, res.LeaksFixed, res.CorruptionsFixed)
+
+			rng := rand.New(rand.NewSource(1))
+			for n := 0; n < full.writes; n++ {
+				for trial := 0; trial < 3; trial++ {
+					cf := newCrashFile(orig, n)
+					if _, err := check.Check(cf, check.Options{Repair: check.RepairAll}); err == nil {
+						t.Fatalf("write %d: the repair did not see the power loss", n)
+					}
+					b := cf.crash(rng)
+					after, err := check.Check(imagetest.NewMemFile(b), check.Options{})
+					if err != nil || after == nil {
+						t.Fatalf("write %d: the interrupted image cannot be checked: %v", n, err)
+					}
+					for m := range dangerous(after) {
+						if !allowed[m] {
+							t.Errorf("write %d: interrupted repair left %q\n%s", n, m, report(after))
+						}
+					}
+					if origWP != nil {
+						got := wps(t, b)
+						data := guestData(t, b)
+						for i, w := range got {
+							if w != origWP[i] && w != finalWP[i] {
+								t.Errorf("write %d: zone %d write pointer 0x%x is neither the old 0x%x nor the repaired 0x%x", n, i, w, origWP[i], finalWP[i])
+							}
+							zs := uint64(64 << 10)
+							start, wp := uint64(i)*zs, w&^zone.ConvBit
+							if w&zone.ConvBit != 0 {
+								wp = start + zs
+							}
+							if wp > start && wp <= uint64(len(data)) && wp-start <= zs &&
+								!bytes.Equal(data[start:wp], origData[start:wp]) {
+								t.Errorf("write %d: data below the write pointer of zone %d changed", n, i)
+							}
+						}
+					}
+					mf := imagetest.NewMemFile(b)
+					fixed, err := check.Check(mf, check.Options{Repair: check.RepairAll})
+					if err != nil || !fixed.Clean() {
+						t.Fatalf("write %d: repairing the interrupted image: %v\n%s", n, err, report(fixed))
+					}
+					if got := guestData(t, mf.Bytes()); !bytes.Equal(got, want) {
+						t.Errorf("write %d: the completed repair reads differently from an uninterrupted one", n)
+					}
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,468 @@
+package check
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/zqimg/zqimg/pkg/image"
+	"github.com/zqimg/zqimg/pkg/zone"
+)
+
+// zstate is what the zoned checks learnt: the zoned extension (repaired
+// where it could be) and the write pointers, or nil wp when the table
+// cannot be interpreted.
+type zstate struct {
+	h         zone.Header
+	size      uint64 // virtual size
+	wp        []uint64
+	tableOff  uint64 // the counted write-pointer table (size 0: not counted)
+	tableSize uint64
+	// repair: the table was repaired where needed (written before any
+	// data beyond a write pointer is discarded), so discarding is allowed.
+	repair bool
+}
+
+// zoneLen returns the length of zone i (the last one may be short).
+func (z *zstate) zoneLen(i uint32) uint64 {
+	return min(z.h.ZoneSize, z.size-z.h.ZoneStart(i))
+}
+
+// beyond returns the sequential zone whose write pointer the guest range
+// [g, g+n) lies wholly at or beyond (for every zone it touches), or -1.
+func (z *zstate) beyond(g, n uint64) int64 {
+	if z == nil || z.wp == nil || g >= z.size || n == 0 {
+		return -1
+	}
+	zs := z.h.ZoneSize
+	first := g / zs
+	if first >= uint64(len(z.wp)) {
+		return -1
+	}
+	last := min((g+n-1)/zs, uint64(len(z.wp))-1)
+	for zi := first; zi <= last; zi++ {
+		if zi < uint64(z.h.ConventionalZones) {
+			return -1
+		}
+		if max(g, zi*zs) < z.wp[zi] {
+			return -1
+		}
+	}
+	return int64(first)
+}
+
+// clampEntry returns the nearest valid entry for zone i (see doc.go): the
+// start with the conventional bit for a conventional zone; for a
+// sequential zone the write pointer without the conventional bit, brought
+// into [start, zone end], rounded down to 512 bytes, and brought back to
+// the capacity end when it lies between the capacity end and the zone end.
+func clampEntry(h *zone.Header, i uint32, e, zoneLen uint64) uint64 {
+	s := h.ZoneStart(i)
+	if i < h.ConventionalZones {
+		return s | zone.ConvBit
+	}
+	end := s + zoneLen
+	capEnd := s + min(h.ZoneCapacity, zoneLen)
+	v := e &^ zone.ConvBit
+	switch {
+	case v < s:
+		return s
+	case v > end:
+		return end
+	}
+	v &^= 511
+	if v < s {
+		v = s
+	}
+	if v > capEnd && v != end {
+		v = capEnd
+	}
+	return v
+}
+
+// checkZoned checks the zoned extension and the write-pointer table, counts
+// the table's clusters, and learns the write pointers for the check of the
+// data beyond them. With repairErrors it repairs what it can, writing the
+// table first and then the extension (see doc.go).
+func (c *checker) checkZoned(fix Mode) error {
+	c.z = nil
+	h := c.hdr
+	bit := h.IncompatibleFeatures&image.IncompatZoned != 0
+	e := c.ext(image.ExtZoned)
+	if !bit && e == nil {
+		return nil
+	}
+	repair := fix&repairErrors != 0 && !c.headerShared
+	if c.res.Zoned == nil {
+		c.res.Zoned = &ZonedResult{}
+	}
+	zr := c.res.Zoned
+	extErr := func(p Problem, repaired bool, format string, args ...any) {
+		f := finding(KindCorruption, p, format, args...)
+		f.Repaired = repaired
+		c.report(f)
+		if repaired {
+			zr.ExtensionErrorsFixed++
+		} else {
+			zr.ExtensionErrors++
+		}
+	}
+	if e == nil {
+		extErr(ProblemZonedExtension, false, "ERROR zoned extension: incompatible feature bit 5 (zoned format) is set but the zoned extension (magic 0x%08x) is missing", image.ExtZoned)
+		return nil
+	}
+	zh, err := zone.ParseHeader(e.data)
+	if err != nil {
+		extErr(ProblemZonedExtension, false, "ERROR zoned extension: %s", fieldMsg(err))
+		return nil
+	}
+	v := *zh
+	usable := true
+	hdrChanged := false
+	if h.Version < 3 {
+		extErr(ProblemZonedExtension, false, "ERROR zoned extension: the zoned format in a version %d image (version 3 is required)", h.Version)
+		usable = false
+	}
+	// Fix the fields that can be derived, one problem at a time (Validate
+	// reports the first); they count as repaired only if the whole
+	// extension ends up valid, since only then is it written.
+	var fixable []string
+	for iter := 0; usable; iter++ {
+		err := v.Validate(h.Size)
+		if err == nil {
+			break
+		}
+		var fe *zone.FieldError
+		if iter >= 16 || !errors.As(err, &fe) || !fixZoneField(&v, fe.Field, h.Size, c.cs) {
+			for _, m := range fixable {
+				extErr(ProblemZonedExtension, false, "ERROR zoned extension: %s", m)
+			}
+			fixable = nil
+			extErr(ProblemZonedExtension, false, "ERROR zoned extension: %s", fieldMsg(err))
+			usable = false
+			break
+		}
+		fixable = append(fixable, fieldMsg(err))
+		hdrChanged = true
+	}
+	for _, m := range fixable {
+		extErr(ProblemZonedExtension, repair, "%s zoned extension: %s", verb(repair), m)
+	}
+	zr.Zones, zr.ConventionalZones = v.NrZones, v.ConventionalZones
+	if !bit {
+		extErr(ProblemZonedExtension, repair && usable, "%s zoned extension: the zoned extension is present but incompatible feature bit 5 (zoned format) is clear", verb(repair && usable))
+	}
+	z := &zstate{h: v, size: h.Size}
+	c.z = z
+
+	off, size := v.MetaOffset, v.MetaSize
+	placed := false
+	switch {
+	case off == 0 || off&(c.cs-1) != 0:
+		extErr(ProblemZonedTable, false, "ERROR zoned: write-pointer table offset 0x%x is not a non-zero multiple of the cluster size %d", off, c.cs)
+	case size == 0 || size > 8*zone.MaxZones:
+		extErr(ProblemZonedTable, false, "ERROR zoned: write-pointer table size %d is invalid", size)
+	case off+size < off || off+size > c.fileSize:
+		extErr(ProblemZonedTable, false, "ERROR zoned: write-pointer table [0x%x, 0x%x) extends past the end of the file (%d bytes)", off, off+size, c.fileSize)
+	default:
+		c.inc(off, size)
+		z.tableOff, z.tableSize = off, size
+		placed = true
+	}
+	if placed && !c.unsafeTable {
+		// An overlap with the metadata known before the walk is found
+		// now; one with guest data only after it (checkZonedOverlap).
+		if c.l1 == nil {
+			l1, err := c.readEntries(h.L1TableOffset, uint64(h.L1Size))
+			if err != nil {
+				return err
+			}
+			c.l1 = l1
+		}
+		for k := off >> c.cb; k <= (off+size-1)>>c.cb; k++ {
+			if c.metadataAt(k) != "" {
+				c.unsafeTable = true
+			}
+		}
+	}
+	if !usable || c.unsafeTable {
+		// A table sharing clusters with other structures holds their
+		// bytes: it is reported (checkZonedOverlap), not interpreted. The
+		// extension itself may still be repaired.
+		if repair && usable {
+			return c.writeZonedExt(e, &v, hdrChanged, bit)
+		}
+		return nil
+	}
+	var entries []uint64
+	tableChanged := false
+	if placed {
+		raw := make([]byte, size)
+		if err := c.readAt(raw, off); err != nil {
+			return err
+		}
+		entries = c.checkEntries(z, zh, raw, repair, &tableChanged)
+	}
+	if !repair {
+		return nil
+	}
+	z.repair = true
+	// Repairs: the table first (a write pointer only moves back, before
+	// the data beyond it is discarded; new entries exist before the
+	// extension counts them), then the extension.
+	if tableChanged {
+		if err := c.write(zone.EncodeTable(entries), off); err != nil {
+			return err
+		}
+		if err := c.syncWrites(); err != nil {
+			return err
+		}
+	}
+	return c.writeZonedExt(e, &v, hdrChanged, bit)
+}
+
+// writeZonedExt writes the repaired zoned extension and sets the zoned
+// format bit if it was missing, then syncs.
+func (c *checker) writeZonedExt(e *extension, v *zone.Header, changed, bit bool) error {
+	if !changed && bit {
+		return nil
+	}
+	h := c.hdr
+	if err := c.write(v.Marshal(), e.off); err != nil {
+		return err
+	}
+	if !bit {
+		nf := h.IncompatibleFeatures | image.IncompatZoned
+		if err := c.writeU64(72, nf); err != nil {
+			return err
+		}
+		h.IncompatibleFeatures = nf
+	}
+	if err := c.syncWrites(); err != nil {
+		return err
+	}
+	e.data = v.Marshal()
+	return nil
+}
+
+// checkEntries checks the write-pointer table entries (raw, little-endian
+// on disk) of a valid extension v (read from old) and sets z.wp. It
+// returns the entries as they must be written back when repairing.
+func (c *checker) checkEntries(z *zstate, old *zone.Header, raw []byte, repair bool, changed *bool) []uint64 {
+	v := &z.h
+	zr := c.res.Zoned
+	n := v.NrZones
+	le := zone.DecodeTable(raw)
+	// Entries beyond those the table held before an nr_zones repair are
+	// new zones: they start empty.
+	held := uint64(max(min(old.NrZones, zone.MaxZones), uint32(min(old.MetaSize/8, uint64(zone.MaxZones)))))
+	bad := func(t []uint64) int {
+		k := 0
+		for i := uint32(0); i < n; i++ {
+			if uint64(i) < held && v.EntryProblem(i, t[i], z.zoneLen(i)) != "" {
+				k++
+			}
+		}
+		return k
+	}
+	entries := le
+	if leBad := bad(le); leBad > 0 {
+		be := make([]uint64, len(le))
+		for i := range be {
+			be[i] = binary.BigEndian.Uint64(raw[8*i:])
+		}
+		if bad(be) == 0 {
+			f := finding(KindCorruption, ProblemZonedByteSwap, "%s zoned: the write-pointer table is stored byte-swapped (big-endian entries): read little-endian, %d of its %d entries are impossible; read big-endian, none is", verb(repair), leBad, n)
+			f.Offset, f.Repaired = int64(z.tableOff), repair
+			c.report(f)
+			if repair {
+				zr.ExtensionErrorsFixed++
+			} else {
+				zr.ExtensionErrors++
+			}
+			entries = be
+			*changed = true
+		}
+	}
+	z.wp = make([]uint64, n)
+	for i := uint32(0); i < n; i++ {
+		zl := z.zoneLen(i)
+		if uint64(i) >= held {
+			if i < v.ConventionalZones {
+				entries[i] = v.ZoneStart(i) | zone.ConvBit
+			} else {
+				entries[i] = v.ZoneStart(i)
+			}
+			*changed = true
+		} else if p := v.EntryProblem(i, entries[i], zl); p != "" {
+			nv := clampEntry(v, i, entries[i], zl)
+			msg := fmt.Sprintf("ERROR zone %d: %s", i, p)
+			if repair {
+				msg = fmt.Sprintf("Repairing zone %d: %s; set to 0x%x", i, p, nv)
+			}
+			f := finding(KindCorruption, ProblemWritePointer, "%s", msg)
+			f.Zone, f.WP, f.Offset, f.Repaired = int64(i), int64(entries[i]&^zone.ConvBit), int64(z.tableOff+8*uint64(i)), repair
+			c.report(f)
+			if repair {
+				zr.WritePointerErrorsFixed++
+			} else {
+				zr.WritePointerErrors++
+			}
+			entries[i] = nv
+			*changed = true
+		}
+		z.wp[i] = entries[i] &^ zone.ConvBit
+	}
+	if !repair {
+		*changed = false
+	}
+	return entries[:n]
+}
+
+// fieldMsg returns the message of a zoned extension error without the
+// "zoned extension: " prefix of its Error.
+func fieldMsg(err error) string {
+	var fe *zone.FieldError
+	if errors.As(err, &fe) {
+		return fe.Msg
+	}
+	return err.Error()
+}
+
+// fixZoneField repairs field of v where a valid value follows from the
+// other fields and the image (see doc.go); it reports whether it did.
+func fixZoneField(v *zone.Header, field string, size, cs uint64) bool {
+	fits := func(need uint64) bool {
+		return v.MetaSize != 0 && v.MetaSize <= 8*zone.MaxZones && (need+cs-1)/cs <= (v.MetaSize+cs-1)/cs
+	}
+	switch field {
+	case "reserved":
+		v.Reserved = [3]byte{}
+	case "nr_zones":
+		want := ceilDiv(size, v.ZoneSize)
+		if want == 0 || want > zone.MaxZones || uint64(v.NrZones) == want || !fits(8*want) {
+			return false
+		}
+		v.NrZones = uint32(want)
+		v.MetaSize = 8 * want
+	case "zonedmeta_size":
+		need := 8 * uint64(v.NrZones)
+		if !fits(need) {
+			return false
+		}
+		v.MetaSize = need
+	case "max_active_zones":
+		v.MaxActiveZones = v.NrZones
+	case "max_open_zones":
+		if seq := v.NrZones - v.ConventionalZones; v.MaxOpenZones > seq {
+			v.MaxOpenZones = seq
+		}
+		if v.MaxActiveZones != 0 && v.MaxOpenZones > v.MaxActiveZones {
+			v.MaxOpenZones = v.MaxActiveZones
+		}
+	case "max_append_bytes":
+		v.MaxAppendBytes &^= 511
+		if uint64(v.MaxAppendBytes)+512 >= v.ZoneCapacity {
+			if v.ZoneCapacity < 1024 {
+				return false
+			}
+			v.MaxAppendBytes = uint32(min(v.ZoneCapacity-1024, 1<<32-512))
+		}
+	default:
+		return false
+	}
+	return true
+}
+
+// checkBeyondWP checks an allocated data cluster of the active L1 table
+// (guest offset guest, host range [hoff, hoff+hsize)) against the write
+// pointers. Data beyond a write pointer is a leak; with repair it is
+// discarded: the L2 entry is cleared here (the walk's writes are synced
+// before any refcount is lowered) and the refcount lowered by the compare.
+// done reports that the entry was cleared.
+func (c *checker) checkBeyondWP(t []byte, l2off, j, guest, hoff, hsize uint64, repair bool) (done bool, err error) {
+	zi := c.z.beyond(guest, c.cs)
+	if zi < 0 {
+		return false, nil
+	}
+	wp := c.z.wp[zi]
+	zr := c.res.Zoned
+	word := "Leaked"
+	if repair {
+		word = "Discarding"
+	}
+	f := finding(KindLeak, ProblemDataBeyondWP, "%s data beyond write pointer: zone %d wp=0x%x cluster 0x%x (host 0x%x)", word, zi, wp, guest, hoff)
+	f.Zone, f.WP, f.Guest, f.Offset, f.Cluster, f.Repaired = zi, int64(wp), int64(guest), int64(hoff), int64(hoff>>c.cb), repair
+	c.report(f)
+	if !repair {
+		zr.DataBeyondWP++
+		return false, nil
+	}
+	zr.DataBeyondWPFixed++
+	if err := c.setL2(t, l2off, j, 0, 0); err != nil {
+		return false, err
+	}
+	c.dropRef(hoff, hsize)
+	return true, nil
+}
+
+// checkZonedOverlap reports write-pointer table clusters that something
+// else refers to as well (the refcount compare reports them too).
+func (c *checker) checkZonedOverlap() {
+	z := c.z
+	if z == nil || z.tableSize == 0 {
+		return
+	}
+	for k := z.tableOff >> c.cb; k <= (z.tableOff+z.tableSize-1)>>c.cb; k++ {
+		if c.used.get(k) > 1 {
+			f := finding(KindCorruption, ProblemZonedTable, "ERROR zoned: write-pointer table cluster %d (offset 0x%x) is also used by %s", k, k<<c.cb, c.describeCluster(k))
+			f.Cluster, f.Offset = int64(k), int64(k<<c.cb)
+			c.report(f)
+			c.res.Zoned.ExtensionErrors++
+			c.res.hints.zonedOverlap = true
+		}
+	}
+}
+
+// describeCluster names the structure that uses cluster k besides the
+// write-pointer table.
+func (c *checker) describeCluster(k uint64) string {
+	if what := c.metadataAt(k); what != "" {
+		return what
+	}
+	return "other metadata or guest data"
+}
+
+// metadataAt names the metadata structure (other than the write-pointer
+// table and L2 tables of snapshots) that uses cluster k, or returns "".
+func (c *checker) metadataAt(k uint64) string {
+	h := c.hdr
+	off := k << c.cb
+	in := func(a, n uint64) bool { return n > 0 && off < a+n && a < off+c.cs }
+	switch {
+	case k == 0:
+		return "the header"
+	case in(h.L1TableOffset, uint64(h.L1Size)*8):
+		return "the active L1 table"
+	case in(h.RefcountTableOffset, c.reftableN*8):
+		return "the refcount table"
+	case in(h.SnapshotsOffset, c.snapshotsSize):
+		return "the snapshot table"
+	}
+	for i, e := range c.reftable {
+		if e&image.RefTableOffMask>>c.cb == k {
+			return fmt.Sprintf("refcount block %d", i)
+		}
+	}
+	for i, e := range c.l1 {
+		if e&image.L1OffsetMask != 0 && e&image.L1OffsetMask>>c.cb == k {
+			return fmt.Sprintf("the L2 table of L1 entry %d", i)
+		}
+	}
+	for _, sn := range c.snapshots {
+		if in(sn.l1Off, uint64(sn.l1Size)*8) {
+			return fmt.Sprintf("the L1 table of snapshot %s", sn.id)
+		}
+	}
+	return ""
+}
