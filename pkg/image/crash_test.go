@@ -416,3 +416,48 @@ func TestFaultFile(t *testing.T) {
 		t.Fatalf("crashes did not vary: %v", seen)
 	}
 }
+
+// TestCrashDuringCreate cuts the power at every write of image.Format. A
+// cut Format must report the failure (pkg/create then deletes its
+// temporary file, so the target is never replaced by a half-made image);
+// when Format returns success its image is durable and checks clean.
+func TestCrashDuringCreate(t *testing.T) {
+	points := 0
+	for _, cfg := range crashConfigs {
+		o, err := create.ParseOptions(cfg.opts, cfg.size, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		spec, err := create.Resolve(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ref := imagetest.NewFaultFile(nil)
+		if err := image.Format(ref, spec.Image); err != nil {
+			t.Fatal(err)
+		}
+		total := ref.Writes()
+		for cut := 0; cut <= total; cut++ {
+			points++
+			ff := imagetest.NewFaultFile(nil)
+			ff.PowerFailAfter(cut)
+			err := image.Format(ff, spec.Image)
+			if cut < total {
+				if err == nil {
+					t.Fatalf("%s: Format reported success although the power failed at write %d of %d", cfg.name, cut, total)
+				}
+				continue
+			}
+			if err != nil {
+				t.Fatalf("%s: Format failed without a crash: %v", cfg.name, err)
+			}
+			// Everything is synced: even a crash now keeps the whole image.
+			crashed := ff.Crash(rand.New(rand.NewSource(int64(cut))))
+			res := checkImage(t, cfg.name, imagetest.NewMemFile(crashed), false)
+			if res.corruptions != 0 || res.leaks != 0 {
+				t.Fatalf("%s: a completed create is not clean after a crash:\n%s", cfg.name, res.report)
+			}
+		}
+	}
+	t.Logf("%d crash points during create", points)
+}
