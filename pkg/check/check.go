@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/bits"
 	"syscall"
 
 	"github.com/zqimg/zqimg/pkg/image"
@@ -842,11 +843,5 @@ func ceilDiv(a, b uint64) uint64 {
 	return (a-1)/b + 1
 }
 
-func log2(v uint64) int {
-	n := 0
-	for v > 1 {
-		v >>= 1
-		n++
-	}
-	return n
-}
+// log2 returns the base-2 logarithm of a power of two.
+func log2(v uint64) int { return bits.Len64(v) - 1 }

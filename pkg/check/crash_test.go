@@ -3,8 +3,6 @@ package check_test
 import (
 	"bytes"
 	"encoding/binary"
-	"errors"
-	"io"
 	"math/rand"
 	"strings"
 	"testing"
@@ -14,127 +12,6 @@ import (
 	"github.com/zqimg/zqimg/pkg/image/imagetest"
 	"github.com/zqimg/zqimg/pkg/zone"
 )
-
-var errPowerLost = errors.New("power lost")
-
-// crashFile is a disk with a volatile write cache: writes are visible at
-// once and durable only at Sync. The power fails at operation (write,
-// truncate or sync) number failAt;
-// crash then returns the durable content plus each unsynced write dropped,
-// kept or torn to whole 512-byte sectors.
-type crashFile struct {
-	durable, current []byte
-	pending          []op
-	writes           int
-	failAt           int
-	dead             bool
-}
-
-type op struct {
-	off   int64
-	data  []byte
-	trunc bool
-}
-
-func newCrashFile(b []byte, failAt int) *crashFile {
-	return &crashFile{durable: append([]byte(nil), b...), current: append([]byte(nil), b...), failAt: failAt}
-}
-
-func grow(b []byte, n int64) []byte {
-	if n > int64(len(b)) {
-		return append(b, make([]byte, n-int64(len(b)))...)
-	}
-	return b
-}
-
-func (f *crashFile) ReadAt(p []byte, off int64) (int, error) {
-	if f.dead {
-		return 0, errPowerLost
-	}
-	if off >= int64(len(f.current)) {
-		return 0, io.EOF
-	}
-	n := copy(p, f.current[off:])
-	if n < len(p) {
-		return n, io.EOF
-	}
-	return n, nil
-}
-
-func (f *crashFile) op() error {
-	if f.dead {
-		return errPowerLost
-	}
-	if f.writes == f.failAt {
-		f.dead = true
-		return errPowerLost
-	}
-	f.writes++
-	return nil
-}
-
-func (f *crashFile) WriteAt(p []byte, off int64) (int, error) {
-	if err := f.op(); err != nil {
-		return 0, err
-	}
-	f.current = grow(f.current, off+int64(len(p)))
-	copy(f.current[off:], p)
-	f.pending = append(f.pending, op{off: off, data: append([]byte(nil), p...)})
-	return len(p), nil
-}
-
-func (f *crashFile) Truncate(n int64) error {
-	if err := f.op(); err != nil {
-		return err
-	}
-	if n < int64(len(f.current)) {
-		f.current = f.current[:n]
-	} else {
-		f.current = grow(f.current, n)
-	}
-	f.pending = append(f.pending, op{off: n, trunc: true})
-	return nil
-}
-
-func (f *crashFile) Sync() error {
-	// The power may fail during a sync too: then the writes since the
-	// last one are not durable.
-	if err := f.op(); err != nil {
-		return err
-	}
-	f.durable = append([]byte(nil), f.current...)
-	f.pending = nil
-	return nil
-}
-
-func (f *crashFile) Size() (int64, error) { return int64(len(f.current)), nil }
-func (f *crashFile) Close() error         { return nil }
-
-func (f *crashFile) crash(rng *rand.Rand) []byte {
-	img := append([]byte(nil), f.durable...)
-	for _, w := range f.pending {
-		switch k := rng.Intn(3); {
-		case k == 0:
-			continue
-		case w.trunc:
-			if w.off < int64(len(img)) {
-				img = img[:w.off]
-			} else {
-				img = grow(img, w.off)
-			}
-			continue
-		case k == 1:
-			first := 512 - int(w.off%512)
-			if len(w.data) > first {
-				keep := first + rng.Intn((len(w.data)-first)/512+1)*512
-				w.data = w.data[:min(keep, len(w.data))]
-			}
-		}
-		img = grow(img, w.off+int64(len(w.data)))
-		copy(img[w.off:], w.data)
-	}
-	return img
-}
 
 // lowRefcounts returns the clusters reported with a refcount below their
 // references, and OFLAG_COPIED set on a cluster whose refcount is not 1:
@@ -252,23 +129,24 @@ func TestRepairCrashSafe(t *testing.T) {
 				origData = guestData(t, orig)
 			}
 
-			full := newCrashFile(orig, -1)
+			full := imagetest.NewFaultFile(orig)
 			res, err := check.Check(full, check.Options{Repair: check.RepairAll})
 			if err != nil || !res.Clean() {
 				t.Fatalf("uninterrupted repair: %v\n%s", err, report(res))
 			}
-			want := guestData(t, full.current)
-			finalWP := wps(t, full.current)
-			t.Logf("%d operations, %d leaks and %d corruptions repaired", full.writes, res.LeaksFixed, res.CorruptionsFixed)
+			want := guestData(t, full.Current())
+			finalWP := wps(t, full.Current())
+			t.Logf("%d operations, %d leaks and %d corruptions repaired", full.Ops(), res.LeaksFixed, res.CorruptionsFixed)
 
 			rng := rand.New(rand.NewSource(1))
-			for n := 0; n < full.writes; n++ {
+			for n := 0; n < full.Ops(); n++ {
 				for trial := 0; trial < 3; trial++ {
-					cf := newCrashFile(orig, n)
+					cf := imagetest.NewFaultFile(orig)
+					cf.PowerFailAfter(n)
 					if _, err := check.Check(cf, check.Options{Repair: check.RepairAll}); err == nil {
 						t.Fatalf("write %d: the repair did not see the power loss", n)
 					}
-					b := cf.crash(rng)
+					b := cf.Crash(rng)
 					after, err := check.Check(imagetest.NewMemFile(b), check.Options{})
 					if err != nil || after == nil {
 						t.Fatalf("write %d: the interrupted image cannot be checked: %v", n, err)

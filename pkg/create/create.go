@@ -3,6 +3,7 @@ package create
 import (
 	"errors"
 	"fmt"
+	"math/bits"
 	"os"
 	"path/filepath"
 
@@ -203,14 +204,8 @@ func resolveZone(o *Options, s *Spec) error {
 	return nil
 }
 
-func log2(v uint64) int {
-	n := 0
-	for v > 1 {
-		v >>= 1
-		n++
-	}
-	return n
-}
+// log2 returns the base-2 logarithm of a power of two.
+func log2(v uint64) int { return bits.Len64(v) - 1 }
 
 // Create writes the image described by s to path. The image is built in a
 // temporary file beside path, synced, and renamed over path, so that a

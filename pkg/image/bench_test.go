@@ -3,13 +3,13 @@ package image_test
 import (
 	"bytes"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"testing"
 
 	"github.com/zqimg/zqimg/pkg/image"
+	"github.com/zqimg/zqimg/pkg/image/imagetest"
 )
 
 // Benchmarks of the qcow2 engine. Each has a "file" variant on a regular
@@ -22,88 +22,31 @@ import (
 
 const benchImageSize = 256 << 20 // virtual size of the write benchmarks' images
 
-// benchMemFile is an image.File in memory on a reusable array with room
-// reserved up front, so that growing it costs neither reallocation nor
-// clearing and the "mem" variants measure the engine, not the fake
-// (imagetest.MemFile reallocates as it grows). It can record the ranges
-// written since a snapshot, to undo them cheaply.
-type benchMemFile struct {
-	b     []byte
-	hw    int64 // high-water mark: the array is zero from here on
+// undoFile is an in-memory image file that can record the ranges written
+// since a snapshot, to undo them cheaply.
+type undoFile struct {
+	*imagetest.MemFile
 	track bool
 	log   [][2]int64 // offset, length of each write while tracking
 }
 
-// newBenchMemFile returns an empty file on buf (which must be all zero) or, if
-// buf is too small, on a new array of reserve bytes.
-func newBenchMemFile(buf []byte, reserve int) *benchMemFile {
-	if cap(buf) < reserve {
-		buf = make([]byte, 0, reserve)
+func (u *undoFile) WriteAt(p []byte, off int64) (int, error) {
+	if u.track {
+		u.log = append(u.log, [2]int64{off, int64(len(p))})
 	}
-	return &benchMemFile{b: buf[:0]}
+	return u.MemFile.WriteAt(p, off)
 }
 
-func (m *benchMemFile) ReadAt(p []byte, off int64) (int, error) {
-	if off >= int64(len(m.b)) {
-		return 0, io.EOF
-	}
-	n := copy(p, m.b[off:])
-	if n < len(p) {
-		return n, io.EOF
-	}
-	return n, nil
-}
-
-func (m *benchMemFile) WriteAt(p []byte, off int64) (int, error) {
-	if m.track {
-		m.log = append(m.log, [2]int64{off, int64(len(p))})
-	}
-	if end := off + int64(len(p)); end > int64(len(m.b)) {
-		m.grow(end, off)
-	}
-	return copy(m.b[off:], p), nil
-}
-
-// grow extends the file to size bytes; bytes from keep on are about to be
-// overwritten and need no clearing.
-func (m *benchMemFile) grow(size, keep int64) {
-	old := int64(len(m.b))
-	if size > int64(cap(m.b)) {
-		nb := make([]byte, old, max(size, 2*int64(cap(m.b))))
-		copy(nb, m.b)
-		m.b, m.hw = nb, old
-	}
-	m.b = m.b[:size]
-	// Beyond the high-water mark the array has never been exposed and is
-	// still zero.
-	clear(m.b[old:max(old, min(keep, m.hw))])
-	m.hw = max(m.hw, size)
-}
-
-func (m *benchMemFile) Truncate(size int64) error {
-	if size <= int64(len(m.b)) {
-		m.b = m.b[:size]
-	} else {
-		m.grow(size, size)
-	}
-	return nil
-}
-
-// restore undoes every write logged since snap was taken (a copy of m.b
-// when tracking started).
-func (m *benchMemFile) restore(snap []byte) {
-	m.Truncate(int64(len(snap)))
-	for _, w := range m.log {
+// restore undoes every write logged since snap was taken.
+func (u *undoFile) restore(snap []byte) {
+	u.Truncate(int64(len(snap)))
+	for _, w := range u.log {
 		if w[0] < int64(len(snap)) {
-			copy(m.b[w[0]:min(w[0]+w[1], int64(len(snap)))], snap[w[0]:])
+			u.MemFile.WriteAt(snap[w[0]:min(w[0]+w[1], int64(len(snap)))], w[0])
 		}
 	}
-	m.log = m.log[:0]
+	u.log = u.log[:0]
 }
-
-func (m *benchMemFile) Sync() error          { return nil }
-func (m *benchMemFile) Size() (int64, error) { return int64(len(m.b)), nil }
-func (m *benchMemFile) Close() error         { return nil }
 
 // benchStore makes fresh images, either as files in a temporary directory or
 // in memory.
@@ -112,8 +55,8 @@ type benchStore struct {
 	mem  bool
 	dir  string
 	n    int
-	cur  string        // path of the current file image
-	file *benchMemFile // mem: the current image's file; its array is reused
+	cur  string             // path of the current file image
+	file *imagetest.MemFile // mem: the current image's file; its array is reused
 }
 
 func newBenchStore(b *testing.B, mem bool) *benchStore {
@@ -131,13 +74,12 @@ func (s *benchStore) fresh(size uint64, clusterBits uint32) *image.Image {
 	co := image.CreateOptions{Size: size, ClusterBits: clusterBits, Version: 3, RefcountOrder: 4}
 	if s.mem {
 		// Reuse the previous image's array, cleared with the timer stopped.
-		var buf []byte
-		if s.file != nil {
-			clear(s.file.b[:s.file.hw])
-			buf = s.file.b[:0]
+		if s.file == nil {
+			s.file = imagetest.NewMemFile(nil)
 		}
-		f := newBenchMemFile(buf, int(size+size/8+4<<20))
-		s.file = f
+		s.file.Reserve(int(size + size/8 + 4<<20))
+		s.file.Reset(nil)
+		f := s.file
 		if err := image.Format(f, co); err != nil {
 			s.tb.Fatal(err)
 		}
@@ -278,7 +220,8 @@ func BenchmarkReadRandom4K(b *testing.B) {
 func BenchmarkWriteZeroes(b *testing.B) {
 	const zeroImageSize = 64 << 20
 	b.Run("cluster/mem", func(b *testing.B) {
-		f := newBenchMemFile(nil, benchImageSize+8<<20)
+		f := &undoFile{MemFile: imagetest.NewMemFile(nil)}
+		f.Reserve(benchImageSize + 8<<20)
 		err := image.Format(f, image.CreateOptions{Size: benchImageSize, ClusterBits: 16, Version: 3, RefcountOrder: 4})
 		if err != nil {
 			b.Fatal(err)
@@ -293,7 +236,7 @@ func BenchmarkWriteZeroes(b *testing.B) {
 		img := open()
 		benchFill(b, img, 0x5a)
 		benchClose(b, img)
-		snap := append([]byte(nil), f.b...)
+		snap := f.Bytes()
 		f.track = true
 		img = open()
 		off := int64(0)

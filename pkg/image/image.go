@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/bits"
 	"os"
 	"path/filepath"
 )
@@ -458,11 +459,5 @@ func (z *zeroPastEnd) ReadAt(p []byte, off int64) (int, error) {
 
 func (z *zeroPastEnd) Close() error { return z.c.Close() }
 
-func log2(v uint64) int {
-	n := 0
-	for v > 1 {
-		v >>= 1
-		n++
-	}
-	return n
-}
+// log2 returns the base-2 logarithm of a power of two.
+func log2(v uint64) int { return bits.Len64(v) - 1 }

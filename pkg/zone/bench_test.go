@@ -3,13 +3,13 @@ package zone_test
 import (
 	"bytes"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"testing"
 
 	"github.com/zqimg/zqimg/pkg/create"
 	"github.com/zqimg/zqimg/pkg/image"
+	"github.com/zqimg/zqimg/pkg/image/imagetest"
 	"github.com/zqimg/zqimg/pkg/zone"
 )
 
@@ -19,60 +19,6 @@ import (
 // image loaded into memory, to separate the layer's CPU cost from the
 // kernel's. Creating images and replacing a full device by a fresh one
 // happen with the timer stopped.
-
-// benchMemFile is an image.File in memory with room reserved up front, so that
-// growing it costs neither reallocation nor clearing.
-type benchMemFile struct {
-	b  []byte
-	hw int64 // high-water mark: the array is zero from here on
-}
-
-func (m *benchMemFile) ReadAt(p []byte, off int64) (int, error) {
-	if off >= int64(len(m.b)) {
-		return 0, io.EOF
-	}
-	n := copy(p, m.b[off:])
-	if n < len(p) {
-		return n, io.EOF
-	}
-	return n, nil
-}
-
-func (m *benchMemFile) WriteAt(p []byte, off int64) (int, error) {
-	if end := off + int64(len(p)); end > int64(len(m.b)) {
-		m.grow(end, off)
-	}
-	return copy(m.b[off:], p), nil
-}
-
-// grow extends the file to size bytes; bytes from keep on are about to be
-// overwritten and need no clearing.
-func (m *benchMemFile) grow(size, keep int64) {
-	old := int64(len(m.b))
-	if size > int64(cap(m.b)) {
-		nb := make([]byte, old, max(size, 2*int64(cap(m.b))))
-		copy(nb, m.b)
-		m.b, m.hw = nb, old
-	}
-	m.b = m.b[:size]
-	// Beyond the high-water mark the array has never been exposed and is
-	// still zero.
-	clear(m.b[old:max(old, min(keep, m.hw))])
-	m.hw = max(m.hw, size)
-}
-
-func (m *benchMemFile) Truncate(size int64) error {
-	if size <= int64(len(m.b)) {
-		m.b = m.b[:size]
-	} else {
-		m.grow(size, size)
-	}
-	return nil
-}
-
-func (m *benchMemFile) Sync() error          { return nil }
-func (m *benchMemFile) Size() (int64, error) { return int64(len(m.b)), nil }
-func (m *benchMemFile) Close() error         { return nil }
 
 // benchMakeImage creates an image with zqimg's create path and returns its path.
 func benchMakeImage(tb testing.TB, dir, name, opts, size string) string {
@@ -100,9 +46,9 @@ type benchDevStore struct {
 	opts, size string
 	n          int
 	cur        string
-	template   []byte        // the empty image, for the mem variant
-	reserve    int           // bytes reserved for a mem image
-	file       *benchMemFile // mem: the current image's file; its array is reused
+	template   []byte             // the empty image, for the mem variant
+	reserve    int                // bytes reserved for a mem image
+	file       *imagetest.MemFile // mem: the current image's file; its array is reused
 }
 
 func newBenchDevStore(b *testing.B, mem bool, opts, size string, written int64) *benchDevStore {
@@ -125,16 +71,12 @@ func (s *benchDevStore) fresh() *zone.Device {
 	s.tb.Helper()
 	if s.mem {
 		// Reuse the previous device's array, cleared with the timer stopped.
-		var buf []byte
-		if s.file != nil {
-			clear(s.file.b[:s.file.hw])
-			buf = s.file.b[:0]
+		if s.file == nil {
+			s.file = imagetest.NewMemFile(nil)
 		}
-		if cap(buf) < s.reserve {
-			buf = make([]byte, 0, s.reserve)
-		}
-		f := &benchMemFile{b: append(buf, s.template...), hw: int64(len(s.template))}
-		s.file = f
+		s.file.Reserve(s.reserve)
+		s.file.Reset(s.template)
+		f := s.file
 		img, err := image.OpenFile(f, "mem.qcow2", image.Options{Features: image.IncompatZoned})
 		if err != nil {
 			s.tb.Fatal(err)

@@ -482,7 +482,7 @@ func TestResetFailureKeepsState(t *testing.T) {
 	if err := d.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	ff.PowerFailAfter(ff.Writes()) // the next write fails
+	ff.PowerFailAfter(ff.Ops()) // the next write fails
 	if err := d.Manage(zone.OpReset, 16*mib, 16*mib); err == nil {
 		t.Fatal("reset succeeded although its write failed")
 	}

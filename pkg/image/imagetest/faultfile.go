@@ -14,26 +14,28 @@ const SectorSize = 512
 // ErrPowerLost is returned by every operation after the simulated power loss.
 var ErrPowerLost = errors.New("imagetest: power lost")
 
-// FaultFile simulates a disk with a volatile write cache. Writes are
-// visible to reads at once but become durable only at Sync. After
-// PowerFailAfter(n), the (n+1)-th write and everything after it fails with
-// ErrPowerLost, as if the machine had lost power; Crash then returns what
-// the disk holds: everything synced, plus each unsynced write either
-// dropped, kept, or torn (a prefix of whole sectors kept).
+// FaultFile simulates a disk with a volatile write cache. Writes and
+// truncations are visible at once but become durable only at Sync. After
+// PowerFailAfter(n), the (n+1)-th operation (write, truncation or sync) and
+// everything after it fails with ErrPowerLost, as if the machine had lost
+// power; Crash then returns what the disk holds: everything synced, plus
+// each unsynced write dropped, kept, or torn (a prefix of whole sectors
+// kept), and each unsynced truncation dropped or kept.
 type FaultFile struct {
 	mu      sync.Mutex
 	durable []byte
 	current []byte
-	pending []pendingWrite
-	writes  int
+	pending []pendingOp
+	ops     int
 	syncs   int
-	failAt  int // writes allowed before the power fails; -1: never
+	failAt  int // operations allowed before the power fails; -1: never
 	failed  bool
 }
 
-type pendingWrite struct {
-	off  int64
-	data []byte
+type pendingOp struct {
+	off   int64 // write offset, or the new length for a truncation
+	data  []byte
+	trunc bool
 }
 
 // NewFaultFile returns a FaultFile whose durable content is a copy of b.
@@ -43,19 +45,19 @@ func NewFaultFile(b []byte) *FaultFile {
 	return &FaultFile{durable: append(make([]byte, 0, room), b...), current: append(make([]byte, 0, room), b...), failAt: -1}
 }
 
-// PowerFailAfter makes the power fail once n more writes have been issued
-// in total (counting from the file's creation).
+// PowerFailAfter makes the power fail once n operations (writes,
+// truncations and syncs, counted from the file's creation) have been done.
 func (f *FaultFile) PowerFailAfter(n int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.failAt = n
 }
 
-// Writes returns the number of writes issued so far.
-func (f *FaultFile) Writes() int {
+// Ops returns the number of operations (writes, truncations, syncs) done.
+func (f *FaultFile) Ops() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.writes
+	return f.ops
 }
 
 // Syncs returns the number of syncs so far.
@@ -79,30 +81,41 @@ func (f *FaultFile) Current() []byte {
 	return append([]byte(nil), f.current...)
 }
 
+// op counts one operation; it fails when the power fails now or has failed.
+func (f *FaultFile) op() error {
+	if f.failed || f.failAt >= 0 && f.ops >= f.failAt {
+		f.failed = true
+		return ErrPowerLost
+	}
+	f.ops++
+	return nil
+}
+
 // Crash returns the content of the disk after the power loss: the synced
-// content with each unsynced write, in order, dropped, kept whole, or torn
-// to a prefix of whole sectors, as rng decides.
+// content with each unsynced operation, in order, dropped, kept whole, or
+// (a write) torn to a prefix of whole sectors, as rng decides.
 func (f *FaultFile) Crash(rng *rand.Rand) []byte {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	img := append([]byte(nil), f.durable...)
 	for _, w := range f.pending {
-		data := w.data
-		switch rng.Intn(3) {
-		case 0:
-			continue
-		case 1:
+		k := rng.Intn(3)
+		switch {
+		case k == 0:
+		case w.trunc:
+			img = resize(img, w.off)
+		case k == 1:
 			// Torn: whole sectors from the start of the write survive. The
 			// write's first sector ends at the next sector boundary.
 			first := SectorSize - int(w.off%SectorSize)
-			if len(data) <= first {
-				continue
+			if len(w.data) > first {
+				sectors := (len(w.data) - first + SectorSize - 1) / SectorSize
+				keep := first + rng.Intn(sectors+1)*SectorSize
+				img = writeInto(img, w.off, w.data[:min(keep, len(w.data))])
 			}
-			sectors := (len(data) - first + SectorSize - 1) / SectorSize
-			keep := first + rng.Intn(sectors+1)*SectorSize
-			data = data[:min(keep, len(data))]
+		default:
+			img = writeInto(img, w.off, w.data)
 		}
-		img = writeInto(img, w.off, data)
 	}
 	return img
 }
@@ -119,6 +132,13 @@ func writeInto(b []byte, off int64, p []byte) []byte {
 	}
 	copy(b[off:], p)
 	return b
+}
+
+func resize(b []byte, size int64) []byte {
+	if size <= int64(len(b)) {
+		return b[:size]
+	}
+	return writeInto(b, size, nil)
 }
 
 // ReadAt reads the current content.
@@ -142,26 +162,29 @@ func (f *FaultFile) ReadAt(p []byte, off int64) (int, error) {
 func (f *FaultFile) WriteAt(p []byte, off int64) (int, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.failed || f.failAt >= 0 && f.writes >= f.failAt {
-		f.failed = true
-		return 0, ErrPowerLost
+	if err := f.op(); err != nil {
+		return 0, err
 	}
-	f.writes++
-	f.pending = append(f.pending, pendingWrite{off, append([]byte(nil), p...)})
+	f.pending = append(f.pending, pendingOp{off: off, data: append([]byte(nil), p...)})
 	f.current = writeInto(f.current, off, p)
 	return len(p), nil
 }
 
-// Sync makes every write so far durable.
+// Sync makes every operation so far durable. The power may fail during a
+// sync too; the operations since the previous sync are then not durable.
 func (f *FaultFile) Sync() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.failed {
-		return ErrPowerLost
+	if err := f.op(); err != nil {
+		return err
 	}
 	f.syncs++
 	for _, w := range f.pending {
-		f.durable = writeInto(f.durable, w.off, w.data)
+		if w.trunc {
+			f.durable = resize(f.durable, w.off)
+		} else {
+			f.durable = writeInto(f.durable, w.off, w.data)
+		}
 	}
 	f.pending = f.pending[:0]
 	return nil
@@ -177,21 +200,15 @@ func (f *FaultFile) Size() (int64, error) {
 	return int64(len(f.current)), nil
 }
 
-// Truncate changes the length at once, durably (the engine never
-// truncates while it has unsynced writes).
+// Truncate changes the length; like a write it is durable at the next Sync.
 func (f *FaultFile) Truncate(size int64) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.failed {
-		return ErrPowerLost
+	if err := f.op(); err != nil {
+		return err
 	}
-	resize := func(b []byte) []byte {
-		if size <= int64(len(b)) {
-			return b[:size]
-		}
-		return append(b, make([]byte, size-int64(len(b)))...)
-	}
-	f.current, f.durable = resize(f.current), resize(f.durable)
+	f.pending = append(f.pending, pendingOp{off: size, trunc: true})
+	f.current = resize(f.current, size)
 	return nil
 }
 
