@@ -72,11 +72,17 @@ func (img *Image) writeL1() error {
 // metadata in dependency order and syncs, then frees the clusters whose
 // last reference was dropped (their refcounts reach the disk with a sync).
 func (img *Image) Flush() error {
-	if img.closed {
-		return ErrClosed
-	}
-	if img.ro {
+	img.mu.Lock()
+	defer img.mu.Unlock()
+	if img.ro && !img.closed {
 		return nil
+	}
+	return img.flush()
+}
+
+func (img *Image) flush() error {
+	if err := img.writable(); err != nil {
+		return err
 	}
 	if err := img.writeback(); err != nil {
 		return err

@@ -8,6 +8,7 @@ import (
 	"math/bits"
 	"os"
 	"path/filepath"
+	"sync"
 )
 
 // Options control how an image is opened.
@@ -25,9 +26,15 @@ type Options struct {
 	NoBacking bool
 	// CacheBytes bounds the L2 table cache; 0 selects 32 MiB.
 	CacheBytes int
+	// Cache is the cache mode (qemu-io's -t). The zero value is writeback.
+	// Writethrough is carried out by the layer that completes requests
+	// (zone.Device flushes after every write); O_DIRECT and unsafe are
+	// carried out by the file.
+	Cache CacheMode
 }
 
-// Image is an open qcow2 image. It is not safe for concurrent use.
+// Image is an open qcow2 image. It is safe for concurrent use: one mutex
+// serialises the public methods (reads too, since they fill the caches).
 //
 // Writes follow the order data, refcount blocks, L2 tables, L1 table, with a
 // sync before each structure that depends on what was just written. Metadata
@@ -37,7 +44,9 @@ type Options struct {
 // but never leave a reference to unwritten data or a refcount lower than
 // the references on disk.
 type Image struct {
-	f     File
+	mu    sync.Mutex
+	raw   File        // the file as opened
+	f     guardedFile // every write goes through here (see writable)
 	name  string
 	ro    bool
 	hdr   Header
@@ -99,7 +108,8 @@ func OpenFile(f File, name string, opts Options) (*Image, error) {
 // openFile opens an image; checkMeta enables the metadata refcount check of
 // writable opens (Format opens images whose refcounts are not written yet).
 func openFile(f File, name string, opts Options, checkMeta bool) (*Image, error) {
-	img := &Image{f: f, name: name, ro: opts.ReadOnly, l1Dirty: map[uint64]struct{}{}}
+	img := &Image{raw: f, name: name, ro: opts.ReadOnly, l1Dirty: map[uint64]struct{}{}}
+	img.f = guardedFile{File: f, img: img}
 	fileSize, err := f.Size()
 	if err != nil {
 		return nil, err
@@ -176,7 +186,7 @@ func openFile(f File, name string, opts Options, checkMeta bool) (*Image, error)
 	if cache <= 0 {
 		cache = 32 << 20
 	}
-	img.l2c = newMetaCache(f, int(img.cs), cache, "L2 table")
+	img.l2c = newMetaCache(img.f, int(img.cs), cache, "L2 table")
 	if !img.ro && checkMeta {
 		if err := img.checkMetadataRefcounts(); err != nil {
 			return nil, err
@@ -278,12 +288,14 @@ func (img *Image) backingPath() string {
 // Close flushes (if writable) and releases the image, its backing file and
 // its locks. A failed flush is reported and the file is closed regardless.
 func (img *Image) Close() error {
+	img.mu.Lock()
+	defer img.mu.Unlock()
 	if img.closed {
 		return nil
 	}
 	var err error
-	if !img.ro && !img.corrupt {
-		err = img.Flush()
+	if img.writable() == nil {
+		err = img.flush()
 	}
 	img.closed = true
 	if img.backing != nil {
@@ -291,7 +303,7 @@ func (img *Image) Close() error {
 			err = e
 		}
 	}
-	if e := img.f.Close(); err == nil {
+	if e := img.raw.Close(); err == nil {
 		err = e
 	}
 	return err
@@ -305,6 +317,8 @@ func (img *Image) ClusterSize() int64 { return int64(img.cs) }
 
 // Header returns a copy of the image header.
 func (img *Image) Header() Header {
+	img.mu.Lock()
+	defer img.mu.Unlock()
 	h := img.hdr
 	h.Extra = append([]byte(nil), h.Extra...)
 	return h
@@ -342,26 +356,49 @@ func (img *Image) Features() []Feature { return append([]Feature(nil), img.feats
 // header ("" when there is none).
 func (img *Image) BackingFile() (name, format string) { return img.backingName, img.backingFormat }
 
-// File returns the underlying file.
-func (img *Image) File() File { return img.f }
+// FileSize returns the length of the image file in bytes.
+func (img *Image) FileSize() (int64, error) {
+	img.mu.Lock()
+	defer img.mu.Unlock()
+	return img.raw.Size()
+}
+
+// AllocatedBytes returns the bytes the image file occupies on disk, when
+// the file can tell (ok false otherwise).
+func (img *Image) AllocatedBytes() (n int64, ok bool) {
+	img.mu.Lock()
+	defer img.mu.Unlock()
+	a, isOS := img.raw.(interface{ AllocatedBytes() (int64, error) })
+	if !isOS {
+		return 0, false
+	}
+	n, err := a.AllocatedBytes()
+	return n, err == nil
+}
 
 // HostReadAt reads raw bytes of the image file, for structures owned by a
 // layer above this package (the zoned write-pointer table).
-func (img *Image) HostReadAt(p []byte, off int64) error { return readFull(img.f, p, off) }
+func (img *Image) HostReadAt(p []byte, off int64) error {
+	img.mu.Lock()
+	defer img.mu.Unlock()
+	return readFull(img.f, p, off)
+}
 
 // HostWriteAt writes raw bytes of the image file. The caller owns the
 // ordering of such writes relative to Flush.
 func (img *Image) HostWriteAt(p []byte, off int64) error {
-	if img.ro {
-		return ErrReadOnly
-	}
+	img.mu.Lock()
+	defer img.mu.Unlock()
 	_, err := img.f.WriteAt(p, off)
 	return err
 }
 
-// Sync makes every completed write to the file durable.
+// Sync makes every completed write to the file durable. On a read-only
+// image there is nothing to sync.
 func (img *Image) Sync() error {
-	if img.ro {
+	img.mu.Lock()
+	defer img.mu.Unlock()
+	if img.ro && !img.closed {
 		return nil
 	}
 	return img.f.Sync()
@@ -382,10 +419,15 @@ func (img *Image) writeHeaderField(off, size int, v uint64) error {
 // further writes can damage it, and returns the error describing why.
 func (img *Image) signalCorruption(off int64, format string, args ...any) error {
 	err := &CorruptionError{Off: off, Msg: fmt.Sprintf(format, args...)}
-	if !img.ro && !img.corrupt {
+	if img.writable() == nil {
 		img.corrupt = true
 		img.hdr.IncompatibleFeatures |= IncompatCorrupt
-		_ = img.writeHeaderField(72, 8, img.hdr.IncompatibleFeatures)
+		// The guard now refuses writes: set the bit through the raw file.
+		var b [8]byte
+		binary.BigEndian.PutUint64(b[:], img.hdr.IncompatibleFeatures)
+		if _, werr := img.raw.WriteAt(b[:], 72); werr == nil {
+			_ = img.raw.Sync()
+		}
 	}
 	return err
 }

@@ -3,13 +3,19 @@ package image
 import "fmt"
 
 // Refcount returns the refcount of the host cluster containing off.
-func (img *Image) Refcount(off uint64) (uint64, error) { return img.rc.get(off >> img.cb) }
+func (img *Image) Refcount(off uint64) (uint64, error) {
+	img.mu.Lock()
+	defer img.mu.Unlock()
+	return img.rc.get(off >> img.cb)
+}
 
 // MetadataOverlap names the qcow2 metadata structure (header, L1 table,
 // refcount table, a refcount block, an L2 table of the active L1 table, the
 // snapshot table) that overlaps the host range [off, off+n), or returns ""
 // when none does.
 func (img *Image) MetadataOverlap(off, n uint64) string {
+	img.mu.Lock()
+	defer img.mu.Unlock()
 	over := func(a, l uint64) bool { return l > 0 && off < a+l && a < off+n }
 	if over(0, img.cs) {
 		return "the header cluster"
@@ -54,6 +60,8 @@ func (k Kind) String() string {
 // Map reports how the guest byte at off is stored: its kind and, for Data,
 // its host offset (for Compressed, the offset of the compressed stream).
 func (img *Image) Map(off int64) (Kind, uint64, error) {
+	img.mu.Lock()
+	defer img.mu.Unlock()
 	if err := img.checkRange(off, 1); err != nil {
 		return 0, 0, err
 	}

@@ -37,13 +37,7 @@ func (img *Image) checkWritable(off int64, n int) error {
 	if err := img.checkRange(off, n); err != nil {
 		return err
 	}
-	if img.ro {
-		return ErrReadOnly
-	}
-	if img.corrupt {
-		return fmt.Errorf("%w: writes are refused until it is repaired", ErrCorrupt)
-	}
-	return nil
+	return img.writable()
 }
 
 // l2Span returns the guest bytes covered by one L2 table.
@@ -158,6 +152,8 @@ func (img *Image) classify(e, bm, inC uint64) (mapping, uint64, uint64) {
 // ReadAt reads len(p) guest bytes at off. Unwritten bytes read as zeroes (or
 // from the backing file).
 func (img *Image) ReadAt(p []byte, off int64) (int, error) {
+	img.mu.Lock()
+	defer img.mu.Unlock()
 	if err := img.checkRange(off, len(p)); err != nil {
 		return 0, err
 	}
@@ -251,6 +247,8 @@ func readData(f io.ReaderAt, p []byte, off uint64) error {
 
 // WriteAt writes p at guest offset off, allocating clusters as needed.
 func (img *Image) WriteAt(p []byte, off int64) (int, error) {
+	img.mu.Lock()
+	defer img.mu.Unlock()
 	if err := img.checkWritable(off, len(p)); err != nil {
 		return 0, err
 	}
@@ -476,6 +474,8 @@ func (img *Image) Discard(off, n int64) error {
 }
 
 func (img *Image) zeroRange(off, n int64, unmap bool) error {
+	img.mu.Lock()
+	defer img.mu.Unlock()
 	if n < 0 || n > 1<<62 {
 		return fmt.Errorf("%w: length %d", ErrOutOfRange, n)
 	}

@@ -91,10 +91,8 @@ func FromDevice(dev *zone.Device) (*ImageInfo, error) {
 		Format:      "qcow2",
 		DirtyFlag:   h.IncompatibleFeatures&image.IncompatDirty != 0,
 	}
-	if of, ok := img.File().(*image.OSFile); ok {
-		if n, err := of.AllocatedBytes(); err == nil {
-			inf.ActualSize = n
-		}
+	if n, ok := img.AllocatedBytes(); ok {
+		inf.ActualSize = n
 	}
 	if name, format := img.BackingFile(); name != "" {
 		inf.BackingFilename = name

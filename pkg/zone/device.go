@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"iter"
 	"slices"
+	"sync"
 	"syscall"
 
 	"github.com/zqimg/zqimg/pkg/image"
@@ -12,13 +13,20 @@ import (
 
 // Device is an open image seen as a block device: zoned when the image
 // carries the zoned format, plain otherwise (zone operations then fail with
-// ErrNotZoned). It is not safe for concurrent use.
+// ErrNotZoned). It is safe for concurrent use: one mutex serialises the
+// requests (zone state and the qcow2 engine change together).
+//
+// With a writethrough cache mode (image.Options.Cache) every request that
+// changes the device is flushed before it returns: a completed write is
+// durable, as in qemu-io's default mode.
 //
 // Write pointers are persisted after the data they cover: a write advances
 // the write pointer in memory, and Flush writes it only after the image's
 // data and metadata are durable. A reset moves write pointers back, so it
 // writes them (and syncs) before discarding the zone's clusters.
 type Device struct {
+	mu    sync.Mutex
+	wt    bool // writethrough: flush after every changing request
 	img   *image.Image
 	h     *Header // nil when the image is not zoned
 	m     *machine
@@ -38,7 +46,25 @@ func Open(path string, opts image.Options) (*Device, error) {
 		img.Close()
 		return nil, err
 	}
+	d.wt = opts.Cache.WriteThrough()
 	return d, nil
+}
+
+// SetWriteThrough makes every changing request durable before it returns
+// (on), or durable at Flush (off).
+func (d *Device) SetWriteThrough(on bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.wt = on
+}
+
+// done completes a changing request: with writethrough, a request that
+// succeeded is flushed before it is acknowledged.
+func (d *Device) done(err error) error {
+	if err != nil || !d.wt {
+		return err
+	}
+	return d.flush()
 }
 
 // New wraps an image opened with image.IncompatZoned among its features.
@@ -97,7 +123,7 @@ func checkTablePlacement(img *image.Image, h *Header) error {
 	if off == 0 || off%cs != 0 {
 		return fieldErr("zonedmeta_offset", "zonedmeta_offset 0x%x is not a non-zero multiple of the cluster size %d", off, cs)
 	}
-	fileSize, err := img.File().Size()
+	fileSize, err := img.FileSize()
 	if err != nil {
 		return err
 	}
@@ -138,7 +164,11 @@ func (d *Device) Header() *Header {
 func (d *Device) Size() int64 { return d.img.Size() }
 
 // ReadAt reads guest data; never-written bytes read as zeroes.
-func (d *Device) ReadAt(p []byte, off int64) (int, error) { return d.img.ReadAt(p, off) }
+func (d *Device) ReadAt(p []byte, off int64) (int, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.img.ReadAt(p, off)
+}
 
 // zoneIndex returns the zone holding byte off.
 func (d *Device) zoneIndex(off uint64) uint32 { return uint32(off / d.h.ZoneSize) }
@@ -176,22 +206,28 @@ func (d *Device) checkIO(off int64, n int64) (zi uint32, seq bool, err error) {
 // implicitly opened (closing the least recently written implicitly open
 // zone if the open limit is reached) or becomes FULL.
 func (d *Device) WriteAt(p []byte, off int64) (int, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	if d.h == nil {
-		return d.img.WriteAt(p, off)
+		n, err := d.img.WriteAt(p, off)
+		return n, d.done(err)
 	}
-	return d.zonedIO(off, int64(len(p)), func() error {
+	n, err := d.zonedIO(off, int64(len(p)), func() error {
 		_, err := d.img.WriteAt(p, off)
 		return err
 	})
+	return n, d.done(err)
 }
 
 // WriteZeroes writes n zero bytes at off under the same rules as WriteAt.
 func (d *Device) WriteZeroes(off, n int64) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	if d.h == nil {
-		return d.img.WriteZeroes(off, n)
+		return d.done(d.img.WriteZeroes(off, n))
 	}
 	_, err := d.zonedIO(off, n, func() error { return d.img.WriteZeroes(off, n) })
-	return err
+	return d.done(err)
 }
 
 func (d *Device) zonedIO(off, n int64, write func() error) (int, error) {
@@ -229,6 +265,8 @@ func (d *Device) writeZone(zi uint32, off, n uint64, write func() error) error {
 // Discard deallocates a range; in a zoned image only conventional zones
 // allow it (sequential zones are emptied by a reset).
 func (d *Device) Discard(off, n int64) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	if d.h != nil && n > 0 {
 		if off < 0 || uint64(off)+uint64(n) > uint64(d.Size()) {
 			return fmt.Errorf("%w: discard of %d bytes at offset %d, device size %d", image.ErrOutOfRange, n, off, d.Size())
@@ -237,7 +275,7 @@ func (d *Device) Discard(off, n int64) error {
 			return zerr(ErrSequentialDiscard, syscall.ENOTSUP, "discard of %d bytes at offset 0x%x reaches a sequential zone; use a zone reset", n, off)
 		}
 	}
-	return d.img.Discard(off, n)
+	return d.done(d.img.Discard(off, n))
 }
 
 // Append writes the buffers, one after the other, at the write pointer of
@@ -245,6 +283,8 @@ func (d *Device) Discard(off, n int64) error {
 // Each buffer must be a multiple of 512 bytes and together at most
 // max_append_bytes.
 func (d *Device) Append(bufs [][]byte, off int64) (int64, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	if d.h == nil {
 		return 0, zerr(ErrNotZoned, syscall.ENOTSUP, "zone append: %s", ErrNotZoned)
 	}
@@ -287,14 +327,17 @@ func (d *Device) Append(bufs [][]byte, off int64) (int64, error) {
 		_, err := d.img.WriteAt(data, int64(pos))
 		return err
 	})
-	if err != nil {
+	if err := d.done(err); err != nil {
 		return 0, err
 	}
 	return int64(pos), nil
 }
 
 // Zones yields the zones from the one containing off, at most nr of them.
+// Each zone is read under the device lock when it is yielded.
 func (d *Device) Zones(off int64, nr uint64) (iter.Seq[Zone], error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	if d.h == nil {
 		return nil, zerr(ErrNotZoned, syscall.ENOTSUP, "zone report: %s", ErrNotZoned)
 	}
@@ -305,7 +348,10 @@ func (d *Device) Zones(off int64, nr uint64) (iter.Seq[Zone], error) {
 	n := min(nr, uint64(d.m.nr-first))
 	return func(yield func(Zone) bool) {
 		for i := first; uint64(i-first) < n; i++ {
-			if !yield(d.m.zone(i)) {
+			d.mu.Lock()
+			z := d.m.zone(i)
+			d.mu.Unlock()
+			if !yield(z) {
 				return
 			}
 		}
@@ -323,6 +369,8 @@ func (d *Device) Report(off int64, nr uint64) ([]Zone, error) {
 
 // Counts returns how many zones are in each condition.
 func (d *Device) Counts() map[Cond]uint32 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	if d.h == nil {
 		return nil
 	}
@@ -349,6 +397,12 @@ func (op Op) String() string {
 // device. Conventional zones refuse management, except that a reset of the
 // whole device skips them.
 func (d *Device) Manage(op Op, off, length int64) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.done(d.manage(op, off, length))
+}
+
+func (d *Device) manage(op Op, off, length int64) error {
 	if d.h == nil {
 		return zerr(ErrNotZoned, syscall.ENOTSUP, "zone %s: %s", op, ErrNotZoned)
 	}
@@ -455,6 +509,12 @@ func (d *Device) emptySeq(lo, hi uint64) bool {
 // Flush makes all acknowledged writes durable: data and qcow2 metadata
 // first, then the advanced write pointers, then a final sync.
 func (d *Device) Flush() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.flush()
+}
+
+func (d *Device) flush() error {
 	if err := d.img.Flush(); err != nil {
 		return err
 	}
@@ -489,9 +549,11 @@ func (d *Device) Flush() error {
 
 // Close flushes a writable device and closes the image.
 func (d *Device) Close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	var err error
 	if !d.img.ReadOnly() {
-		err = d.Flush()
+		err = d.flush()
 	}
 	if e := d.img.Close(); err == nil {
 		err = e

@@ -208,7 +208,13 @@ func (h *Header) EntryProblem(i uint32, entry uint64, zoneLen uint64) string {
 		return fmt.Sprintf("zone %d is conventional but its entry 0x%x lacks the conventional bit", i, entry)
 	}
 	capEnd := start + min(h.ZoneCapacity, zoneLen)
+	// A finish puts the write pointer at start + zone_size, also in a last
+	// zone shorter than zone_size (the reference does so): that value
+	// lies past the device end but marks the zone FULL.
+	finished := start + h.ZoneSize
 	switch {
+	case entry == finished:
+		return ""
 	case entry < start || entry > start+zoneLen:
 		return fmt.Sprintf("write pointer 0x%x of zone %d lies outside the zone [0x%x, 0x%x]", entry, i, start, start+zoneLen)
 	case entry%512 != 0:

@@ -298,7 +298,9 @@ func (m *machine) finishZone(i uint32) error {
 		}
 	}
 	m.leave(i)
-	m.wp[i] = m.start(i) + m.zoneLen(i)
+	// start + zone_size also for a short last zone, as the reference
+	// writes it, so that both see the zone FULL.
+	m.wp[i] = m.start(i) + m.zoneSize
 	return nil
 }
 

@@ -1,0 +1,47 @@
+package image
+
+import "fmt"
+
+// guardedFile is the image's only way to change its file: every write,
+// truncation and sync passes through it and is refused once the image is
+// read-only, closed, or marked corrupt. Reads go straight through.
+// (The one exception is signalCorruption, which sets the corrupt bit
+// through the raw file after the guard has closed.)
+type guardedFile struct {
+	File
+	img *Image
+}
+
+// writable reports why the image may not be written, or nil.
+func (img *Image) writable() error {
+	switch {
+	case img.closed:
+		return ErrClosed
+	case img.ro:
+		return ErrReadOnly
+	case img.corrupt:
+		return fmt.Errorf("%w: writes are refused until it is repaired", ErrCorrupt)
+	}
+	return nil
+}
+
+func (g guardedFile) WriteAt(p []byte, off int64) (int, error) {
+	if err := g.img.writable(); err != nil {
+		return 0, err
+	}
+	return g.File.WriteAt(p, off)
+}
+
+func (g guardedFile) Sync() error {
+	if err := g.img.writable(); err != nil {
+		return err
+	}
+	return g.File.Sync()
+}
+
+func (g guardedFile) Truncate(size int64) error {
+	if err := g.img.writable(); err != nil {
+		return err
+	}
+	return g.File.Truncate(size)
+}
