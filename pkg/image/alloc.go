@@ -231,6 +231,11 @@ func (r *refcounts) allocBlock(ci uint64) (*cacheEntry, error) {
 	if newBlock == 0 {
 		return nil, img.signalCorruption(-1, "refusing to allocate a refcount block at offset 0")
 	}
+	// Reserve the block's space now, so that a full disk fails this
+	// request rather than the writeback of the block later.
+	if err := img.f.ZeroRange(int64(newBlock), int64(img.cs)); err != nil {
+		return nil, fmt.Errorf("reserving space for a new refcount block: %w", err)
+	}
 	var blk *cacheEntry
 	if (newBlock>>img.cb)>>r.rbBits == ti {
 		// The block describes itself.
@@ -302,6 +307,16 @@ func (r *refcounts) area(start, additional uint64, exact bool, newIdx, newOff ui
 	}
 	tableOff := start + additionalBlocks*cs
 	end := tableOff + tableClusters*cs
+	for c := start; c < end; c += cs {
+		if rc, err := r.get(c >> img.cb); err != nil {
+			return 0, err
+		} else if rc != 0 {
+			return 0, img.signalCorruption(int64(c), "cluster %d, meant for new refcount structures, is in use", c/cs)
+		}
+	}
+	if err := img.f.ZeroRange(int64(start), int64(end-start)); err != nil {
+		return 0, fmt.Errorf("reserving space for a new refcount table: %w", err)
+	}
 	blockOff := start
 	for i := areaIdx; i < totalBlocks; i++ {
 		var blk *cacheEntry

@@ -8,6 +8,7 @@ import (
 	"math/rand"
 	"runtime/debug"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/zqimg/zqimg/pkg/create"
@@ -379,6 +380,60 @@ func verifyContent(t *testing.T, where string, f image.File, tr *tracker) {
 			t.Fatalf("%s: zone %d: write pointer %#x is behind the flushed one %#x", where, i, z.WP, tr.flushedWP[i])
 		}
 	}
+	if mf, ok := f.(*imagetest.MemFile); ok {
+		finishReadsZero(t, where, imagetest.NewMemFile(mf.Bytes()))
+	}
+}
+
+// finishReadsZero finishes every sequential zone of a crashed image that is
+// not FULL and checks that nothing a crash left beyond a write pointer
+// (unacknowledged data, or the old data of a zone whose reset was cut)
+// surfaces: from the old write pointer to the zone end the zone reads
+// zeroes, before and after a reopen.
+func finishReadsZero(t *testing.T, where string, f image.File) {
+	t.Helper()
+	d, err := openDevice(f)
+	if err != nil {
+		t.Fatalf("%s: crashed image does not open: %v", where, err)
+	}
+	if !d.Zoned() {
+		d.Close()
+		return
+	}
+	type span struct{ wp, end uint64 }
+	var spans []span
+	for _, z := range must(d.Report(0, 1<<32)) {
+		if z.Type != zone.TypeSeqWriteRequired || z.Cond == zone.CondFull {
+			continue
+		}
+		if err := d.Manage(zone.OpFinish, int64(z.Start), int64(z.Len)); err != nil {
+			if zone.IsZoneError(err) {
+				continue // the open or active limit: not this zone's turn
+			}
+			t.Fatalf("%s: finish of zone at %#x: %v", where, z.Start, err)
+		}
+		spans = append(spans, span{z.WP, z.Start + z.Len})
+	}
+	zeroes := func(stage string) {
+		for _, sp := range spans {
+			got := make([]byte, sp.end-sp.wp)
+			if _, err := d.ReadAt(got, int64(sp.wp)); err != nil {
+				t.Fatalf("%s: read: %v", where, err)
+			}
+			if i := bytes.IndexFunc(got, func(r rune) bool { return r != 0 }); i >= 0 {
+				t.Fatalf("%s: %s, a finished zone reads non-zero data at %#x, beyond its write pointer %#x before the finish", where, stage, sp.wp+uint64(i), sp.wp)
+			}
+		}
+	}
+	zeroes("after the finish")
+	if err := d.Close(); err != nil {
+		t.Fatalf("%s: close after finishing: %v", where, err)
+	}
+	if d, err = openDevice(f); err != nil {
+		t.Fatalf("%s: reopen after finishing: %v", where, err)
+	}
+	defer d.Close()
+	zeroes("after a reopen")
 }
 
 func TestFaultFile(t *testing.T) {
@@ -392,33 +447,59 @@ func TestFaultFile(t *testing.T) {
 	if _, err := f.WriteAt([]byte{3}, 0); !errors.Is(err, imagetest.ErrPowerLost) {
 		t.Fatalf("write after the power failed: %v", err)
 	}
+	if !bytes.Equal(f.Durable()[512:1024], bytes.Repeat([]byte{1}, 512)) || f.Durable()[1024] != 0 {
+		t.Fatal("Durable holds an unsynced write")
+	}
 	seen := map[string]bool{}
-	for seed := int64(0); seed < 64; seed++ {
+	for seed := int64(0); seed < 256; seed++ {
 		img := f.Crash(rand.New(rand.NewSource(seed)))
 		if !bytes.Equal(img[:512], bytes.Repeat([]byte{1}, 512)) {
 			t.Fatal("synced data lost")
 		}
-		// The unsynced write survives as 0, 1, 2, 3 or 4 whole sectors.
-		n := 0
-		for n < 4 && img[512+n*512] == 2 {
-			n++
-		}
+		// The unsynced write survives as any subset of its 4 sectors,
+		// each whole or not at all.
+		kept := ""
 		for s := 0; s < 4; s++ {
 			b := img[512+s*512 : 512+(s+1)*512]
-			want := byte(0)
-			if s < n {
-				want = 2
-			} else if s == 0 {
-				want = 1
+			old := byte(0)
+			if s == 0 {
+				old = 1
 			}
-			if !bytes.Equal(b, bytes.Repeat([]byte{want}, 512)) {
+			switch {
+			case bytes.Equal(b, bytes.Repeat([]byte{2}, 512)):
+				kept += "1"
+			case bytes.Equal(b, bytes.Repeat([]byte{old}, 512)):
+				kept += "0"
+			default:
 				t.Fatalf("seed %d: sector %d torn inside a sector", seed, s+1)
 			}
 		}
-		seen[fmt.Sprint(n)] = true
+		seen[kept] = true
 	}
-	if len(seen) < 3 {
-		t.Fatalf("crashes did not vary: %v", seen)
+	// Every subset, including non-prefixes such as 0101, shows up.
+	if len(seen) != 16 {
+		t.Fatalf("crashes kept %d of the 16 subsets of sectors: %v", len(seen), seen)
+	}
+}
+
+func TestFaultFileSpace(t *testing.T) {
+	f := imagetest.NewFaultFile(make([]byte, 4096))
+	f.SetSpace(8192)
+	n, err := f.WriteAt(bytes.Repeat([]byte{7}, 8192), 2048)
+	if !errors.Is(err, syscall.ENOSPC) || n != 6144 {
+		t.Fatalf("write past the space: %d, %v; want 6144, ENOSPC", n, err)
+	}
+	if err := f.ZeroRange(8000, 512); !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("zero range past the space: %v", err)
+	}
+	if sz, _ := f.Size(); sz != 8192 {
+		t.Fatalf("size %d after the failed zero range, want 8192", sz)
+	}
+	if err := f.ZeroRange(4096, 512); err != nil {
+		t.Fatal(err)
+	}
+	if b := f.Current(); b[4096] != 0 || b[4608] != 7 {
+		t.Fatalf("zero range: %x %x", b[4096], b[4608])
 	}
 }
 

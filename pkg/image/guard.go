@@ -45,3 +45,10 @@ func (g guardedFile) Truncate(size int64) error {
 	}
 	return g.File.Truncate(size)
 }
+
+func (g guardedFile) ZeroRange(off, n int64) error {
+	if err := g.img.writable(); err != nil {
+		return err
+	}
+	return g.File.ZeroRange(off, n)
+}

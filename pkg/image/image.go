@@ -9,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+
+	"golang.org/x/sys/unix"
 )
 
 // Options control how an image is opened.
@@ -31,6 +33,31 @@ type Options struct {
 	// (zone.Device flushes after every write); O_DIRECT and unsafe are
 	// carried out by the file.
 	Cache CacheMode
+
+	// chain lists the files of the backing chain opened so far (the
+	// overlays of this image), to detect loops and bound the depth.
+	chain []fileID
+}
+
+// MaxBackingDepth bounds the length of a backing chain: a deeper chain is
+// refused rather than opened file after file.
+const MaxBackingDepth = 256
+
+// fileID identifies a file whatever the path that names it.
+type fileID struct{ dev, ino uint64 }
+
+// BackingChainError reports a backing chain that loops or is too deep. It
+// is returned as it is through every level of the chain.
+type BackingChainError struct {
+	Chain []string // the file names, from the top image down
+	Loop  bool     // false: the chain exceeds MaxBackingDepth
+}
+
+func (e *BackingChainError) Error() string {
+	if e.Loop {
+		return fmt.Sprintf("backing chain loops: %s names %s as its backing file, which is already in the chain", e.Chain[len(e.Chain)-2], e.Chain[len(e.Chain)-1])
+	}
+	return fmt.Sprintf("backing chain is deeper than %d images (from %s)", MaxBackingDepth, e.Chain[0])
 }
 
 // Image is an open qcow2 image. It is safe for concurrent use: one mutex
@@ -87,7 +114,7 @@ type backingFile interface {
 
 // Open opens the qcow2 image at path, taking QEMU-compatible locks.
 func Open(path string, opts Options) (*Image, error) {
-	f, err := OpenOSFile(path, opts.ReadOnly, opts.NoLock)
+	f, err := OpenFileOptions(path, FileOptions{ReadOnly: opts.ReadOnly, NoLock: opts.NoLock, Cache: opts.Cache})
 	if err != nil {
 		return nil, err
 	}
@@ -202,13 +229,54 @@ func openFile(f File, name string, opts Options, checkMeta bool) (*Image, error)
 		}
 	}
 	if img.backingName != "" && !opts.NoBacking {
-		b, err := openBacking(img.backingPath(), img.backingFormat, opts)
+		b, err := img.openBacking(opts)
 		if err != nil {
+			var ce *BackingChainError
+			if errors.As(err, &ce) {
+				return nil, ce
+			}
 			return nil, fmt.Errorf("could not open backing file %q: %w", img.backingName, err)
 		}
 		img.backing = b
 	}
 	return img, nil
+}
+
+// openBacking opens the backing file, refusing a chain that comes back to
+// a file already in it or grows past MaxBackingDepth.
+func (img *Image) openBacking(opts Options) (backingFile, error) {
+	path := img.backingPath()
+	chain := opts.chain
+	if len(chain) == 0 {
+		if id, ok := statID(img.name); ok {
+			chain = []fileID{id}
+		}
+	}
+	names := func(next string) []string {
+		return []string{img.name, next}
+	}
+	id, ok := statID(path)
+	if ok {
+		for _, c := range chain {
+			if c == id {
+				return nil, &BackingChainError{Chain: names(path), Loop: true}
+			}
+		}
+	}
+	if len(chain) >= MaxBackingDepth {
+		return nil, &BackingChainError{Chain: names(path)}
+	}
+	opts.chain = append(append([]fileID(nil), chain...), id)
+	return openBacking(path, img.backingFormat, opts)
+}
+
+// statID returns the identity of the file at path.
+func statID(path string) (fileID, bool) {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return fileID{}, false
+	}
+	return fileID{uint64(st.Dev), st.Ino}, true
 }
 
 func (img *Image) checkFeatures(opts Options) error {
@@ -446,7 +514,7 @@ func openBacking(path, format string, opts Options) (backingFile, error) {
 			format = "qcow2"
 		}
 	}
-	bopts := Options{ReadOnly: true, NoLock: opts.NoLock, CacheBytes: opts.CacheBytes}
+	bopts := Options{ReadOnly: true, NoLock: opts.NoLock, CacheBytes: opts.CacheBytes, Cache: opts.Cache, chain: opts.chain}
 	switch format {
 	case "qcow2":
 		img, err := Open(path, bopts)

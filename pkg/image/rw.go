@@ -103,6 +103,9 @@ func (img *Image) l2ForWrite(l1i uint64) (*cacheEntry, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := img.f.ZeroRange(int64(off), int64(img.cs)); err != nil {
+		return nil, img.dropAllocation(off, img.cs, fmt.Errorf("reserving space for a new L2 table: %w", err))
+	}
 	t := img.l2c.getEmpty(off)
 	if oldT != nil {
 		copy(t.data, oldT.data)
@@ -335,6 +338,12 @@ func (img *Image) writeChunk(p []byte, g uint64) error {
 // writeAllocated writes src (from guest offset g) into k new contiguous host
 // clusters replacing L2 entries i..i+k-1, copying the current content of
 // partially written clusters. It returns the bytes of src consumed.
+//
+// When the parts of the clusters outside the request read as zeroes, it
+// zeroes the new clusters with ZeroRange (fallocate: no data moves, and
+// the space is reserved) and writes only the request, as QEMU does;
+// otherwise it writes whole clusters with the old content around the
+// request (copy-on-write).
 func (img *Image) writeAllocated(t *cacheEntry, i, k uint64, src []byte, g uint64) (uint64, error) {
 	cs := img.cs
 	inC := g & (cs - 1)
@@ -343,6 +352,16 @@ func (img *Image) writeAllocated(t *cacheEntry, i, k uint64, src []byte, g uint6
 	host, err := img.rc.alloc(k * cs)
 	if err != nil {
 		return 0, err
+	}
+	if (inC != 0 || n != k*cs) && img.cowReadsZero(t, i, k, inC, n) {
+		if err := img.f.ZeroRange(int64(host), int64(k*cs)); err != nil {
+			return 0, img.dropAllocation(host, k*cs, err)
+		}
+		if _, err := img.f.WriteAt(src[:n], int64(host+inC)); err != nil {
+			return 0, img.dropAllocation(host, k*cs, err)
+		}
+		img.linkAllocated(t, i, k, host)
+		return n, nil
 	}
 	buf := src[:n]
 	if inC != 0 || n != k*cs {
@@ -365,6 +384,33 @@ func (img *Image) writeAllocated(t *cacheEntry, i, k uint64, src []byte, g uint6
 	if _, err := img.f.WriteAt(buf, int64(host)); err != nil {
 		return 0, img.dropAllocation(host, k*cs, err)
 	}
+	img.linkAllocated(t, i, k, host)
+	return n, nil
+}
+
+// cowReadsZero reports whether the parts of the k clusters from L2 entry i
+// that a write of n bytes at in-cluster offset inC leaves untouched read
+// as zeroes now (so that the new clusters need no copy of them).
+func (img *Image) cowReadsZero(t *cacheEntry, i, k, inC, n uint64) bool {
+	cs := img.cs
+	if inC != 0 {
+		e, bm := img.entry(t, i)
+		if !img.readsZero(e, bm, 0, inC) {
+			return false
+		}
+	}
+	if tail := (inC + n) % cs; tail != 0 {
+		e, bm := img.entry(t, i+k-1)
+		if !img.readsZero(e, bm, tail, cs-tail) {
+			return false
+		}
+	}
+	return true
+}
+
+// linkAllocated points L2 entries i..i+k-1 at the k contiguous clusters
+// from host, dropping the references the entries held.
+func (img *Image) linkAllocated(t *cacheEntry, i, k, host uint64) {
 	for j := uint64(0); j < k; j++ {
 		oe, _ := img.entry(t, i+j)
 		img.deferFreeEntry(oe)
@@ -372,9 +418,8 @@ func (img *Image) writeAllocated(t *cacheEntry, i, k uint64, src []byte, g uint6
 		if img.extL2 {
 			bm = bmAllAlloc
 		}
-		img.setEntry(t, i+j, (host+j*cs)|OflagCopied, bm)
+		img.setEntry(t, i+j, (host+j*img.cs)|OflagCopied, bm)
 	}
-	return n, nil
 }
 
 // dropAllocation frees clusters that were allocated but never referenced.

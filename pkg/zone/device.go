@@ -164,10 +164,34 @@ func (d *Device) Header() *Header {
 func (d *Device) Size() int64 { return d.img.Size() }
 
 // ReadAt reads guest data; never-written bytes read as zeroes.
+// In a sequential zone, everything from the write pointer to the zone end
+// reads as zeroes, whatever clusters are still allocated there (data a
+// crash left beyond the write pointer was never acknowledged).
 func (d *Device) ReadAt(p []byte, off int64) (int, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.img.ReadAt(p, off)
+	n, err := d.img.ReadAt(p, off)
+	if err != nil || d.h == nil {
+		return n, err
+	}
+	d.maskBeyondWP(p, uint64(off))
+	return n, nil
+}
+
+// maskBeyondWP zeroes the bytes of p (read at off) that lie at or beyond
+// the write pointer of a sequential zone.
+func (d *Device) maskBeyondWP(p []byte, off uint64) {
+	end := off + uint64(len(p))
+	for i := max(d.zoneIndex(off), d.m.conv); i < d.m.nr; i++ {
+		zs := d.m.start(i)
+		if zs >= end {
+			break
+		}
+		lo, hi := max(d.m.wp[i], off), min(zs+d.m.zoneLen(i), end)
+		if lo < hi {
+			clear(p[lo-off : hi-off])
+		}
+	}
 }
 
 // zoneIndex returns the zone holding byte off.
@@ -195,10 +219,22 @@ func (d *Device) checkIO(off int64, n int64) (zi uint32, seq bool, err error) {
 		}
 		return zi, false, nil
 	}
+	if err := checkUnits("write", off, n); err != nil {
+		return 0, false, err
+	}
 	if err := d.m.checkWrite(zi, uint64(off), uint64(n)); err != nil {
 		return 0, false, err
 	}
 	return zi, true, nil
+}
+
+// checkUnits enforces the 512-byte unit of sequential zones: offset and
+// length of a write or append there must be multiples of 512 bytes.
+func checkUnits(what string, off, n int64) error {
+	if off%512 != 0 || n%512 != 0 {
+		return zerr(ErrUnaligned, syscall.EINVAL, "%s of %d bytes at offset 0x%x in a sequential zone: offset and length must be multiples of 512 bytes", what, n, off)
+	}
+	return nil
 }
 
 // WriteAt writes p at off. In a sequential zone off must be the write
@@ -300,6 +336,9 @@ func (d *Device) Append(bufs [][]byte, off int64) (int64, error) {
 			return 0, zerr(ErrAppendGranularity, syscall.EINVAL, "zone append buffer %d is %d bytes, not a multiple of 512", i, len(b))
 		}
 		total += int64(len(b))
+	}
+	if total == 0 {
+		return 0, zerr(ErrAppendGranularity, syscall.EINVAL, "zone append of 0 bytes at offset 0x%x: an append must carry at least 512 bytes", off)
 	}
 	if total > int64(d.h.MaxAppendBytes) {
 		return 0, zerr(ErrAppendTooLarge, syscall.EINVAL, "zone append of %d bytes (0x%x sectors) exceeds max_append_bytes %d (0x%x sectors)", total, total/512, d.h.MaxAppendBytes, d.h.MaxAppendBytes/512)
@@ -438,22 +477,42 @@ func (d *Device) manage(op Op, off, length int64) error {
 	if op == OpReset {
 		return d.reset(first, end)
 	}
-	for i := first; i < end; i++ {
-		var err error
-		switch op {
-		case OpOpen:
-			err = d.m.openZone(i)
-		case OpClose:
+	switch op {
+	case OpOpen:
+		return d.m.openRange(first, end)
+	case OpClose:
+		for i := first; i < end; i++ {
 			d.m.closeZone(i)
-		case OpFinish:
-			if err = d.m.finishZone(i); err == nil {
-				d.dirty[i] = struct{}{}
+		}
+	case OpFinish:
+		for i := first; i < end; i++ {
+			if err := d.finish(i); err != nil {
+				return err
 			}
 		}
-		if err != nil {
-			return err
+	}
+	return nil
+}
+
+// finish makes zone i FULL. Everything from its write pointer to the zone
+// end is discarded first (a crash may have left unacknowledged data
+// there), in the image's cache; Flush writes those discards back and
+// syncs before it writes the new write pointer, so the finished zone never
+// exposes stale data, even after a crash.
+func (d *Device) finish(i uint32) error {
+	if d.m.cond(i) == CondFull {
+		return nil
+	}
+	if err := d.m.prepareFinish(i); err != nil {
+		return err
+	}
+	if wp, end := d.m.wp[i], d.m.start(i)+d.m.zoneLen(i); wp < end {
+		if err := d.img.Discard(int64(wp), int64(end-wp)); err != nil {
+			return fmt.Errorf("discarding zone %d beyond its write pointer 0x%x: %w", i, wp, err)
 		}
 	}
+	d.m.setFull(i)
+	d.dirty[i] = struct{}{}
 	return nil
 }
 

@@ -22,6 +22,7 @@ var (
 	ErrAppendGranularity = errors.New("append length is not a multiple of 512 bytes")
 	ErrSequentialDiscard = errors.New("discard is not supported in sequential zones (use a zone reset)")
 	ErrBadTable          = errors.New("invalid write-pointer table")
+	ErrUnaligned         = errors.New("sequential zones take offsets and lengths in multiples of 512 bytes")
 )
 
 // Error is a zone rule violation: Err is one of the sentinels, Msg says

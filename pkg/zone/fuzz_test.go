@@ -3,6 +3,7 @@ package zone
 import (
 	"bytes"
 	"errors"
+	"syscall"
 	"testing"
 
 	"github.com/zqimg/zqimg/pkg/image"
@@ -347,15 +348,18 @@ func TestEmptyRequestsAtDeviceEnd(t *testing.T) {
 }
 
 // Regression (FuzzOpenZoned): an append with no buffers indexed bufs[0].
+// An empty append is refused (EINVAL) and changes nothing.
 func TestAppendWithoutBuffers(t *testing.T) {
 	d := openMem(t, makeZoned(t, fuzzLayouts[0]))
 	defer d.Close()
 	if _, err := d.WriteAt(make([]byte, 1024), 8192); err != nil {
 		t.Fatal(err)
 	}
-	pos, err := d.Append(nil, 8192)
-	if err != nil || pos != 8192+1024 {
-		t.Errorf("empty append: %d, %v; want the write pointer %d", pos, err, 8192+1024)
+	for _, bufs := range [][][]byte{nil, {{}}, {{}, {}}} {
+		_, err := d.Append(bufs, 8192)
+		if !errors.Is(err, ErrAppendGranularity) || image.Errno(err) != syscall.EINVAL {
+			t.Errorf("empty append of %d buffers: %v; want ErrAppendGranularity (EINVAL)", len(bufs), err)
+		}
 	}
 	if z := zmust(d.Report(8192, 1))[0]; z.WP != 8192+1024 {
 		t.Errorf("empty append moved the write pointer to %#x", z.WP)

@@ -288,19 +288,79 @@ func (m *machine) closeZone(i uint32) {
 	}
 }
 
+// finishZone makes zone i FULL, acquiring on the way the resources an
+// EMPTY or CLOSED zone needs, as a device does.
 func (m *machine) finishZone(i uint32) error {
+	if err := m.prepareFinish(i); err != nil {
+		return err
+	}
+	m.setFull(i)
+	return nil
+}
+
+// prepareFinish acquires what finishing zone i needs (nothing for a FULL
+// or open zone).
+func (m *machine) prepareFinish(i uint32) error {
 	switch m.cond(i) {
-	case CondFull:
-		return nil
 	case CondEmpty, CondClosed:
-		if err := m.acquire(i, syscall.EBUSY); err != nil {
-			return err
-		}
+		return m.acquire(i, syscall.EBUSY)
+	}
+	return nil
+}
+
+// setFull puts zone i's write pointer at start + zone_size.
+func (m *machine) setFull(i uint32) {
+	if m.cond(i) == CondFull {
+		return
 	}
 	m.leave(i)
 	// start + zone_size also for a short last zone, as the reference
 	// writes it, so that both see the zone FULL.
 	m.wp[i] = m.start(i) + m.zoneSize
+}
+
+// openRange explicitly opens every zone of [first, end), or none: it
+// first checks that the open and active limits allow the whole range
+// (implicitly open zones outside the range may be closed to make room),
+// then opens the zones.
+func (m *machine) openRange(first, end uint32) error {
+	var needOpen, needActive, impIn uint32
+	for i := first; i < end; i++ {
+		switch m.cond(i) {
+		case CondEmpty:
+			needOpen++
+			needActive++
+		case CondClosed:
+			needOpen++
+		case CondImpOpen:
+			impIn++
+		}
+	}
+	if m.maxActive != 0 && m.active()+needActive > m.maxActive {
+		return zerr(ErrTooManyActive, syscall.EBUSY, "zone open of zones %d-%d needs %d more active zones: %d of max_active_zones %d are active", first, end-1, needActive, m.active(), m.maxActive)
+	}
+	if m.maxOpen != 0 {
+		// Zones that stay open afterwards: the explicitly open ones, the
+		// range, and the implicitly open ones outside it that are not
+		// closed to make room.
+		keep := m.nrExp + impIn + needOpen
+		if keep > m.maxOpen {
+			return zerr(ErrTooManyOpen, syscall.EBUSY, "zone open of zones %d-%d needs %d more open zones: %d zones are explicitly open and max_open_zones is %d", first, end-1, needOpen, m.nrExp+impIn, m.maxOpen)
+		}
+	}
+	// Feasible: implicitly open zones of the range become explicitly open
+	// first, so that making room never closes a zone of the range.
+	for i := first; i < end; i++ {
+		if m.cond(i) == CondImpOpen {
+			m.leave(i)
+			m.enter(i, CondExpOpen)
+		}
+	}
+	for i := first; i < end; i++ {
+		if err := m.openZone(i); err != nil {
+			return fmt.Errorf("zone open of zone %d after the limits were checked: %w", i, err)
+		}
+	}
 	return nil
 }
 

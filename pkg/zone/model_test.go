@@ -119,6 +119,9 @@ func (m *model) write(off, n uint64, b byte) error {
 		copy(m.data[off:off+n], bytes.Repeat([]byte{b}, int(n)))
 		return nil
 	}
+	if off%512 != 0 || n%512 != 0 {
+		return zone.ErrUnaligned
+	}
 	return m.writeZone(i, off, n, b)
 }
 
@@ -164,6 +167,9 @@ func (m *model) appendz(off uint64, lens []uint64) (uint64, error) {
 		}
 		total += l
 	}
+	if total == 0 {
+		return 0, zone.ErrAppendGranularity
+	}
 	if total > m.maxAppend {
 		return 0, zone.ErrAppendTooLarge
 	}
@@ -198,20 +204,15 @@ func (m *model) manage(op zone.Op, off, length uint64) error {
 			return zone.ErrConventional
 		}
 	}
+	if op == zone.OpOpen {
+		return m.openRange(first, end)
+	}
 	for i := first; i < end; i++ {
 		z := &m.zones[i]
 		if z.st == mConv {
 			continue
 		}
 		switch op {
-		case zone.OpOpen:
-			switch z.st {
-			case mEmpty, mClosed, mImp:
-				if err := m.resources(i); err != nil {
-					return err
-				}
-				z.st = mExp
-			}
 		case zone.OpClose:
 			if z.st == mImp || z.st == mExp {
 				z.st = mClosed
@@ -226,10 +227,50 @@ func (m *model) manage(op zone.Op, off, length uint64) error {
 			if err := m.resources(i); err != nil {
 				return err
 			}
-			z.st, z.wp = mFull, z.start+z.length
+			z.st, z.wp = mFull, z.start+m.zs
 		case zone.OpReset:
 			z.st, z.wp = mEmpty, z.start
 			clear(m.data[z.start : z.start+z.length])
+		}
+	}
+	return nil
+}
+
+// openRange opens every zone of [first, end) explicitly, or none: the
+// range needs an active slot per EMPTY zone (checked first) and an open
+// slot per EMPTY or CLOSED zone; implicitly open zones outside the range
+// are closed (least recently written first) to make room.
+func (m *model) openRange(first, end int) error {
+	needActive, needOpen, stayOpen := 0, 0, m.count(mExp)
+	for i := first; i < end; i++ {
+		switch m.zones[i].st {
+		case mEmpty:
+			needActive++
+			needOpen++
+		case mClosed:
+			needOpen++
+		case mImp:
+			stayOpen++
+		}
+	}
+	if m.maxActive != 0 && m.count(mImp, mExp, mClosed)+needActive > m.maxActive {
+		return zone.ErrTooManyActive
+	}
+	if m.maxOpen != 0 && stayOpen+needOpen > m.maxOpen {
+		return zone.ErrTooManyOpen
+	}
+	for i := first; i < end; i++ {
+		if m.zones[i].st == mImp {
+			m.zones[i].st = mExp
+		}
+	}
+	for i := first; i < end; i++ {
+		switch m.zones[i].st {
+		case mEmpty, mClosed:
+			if err := m.openSlot(); err != nil {
+				return fmt.Errorf("model: open slot after the check: %w", err)
+			}
+			m.zones[i].st = mExp
 		}
 	}
 	return nil
@@ -260,7 +301,7 @@ func TestDeviceAgainstModel(t *testing.T) {
 		// The random sequences must reach every rule, or the test proves little.
 		for _, e := range []error{zone.ErrNotAtWritePointer, zone.ErrBeyondCapacity, zone.ErrCrossesZone,
 			zone.ErrTooManyOpen, zone.ErrTooManyActive, zone.ErrConventional, zone.ErrNotZoneStart,
-			zone.ErrBadLength, zone.ErrAppendTooLarge, zone.ErrAppendGranularity} {
+			zone.ErrBadLength, zone.ErrAppendTooLarge, zone.ErrAppendGranularity, zone.ErrUnaligned} {
 			if seen[e] == 0 && !t.Failed() {
 				t.Errorf("no step produced %q", e)
 			}
@@ -331,8 +372,13 @@ func runStep(t *testing.T, rng *rand.Rand, d *zone.Device, m *model) (string, er
 			off = z.start + uint64(rng.Intn(int(z.length/512)))*512
 			n = min(n, m.size-off)
 		}
-		if rng.Intn(10) == 0 {
+		switch rng.Intn(20) {
+		case 0, 1:
 			off += 512 // off the write pointer
+		case 2:
+			n += 100 // not a whole number of sectors
+		case 3:
+			off += 100 // an unaligned offset
 		}
 		b := byte(rng.Intn(255) + 1)
 		derr := writeDev(d, off, n, b)

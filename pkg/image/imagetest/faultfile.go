@@ -2,9 +2,11 @@ package imagetest
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"math/rand"
 	"sync"
+	"syscall"
 )
 
 // SectorSize is the unit in which FaultFile tears writes: like a disk, it
@@ -14,13 +16,15 @@ const SectorSize = 512
 // ErrPowerLost is returned by every operation after the simulated power loss.
 var ErrPowerLost = errors.New("imagetest: power lost")
 
-// FaultFile simulates a disk with a volatile write cache. Writes and
-// truncations are visible at once but become durable only at Sync. After
-// PowerFailAfter(n), the (n+1)-th operation (write, truncation or sync) and
-// everything after it fails with ErrPowerLost, as if the machine had lost
-// power; Crash then returns what the disk holds: everything synced, plus
-// each unsynced write dropped, kept, or torn (a prefix of whole sectors
-// kept), and each unsynced truncation dropped or kept.
+// FaultFile simulates a disk with a volatile write cache. Writes, zeroed
+// ranges and truncations are visible at once but become durable only at
+// Sync. After PowerFailAfter(n), the (n+1)-th operation (write, zero range,
+// truncation or sync) and everything after it fails with ErrPowerLost, as
+// if the machine had lost power; Crash then returns what the disk holds:
+// everything synced, plus each unsynced write dropped, kept, or torn (any
+// subset of its sectors kept), and each unsynced truncation dropped or
+// kept. SetSpace makes the disk small: an operation that would make the
+// file longer fails with ENOSPC, after storing what fits.
 type FaultFile struct {
 	mu      sync.Mutex
 	durable []byte
@@ -30,6 +34,24 @@ type FaultFile struct {
 	syncs   int
 	failAt  int // operations allowed before the power fails; -1: never
 	failed  bool
+	space   int64 // largest file length the disk holds; 0: unlimited
+}
+
+// SetSpace limits the file to n bytes (0: no limit): writes, zeroed ranges
+// and truncations beyond it fail with ENOSPC.
+func (f *FaultFile) SetSpace(n int64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.space = n
+}
+
+// errNoSpace returns how many of n bytes at off fit, and ENOSPC if not all.
+func (f *FaultFile) errNoSpace(off, n int64) (int64, error) {
+	if f.space == 0 || off+n <= f.space || off+n <= int64(len(f.current)) {
+		return n, nil
+	}
+	fit := max(0, f.space-off)
+	return fit, fmt.Errorf("imagetest: %d bytes at offset 0x%x do not fit a disk of %d bytes: %w", n, off, f.space, syscall.ENOSPC)
 }
 
 type pendingOp struct {
@@ -93,7 +115,9 @@ func (f *FaultFile) op() error {
 
 // Crash returns the content of the disk after the power loss: the synced
 // content with each unsynced operation, in order, dropped, kept whole, or
-// (a write) torn to a prefix of whole sectors, as rng decides.
+// (a write) torn, as rng decides. A torn write keeps any subset of its
+// sectors (a disk may persist them in any order); the sectors are those of
+// the disk, so a write's first and last sectors may be partial.
 func (f *FaultFile) Crash(rng *rand.Rand) []byte {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -105,19 +129,25 @@ func (f *FaultFile) Crash(rng *rand.Rand) []byte {
 		case w.trunc:
 			img = resize(img, w.off)
 		case k == 1:
-			// Torn: whole sectors from the start of the write survive. The
-			// write's first sector ends at the next sector boundary.
-			first := SectorSize - int(w.off%SectorSize)
-			if len(w.data) > first {
-				sectors := (len(w.data) - first + SectorSize - 1) / SectorSize
-				keep := first + rng.Intn(sectors+1)*SectorSize
-				img = writeInto(img, w.off, w.data[:min(keep, len(w.data))])
+			for lo := int64(0); lo < int64(len(w.data)); {
+				hi := min(int64(len(w.data)), (w.off+lo)/SectorSize*SectorSize+SectorSize-w.off)
+				if rng.Intn(2) == 0 {
+					img = writeInto(img, w.off+lo, w.data[lo:hi])
+				}
+				lo = hi
 			}
 		default:
 			img = writeInto(img, w.off, w.data)
 		}
 	}
 	return img
+}
+
+// Durable returns what the disk holds if every unsynced operation is lost.
+func (f *FaultFile) Durable() []byte {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]byte(nil), f.durable...)
 }
 
 func writeInto(b []byte, off int64, p []byte) []byte {
@@ -165,9 +195,27 @@ func (f *FaultFile) WriteAt(p []byte, off int64) (int, error) {
 	if err := f.op(); err != nil {
 		return 0, err
 	}
-	f.pending = append(f.pending, pendingOp{off: off, data: append([]byte(nil), p...)})
-	f.current = writeInto(f.current, off, p)
-	return len(p), nil
+	n, err := f.errNoSpace(off, int64(len(p)))
+	f.pending = append(f.pending, pendingOp{off: off, data: append([]byte(nil), p[:n]...)})
+	f.current = writeInto(f.current, off, p[:n])
+	return int(n), err
+}
+
+// ZeroRange makes n bytes at off read as zeroes (like a write of zeroes,
+// durable at the next Sync), extending the file if needed.
+func (f *FaultFile) ZeroRange(off, n int64) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.op(); err != nil {
+		return err
+	}
+	if _, err := f.errNoSpace(off, n); err != nil {
+		return err // fallocate reserves all or nothing
+	}
+	z := make([]byte, n)
+	f.pending = append(f.pending, pendingOp{off: off, data: z})
+	f.current = writeInto(f.current, off, z)
+	return nil
 }
 
 // Sync makes every operation so far durable. The power may fail during a
@@ -205,6 +253,9 @@ func (f *FaultFile) Truncate(size int64) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err := f.op(); err != nil {
+		return err
+	}
+	if _, err := f.errNoSpace(size, 0); err != nil {
 		return err
 	}
 	f.pending = append(f.pending, pendingOp{off: size, trunc: true})

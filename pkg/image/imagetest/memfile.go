@@ -117,6 +117,24 @@ func (m *MemFile) WriteAt(p []byte, off int64) (int, error) {
 	return len(p), nil
 }
 
+// ZeroRange makes n bytes at off read as zeroes, growing the file as needed.
+func (m *MemFile) ZeroRange(off, n int64) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if off < 0 || n < 0 {
+		return fmt.Errorf("imagetest: zero range of %d bytes at offset %d", n, off)
+	}
+	end := off + n
+	if end > int64(len(m.b)) {
+		if err := m.beyondLimit(end); err != nil {
+			return err
+		}
+		m.grow(int(end))
+	}
+	clear(m.b[off:end])
+	return nil
+}
+
 // Sync does nothing: memory is the stable storage.
 func (m *MemFile) Sync() error { return nil }
 
