@@ -29,20 +29,30 @@ func (g guardedFile) WriteAt(p []byte, off int64) (int, error) {
 	if err := g.img.writable(); err != nil {
 		return 0, err
 	}
+	g.img.unsynced = true
 	return g.File.WriteAt(p, off)
 }
 
+// Sync syncs the file, unless nothing was written since the last sync.
 func (g guardedFile) Sync() error {
 	if err := g.img.writable(); err != nil {
 		return err
 	}
-	return g.File.Sync()
+	if !g.img.unsynced {
+		return nil
+	}
+	if err := g.File.Sync(); err != nil {
+		return err
+	}
+	g.img.unsynced = false
+	return nil
 }
 
 func (g guardedFile) Truncate(size int64) error {
 	if err := g.img.writable(); err != nil {
 		return err
 	}
+	g.img.unsynced = true
 	return g.File.Truncate(size)
 }
 
@@ -50,5 +60,6 @@ func (g guardedFile) ZeroRange(off, n int64) error {
 	if err := g.img.writable(); err != nil {
 		return err
 	}
+	g.img.unsynced = true
 	return g.File.ZeroRange(off, n)
 }

@@ -99,6 +99,7 @@ type Image struct {
 	l2c *metaCache
 
 	pendingFree []extent // references dropped; freed after the next durable writeback
+	unsynced    bool     // the file was changed since the last sync
 	corrupt     bool
 	closed      bool
 	zbuf        zcache
