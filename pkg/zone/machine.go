@@ -324,6 +324,9 @@ func (m *machine) setFull(i uint32) {
 // (implicitly open zones outside the range may be closed to make room),
 // then opens the zones.
 func (m *machine) openRange(first, end uint32) error {
+	if end == first+1 {
+		return m.openZone(first) // one zone: all or nothing already
+	}
 	var needOpen, needActive, impIn uint32
 	for i := first; i < end; i++ {
 		switch m.cond(i) {
@@ -337,7 +340,7 @@ func (m *machine) openRange(first, end uint32) error {
 		}
 	}
 	if m.maxActive != 0 && m.active()+needActive > m.maxActive {
-		return zerr(ErrTooManyActive, syscall.EBUSY, "zone open of zones %d-%d needs %d more active zones: %d of max_active_zones %d are active", first, end-1, needActive, m.active(), m.maxActive)
+		return zerr(ErrTooManyActive, syscall.EBUSY, "zones %d-%d cannot be opened: they need %d more active zones and %d zones are already active (max_active_zones %d)", first, end-1, needActive, m.active(), m.maxActive)
 	}
 	if m.maxOpen != 0 {
 		// Zones that stay open afterwards: the explicitly open ones, the
@@ -345,7 +348,7 @@ func (m *machine) openRange(first, end uint32) error {
 		// closed to make room.
 		keep := m.nrExp + impIn + needOpen
 		if keep > m.maxOpen {
-			return zerr(ErrTooManyOpen, syscall.EBUSY, "zone open of zones %d-%d needs %d more open zones: %d zones are explicitly open and max_open_zones is %d", first, end-1, needOpen, m.nrExp+impIn, m.maxOpen)
+			return zerr(ErrTooManyOpen, syscall.EINVAL, "zones %d-%d cannot be opened: they need %d more open zones and %d zones would stay explicitly open (max_open_zones %d)", first, end-1, needOpen, m.nrExp+impIn, m.maxOpen)
 		}
 	}
 	// Feasible: implicitly open zones of the range become explicitly open
