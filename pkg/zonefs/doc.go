@@ -49,8 +49,11 @@
 // explicit-open mount option), opening a sequential file for writing
 // explicitly opens its zone (unless it is FULL) and the last close of such
 // a file closes it; opening more sequential files for writing than
-// max_open_zones fails with EBUSY. Without max_open_zones the option is
-// ignored, as zonefs ignores it.
+// max_open_zones fails with EBUSY (after waiting up to half a second for
+// a slot: FUSE releases closed files asynchronously, so a program that
+// closes one file and opens another must not lose the race against its own
+// close). Without max_open_zones the option is ignored, as zonefs ignores
+// it.
 //
 // # Durability
 //

@@ -58,13 +58,9 @@ func (fs *FS) writeOpen(f *zfile) syscall.Errno {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.wr == 0 {
-		fs.mu.Lock()
-		if fs.explicit && fs.wro >= fs.maxWro {
-			fs.mu.Unlock()
-			return syscall.EBUSY
+		if e := fs.takeWro(); e != 0 {
+			return e
 		}
-		fs.wro++
-		fs.mu.Unlock()
 		if fs.explicit {
 			size, e := fs.fileSize(f)
 			if e == 0 && size < f.max {
@@ -72,15 +68,52 @@ func (fs *FS) writeOpen(f *zfile) syscall.Errno {
 				f.open = e == 0
 			}
 			if e != 0 {
-				fs.mu.Lock()
-				fs.wro--
-				fs.mu.Unlock()
+				fs.putWro()
 				return e
 			}
 		}
 	}
 	f.wr++
 	return 0
+}
+
+// releaseWait is how long an open for writing waits for a slot of
+// max_open_zones before it fails with EBUSY. FUSE releases files
+// asynchronously: a program that closes one file and opens another may
+// find the first one's slot still taken for a moment.
+const releaseWait = 500 * time.Millisecond
+
+// takeWro counts one more sequential file open for writing; with
+// explicit-open it fails with EBUSY when max_open_zones files already are.
+func (fs *FS) takeWro() syscall.Errno {
+	deadline := time.Now().Add(releaseWait)
+	for {
+		fs.mu.Lock()
+		if !fs.explicit || fs.wro < fs.maxWro {
+			fs.wro++
+			fs.mu.Unlock()
+			return 0
+		}
+		freed := fs.wroFreed
+		fs.mu.Unlock()
+		wait := time.Until(deadline)
+		if wait <= 0 {
+			return syscall.EBUSY
+		}
+		select {
+		case <-freed:
+		case <-time.After(wait):
+		}
+	}
+}
+
+// putWro undoes takeWro and wakes the opens waiting for a slot.
+func (fs *FS) putWro() {
+	fs.mu.Lock()
+	fs.wro--
+	close(fs.wroFreed)
+	fs.wroFreed = make(chan struct{})
+	fs.mu.Unlock()
 }
 
 // writeClose undoes writeOpen; the last close of an explicitly opened
@@ -96,9 +129,7 @@ func (fs *FS) writeClose(f *zfile) {
 		_ = fs.dev.Manage(zone.OpClose, int64(f.start), int64(f.zlen))
 		f.open = false
 	}
-	fs.mu.Lock()
-	fs.wro--
-	fs.mu.Unlock()
+	fs.putWro()
 }
 
 // Release closes an open file.

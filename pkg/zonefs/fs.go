@@ -73,10 +73,11 @@ type FS struct {
 	maxWro   uint32 // max_open_zones; 0 = no limit
 	explicit bool   // ExplicitOpen in effect (needs max_open_zones)
 
-	mu      sync.Mutex
-	handles map[uint64]*handle
-	nextFh  uint64
-	wro     uint32 // sequential files open for writing
+	mu       sync.Mutex
+	handles  map[uint64]*handle
+	nextFh   uint64
+	wro      uint32        // sequential files open for writing
+	wroFreed chan struct{} // closed (and replaced) when wro goes down
 }
 
 // zfile is the file of one zone.
@@ -119,6 +120,7 @@ func New(dev *zone.Device, o Options) (*FS, error) {
 		mounted:       time.Now(),
 		maxWro:        h.MaxOpenZones,
 		handles:       map[uint64]*handle{},
+		wroFreed:      make(chan struct{}),
 		nextFh:        1,
 	}
 	fs.explicit = o.ExplicitOpen && h.MaxOpenZones > 0
