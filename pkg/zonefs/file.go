@@ -203,31 +203,25 @@ func (fs *FS) write(f *zfile, data []byte, off uint64, flags uint32) (int, sysca
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	appendMode := flags&syscall.O_APPEND != 0
-	if appendMode {
-		if !f.seq {
-			return 0, syscall.EINVAL
-		}
-		size, e := fs.fileSize(f)
-		if e != 0 {
+	if appendMode && !f.seq {
+		return 0, syscall.EINVAL
+	}
+	var size uint64 // of a sequential file: where the next write goes
+	if f.seq {
+		var e syscall.Errno
+		if size, e = fs.fileSize(f); e != 0 {
 			return 0, e
 		}
-		off = size
+		if appendMode {
+			off = size
+		}
 	}
 	if off >= f.max {
 		return 0, syscall.EFBIG
 	}
 	n := min(uint64(len(data)), f.max-off)
-	if f.seq {
-		if off%sectorSize != 0 || n%sectorSize != 0 {
-			return 0, syscall.EINVAL
-		}
-		size, e := fs.fileSize(f)
-		if e != 0 {
-			return 0, e
-		}
-		if off != size {
-			return 0, syscall.EINVAL
-		}
+	if f.seq && (off%sectorSize != 0 || n%sectorSize != 0 || off != size) {
+		return 0, syscall.EINVAL
 	}
 	if _, err := fs.dev.WriteAt(data[:n], int64(f.start+off)); err != nil {
 		return 0, errno(err)

@@ -66,7 +66,7 @@ beyond max_open_zones with EBUSY, as zonefs's option does.`,
   ls -l mnt/seq; umount mnt`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) != 2 {
-				return fmt.Errorf("expecting an image file name and a mount point, got %d arguments", len(args))
+				return fmt.Errorf("expecting an image file name and a mount point (IMAGE DIR), got %d argument(s)", len(args))
 			}
 			return nil
 		},
@@ -132,7 +132,7 @@ func Run(o *Options) error {
 	}
 	if !dev.Zoned() {
 		dev.Close()
-		ios.Errorf("%s is not a zoned image: zqimg mount serves images created with -o zone.mode=host-managed (use a loop device or qemu-nbd for plain images)", o.File)
+		ios.Errorf("%s is not a zoned image: zqimg mount serves images created with -o zone.mode=host-managed; a plain image has no zones to show as files", o.File)
 		return cmdutil.Exit(1)
 	}
 	sigs := o.Signals
