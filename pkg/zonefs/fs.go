@@ -463,13 +463,11 @@ func (fs *FS) readDir(in *fuse.ReadIn, out *fuse.DirEntryList, plus bool) fuse.S
 	if !fs.isDir(in.NodeId) {
 		return fuse.ENOTDIR
 	}
-	parent := uint64(rootID)
-	if in.NodeId != rootID {
-		parent = rootID
-	}
+	// The parent of every directory is the root (the root's own ".." is
+	// resolved by the kernel above the mount).
 	ents := append([]dirent{
 		{name: ".", id: in.NodeId, mode: syscall.S_IFDIR},
-		{name: "..", id: parent, mode: syscall.S_IFDIR},
+		{name: "..", id: rootID, mode: syscall.S_IFDIR},
 	}, fs.children(in.NodeId)...)
 	for i := in.Offset; i < uint64(len(ents)); i++ {
 		d := ents[i]

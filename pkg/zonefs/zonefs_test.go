@@ -47,13 +47,10 @@ func TestLayout(t *testing.T) {
 		t.Errorf("seq holds %v", got)
 	}
 	type want struct {
-		name          string
-		mode          uint32
-		size, blocks  int64
-		nlink, ino    uint64
-		uid, gid      uint32
-		blksize       int64
-		isDir, isFile bool
+		name         string
+		mode         uint32
+		size, blocks int64
+		nlink, ino   uint64
 	}
 	nr := uint64(6)
 	for _, w := range []want{
@@ -313,12 +310,11 @@ func TestStatfs(t *testing.T) {
 func TestActiveLimit(t *testing.T) {
 	img := newImage(t, "4M", "zone.size=1M", "zone.max_active_zones=2")
 	f := mountImage(t, img, zonefs.Options{}, image.CacheWriteBack)
-	for i, name := range []string{"seq/0", "seq/1"} {
+	for _, name := range []string{"seq/0", "seq/1"} {
 		fd := f.open(name, unix.O_WRONLY)
 		_, err := pwrite(fd, make([]byte, 4*kib), 0)
 		wantOK(t, name, err)
 		unix.Close(fd)
-		_ = i
 	}
 	fd := f.open("seq/2", unix.O_WRONLY)
 	defer unix.Close(fd)
