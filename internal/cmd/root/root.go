@@ -12,6 +12,7 @@ import (
 	"github.com/zqimg/zqimg/internal/cmd/info"
 	iocmd "github.com/zqimg/zqimg/internal/cmd/io"
 	single "github.com/zqimg/zqimg/internal/cmd/iocmd"
+	"github.com/zqimg/zqimg/internal/cmd/mount"
 	"github.com/zqimg/zqimg/internal/cmdutil"
 )
 
@@ -37,6 +38,7 @@ device. Its options and output follow qemu-img and qemu-io.`,
 	root.AddCommand(create.NewCmdCreate(ios, nil))
 	root.AddCommand(info.NewCmdInfo(ios, nil))
 	root.AddCommand(iocmd.NewCmdIO(ios, nil))
+	root.AddCommand(mount.NewCmdMount(ios, nil))
 	for _, s := range single.Specs {
 		root.AddCommand(single.NewCmd(ios, s, nil))
 	}
