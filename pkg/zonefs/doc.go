@@ -35,7 +35,7 @@
 // end of the file whatever the offset. truncate(0) resets the zone,
 // truncate(capacity) finishes it (the file size becomes the capacity);
 // truncating to the current size does nothing; any other size fails with
-// EPERM, as zonefs does (EFBIG beyond the largest file size). They are
+// EINVAL (kernel zonefs says EPERM; EFBIG beyond the largest file size). They are
 // opened with FOPEN_DIRECT_IO: the kernel hands every write over unchanged
 // and in order, so buffered writes (plain write(2), dd without
 // oflag=direct, cat >>) are accepted — zonefs takes only O_DIRECT writes.

@@ -304,7 +304,9 @@ func (fs *FS) truncate(f *zfile, size uint64) syscall.Errno {
 		if size > fs.maxCap {
 			return syscall.EFBIG
 		}
-		return syscall.EPERM
+		// Kernel zonefs returns EPERM here; zqimg's contract says EINVAL
+		// (an invalid size for the operation), as issue 11 specifies.
+		return syscall.EINVAL
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()

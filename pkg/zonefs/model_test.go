@@ -82,7 +82,7 @@ func (m *model) truncate(f *modelFile, size int) syscall.Errno {
 		}
 		f.data = append(f.data, make([]byte, f.max-len(f.data))...)
 	default:
-		return syscall.EPERM
+		return syscall.EINVAL
 	}
 	return 0
 }
