@@ -36,7 +36,11 @@ func (s *Shell) zoneReport(p *parsedArgs) error {
 		s.Out.WriteString("[")
 		sep := "\n"
 		var line []byte
-		for z := range zones {
+		for z, err := range zones {
+			if err != nil {
+				s.Out.WriteString("\n]\n")
+				return s.fail("zone report", err)
+			}
 			line = append(line[:0], sep...)
 			line = appendZoneJSON(line, z)
 			s.Out.Write(line)
@@ -47,7 +51,10 @@ func (s *Shell) zoneReport(p *parsedArgs) error {
 		t := tablewriter.NewTable(s.Out, tablewriter.WithRenderer(renderer.NewBlueprint(tw.Rendition{Symbols: tw.NewSymbols(tw.StyleASCII)})),
 			tablewriter.WithRowAlignment(tw.AlignRight))
 		t.Header("Zone", "Start", "Len", "Cap", "Wptr", "Cond", "Type")
-		for z := range zones {
+		for z, err := range zones {
+			if err != nil {
+				return s.fail("zone report", err)
+			}
 			t.Append(strconv.FormatUint(z.Start/s.zoneSize(), 10), hex(z.Start/512), hex(z.Len/512), hex(z.Cap/512), hex(z.WP/512),
 				fmt.Sprintf("%d(%s)", z.Cond, z.Cond.Short()), fmt.Sprintf("%d(%s)", z.Type, z.Type))
 		}
@@ -56,7 +63,10 @@ func (s *Shell) zoneReport(p *parsedArgs) error {
 		}
 	default:
 		var line []byte
-		for z := range zones {
+		for z, err := range zones {
+			if err != nil {
+				return s.fail("zone report", err)
+			}
 			line = appendZoneHuman(line[:0], z)
 			s.Out.Write(line)
 		}

@@ -28,7 +28,7 @@ func (img *Image) checkRange(off int64, n int) error {
 		return ErrClosed
 	}
 	if off < 0 || n < 0 || uint64(off)+uint64(n) > img.hdr.Size {
-		return fmt.Errorf("%w: %d bytes at offset %d, image size %d", ErrOutOfRange, n, off, img.hdr.Size)
+		return fmt.Errorf("%w: %d bytes at offset 0x%x, image size 0x%x", ErrOutOfRange, n, off, img.hdr.Size)
 	}
 	return nil
 }

@@ -114,7 +114,10 @@ func FromDevice(dev *zone.Device) (*ImageInfo, error) {
 		d.LazyRefcounts, d.Corrupt, d.ExtendedL2 = &lazy, &corrupt, &ext
 	}
 	if zh := dev.Header(); zh != nil {
-		c := dev.Counts()
+		c, err := dev.Counts()
+		if err != nil {
+			return nil, err
+		}
 		d.Zoned = &ZonedInfo{
 			Model:             "host-managed",
 			ZoneSize:          zh.ZoneSize,

@@ -204,7 +204,10 @@ func BenchmarkReport1MZones(b *testing.B) {
 			b.Fatal(err)
 		}
 		n = 0
-		for z := range seq {
+		for z, err := range seq {
+			if err != nil {
+				b.Fatal(err)
+			}
 			sum += z.WP + uint64(z.Cond)
 			n++
 		}

@@ -29,6 +29,7 @@ type Device struct {
 	wt    bool // writethrough: flush after every changing request
 	img   *image.Image
 	h     *Header // nil when the image is not zoned
+	t     *table
 	m     *machine
 	dirty map[uint32]struct{} // zones whose write pointer advanced since the last Flush
 }
@@ -68,8 +69,10 @@ func (d *Device) done(err error) error {
 }
 
 // New wraps an image opened with image.IncompatZoned among its features.
-// It validates the zoned extension and the write-pointer table and counts
-// the CLOSED zones. On error the caller still owns img.
+// It validates the zoned extension and the placement of the write-pointer
+// table; the table's entries are read and validated a chunk at a time as
+// the zones are first used (see table), so that opening costs the same
+// for 4 zones and for 4 million. On error the caller still owns img.
 func New(img *image.Image) (*Device, error) {
 	d := &Device{img: img, dirty: map[uint32]struct{}{}}
 	hdr := img.Header()
@@ -96,22 +99,28 @@ func New(img *image.Image) (*Device, error) {
 	if err := checkTablePlacement(img, h); err != nil {
 		return nil, err
 	}
-	raw := make([]byte, h.MetaSize)
-	if err := img.HostReadAt(raw, int64(h.MetaOffset)); err != nil {
-		return nil, fmt.Errorf("reading the write-pointer table: %w", err)
-	}
-	wp := DecodeTable(raw)
-	raw = nil
-	for i, e := range wp {
-		zl := min(h.ZoneSize, hdr.Size-h.ZoneStart(uint32(i)))
-		if p := h.EntryProblem(uint32(i), e, zl); p != "" {
-			return nil, fmt.Errorf("%w: %s (run 'zqimg check -r all' to repair it)", ErrBadTable, p)
-		}
-		wp[i] = e &^ ConvBit
-	}
 	d.h = h
-	d.m = newMachine(h, hdr.Size, wp)
+	d.t = newTable(img, h, hdr.Size)
+	d.m = newMachine(h, hdr.Size, d.t.wp)
 	return d, nil
+}
+
+// ensure loads and validates the write pointers of zones [first, end).
+func (d *Device) ensure(first, end uint32) error {
+	return d.t.load(first, min(end, d.m.nr))
+}
+
+// ensureCounts loads every write pointer and counts the CLOSED zones, which
+// the active limit needs; without an active limit it does nothing.
+func (d *Device) ensureCounts() error {
+	if d.m.maxActive == 0 || d.m.counted {
+		return nil
+	}
+	if err := d.t.load(0, d.m.nr); err != nil {
+		return err
+	}
+	d.m.countClosed()
+	return nil
 }
 
 // checkTablePlacement verifies that the write-pointer table lies inside
@@ -171,8 +180,12 @@ func (d *Device) ReadAt(p []byte, off int64) (int, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	n, err := d.img.ReadAt(p, off)
-	if err != nil || d.h == nil {
+	if err != nil || d.h == nil || len(p) == 0 {
 		return n, err
+	}
+	first, last := d.zoneIndex(uint64(off)), d.zoneIndex(uint64(off)+uint64(len(p))-1)
+	if err := d.ensure(first, last+1); err != nil {
+		return 0, err
 	}
 	d.maskBeyondWP(p, uint64(off))
 	return n, nil
@@ -202,7 +215,7 @@ func (d *Device) zoneIndex(off uint64) uint32 { return uint32(off / d.h.ZoneSize
 // write into conventional zones only).
 func (d *Device) checkIO(off int64, n int64) (zi uint32, seq bool, err error) {
 	if off < 0 || n < 0 || uint64(off)+uint64(n) > uint64(d.Size()) {
-		return 0, false, fmt.Errorf("%w: %d bytes at offset %d, device size %d", image.ErrOutOfRange, n, off, d.Size())
+		return 0, false, fmt.Errorf("%w: %d bytes at offset 0x%x, device size 0x%x", image.ErrOutOfRange, n, off, d.Size())
 	}
 	if off == d.Size() {
 		// An empty request at the end of the device lies in no zone
@@ -220,6 +233,12 @@ func (d *Device) checkIO(off int64, n int64) (zi uint32, seq bool, err error) {
 		return zi, false, nil
 	}
 	if err := checkUnits("write", off, n); err != nil {
+		return 0, false, err
+	}
+	if err := d.ensure(zi, zi+1); err != nil {
+		return 0, false, err
+	}
+	if err := d.ensureCounts(); err != nil {
 		return 0, false, err
 	}
 	if err := d.m.checkWrite(zi, uint64(off), uint64(n)); err != nil {
@@ -305,7 +324,7 @@ func (d *Device) Discard(off, n int64) error {
 	defer d.mu.Unlock()
 	if d.h != nil && n > 0 {
 		if off < 0 || uint64(off)+uint64(n) > uint64(d.Size()) {
-			return fmt.Errorf("%w: discard of %d bytes at offset %d, device size %d", image.ErrOutOfRange, n, off, d.Size())
+			return fmt.Errorf("%w: discard of %d bytes at offset 0x%x, device size 0x%x", image.ErrOutOfRange, n, off, d.Size())
 		}
 		if d.zoneIndex(uint64(off+n-1)) >= d.m.conv {
 			return zerr(ErrSequentialDiscard, syscall.ENOTSUP, "discard of %d bytes at offset 0x%x reaches a sequential zone; use a zone reset", n, off)
@@ -325,10 +344,10 @@ func (d *Device) Append(bufs [][]byte, off int64) (int64, error) {
 		return 0, zerr(ErrNotZoned, syscall.ENOTSUP, "zone append: %s", ErrNotZoned)
 	}
 	if off < 0 || off >= d.Size() {
-		return 0, zerr(ErrBeyondDevice, syscall.EINVAL, "zone append offset %d is at or beyond the device capacity %d", off, d.Size())
+		return 0, zerr(ErrBeyondDevice, syscall.EINVAL, "zone append offset 0x%x is at or beyond the device capacity 0x%x", off, d.Size())
 	}
 	if uint64(off)%d.h.ZoneSize != 0 {
-		return 0, zerr(ErrNotZoneStart, syscall.EINVAL, "zone append offset 0x%x (sector %d) is not the start of a zone (zone size %d sectors)", off, off/512, d.h.ZoneSize/512)
+		return 0, zerr(ErrNotZoneStart, syscall.EINVAL, "zone append offset 0x%x (sector 0x%x) is not the start of a zone (zone size 0x%x sectors)", off, off/512, d.h.ZoneSize/512)
 	}
 	var total int64
 	for i, b := range bufs {
@@ -349,6 +368,12 @@ func (d *Device) Append(bufs [][]byte, off int64) (int64, error) {
 	}
 	if d.img.ReadOnly() {
 		return 0, fmt.Errorf("zone append: %w", image.ErrReadOnly)
+	}
+	if err := d.ensure(zi, zi+1); err != nil {
+		return 0, err
+	}
+	if err := d.ensureCounts(); err != nil {
+		return 0, err
 	}
 	// The data goes to this zone's write pointer; validate against this
 	// zone (the pointer of a FULL zone is the next zone's start).
@@ -373,24 +398,30 @@ func (d *Device) Append(bufs [][]byte, off int64) (int64, error) {
 }
 
 // Zones yields the zones from the one containing off, at most nr of them.
-// Each zone is read under the device lock when it is yielded.
-func (d *Device) Zones(off int64, nr uint64) (iter.Seq[Zone], error) {
+// Each zone is read under the device lock when it is yielded; a write
+// pointer found damaged when its zone is first read is yielded as an error
+// (wrapping ErrBadTable) and ends the sequence.
+func (d *Device) Zones(off int64, nr uint64) (iter.Seq2[Zone, error], error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.h == nil {
 		return nil, zerr(ErrNotZoned, syscall.ENOTSUP, "zone report: %s", ErrNotZoned)
 	}
 	if off < 0 || off >= d.Size() {
-		return nil, zerr(ErrBeyondDevice, syscall.EINVAL, "zone report offset %d is at or beyond the device capacity %d", off, d.Size())
+		return nil, zerr(ErrBeyondDevice, syscall.EINVAL, "zone report offset 0x%x is at or beyond the device capacity 0x%x", off, d.Size())
 	}
 	first := d.zoneIndex(uint64(off))
 	n := min(nr, uint64(d.m.nr-first))
-	return func(yield func(Zone) bool) {
+	return func(yield func(Zone, error) bool) {
 		for i := first; uint64(i-first) < n; i++ {
 			d.mu.Lock()
-			z := d.m.zone(i)
+			err := d.ensure(i, i+1)
+			var z Zone
+			if err == nil {
+				z = d.m.zone(i)
+			}
 			d.mu.Unlock()
-			if !yield(z) {
+			if !yield(z, err) || err != nil {
 				return
 			}
 		}
@@ -403,17 +434,29 @@ func (d *Device) Report(off int64, nr uint64) ([]Zone, error) {
 	if err != nil {
 		return nil, err
 	}
-	return slices.Collect(seq), nil
+	var zs []Zone
+	for z, err := range seq {
+		if err != nil {
+			return nil, err
+		}
+		zs = append(zs, z)
+	}
+	return zs, nil
 }
 
-// Counts returns how many zones are in each condition.
-func (d *Device) Counts() map[Cond]uint32 {
+// Counts returns how many zones are in each condition. It reads the whole
+// write-pointer table.
+func (d *Device) Counts() (map[Cond]uint32, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.h == nil {
-		return nil
+		return nil, nil
 	}
-	return d.m.counts()
+	if err := d.t.load(0, d.m.nr); err != nil {
+		return nil, err
+	}
+	d.m.countClosed()
+	return d.m.counts(), nil
 }
 
 // Op is a zone management operation.
@@ -450,21 +493,29 @@ func (d *Device) manage(op Op, off, length int64) error {
 	}
 	size := d.Size()
 	if off < 0 || length < 0 || off > size || size-off < length {
-		return fmt.Errorf("%w: zone %s of %d bytes at offset %d, device size %d", image.ErrOutOfRange, op, length, off, size)
+		return fmt.Errorf("%w: zone %s of %d bytes at offset 0x%x, device size 0x%x", image.ErrOutOfRange, op, length, off, size)
 	}
 	zs := d.h.ZoneSize
 	uoff, ulen, usize := uint64(off), uint64(length), uint64(size)
 	if off >= size {
-		return zerr(ErrBeyondDevice, syscall.EINVAL, "zone %s offset %d is at or beyond the device capacity %d", op, off, size)
+		return zerr(ErrBeyondDevice, syscall.EINVAL, "zone %s offset 0x%x is at or beyond the device capacity 0x%x", op, off, size)
 	}
 	if uoff%zs != 0 {
-		return zerr(ErrNotZoneStart, syscall.EINVAL, "zone %s offset 0x%x (sector %d) is not the start of a zone (zone size %d sectors)", op, off, off/512, zs/512)
+		return zerr(ErrNotZoneStart, syscall.EINVAL, "zone %s offset 0x%x (sector 0x%x) is not the start of a zone (zone size 0x%x sectors)", op, off, off/512, zs/512)
 	}
 	if length == 0 || (uoff+ulen < usize && ulen%zs != 0) {
-		return zerr(ErrBadLength, syscall.EINVAL, "zone %s length %d (%d sectors) is not a non-zero multiple of the zone size %d sectors", op, length, length/512, zs/512)
+		return zerr(ErrBadLength, syscall.EINVAL, "zone %s length %d (0x%x sectors) is not a non-zero multiple of the zone size 0x%x sectors", op, length, length/512, zs/512)
 	}
 	first := uint32(uoff / zs)
 	end := uint32(min((uoff+ulen-1)/zs+1, uint64(d.m.nr)))
+	if err := d.ensure(first, end); err != nil {
+		return err
+	}
+	if op == OpOpen || op == OpFinish {
+		if err := d.ensureCounts(); err != nil {
+			return err
+		}
+	}
 	whole := op == OpReset && off == 0 && length == size
 	if !whole {
 		for i := first; i < end; i++ {
@@ -517,8 +568,17 @@ func (d *Device) finish(i uint32) error {
 }
 
 // reset empties zones [first, end): their write pointers are written back
-// and synced first, then their clusters are discarded so that the space is
-// given back and reads return zeroes.
+// and synced first, then their clusters are discarded (in the cache; the
+// next flush makes it durable, at once in writethrough) so that the space
+// is given back.
+//
+// Why the write pointers first: a reset must look atomic. Once the zone's
+// write pointer is at its start, everything in the zone reads as zeroes
+// (ReadAt masks data beyond a write pointer), whether or not the discard
+// reached the disk before a crash; and a later finish discards whatever
+// is left beyond the write pointer before it moves it. Discarding first
+// would let a crash leave the old write pointer over data that is partly
+// zeroed: a write pointer over data that was not written.
 func (d *Device) reset(first, end uint32) error {
 	if first >= end {
 		return nil
@@ -545,10 +605,14 @@ func (d *Device) reset(first, end uint32) error {
 	// first or last cluster is now empty, discard the whole cluster so
 	// that its space is given back (a partial discard only zeroes it).
 	cs := uint64(d.img.ClusterSize())
-	if lo := start &^ (cs - 1); lo < start && d.emptySeq(lo, start) {
+	lo, hi := start&^(cs-1), min((stop+cs-1)&^(cs-1), uint64(d.Size()))
+	if err := d.ensure(d.zoneIndex(lo), d.zoneIndex(hi-1)+1); err != nil {
+		return err
+	}
+	if lo < start && d.emptySeq(lo, start) {
 		start = lo
 	}
-	if hi := min((stop+cs-1)&^(cs-1), uint64(d.Size())); hi > stop && d.emptySeq(stop, hi) {
+	if hi > stop && d.emptySeq(stop, hi) {
 		stop = hi
 	}
 	return d.img.Discard(int64(start), int64(stop-start))

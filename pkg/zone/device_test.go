@@ -407,8 +407,12 @@ func TestWritePointerPersistence(t *testing.T) {
 	}
 }
 
-func TestOpenRejectsBadWritePointer(t *testing.T) {
-	path := newImage(t, "64M", "zone.size=16M")
+// A damaged write-pointer entry is found the first time its part of the
+// table is used (the table is read a chunk of 4096 zones at a time): the
+// image opens, zones in other chunks work, and every request touching the
+// damaged chunk fails with ErrBadTable naming the zone and the value.
+func TestBadWritePointerFoundWhenUsed(t *testing.T) {
+	path := newImage(t, "32M", "zone.size=2k", "zone.max_append_bytes=512", "cluster_size=4k")
 	d := open(t, path)
 	off := d.Header().MetaOffset
 	d.Close()
@@ -417,13 +421,33 @@ func TestOpenRejectsBadWritePointer(t *testing.T) {
 		t.Fatal(err)
 	}
 	var b [8]byte
-	binary.LittleEndian.PutUint64(b[:], 40*mib) // zone 1 spans [16M, 32M)
-	f.WriteAt(b[:], int64(off)+8)
+	const bad = 10000 // zone 10000 spans [0x1388000, 0x1388800), chunk 2
+	binary.LittleEndian.PutUint64(b[:], 0x1389000)
+	f.WriteAt(b[:], int64(off)+8*bad)
 	f.Close()
-	_, err = zone.Open(path, image.Options{})
-	if !errors.Is(err, zone.ErrBadTable) || !strings.Contains(err.Error(), "zone 1") || !strings.Contains(err.Error(), "0x2800000") {
-		t.Fatalf("open with a write pointer outside its zone: %v", err)
+	d, err = zone.Open(path, image.Options{})
+	if err != nil {
+		t.Fatalf("open: %v", err)
 	}
+	defer d.Close()
+	if _, err := d.WriteAt(fill(512, 1), 0); err != nil {
+		t.Fatalf("zone 0 (another chunk): %v", err)
+	}
+	wantBad := func(what string, err error) {
+		t.Helper()
+		if !errors.Is(err, zone.ErrBadTable) || !strings.Contains(err.Error(), "zone 10000") || !strings.Contains(err.Error(), "0x1389000") {
+			t.Fatalf("%s: %v; want ErrBadTable naming zone 10000 and 0x1389000", what, err)
+		}
+	}
+	_, err = d.Report(bad*2048, 1)
+	wantBad("report", err)
+	_, err = d.WriteAt(fill(512, 1), bad*2048)
+	wantBad("write", err)
+	_, err = d.ReadAt(make([]byte, 512), 9000*2048)
+	wantBad("read in the same chunk", err)
+	wantBad("finish", d.Manage(zone.OpFinish, 9000*2048, 2048))
+	_, err = d.Counts()
+	wantBad("counts", err)
 }
 
 func TestManageReadOnly(t *testing.T) {

@@ -157,6 +157,12 @@ func (h *Header) Validate(virtualSize uint64) error {
 // ZoneStart returns the first byte of zone i.
 func (h *Header) ZoneStart(i uint32) uint64 { return uint64(i) * h.ZoneSize }
 
+// ZoneLen returns the length in bytes of zone i of a device of size bytes:
+// zone_size, except for a last zone cut short by the device end.
+func (h *Header) ZoneLen(i uint32, size uint64) uint64 {
+	return min(h.ZoneSize, size-h.ZoneStart(i))
+}
+
 // InitialTable returns the write-pointer table of a fresh image: entry i is
 // the zone start, with ConvBit on the conventional zones.
 func (h *Header) InitialTable() []uint64 {

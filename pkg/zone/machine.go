@@ -110,24 +110,36 @@ type machine struct {
 	lrue map[uint32]*list.Element // implicitly open zones; front = most recently written
 
 	nrImp, nrExp, nrClosed uint32
+	// counted says nrClosed is exact: it is computed (countClosed) the
+	// first time the active limit or the counts are needed, because that
+	// needs every write pointer; until then it is not used.
+	counted bool
 }
 
 // newMachine builds the state of a freshly opened image: every zone that
-// is neither empty nor full is CLOSED, and the counts are exact.
+// is neither empty nor full is CLOSED (countClosed counts them).
 func newMachine(h *Header, size uint64, wp []uint64) *machine {
-	m := &machine{
+	return &machine{
 		zoneSize: h.ZoneSize, capacity: h.ZoneCapacity, size: size,
 		nr: h.NrZones, conv: h.ConventionalZones,
 		maxOpen: h.MaxOpenZones, maxActive: h.MaxActiveZones,
 		wp: wp, open: make([]uint8, h.NrZones),
 		lru: list.New(), lrue: map[uint32]*list.Element{},
 	}
+}
+
+// countClosed counts the CLOSED zones; every write pointer must be loaded.
+func (m *machine) countClosed() {
+	if m.counted {
+		return
+	}
+	m.nrClosed = 0
 	for i := m.conv; i < m.nr; i++ {
 		if m.cond(i) == CondClosed {
 			m.nrClosed++
 		}
 	}
-	return m
+	m.counted = true
 }
 
 func (m *machine) start(i uint32) uint64 { return uint64(i) * m.zoneSize }

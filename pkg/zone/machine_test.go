@@ -21,7 +21,9 @@ func testMachine(zs, capa, size uint64, conv, maxOpen, maxActive uint32) *machin
 	for i := range wp {
 		wp[i] &^= ConvBit
 	}
-	return newMachine(h, size, wp)
+	m := newMachine(h, size, wp)
+	m.countClosed()
+	return m
 }
 
 // state renders every zone's condition with blkzone's short names.
@@ -338,6 +340,7 @@ func TestReopenCountsClosed(t *testing.T) {
 
 	h := &Header{ZoneSize: mib, ZoneCapacity: mib, NrZones: 6, ConventionalZones: 1}
 	r := newMachine(h, 6*mib, append([]uint64(nil), m.wp...))
+	r.countClosed() // the device does this when the active limit or the counts need it
 	expect(t, r, "nw cl cl em fu cl", 0, 0, 3)
 	c := r.counts()
 	if c[CondClosed] != 3 || c[CondEmpty] != 1 || c[CondFull] != 1 || c[CondNotWP] != 1 {

@@ -457,7 +457,7 @@ func compare(t *testing.T, step int, desc string, d *zone.Device, m *model, rng 
 				step, desc, i, z, condOf[mz.st], mz.wp, mz.start, mz.length, mz.capa)
 		}
 	}
-	counts := d.Counts()
+	counts := must(d.Counts())
 	if int(counts[zone.CondImpOpen]) != m.count(mImp) || int(counts[zone.CondExpOpen]) != m.count(mExp) ||
 		int(counts[zone.CondClosed]) != m.count(mClosed) || int(counts[zone.CondFull]) != m.count(mFull) {
 		t.Fatalf("step %d (%s): counts %v", step, desc, counts)

@@ -122,12 +122,14 @@ func numbers(s string) []number {
 }
 
 // saysNumber reports whether a message whose numbers are ours states the
-// reference number n: the same value written the same way (hex or
-// decimal), possibly in the other unit (sectors or bytes); or an end offset
-// given as an offset plus a length (two different numbers of ours).
+// reference number n: the same value, in hex where the reference writes
+// hex (zqimg writes offsets, sectors and zone geometry in hex everywhere;
+// where the reference writes decimal, either will do), possibly in the
+// other unit (sectors or bytes); or an end offset given as an offset plus
+// a length (two different numbers of ours).
 func saysNumber(ours []number, n number) bool {
 	for _, m := range ours {
-		if m.hex == n.hex && (m.v == n.v || m.v == n.v*512 || m.v*512 == n.v) {
+		if (m.hex || !n.hex) && (m.v == n.v || m.v == n.v*512 || m.v*512 == n.v) {
 			return true
 		}
 	}
