@@ -2,6 +2,7 @@ package create
 
 import (
 	"fmt"
+	"math/big"
 	"math/bits"
 
 	"github.com/zqimg/zqimg/pkg/image"
@@ -136,7 +137,7 @@ func resolveZone(o *Options, s *Spec) error {
 	// conventional zone); the largest is that of a finished last zone, its
 	// start plus zone.size.
 	if end := nr * zs; end/zs != nr || end > MaxZonedEnd {
-		return verr("size", "size %d in zones of zone.size %d reaches byte %d, but zoned images must stay below 2^59 bytes (%d): write pointers hold 59 bits, bit 59 marks a conventional zone", size, zs, nr*zs, uint64(MaxZonedEnd)+1)
+		return verr("size", "size %d in %d zones of zone.size %d ends at byte %s; a zoned image must end below 2^59 = %d bytes (write pointers hold 59 bits; bit 59 marks a conventional zone)", size, nr, zs, zonedEnd(nr, zs), uint64(MaxZonedEnd)+1)
 	}
 	capacity := o.num("zone.capacity", zs)
 	if capacity > zs {
@@ -241,6 +242,15 @@ func maxAppend(o *Options, capacity uint64, s *Spec) (uint64, error) {
 		return 0, verr("zone.max_append_bytes", "zone.max_append_bytes %d plus 512 must be less than zone.capacity %d", ma, capacity)
 	}
 	return ma, nil
+}
+
+// zonedEnd returns nr × zs in decimal, also when it overflows 64 bits.
+func zonedEnd(nr, zs uint64) string {
+	hi, lo := bits.Mul64(nr, zs)
+	if hi == 0 {
+		return fmt.Sprint(lo)
+	}
+	return new(big.Int).Add(new(big.Int).Lsh(new(big.Int).SetUint64(hi), 64), new(big.Int).SetUint64(lo)).String()
 }
 
 // log2 returns the base-2 logarithm of a power of two.
