@@ -68,6 +68,7 @@ func ExitCode(err error) int {
 // ... print "Expecting one image file name" for none and for several).
 func ExactlyOneFile(_ *cobra.Command, args []string) error {
 	if len(args) != 1 {
+		//lint:ignore ST1005 qemu-img's message
 		return errors.New("Expecting one image file name")
 	}
 	return nil
@@ -78,6 +79,7 @@ func ExactlyOneFile(_ *cobra.Command, args []string) error {
 // FILE is reported by the command, after "-o help" had its chance.)
 func AtMostFileAndSize(_ *cobra.Command, args []string) error {
 	if len(args) > 2 {
+		//lint:ignore ST1005 qemu-img's message
 		return fmt.Errorf("Unexpected argument: %s", args[2])
 	}
 	return nil

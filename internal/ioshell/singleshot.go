@@ -22,6 +22,8 @@ const singleShotOpts = "Ut:"
 
 // ErrNoFile is returned by ParseSingleShot when no image file is named; its
 // text is qemu-img's.
+//
+//lint:ignore ST1005 qemu-img's message
 var ErrNoFile = errors.New("Expecting image file name")
 
 // ParseSingleShot parses the arguments of the single-shot command name
@@ -53,9 +55,11 @@ func ParseSingleShot(name string, args []string) (*SingleShot, error) {
 	ss.File, p.operands = p.operands[0], p.operands[1:]
 	n := len(p.operands)
 	if n < c.argmin {
+		//lint:ignore ST1005 qemu-img's message
 		return nil, errors.New("Not enough arguments")
 	}
 	if m := c.maxOperands(); m != -1 && n > m {
+		//lint:ignore ST1005 qemu-img's message
 		return nil, fmt.Errorf("Unexpected argument: %s", p.operands[m])
 	}
 	ss.Call = &Call{cmd: c, name: name, args: p}

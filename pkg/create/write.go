@@ -80,6 +80,8 @@ func (e *Error) Unwrap() error { return e.Err }
 var ErrAppeared = errors.New("a file of that name appeared while the image was being built (it was left alone)")
 
 // errNotRegular refuses targets that are neither regular files nor absent.
+//
+//lint:ignore ST1005 worded as strerror, like the errno reasons
 var errNotRegular = errors.New("Not a regular file")
 
 // reason returns the text of err; an errno is worded as strerror does

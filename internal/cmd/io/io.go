@@ -40,9 +40,9 @@ prints qemu-io's failure line and the session goes on; the exit status is
 Cache modes (-t), as qemu-io's: writethrough (the default: every write is
 durable when its "wrote" line is printed), writeback (durable at flush and
 at the end of the session), unsafe (flushes are skipped: after a power
-loss or host crash the image may be corrupt), none (writeback without the host page cache,
-O_DIRECT) and directsync (writethrough without the host page cache). -n is
--t none.
+loss or host crash the image may be corrupt), none (writeback without the
+host page cache, O_DIRECT) and directsync (writethrough without the host
+page cache). -n is -t none.
 
 -U (force share) opens the image read-only without taking QEMU's image
 locks, so that an image another process holds can be read; commands that
