@@ -6,6 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 // Prog is the program name used as the prefix of messages.
@@ -59,13 +63,54 @@ func ExitCode(err error) int {
 	return 1
 }
 
-// ExactlyOneFile is a cobra.PositionalArgs requiring a single image file.
-func ExactlyOneFile(cmd interface{ Name() string }, args []string) error {
-	switch len(args) {
-	case 0:
-		return fmt.Errorf("expecting an image file name")
-	case 1:
-		return nil
+// ExactlyOneFile is a cobra.PositionalArgs requiring a single image file,
+// with qemu-img's message for any other count (qemu-img info, check, map,
+// ... print "Expecting one image file name" for none and for several).
+func ExactlyOneFile(_ *cobra.Command, args []string) error {
+	if len(args) != 1 {
+		//lint:ignore ST1005 qemu-img's message
+		return errors.New("Expecting one image file name")
 	}
-	return fmt.Errorf("expecting one image file name, got %d arguments: %v", len(args), args)
+	return nil
 }
+
+// AtMostFileAndSize is a cobra.PositionalArgs for [FILE [SIZE]] with
+// qemu-img create's message for more: "Unexpected argument: X". (A missing
+// FILE is reported by the command, after "-o help" had its chance.)
+func AtMostFileAndSize(_ *cobra.Command, args []string) error {
+	if len(args) > 2 {
+		//lint:ignore ST1005 qemu-img's message
+		return fmt.Errorf("Unexpected argument: %s", args[2])
+	}
+	return nil
+}
+
+// CacheFlags adds qemu-io's cache options to fs: -t/--cache MODE and, with
+// nocache, -n/--nocache (short for -t none). Both set *mode, so the last
+// one given wins, as in qemu-io. The value is checked by image.ParseCacheMode.
+func CacheFlags(fs *pflag.FlagSet, mode *string, nocache bool) {
+	fs.StringVarP(mode, "cache", "t", "writethrough", "cache mode: writethrough, writeback, unsafe, none or directsync")
+	if nocache {
+		f := fs.VarPF(nocacheValue{mode}, "nocache", "n", "disable the host page cache, short for -t none")
+		f.NoOptDefVal = "true"
+	}
+}
+
+// nocacheValue is the boolean flag -n: setting it sets the cache mode to none.
+type nocacheValue struct{ mode *string }
+
+func (v nocacheValue) String() string { return "false" }
+
+func (v nocacheValue) Set(s string) error {
+	on, err := strconv.ParseBool(s)
+	if err != nil {
+		return err
+	}
+	if on {
+		*v.mode = "none"
+	}
+	return nil
+}
+
+func (v nocacheValue) Type() string     { return "bool" }
+func (v nocacheValue) IsBoolFlag() bool { return true }

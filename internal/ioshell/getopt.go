@@ -2,7 +2,6 @@ package ioshell
 
 import (
 	"fmt"
-	"slices"
 	"strings"
 )
 
@@ -15,10 +14,22 @@ type parsedArgs struct {
 
 func (p *parsedArgs) has(c byte) bool { _, ok := p.flags[c]; return ok }
 
+// longOpt finds name among long option specs ("output:" takes an argument,
+// "force-share" does not).
+func longOpt(long []string, name string) (known, takesArg bool) {
+	for _, l := range long {
+		n, arg := strings.CutSuffix(l, ":")
+		if n == name {
+			return true, arg
+		}
+	}
+	return false, false
+}
+
 // getopt parses args as GNU getopt does for qemu-io's commands: options may
 // come before or after operands, "--" ends them, spec lists the letters
-// ("P:" takes an argument), and long names ("output") take "=value" or the
-// next argument.
+// ("P:" takes an argument), and long names ("output:" takes "=value" or the
+// next argument; a name without ':' takes none).
 func getopt(args []string, spec string, long []string) (*parsedArgs, error) {
 	p := &parsedArgs{flags: map[byte]string{}, long: map[string]string{}}
 	for i := 0; i < len(args); i++ {
@@ -29,19 +40,19 @@ func getopt(args []string, spec string, long []string) (*parsedArgs, error) {
 			return p, nil
 		case strings.HasPrefix(a, "--"):
 			name, val, hasVal := strings.Cut(a[2:], "=")
-			known := false
-			for _, l := range long {
-				known = known || l == name
-			}
+			known, takesArg := longOpt(long, name)
 			if !known {
 				return nil, fmt.Errorf("unrecognized option '%s'", a)
 			}
-			if !hasVal {
+			switch {
+			case takesArg && !hasVal:
 				if i+1 >= len(args) {
 					return nil, fmt.Errorf("option '--%s' requires an argument", name)
 				}
 				i++
 				val = args[i]
+			case !takesArg && hasVal:
+				return nil, fmt.Errorf("option '--%s' doesn't allow an argument", name)
 			}
 			p.long[name] = val
 		case len(a) > 1 && a[0] == '-':
@@ -69,42 +80,4 @@ func getopt(args []string, spec string, long []string) (*parsedArgs, error) {
 		}
 	}
 	return p, nil
-}
-
-// FindFile returns the index in args of the first operand of a command
-// named name (the image file of a single-shot command), or -1. Option
-// arguments are skipped according to the command's option letters.
-func FindFile(name string, args []string) int {
-	c := lookup(name)
-	if c == nil {
-		return -1
-	}
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		switch {
-		case a == "--":
-			if i+1 < len(args) {
-				return i + 1
-			}
-			return -1
-		case strings.HasPrefix(a, "--"):
-			// Only a known long option without "=" takes the next argument.
-			if name := a[2:]; !strings.Contains(name, "=") && slices.Contains(c.long, name) {
-				i++
-			}
-		case len(a) > 1 && a[0] == '-':
-			for j := 1; j < len(a); j++ {
-				k := strings.IndexByte(c.opts, a[j])
-				if k >= 0 && k+1 < len(c.opts) && c.opts[k+1] == ':' {
-					if j == len(a)-1 {
-						i++
-					}
-					break
-				}
-			}
-		default:
-			return i
-		}
-	}
-	return -1
 }

@@ -104,6 +104,10 @@ func (s *Shell) write(p *parsedArgs) error {
 		fmt.Fprintf(s.Out, "-u requires -z to be specified\n")
 		return errCommandFailed
 	}
+	if p.has('n') && !zflag {
+		fmt.Fprintf(s.Out, "-n requires -z to be specified\n")
+		return errCommandFailed
+	}
 	if zflag && pflag {
 		fmt.Fprintf(s.Out, "Only one of -z, -P, and -s can be specified at the same time\n")
 		return errCommandFailed

@@ -6,10 +6,10 @@ package ioshell
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"sort"
 	"strings"
 	"syscall"
@@ -18,7 +18,6 @@ import (
 
 	"github.com/zqimg/zqimg/pkg/image"
 	"github.com/zqimg/zqimg/pkg/zone"
-	"golang.org/x/sys/unix"
 )
 
 // Prompt is printed before each command read from standard input.
@@ -33,6 +32,9 @@ type Shell struct {
 	quit   bool
 	failed bool
 	now    func() time.Time
+	// ForceShare refuses every command that writes, with qemu's message:
+	// the image was opened without locks (-U), which is for reading only.
+	ForceShare bool
 
 	pbuf    []byte // reusable pattern buffer for write
 	pbufPat byte
@@ -53,104 +55,99 @@ func (s *Shell) Quit() bool { return s.quit }
 // errCommandFailed marks a command whose failure was already reported.
 var errCommandFailed = errors.New("command failed")
 
-// command describes one qemu-io command.
-type command struct {
-	name, alt      string
-	argmin, argmax int // operand counts after the name; argmax -1: no limit
-	opts           string
-	long           []string
-	args, oneline  string
-	writes         bool
-	run            func(s *Shell, p *parsedArgs) error
+// MsgForceShare is qemu's refusal of force-share (-U) for an image opened
+// for writing.
+const MsgForceShare = "force-share=on can only be used with read-only images"
+
+// Call is a parsed command line, ready to run on a device.
+type Call struct {
+	cmd  *command
+	name string // the name as typed (an alias, perhaps)
+	args *parsedArgs
 }
 
-var commands []*command
+// Name returns the command's name as it was typed.
+func (c *Call) Name() string { return c.name }
 
-func init() {
-	commands = []*command{
-		{name: "read", alt: "r", argmin: 2, argmax: -1, opts: "bCl:pP:qs:v", args: "[-abCqv] [-P pattern [-s off] [-l len]] off len", oneline: "reads a number of bytes at a specified offset", run: (*Shell).read},
-		{name: "write", alt: "w", argmin: 2, argmax: -1, opts: "bcCfnpP:quzs:", args: "[-bcCfnquz] [-P pattern] off len", oneline: "writes a number of bytes at a specified offset", writes: true, run: (*Shell).write},
-		{name: "discard", alt: "d", argmin: 2, argmax: -1, opts: "Cq", args: "[-Cq] off len", oneline: "discards a number of bytes at a specified offset", writes: true, run: (*Shell).discard},
-		{name: "flush", alt: "f", argmin: 0, argmax: 0, args: "", oneline: "flush all in-core file state to disk", run: (*Shell).flush},
-		{name: "length", alt: "l", argmin: 0, argmax: 0, args: "", oneline: "gets the length of the current file", run: (*Shell).length},
-		{name: "zone_report", alt: "zrp", argmin: 2, argmax: 2, long: []string{"output"}, args: "[--output=human|json|table] offset number", oneline: "report zone information", run: (*Shell).zoneReport},
-		{name: "zone_open", alt: "zo", argmin: 2, argmax: 2, args: "offset len", oneline: "explicit open a range of zones in zone block device", writes: true, run: zoneMgmt(zone.OpOpen)},
-		{name: "zone_close", alt: "zc", argmin: 2, argmax: 2, args: "offset len", oneline: "close a range of zones in zone block device", writes: true, run: zoneMgmt(zone.OpClose)},
-		{name: "zone_finish", alt: "zf", argmin: 2, argmax: 2, args: "offset len", oneline: "finish a range of zones in zone block device", writes: true, run: zoneMgmt(zone.OpFinish)},
-		{name: "zone_reset", alt: "zrs", argmin: 2, argmax: 2, args: "offset len", oneline: "reset a zone write pointer in zone block device", writes: true, run: zoneMgmt(zone.OpReset)},
-		{name: "zone_append", alt: "zap", argmin: 2, argmax: -1, opts: "p", args: "[-p] offset len [len..]", oneline: "append write a number of bytes at a specified offset", writes: true, run: (*Shell).zoneAppend},
-		{name: "help", alt: "?", argmin: 0, argmax: 1, args: "[command]", oneline: "help for one or all commands", run: (*Shell).help},
-		{name: "quit", alt: "q", argmin: 0, argmax: 0, args: "", oneline: "exit the program", run: func(s *Shell, _ *parsedArgs) error { s.quit = true; return nil }},
-	}
-}
+// Writes reports whether the command needs the image opened for writing.
+func (c *Call) Writes() bool { return c.cmd.writes }
 
-func lookup(name string) *command {
-	for _, c := range commands {
-		if c.name == name || c.alt == name {
-			return c
-		}
-	}
-	return nil
-}
-
-// Known reports whether name is a command (or its short name).
-func Known(name string) bool { return lookup(name) != nil }
-
-// Writes reports whether the named command needs the image opened for writing.
-func Writes(name string) bool {
-	c := lookup(name)
-	return c != nil && c.writes
-}
-
-// Run executes one command line and reports whether it failed.
+// Run executes one command line and reports whether it succeeded.
 func (s *Shell) Run(line string) bool {
-	defer s.Out.Flush()
-	words := strings.Fields(line)
-	if len(words) == 0 {
-		return true
+	c, ok := s.Parse(line)
+	if ok && c != nil {
+		ok = s.Exec(c)
 	}
-	c := lookup(words[0])
-	if c == nil {
-		s.Out.Flush()
-		fmt.Fprintf(s.Err, "command \"%s\" not found\n", words[0])
-		s.failed = true
-		return false
-	}
-	ok := s.exec(c, words[0], words[1:])
 	if !ok {
 		s.failed = true
 	}
 	return ok
 }
 
-func (s *Shell) exec(c *command, name string, args []string) bool {
-	p, err := getopt(args, c.opts, c.long)
+// Parse parses a command line without touching the device: the command
+// name, its options and its operand count. On failure it prints qemu-io's
+// message and returns false; an empty line returns (nil, true).
+func (s *Shell) Parse(line string) (*Call, bool) {
+	words := strings.Fields(line)
+	if len(words) == 0 {
+		return nil, true
+	}
+	c := lookup(words[0])
+	if c == nil {
+		s.Out.Flush()
+		fmt.Fprintf(s.Err, "command \"%s\" not found\n", words[0])
+		return nil, false
+	}
+	p, err := getopt(words[1:], c.opts, c.long)
 	if err != nil {
 		s.Out.Flush()
-		fmt.Fprintf(s.Err, "%s: %v\n", name, err)
+		fmt.Fprintf(s.Err, "%s: %v\n", words[0], err)
 		s.usage(c)
-		return false
+		return nil, false
 	}
-	n := len(p.operands)
-	if n < c.argmin || (c.argmax != -1 && n > c.argmax) {
-		s.Out.Flush()
-		switch {
-		case c.argmin == c.argmax:
-			fmt.Fprintf(s.Err, "bad argument count %d to %s, expected %d arguments\n", n, name, c.argmin)
-		case c.argmax == -1:
-			fmt.Fprintf(s.Err, "bad argument count %d to %s, expected at least %d arguments\n", n, name, c.argmin)
-		default:
-			fmt.Fprintf(s.Err, "bad argument count %d to %s, expected between %d and %d arguments\n", n, name, c.argmin, c.argmax)
+	if !s.checkCount(c, words[0], len(p.operands)) {
+		return nil, false
+	}
+	return &Call{cmd: c, name: words[0], args: p}, true
+}
+
+// checkCount checks the operand count of a command as qemu-io does.
+func (s *Shell) checkCount(c *command, name string, n int) bool {
+	if n >= c.argmin && (c.argmax == -1 || n <= c.argmax) {
+		if c.exact != 0 && n != c.exact {
+			s.usage(c)
+			return false
 		}
+		return true
+	}
+	s.Out.Flush()
+	switch {
+	case c.argmin == c.argmax:
+		fmt.Fprintf(s.Err, "bad argument count %d to %s, expected %d arguments\n", n, name, c.argmin)
+	case c.argmax == -1:
+		fmt.Fprintf(s.Err, "bad argument count %d to %s, expected at least %d arguments\n", n, name, c.argmin)
+	default:
+		fmt.Fprintf(s.Err, "bad argument count %d to %s, expected between %d and %d arguments\n", n, name, c.argmin, c.argmax)
+	}
+	return false
+}
+
+// Exec runs a parsed command on the shell's device and reports whether it
+// succeeded. Commands that write are refused before they run when the
+// shell was opened with force-share (-U) or read-only (-r).
+func (s *Shell) Exec(c *Call) bool {
+	if c.cmd.writes && s.ForceShare {
+		s.Out.Flush()
+		fmt.Fprintf(s.Err, "%s: %s: %s\n", s.Prog, c.name, MsgForceShare)
 		return false
 	}
-	if c.writes && s.Dev.Image().ReadOnly() {
+	if c.cmd.writes && s.Dev.Image().ReadOnly() {
 		// qemu-io refuses such a command before running it.
 		s.Out.Flush()
-		fmt.Fprintf(s.Err, "%s: %s: the image is opened read-only (-r)\n", s.Prog, name)
+		fmt.Fprintf(s.Err, "%s: %s: the image is opened read-only (-r)\n", s.Prog, c.name)
 		return false
 	}
-	if err := c.run(s, p); err != nil {
+	if err := c.cmd.run(s, c.args); err != nil {
 		if !errors.Is(err, errCommandFailed) {
 			s.Out.Flush()
 			fmt.Fprintf(s.Err, "%s: %v\n", s.Prog, err)
@@ -205,6 +202,9 @@ func (s *Shell) help(p *parsedArgs) error {
 			return errCommandFailed
 		}
 		s.usage(c)
+		if c.help != "" {
+			fmt.Fprintf(s.Out, "\n%s\n", c.help)
+		}
 		return nil
 	}
 	cs := append([]*command(nil), commands...)
@@ -232,31 +232,34 @@ func (s *Shell) length(_ *parsedArgs) error {
 	return nil
 }
 
+// Flush writes the buffered command output.
+func (s *Shell) Flush() error { return s.Out.Flush() }
+
 // Loop reads commands from in, printing Prompt before each, until end of
-// input or quit.
+// input or quit. Output is flushed whenever the next command is not
+// already buffered (before the shell would wait for input), so that a
+// program driving the session sees every command's output before it
+// sends the next command, while a piped script is not slowed down by a
+// flush per command. Output is flushed at the end.
 func (s *Shell) Loop(in io.Reader) {
 	r := bufio.NewReaderSize(in, 64<<10)
-	tty := isTerminal(in)
+	defer s.Out.Flush()
 	for !s.quit {
 		fmt.Fprint(s.Out, Prompt)
-		if tty {
-			s.Out.Flush() // otherwise the prompt goes out with the command's output
+		if !lineBuffered(r) {
+			s.Out.Flush()
 		}
 		line, err := r.ReadString('\n')
 		if line == "" && err != nil {
-			s.Out.Flush()
 			return
 		}
 		s.Run(strings.TrimRight(line, "\r\n"))
 	}
 }
 
-// isTerminal reports whether r is a terminal.
-func isTerminal(r io.Reader) bool {
-	f, ok := r.(*os.File)
-	if !ok {
-		return false
-	}
-	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
-	return err == nil
+// lineBuffered reports whether r holds a complete line that can be read
+// without waiting for input.
+func lineBuffered(r *bufio.Reader) bool {
+	b, _ := r.Peek(r.Buffered())
+	return bytes.IndexByte(b, '\n') >= 0
 }

@@ -2,6 +2,7 @@ package ioshell
 
 import (
 	"fmt"
+	"math"
 	"strconv"
 
 	"github.com/olekukonko/tablewriter"
@@ -23,11 +24,17 @@ func (s *Shell) zoneReport(p *parsedArgs) error {
 	if err != nil {
 		return err
 	}
-	nr, err := s.parseNum(p.operands[1])
-	if err != nil {
-		return err
+	// Without a number, every zone to the end of the device (as blkzone
+	// report does).
+	nr := uint64(math.MaxUint64)
+	if len(p.operands) > 1 {
+		n, err := s.parseNum(p.operands[1])
+		if err != nil {
+			return err
+		}
+		nr = uint64(n)
 	}
-	zones, err := s.Dev.Zones(offset, uint64(nr))
+	zones, err := s.Dev.Zones(offset, nr)
 	if err != nil {
 		return s.fail("zone report", err)
 	}

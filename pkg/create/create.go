@@ -1,15 +1,12 @@
 package create
 
 import (
-	"errors"
 	"fmt"
+	"math/big"
 	"math/bits"
-	"os"
-	"path/filepath"
 
 	"github.com/zqimg/zqimg/pkg/image"
 	"github.com/zqimg/zqimg/pkg/zone"
-	"golang.org/x/sys/unix"
 )
 
 // Spec is a validated description of a new image.
@@ -136,6 +133,12 @@ func resolveZone(o *Options, s *Spec) error {
 	if nr > zone.MaxZones {
 		return verr("zone.size", "size %d in zones of zone.size %d makes %d zones; at most %d are allowed", size, zs, nr, zone.MaxZones)
 	}
+	// A write-pointer entry holds a byte offset below 2^59 (bit 59 marks a
+	// conventional zone); the largest is that of a finished last zone, its
+	// start plus zone.size.
+	if end := nr * zs; end/zs != nr || end > MaxZonedEnd {
+		return verr("size", "size %d in %d zones of zone.size %d ends at byte %s; a zoned image must end below 2^59 = %d bytes (write pointers hold 59 bits; bit 59 marks a conventional zone)", size, nr, zs, zonedEnd(nr, zs), uint64(MaxZonedEnd)+1)
+	}
 	capacity := o.num("zone.capacity", zs)
 	if capacity > zs {
 		return verr("zone.capacity", "zone.capacity %d exceeds zone.size %d", capacity, zs)
@@ -147,15 +150,9 @@ func resolveZone(o *Options, s *Spec) error {
 	if conv >= nr {
 		return verr("zone.conventional_zones", "zone.conventional_zones %d must be less than the number of zones %d (size %d / zone.size %d)", conv, nr, size, zs)
 	}
-	ma := o.num("zone.max_append_bytes", zone.DefaultMaxAppendBytes)
-	if ma > 1<<32-1 {
-		return verr("zone.max_append_bytes", "zone.max_append_bytes %d is out of range (the field holds at most %d)", ma, uint32(1<<32-1))
-	}
-	if ma%512 != 0 {
-		return verr("zone.max_append_bytes", "zone.max_append_bytes %d is not a multiple of 512", ma)
-	}
-	if ma+512 >= capacity {
-		return verr("zone.max_append_bytes", "zone.max_append_bytes %d plus 512 must be less than zone.capacity %d", ma, capacity)
+	ma, err := maxAppend(o, capacity, s)
+	if err != nil {
+		return err
 	}
 	for _, n := range []string{"zone.max_active_zones", "zone.max_open_zones"} {
 		if v := o.num(n, 0); v > 1<<32-1 {
@@ -204,66 +201,57 @@ func resolveZone(o *Options, s *Spec) error {
 	return nil
 }
 
+// MaxZonedEnd is the largest value of nr_zones × zone_size: every write
+// pointer, up to the end of a finished last zone, stays below 2^59.
+const MaxZonedEnd = 1<<59 - 1
+
+// MinAppendCapacity is the smallest zone capacity that admits a zone
+// append: max_append_bytes must be a non-zero multiple of 512 with
+// max_append_bytes + 512 < zone.capacity, so the capacity needs 512 + 512
+// + 512 bytes. With zone.capacity = zone.size (a power of two) the
+// smallest zone size is 2 KiB.
+const MinAppendCapacity = 1536
+
+// maxAppend returns zone.max_append_bytes: the given value, checked, or
+// the 64 KiB default, or, when the capacity is too small for the default,
+// the largest valid value (with a note in s.Warnings).
+func maxAppend(o *Options, capacity uint64, s *Spec) (uint64, error) {
+	if !o.has("zone.max_append_bytes") {
+		ma := uint64(zone.DefaultMaxAppendBytes)
+		if ma+512 < capacity {
+			return ma, nil
+		}
+		if capacity < MinAppendCapacity {
+			return 0, verr("zone.capacity", "zone.capacity %d is too small for zone append: zone.max_append_bytes must be a non-zero multiple of 512 with zone.max_append_bytes + 512 < zone.capacity, so zone.capacity must be at least %d (zone.size at least 2048)", capacity, MinAppendCapacity)
+		}
+		ma = capacity - 1024 // capacity is a multiple of 512
+		s.Warnings = append(s.Warnings, fmt.Sprintf("zone.max_append_bytes defaults to %d, which zone.capacity %d does not allow (it must be less than the capacity minus 512); using %d", zone.DefaultMaxAppendBytes, capacity, ma))
+		return ma, nil
+	}
+	ma := o.num("zone.max_append_bytes", 0)
+	if ma == 0 {
+		return 0, verr("zone.max_append_bytes", "zone.max_append_bytes must not be 0 (zone append would always fail); the smallest value is 512")
+	}
+	if ma > 1<<32-1 {
+		return 0, verr("zone.max_append_bytes", "zone.max_append_bytes %d is out of range (the field holds at most %d)", ma, uint32(1<<32-1))
+	}
+	if ma%512 != 0 {
+		return 0, verr("zone.max_append_bytes", "zone.max_append_bytes %d is not a multiple of 512", ma)
+	}
+	if ma+512 >= capacity {
+		return 0, verr("zone.max_append_bytes", "zone.max_append_bytes %d plus 512 must be less than zone.capacity %d", ma, capacity)
+	}
+	return ma, nil
+}
+
+// zonedEnd returns nr × zs in decimal, also when it overflows 64 bits.
+func zonedEnd(nr, zs uint64) string {
+	hi, lo := bits.Mul64(nr, zs)
+	if hi == 0 {
+		return fmt.Sprint(lo)
+	}
+	return new(big.Int).Add(new(big.Int).Lsh(new(big.Int).SetUint64(hi), 64), new(big.Int).SetUint64(lo)).String()
+}
+
 // log2 returns the base-2 logarithm of a power of two.
 func log2(v uint64) int { return bits.Len64(v) - 1 }
-
-// Create writes the image described by s to path. The image is built in a
-// temporary file beside path, synced, and renamed over path, so that a
-// failure never leaves a half-made image behind. An existing image that
-// another process uses is not replaced.
-func Create(path string, s *Spec) (err error) {
-	if st, err := os.Stat(path); err == nil && !st.Mode().IsRegular() {
-		return fmt.Errorf("could not create '%s': not a regular file", path)
-	}
-	if err := image.CheckUnlocked(path); err != nil {
-		return fmt.Errorf("could not create '%s': %w", path, err)
-	}
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".zqimg-*")
-	if err != nil {
-		return fmt.Errorf("could not create '%s': %w", path, unwrapPath(err))
-	}
-	name := tmp.Name()
-	tmp.Close()
-	defer func() {
-		if err != nil {
-			os.Remove(name)
-		}
-	}()
-	f, err := image.OpenOSFile(name, false, false)
-	if err != nil {
-		return err
-	}
-	if err := image.Format(f, s.Image); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	mask := unix.Umask(0)
-	unix.Umask(mask)
-	if err := os.Chmod(name, 0o666&^os.FileMode(mask)); err != nil {
-		return err
-	}
-	if err := os.Rename(name, path); err != nil {
-		return fmt.Errorf("could not create '%s': %w", path, unwrapPath(err))
-	}
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		d.Close()
-	}
-	return nil
-}
-
-func unwrapPath(err error) error {
-	var pe *os.PathError
-	if errors.As(err, &pe) {
-		return pe.Err
-	}
-	var le *os.LinkError
-	if errors.As(err, &le) {
-		return le.Err
-	}
-	return err
-}

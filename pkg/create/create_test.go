@@ -2,8 +2,7 @@ package create
 
 import (
 	"errors"
-	"os"
-	"path/filepath"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -154,35 +153,87 @@ func TestResolveClamps(t *testing.T) {
 	}
 }
 
-func TestCreateLeavesNothingOnFailure(t *testing.T) {
-	dir := t.TempDir()
-	s, err := resolve(t, "1M")
-	if err != nil {
-		t.Fatal(err)
+// TestResolveMaxAppendBytes: zone.max_append_bytes=0 is refused; without
+// the option, a capacity too small for the 64 KiB default gets the largest
+// valid value (multiple of 512, plus 512 less than the capacity) with a
+// warning; a capacity that admits no value is refused naming the smallest
+// that works.
+func TestResolveMaxAppendBytes(t *testing.T) {
+	_, err := resolve(t, "1G", "zone.mode=host-managed,zone.size=64M,zone.max_append_bytes=0")
+	var ve *ValidationError
+	if !errors.As(err, &ve) || ve.Option != "zone.max_append_bytes" || !strings.Contains(ve.Msg, "must not be 0") {
+		t.Fatalf("max_append_bytes=0: %v", err)
 	}
-	if err := Create(filepath.Join(dir, "missing", "x.qcow2"), s); err == nil {
-		t.Fatal("create in a missing directory succeeded")
+	for _, c := range []struct {
+		opts string
+		want uint32
+	}{
+		{"zone.size=64k", 64<<10 - 1024},
+		{"zone.size=2k", 1024},
+		{"zone.size=64M,zone.capacity=1536", 512},
+		{"zone.size=64M,zone.capacity=65k", 64 << 10},
+		{"zone.size=128k", 64 << 10}, // the default fits: no warning
+	} {
+		s, err := resolve(t, "1M", "zone.mode=host-managed,"+c.opts)
+		if err != nil {
+			t.Fatalf("%s: %v", c.opts, err)
+		}
+		if s.Zone.MaxAppendBytes != c.want {
+			t.Errorf("%s: max_append_bytes %d, want %d", c.opts, s.Zone.MaxAppendBytes, c.want)
+		}
+		warned := len(s.Warnings) == 1 && strings.Contains(s.Warnings[0], "zone.max_append_bytes") && strings.Contains(s.Warnings[0], fmt.Sprint(c.want))
+		if wantWarn := c.want != 64<<10; warned != wantWarn {
+			t.Errorf("%s: warnings %q (want one naming the value: %v)", c.opts, s.Warnings, wantWarn)
+		}
+		if err := s.Zone.Validate(s.Image.Size); err != nil {
+			t.Errorf("%s: the zoned header is invalid: %v", c.opts, err)
+		}
 	}
-	sub := filepath.Join(dir, "sub")
-	os.Mkdir(sub, 0o755)
-	if err := Create(sub, s); err == nil || !strings.Contains(err.Error(), "not a regular file") {
-		t.Fatalf("create over a directory: %v", err)
+	for _, opts := range []string{"zone.size=1k", "zone.size=512", "zone.size=64M,zone.capacity=1k"} {
+		_, err := resolve(t, "1M", "zone.mode=host-managed,"+opts)
+		if !errors.As(err, &ve) || ve.Option != "zone.capacity" || !strings.Contains(ve.Msg, "at least 1536") {
+			t.Errorf("%s: got %v, want a refusal naming the smallest capacity 1536", opts, err)
+		}
 	}
-	entries, _ := os.ReadDir(dir)
-	if len(entries) != 1 {
-		t.Fatalf("files left behind: %v", entries)
+	// An explicit value is never changed.
+	if _, err := resolve(t, "1M", "zone.mode=host-managed,zone.size=64k,zone.max_append_bytes=64k"); !errors.As(err, &ve) || ve.Option != "zone.max_append_bytes" {
+		t.Errorf("explicit max_append_bytes too large: %v", err)
 	}
-	// A successful create replaces an existing file atomically.
-	p := filepath.Join(dir, "x.qcow2")
-	os.WriteFile(p, []byte("old"), 0o644)
-	if err := Create(p, s); err != nil {
-		t.Fatal(err)
+}
+
+// TestResolveZoned59Bits: zone starts and write pointers must stay below
+// 2^59 (bit 59 of a write-pointer entry marks a conventional zone): the
+// end of the last zone, start + zone.size, may be at most 2^59 - 1.
+func TestResolveZoned59Bits(t *testing.T) {
+	for _, c := range []struct {
+		size, opts string
+		ok         bool
+	}{
+		{"511P", "zone.size=1P", true},                   // 511 zones end at 2^59 - 2^50
+		{"512P", "zone.size=1P", false},                  // the last zone's end is 2^59
+		{"513P", "zone.size=1P", false},                  // the last zone starts at 2^59
+		{"768P", "zone.size=256P", false},                // starts reach 2^59
+		{"4E", "zone.size=2E,cluster_size=2M", false},    // far beyond
+		{"1P", "zone.size=1P", true},                     // one zone
+		{"1000P", "zone.size=1G,cluster_size=2M", false}, // reached by many small zones
+	} {
+		opts := []string{"zone.mode=host-managed," + c.opts}
+		if !strings.Contains(c.opts, "cluster_size") {
+			opts = append(opts, "cluster_size=2M")
+		}
+		_, err := resolve(t, c.size, opts...)
+		var ve *ValidationError
+		switch {
+		case c.ok && err != nil:
+			t.Errorf("%s %s: %v", c.size, c.opts, err)
+		case !c.ok && (!errors.As(err, &ve) || ve.Option != "size" && ve.Option != "zone.size"):
+			t.Errorf("%s %s: got %v, want a refusal", c.size, c.opts, err)
+		case !c.ok && ve.Option == "size" && !strings.Contains(ve.Msg, "2^59") && !strings.Contains(ve.Msg, "too large"):
+			t.Errorf("%s %s: message %q does not name the 2^59 limit", c.size, c.opts, ve.Msg)
+		}
 	}
-	b, _ := os.ReadFile(p)
-	if len(b) < 4 || string(b[:4]) != "QFI\xfb" {
-		t.Fatal("existing file not replaced by an image")
-	}
-	if entries, _ := os.ReadDir(dir); len(entries) != 2 {
-		t.Fatalf("temporary files left: %v", entries)
+	_, err := resolve(t, "512P", "zone.mode=host-managed,zone.size=1P", "cluster_size=2M")
+	if err == nil || !strings.Contains(err.Error(), "576460752303423488") || !strings.Contains(err.Error(), "size 576460752303423488") {
+		t.Errorf("the message names neither the size nor the limit: %v", err)
 	}
 }

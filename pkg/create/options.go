@@ -1,5 +1,3 @@
-// Package create turns qemu-img style "-o key=value" options into a
-// validated image specification and lays the new image out on disk.
 package create
 
 import (

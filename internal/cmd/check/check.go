@@ -45,7 +45,7 @@ the refcount structure when needed, clamps impossible write pointers and
 discards data beyond write pointers.`,
 		Example: `  zqimg check disk.qcow2
   zqimg check -r all --output=json zbc.qcow2`,
-		Args: cobra.ExactArgs(1),
+		Args: cmdutil.ExactlyOneFile,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.File = args[0]
 			if runF != nil {

@@ -34,7 +34,8 @@ qemu-img; "-o help" lists them. With -o zone.mode=host-managed the image
 emulates a host-managed zoned block device.`,
 		Example: `  zqimg create -f qcow2 disk.qcow2 1G
   zqimg create -o size=768M -o zone.mode=host-managed,zone.size=64M,zone.max_open_zones=6 zbc.qcow2`,
-		Args: cobra.RangeArgs(0, 2),
+		// FILE may be missing when -o help is given; Run reports it.
+		Args: cmdutil.AtMostFileAndSize,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) > 0 {
 				o.File = args[0]
@@ -68,6 +69,7 @@ func Run(o *Options) error {
 	}
 	if o.File == "" {
 		ios.Errorf("Expecting image file name")
+		fmt.Fprintln(ios.ErrOut, "Try 'zqimg create --help' for more information")
 		return cmdutil.Exit(1)
 	}
 	if err != nil {

@@ -3,6 +3,8 @@
 package io
 
 import (
+	"strings"
+
 	"github.com/spf13/cobra"
 	"github.com/zqimg/zqimg/internal/cmdutil"
 	"github.com/zqimg/zqimg/internal/ioshell"
@@ -17,6 +19,7 @@ type Options struct {
 	ReadOnly   bool
 	ForceShare bool
 	Format     string
+	Cache      string // qemu-io's -t mode; -n sets "none"
 	File       string
 }
 
@@ -24,17 +27,30 @@ type Options struct {
 func NewCmdIO(ios *cmdutil.IOStreams, runF func(*Options) error) *cobra.Command {
 	o := &Options{IO: ios}
 	cmd := &cobra.Command{
-		Use:   "io [-c CMD]... [-r] [-U] FILE",
+		Use:   "io [-c CMD]... [-r] [-U] [-t CACHE] [-n] FILE",
 		Short: "Run qemu-io style commands on an image in one session",
 		Long: `Open FILE once and run each -c command in order, or, without -c, the
 commands read from standard input (a "zqimg> " prompt is printed before
 each). Commands: read, write, discard, flush, length, zone_report (zrp),
 zone_open (zo), zone_close (zc), zone_finish (zf), zone_reset (zrs),
-zone_append (zap), help, quit. A failing command prints qemu-io's failure
-line and the session goes on; the exit status is 1 if any command failed.`,
+zone_append (zap), help, quit; "help CMD" describes one. A failing command
+prints qemu-io's failure line and the session goes on; the exit status is
+1 if any command failed.
+
+Cache modes (-t), as qemu-io's: writethrough (the default: every write is
+durable when its "wrote" line is printed), writeback (durable at flush and
+at the end of the session), unsafe (flushes are skipped: after a power
+loss or host crash the image may be corrupt), none (writeback without the
+host page cache, O_DIRECT) and directsync (writethrough without the host
+page cache). -n is -t none.
+
+-U (force share) opens the image read-only without taking QEMU's image
+locks, so that an image another process holds can be read; commands that
+write are refused.`,
 		Example: `  zqimg io -c 'write -P 0x5a 0 64k' -c 'read -P 0x5a 0 64k' disk.qcow2
-  printf 'zap -p 0 4k\nzrp 0 1\n' | zqimg io zbc.qcow2`,
-		Args: func(cmd *cobra.Command, args []string) error { return cmdutil.ExactlyOneFile(cmd, args) },
+  printf 'zap -p 0 4k\nzrp 0 1\n' | zqimg io zbc.qcow2
+  zqimg io -U -c 'zrp 0' zbc.qcow2`,
+		Args: cmdutil.ExactlyOneFile,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.File = args[0]
 			if runF != nil {
@@ -45,8 +61,9 @@ line and the session goes on; the exit status is 1 if any command failed.`,
 	}
 	cmd.Flags().StringArrayVarP(&o.Commands, "cmd", "c", nil, "command to run (repeatable)")
 	cmd.Flags().BoolVarP(&o.ReadOnly, "read-only", "r", false, "open the image read-only")
-	cmd.Flags().BoolVarP(&o.ForceShare, "force-share", "U", false, "open the image without taking locks")
+	cmd.Flags().BoolVarP(&o.ForceShare, "force-share", "U", false, "open the image read-only without taking locks")
 	cmd.Flags().StringVarP(&o.Format, "format", "f", "qcow2", "image format (only qcow2)")
+	cmdutil.CacheFlags(cmd.Flags(), &o.Cache, true)
 	return cmd
 }
 
@@ -56,12 +73,28 @@ func Run(o *Options) error {
 		o.IO.Errorf("Unknown file format '%s'", o.Format)
 		return cmdutil.Exit(1)
 	}
-	dev, err := zone.Open(o.File, image.Options{ReadOnly: o.ReadOnly, NoLock: o.ForceShare})
+	mode, err := image.ParseCacheMode(o.Cache)
+	if err != nil {
+		o.IO.Errorf("%v", err)
+		return cmdutil.Exit(1)
+	}
+	if o.ForceShare {
+		// -U is for reading only: refuse writing -c commands before the
+		// image is opened.
+		for _, c := range o.Commands {
+			if f := strings.Fields(c); len(f) > 0 && ioshell.Writes(f[0]) {
+				o.IO.Errorf("can't open device %s: %s", o.File, ioshell.MsgForceShare)
+				return cmdutil.Exit(1)
+			}
+		}
+	}
+	dev, err := zone.Open(o.File, image.Options{ReadOnly: o.ReadOnly || o.ForceShare, NoLock: o.ForceShare, Cache: mode})
 	if err != nil {
 		o.IO.Errorf("can't open device %s: %v", o.File, err)
 		return cmdutil.Exit(1)
 	}
 	sh := ioshell.New(dev, o.IO.Out, o.IO.ErrOut)
+	sh.ForceShare = o.ForceShare
 	if len(o.Commands) > 0 {
 		for _, c := range o.Commands {
 			sh.Run(c)
@@ -69,6 +102,7 @@ func Run(o *Options) error {
 				break
 			}
 		}
+		sh.Flush()
 	} else {
 		sh.Loop(o.IO.In)
 	}

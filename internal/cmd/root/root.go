@@ -19,6 +19,12 @@ import (
 // Version is the zqimg version.
 const Version = "0.1.0"
 
+// versionTemplate prints the version as `qemu-img -V` does: the version
+// line, then the copyright line.
+const versionTemplate = `zqimg version {{.Version}}
+Copyright (c) 2026 the zqimg developers
+`
+
 // NewCmdRoot returns the root command with every subcommand.
 func NewCmdRoot(ios *cmdutil.IOStreams) *cobra.Command {
 	root := &cobra.Command{
@@ -34,6 +40,9 @@ device. Its options and output follow qemu-img and qemu-io.`,
 	root.SetIn(ios.In)
 	root.SetOut(ios.Out)
 	root.SetErr(ios.ErrOut)
+	root.SetVersionTemplate(versionTemplate)
+	// -V and --version, as qemu-img's (Cobra would use -v).
+	root.Flags().BoolP("version", "V", false, "print the version and exit")
 	root.AddCommand(check.NewCmdCheck(ios, nil))
 	root.AddCommand(create.NewCmdCreate(ios, nil))
 	root.AddCommand(info.NewCmdInfo(ios, nil))
@@ -42,7 +51,6 @@ device. Its options and output follow qemu-img and qemu-io.`,
 	for _, s := range single.Specs {
 		root.AddCommand(single.NewCmd(ios, s, nil))
 	}
-	root.CompletionOptions.DisableDefaultCmd = true
 	return root
 }
 
@@ -60,6 +68,6 @@ func Main(args []string, in io.Reader, out, errOut io.Writer) int {
 		return ee.Code
 	}
 	ios.Errorf("%v", err)
-	fmt.Fprintf(errOut, "Try '%s --help' for more information.\n", cmd.CommandPath())
+	fmt.Fprintf(errOut, "Try '%s --help' for more information\n", cmd.CommandPath())
 	return 1
 }

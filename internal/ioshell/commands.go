@@ -1,0 +1,220 @@
+package ioshell
+
+import "github.com/zqimg/zqimg/pkg/zone"
+
+// command describes one qemu-io command.
+type command struct {
+	name, alt string
+	// argmin and argmax bound the operand count after the name (argmax -1:
+	// no limit); a count outside them is reported as qemu-io's dispatcher
+	// does ("bad argument count ..."). exact, when not 0, is the operand
+	// count the command itself requires: another count within the bounds
+	// prints the usage line, as qemu-io's read, write and discard do.
+	argmin, argmax int
+	exact          int
+	opts           string   // getopt letters ("P:" takes an argument)
+	long           []string // long options ("output:" takes an argument)
+	args, oneline  string
+	// help is the extended help printed by "help NAME" after the usage
+	// line and a blank line: lines starting with a space, as qemu-io's.
+	help   string
+	writes bool // needs the image opened for writing
+	run    func(s *Shell, p *parsedArgs) error
+}
+
+var commands []*command
+
+func init() {
+	commands = []*command{
+		{name: "read", alt: "r", argmin: 2, argmax: -1, exact: 2, opts: "bCl:pP:qs:v",
+			args: "[-Cqv] [-P pattern [-s off] [-l len]] off len", oneline: "reads a number of bytes at a specified offset",
+			help: ` reads a range of bytes at the given offset
+
+ Example:
+ 'read -v 512 1k' - reads 1 KiB at offset 512 and dumps it in hexadecimal
+ 'read -P 0x5a 0 64k' - reads 64 KiB at offset 0 and checks that every byte is 0x5a
+
+ Reads from the image (bytes never written read as zeroes) and prints how
+ much was read and how fast, unless -q is given.
+ -C, -- print the statistics in a machine parsable form
+ -l, -- length of the range checked against the pattern (only with -P)
+ -p, -- ignored, accepted for backwards compatibility
+ -P, -- check that every byte read is the given pattern byte
+ -q, -- quiet: do not print the statistics
+ -s, -- offset in the data read where the pattern check starts (only with -P)
+ -v, -- dump the data read in hexadecimal on standard output
+`, run: (*Shell).read},
+		{name: "write", alt: "w", argmin: 2, argmax: -1, exact: 2, opts: "bcCfnpP:quzs:",
+			args: "[-Cfnquz] [-P pattern] off len", oneline: "writes a number of bytes at a specified offset",
+			help: ` writes a range of bytes at the given offset
+
+ Example:
+ 'write 512 1k' - writes 1 KiB of 0xcd bytes at offset 512
+ 'write -P 0x5a -f 1M 64k' - writes 64 KiB of 0x5a bytes at 1 MiB, then flushes
+ 'write -z 0 1M' - writes 1 MiB of zeroes at offset 0
+
+ Writes a buffer of one repeated byte, 0xcd unless -P gives another. In a
+ sequential zone the offset must be the zone's write pointer, offset and
+ length multiples of 512, and the write must stay within the zone's
+ capacity. With the default cache mode the data is durable when "wrote" is
+ printed.
+ -C, -- print the statistics in a machine parsable form
+ -f, -- flush the image once the write is done (force unit access)
+ -n, -- with -z: never fall back to writing a buffer of zeroes (zqimg never
+        does), and lengths above 2 GiB - 512 are allowed
+ -p, -- ignored, accepted for backwards compatibility
+ -P, -- fill the buffer with the given pattern byte instead of 0xcd
+ -q, -- quiet: do not print the statistics
+ -u, -- with -z: the range may be deallocated
+ -z, -- write zeroes (no data buffer)
+`, writes: true, run: (*Shell).write},
+		{name: "discard", alt: "d", argmin: 2, argmax: -1, exact: 2, opts: "Cq",
+			args: "[-Cq] off len", oneline: "discards a number of bytes at a specified offset",
+			help: ` discards a range of bytes at the given offset
+
+ Example:
+ 'discard 1M 64k' - discards 64 KiB at 1 MiB
+
+ Deallocates the range: it reads as zeroes afterwards, and the clusters it
+ covers entirely are given back. In a zoned image only conventional zones
+ can be discarded; a sequential zone is emptied with zone_reset.
+ -C, -- print the statistics in a machine parsable form
+ -q, -- quiet: do not print the statistics
+`, writes: true, run: (*Shell).discard},
+		{name: "flush", alt: "f", argmin: 0, argmax: 0, args: "", oneline: "flush all in-core file state to disk",
+			help: ` makes everything written so far durable
+
+ Example:
+ 'flush' - writes cached metadata and write pointers back and syncs the file
+
+ Writes the cached qcow2 metadata and the changed write pointers back to the
+ image file, in crash-safe order, and syncs the file. With the default cache
+ mode (writethrough) every write is durable when it completes already; flush
+ matters with -t writeback or -t none. A session also flushes when it ends.
+`, run: (*Shell).flush},
+		{name: "length", alt: "l", argmin: 0, argmax: 0, args: "", oneline: "gets the length of the current file",
+			help: ` prints the virtual size of the image
+
+ Example:
+ 'length' - prints "1 GiB" for an image of 1073741824 bytes
+`, run: (*Shell).length},
+		{name: "zone_report", alt: "zrp", argmin: 1, argmax: 2, long: []string{"output:"},
+			args: "[--output=human|json|table] offset [number]", oneline: "report zone information",
+			help: ` reports zones, from the zone that contains the given offset
+
+ Example:
+ 'zrp 0 4' - reports the first four zones
+ 'zrp 64M' - reports every zone from the one containing offset 64 MiB to the end
+ 'zrp --output=json 0 1' - reports the first zone as JSON
+
+ Prints one line per zone: its start, length, capacity and write pointer in
+ 512-byte sectors, its condition (0 not write pointer, 1 empty, 2 implicitly
+ open, 3 explicitly open, 4 closed, 14 full) and its type (1 conventional,
+ 2 sequential write required). Without a number, every zone up to the end
+ of the device is reported, as blkzone report does.
+ --output=human, -- the lines above (the default)
+ --output=json, -- a JSON array, offsets and lengths in bytes
+ --output=table, -- a table, offsets and lengths in sectors
+`, run: (*Shell).zoneReport},
+		{name: "zone_open", alt: "zo", argmin: 2, argmax: 2, args: "offset len", oneline: "explicit open a range of zones in zone block device",
+			help: ` explicitly opens every zone of a range
+
+ Example:
+ 'zo 64M 64M' - opens the zone at 64 MiB (zones of 64 MiB)
+ 'zo 0 256M' - opens the first four zones (zones of 64 MiB)
+
+ The offset must be a zone start and the length a multiple of the zone size
+ or reach the end of the device. An empty or closed zone needs an open slot
+ (zone.max_open_zones; an implicitly open zone is closed to make room if
+ needed) and, if empty, an active slot (zone.max_active_zones). A full zone
+ stays full. Conventional zones cannot be opened.
+`, writes: true, run: zoneMgmt(zone.OpOpen)},
+		{name: "zone_close", alt: "zc", argmin: 2, argmax: 2, args: "offset len", oneline: "close a range of zones in zone block device",
+			help: ` closes every zone of a range
+
+ Example:
+ 'zc 0 64M' - closes the first zone (zones of 64 MiB)
+
+ An open zone becomes closed, or empty if nothing was written to it; other
+ zones do not change. The range rules are those of zone_open.
+`, writes: true, run: zoneMgmt(zone.OpClose)},
+		{name: "zone_finish", alt: "zf", argmin: 2, argmax: 2, args: "offset len", oneline: "finish a range of zones in zone block device",
+			help: ` finishes every zone of a range
+
+ Example:
+ 'zf 64M 64M' - finishes the zone at 64 MiB (zones of 64 MiB)
+
+ Moves each zone's write pointer to the zone start plus the zone size: the
+ zone becomes full, and its unwritten part reads as zeroes. An empty or
+ closed zone needs open and active slots as for zone_open. The range rules
+ are those of zone_open.
+`, writes: true, run: zoneMgmt(zone.OpFinish)},
+		{name: "zone_reset", alt: "zrs", argmin: 2, argmax: 2, args: "offset len", oneline: "reset a zone write pointer in zone block device",
+			help: ` resets every zone of a range
+
+ Example:
+ 'zrs 0 64M' - resets the first zone (zones of 64 MiB)
+ 'zrs 0 1G' - resets every zone of a 1 GiB device, skipping conventional zones
+
+ Moves each zone's write pointer back to the zone start: the zone becomes
+ empty, and its data is discarded and reads as zeroes. Conventional zones
+ refuse it, except in a reset of the whole device, which skips them.
+`, writes: true, run: zoneMgmt(zone.OpReset)},
+		{name: "zone_append", alt: "zap", argmin: 2, argmax: -1, opts: "p", args: "[-p] offset len [len..]", oneline: "append write a number of bytes at a specified offset",
+			help: ` appends buffers at the write pointer of a zone
+
+ Example:
+ 'zap -p 0 4k' - appends 4 KiB to the first zone and prints where it landed
+ 'zap 64M 4k 8k' - appends 4 KiB, then 8 KiB, to the zone at 64 MiB
+
+ The offset must be the start of a sequential zone. Each buffer holds 0xcd
+ bytes and its length is a multiple of 512; together they hold at most
+ zone.max_append_bytes. The data lands at the zone's write pointer, which
+ moves past it.
+ -p, -- print the sector where the data landed
+`, writes: true, run: (*Shell).zoneAppend},
+		{name: "help", alt: "?", argmin: 0, argmax: 1, args: "[command]", oneline: "help for one or all commands",
+			help: ` prints help for one command, or lists every command
+
+ Example:
+ 'help' - lists every command with a one-line description
+ 'help zrp' - describes zone_report, with examples and its options
+`, run: (*Shell).help},
+		{name: "quit", alt: "q", argmin: 0, argmax: 0, args: "", oneline: "exit the program",
+			help: ` ends the session
+
+ Example:
+ 'quit' - flushes and closes the image, and exits
+
+ Commands after quit are not run. The end of the input or of the -c
+ commands ends the session the same way. The exit status is 1 if any
+ command of the session failed.
+`, run: func(s *Shell, _ *parsedArgs) error { s.quit = true; return nil }},
+	}
+}
+
+func lookup(name string) *command {
+	for _, c := range commands {
+		if c.name == name || c.alt == name {
+			return c
+		}
+	}
+	return nil
+}
+
+// Known reports whether name is a command (or its short name).
+func Known(name string) bool { return lookup(name) != nil }
+
+// Writes reports whether the named command needs the image opened for writing.
+func Writes(name string) bool {
+	c := lookup(name)
+	return c != nil && c.writes
+}
+
+// maxOperands returns the largest operand count the command accepts, or -1.
+func (c *command) maxOperands() int {
+	if c.exact != 0 {
+		return c.exact
+	}
+	return c.argmax
+}

@@ -1,0 +1,468 @@
+package create
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"unicode"
+
+	"github.com/zqimg/zqimg/pkg/image"
+	"golang.org/x/sys/unix"
+)
+
+// Role says which file a file wrapper (WithFileWrapper) wraps.
+type Role int
+
+const (
+	// RoleBuild is the file the new image is laid out in: an anonymous
+	// O_TMPFILE file in the target's directory, or memory where the file
+	// system has no O_TMPFILE.
+	RoleBuild Role = iota
+	// RoleTarget is the file at the path given to Create, when Create
+	// writes it: an existing file, whose content is replaced in place, or
+	// a new file made without O_TMPFILE.
+	RoleTarget
+)
+
+func (r Role) String() string {
+	if r == RoleBuild {
+		return "build"
+	}
+	return "target"
+}
+
+// Option changes how Create works; the options exist for tests.
+type Option func(*config)
+
+type config struct {
+	wrap       func(Role, image.File) image.File
+	noTmpfile  bool
+	beforeLink func() // called just before a new image is linked into place
+}
+
+func (c *config) file(r Role, f image.File) image.File {
+	if c.wrap == nil {
+		return f
+	}
+	return c.wrap(r, f)
+}
+
+// WithFileWrapper makes Create do every write, truncation and sync of a
+// file through wrap(role, file): tests inject failures this way.
+func WithFileWrapper(wrap func(Role, image.File) image.File) Option {
+	return func(c *config) { c.wrap = wrap }
+}
+
+// WithoutTmpfile makes Create work as on a file system without O_TMPFILE.
+func WithoutTmpfile() Option { return func(c *config) { c.noTmpfile = true } }
+
+// Error is a failure to create the image file, worded as qemu-img's
+// "Could not create 'PATH': Reason".
+type Error struct {
+	Path string
+	Err  error
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("Could not create '%s': %s", e.Path, reason(e.Err))
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// ErrAppeared is why a new image was not put in place: a file of the same
+// name appeared while the image was being built.
+var ErrAppeared = errors.New("a file of that name appeared while the image was being built (it was left alone)")
+
+// errNotRegular refuses targets that are neither regular files nor absent.
+//
+//lint:ignore ST1005 worded as strerror, like the errno reasons
+var errNotRegular = errors.New("Not a regular file")
+
+// reason returns the text of err; an errno is worded as strerror does
+// ("No such file or directory").
+func reason(err error) string {
+	var errno unix.Errno
+	if errors.As(err, &errno) {
+		m := []rune(errno.Error())
+		if len(m) > 0 {
+			m[0] = unicode.ToUpper(m[0])
+		}
+		return string(m)
+	}
+	return err.Error()
+}
+
+// Create writes the image described by s to path, as qemu-img create does
+// and with these guarantees:
+//
+//   - An existing file is opened first and QEMU's write lock is taken on it
+//     (see image.Lock) and held until Create returns: if another process
+//     uses the image, Create fails with the *image.LockError and writes
+//     nothing. The new image replaces the file's content in place, so the
+//     file keeps its inode, permissions and hard links, and a symbolic link
+//     at path stays a link to it.
+//   - A new file (or the missing target of a dangling symbolic link) gets
+//     mode 0666 minus the process umask, applied by the kernel.
+//   - The image is first built completely in an anonymous O_TMPFILE file
+//     in the target's directory, which disappears with the process. A new
+//     image is then linked into place with linkat (never over a file that
+//     appeared meanwhile: that fails with ErrAppeared). For an existing
+//     file, the target is truncated to 0, everything but the first 512
+//     bytes (which hold the qcow2 magic) is copied from the built image,
+//     holes skipped, the file is synced, then the first 512 bytes are
+//     written and the file synced again.
+//   - Where the file system has no O_TMPFILE, the image is built in
+//     memory, and a new file is created exclusively and filled in the same
+//     order as an existing one.
+//
+// So at every moment, a crash or a kill included, the target is the old
+// file, a file without a qcow2 header, or the complete new image, no
+// temporary file is left behind, and on failure a new file is removed.
+func Create(path string, s *Spec, opts ...Option) (err error) {
+	var cfg config
+	for _, o := range opts {
+		o(&cfg)
+	}
+	target, err := resolveLinks(path)
+	if err != nil {
+		return &Error{Path: path, Err: err}
+	}
+	existing, err := openExisting(target)
+	if err != nil {
+		return &Error{Path: path, Err: err}
+	}
+	if existing != nil {
+		defer existing.Close() // releases the lock
+		if err := image.Lock(existing, path, false); err != nil {
+			return err
+		}
+	}
+	build, err := newBuildFile(filepath.Dir(target), cfg.noTmpfile)
+	if err != nil {
+		return &Error{Path: path, Err: err}
+	}
+	defer build.Close()
+	if err := image.Format(cfg.file(RoleBuild, build), s.Image); err != nil {
+		return err
+	}
+	sector := int64(512)
+	switch {
+	case existing != nil:
+		if err := replaceInPlace(cfg.file(RoleTarget, osFile{existing}), build, sector); err != nil {
+			return fmt.Errorf("replacing the content of %s (it may now hold no image): %w", path, err)
+		}
+		return nil
+	case build.fd >= 0:
+		if cfg.beforeLink != nil {
+			cfg.beforeLink()
+		}
+		if err := linkTmpfile(build.fd, target); err != nil {
+			if errors.Is(err, unix.EEXIST) {
+				err = ErrAppeared
+			}
+			return &Error{Path: path, Err: err}
+		}
+		syncDir(filepath.Dir(target))
+		return nil
+	}
+	// No O_TMPFILE: create the file exclusively, hold the write lock, and
+	// fill it magic last.
+	f, err := os.OpenFile(target, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o666)
+	if err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			err = ErrAppeared
+		}
+		return &Error{Path: path, Err: err}
+	}
+	defer func() {
+		f.Close()
+		if err != nil {
+			os.Remove(target)
+		}
+	}()
+	if err := image.Lock(f, path, false); err != nil {
+		return err
+	}
+	if err := replaceInPlace(cfg.file(RoleTarget, osFile{f}), build, sector); err != nil {
+		return err
+	}
+	syncDir(filepath.Dir(target))
+	return nil
+}
+
+// resolveLinks follows symbolic links at the end of path (path itself, the
+// link's target, ...) to the name the image goes to: the first name that is
+// not a symbolic link, existing or not. Directories on the way are left to
+// the kernel.
+func resolveLinks(path string) (string, error) {
+	p := path
+	for range 40 {
+		st, err := os.Lstat(p)
+		if err != nil || st.Mode()&fs.ModeSymlink == 0 {
+			return p, nil
+		}
+		dest, err := os.Readlink(p)
+		if err != nil {
+			return "", err
+		}
+		if !filepath.IsAbs(dest) {
+			// Relative to the link's directory, as the kernel resolves it
+			// (no lexical cleaning: a directory may be a link itself).
+			dest = p[:strings.LastIndexByte(p, '/')+1] + dest
+		}
+		p = dest
+	}
+	return "", unix.ELOOP
+}
+
+// openExisting opens target for writing, or returns nil if it does not
+// exist. It refuses what is not a regular file.
+func openExisting(target string) (*os.File, error) {
+	f, err := os.OpenFile(target, os.O_RDWR|unix.O_NONBLOCK|unix.O_NOCTTY, 0)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		f.Close()
+		return nil, errNotRegular
+	}
+	return f, nil
+}
+
+// buildFile is where the new image is laid out: an O_TMPFILE file (fd >=
+// 0) or memory.
+type buildFile struct {
+	image.File
+	fd  int      // the O_TMPFILE descriptor, or -1
+	mem *memFile // when in memory
+	os  *os.File // when in an O_TMPFILE file
+}
+
+// newBuildFile opens an anonymous O_TMPFILE file in dir, or, where the
+// file system does not support it (or noTmpfile), a file in memory.
+func newBuildFile(dir string, noTmpfile bool) (*buildFile, error) {
+	if !noTmpfile {
+		fd, err := unix.Open(dir, unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o666)
+		if err == nil {
+			f := os.NewFile(uintptr(fd), filepath.Join(dir, "(O_TMPFILE)"))
+			return &buildFile{File: osFile{f}, fd: fd, os: f}, nil
+		}
+		// Old kernels or file systems without O_TMPFILE.
+		if !errors.Is(err, unix.EOPNOTSUPP) && !errors.Is(err, unix.EISDIR) && !errors.Is(err, unix.EINVAL) {
+			return nil, err
+		}
+		if st, serr := os.Stat(dir); serr != nil || !st.IsDir() {
+			return nil, err
+		}
+	}
+	m := &memFile{}
+	return &buildFile{File: m, fd: -1, mem: m}, nil
+}
+
+// extents calls fn for each range of the build file that may hold data, in
+// order (holes are skipped).
+func (b *buildFile) extents(fn func(off, n int64) error) error {
+	size, err := b.Size()
+	if err != nil {
+		return err
+	}
+	if b.mem != nil {
+		const block = 64 << 10
+		data := b.mem.b
+		for off := int64(0); off < size; off += block {
+			end := min(off+block, size)
+			if !allZero(data[off:end]) {
+				if err := fn(off, end-off); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	for off := int64(0); off < size; {
+		start, err := unix.Seek(b.fd, off, unix.SEEK_DATA)
+		if errors.Is(err, unix.ENXIO) {
+			return nil // no data after off
+		}
+		if err != nil {
+			// No SEEK_DATA: copy everything.
+			return fn(off, size-off)
+		}
+		end, err := unix.Seek(b.fd, start, unix.SEEK_HOLE)
+		if err != nil {
+			end = size
+		}
+		end = min(end, size)
+		if err := fn(start, end-start); err != nil {
+			return err
+		}
+		off = end
+	}
+	return nil
+}
+
+func allZero(b []byte) bool {
+	for len(b) >= 8 {
+		if b[0]|b[1]|b[2]|b[3]|b[4]|b[5]|b[6]|b[7] != 0 {
+			return false
+		}
+		b = b[8:]
+	}
+	return bytes.Count(b, []byte{0}) == len(b)
+}
+
+// replaceInPlace makes dst a copy of the built image src so that dst never
+// holds a qcow2 magic before it holds the complete image: truncate to 0 and
+// to the image's length, copy every extent but the first magicLen bytes,
+// sync, write the first magicLen bytes (a sector: written whole or not at
+// all), sync.
+func replaceInPlace(dst image.File, src *buildFile, magicLen int64) error {
+	size, err := src.Size()
+	if err != nil {
+		return err
+	}
+	if size < magicLen {
+		return fmt.Errorf("the built image has only %d bytes", size)
+	}
+	if err := dst.Truncate(0); err != nil {
+		return err
+	}
+	if err := dst.Truncate(size); err != nil {
+		return err
+	}
+	buf := make([]byte, 1<<20)
+	err = src.extents(func(off, n int64) error {
+		if off < magicLen {
+			skip := min(magicLen-off, n)
+			off, n = off+skip, n-skip
+		}
+		for n > 0 {
+			k := min(n, int64(len(buf)))
+			if _, err := src.ReadAt(buf[:k], off); err != nil && !errors.Is(err, io.EOF) {
+				return err
+			}
+			if _, err := dst.WriteAt(buf[:k], off); err != nil {
+				return err
+			}
+			off, n = off+k, n-k
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if err := dst.Sync(); err != nil {
+		return err
+	}
+	head := buf[:magicLen]
+	if _, err := src.ReadAt(head, 0); err != nil && !errors.Is(err, io.EOF) {
+		return err
+	}
+	if _, err := dst.WriteAt(head, 0); err != nil {
+		return err
+	}
+	return dst.Sync()
+}
+
+// linkTmpfile gives the O_TMPFILE file fd the name target; it fails with
+// EEXIST if the name exists.
+func linkTmpfile(fd int, target string) error {
+	err := unix.Linkat(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(fd), unix.AT_FDCWD, target, unix.AT_SYMLINK_FOLLOW)
+	if errors.Is(err, unix.ENOENT) {
+		if _, serr := os.Stat("/proc/self/fd"); serr != nil {
+			// No /proc: AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH.
+			err = unix.Linkat(fd, "", unix.AT_FDCWD, target, unix.AT_EMPTY_PATH)
+		}
+	}
+	return err
+}
+
+// syncDir makes a new directory entry durable (best effort).
+func syncDir(dir string) {
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+}
+
+// osFile is an image.File over an *os.File; Sync is fdatasync.
+type osFile struct{ f *os.File }
+
+func (o osFile) ReadAt(p []byte, off int64) (int, error)  { return o.f.ReadAt(p, off) }
+func (o osFile) WriteAt(p []byte, off int64) (int, error) { return o.f.WriteAt(p, off) }
+func (o osFile) Truncate(n int64) error                   { return o.f.Truncate(n) }
+func (o osFile) Close() error                             { return o.f.Close() }
+
+func (o osFile) Sync() error {
+	for {
+		err := unix.Fdatasync(int(o.f.Fd()))
+		if !errors.Is(err, unix.EINTR) {
+			if err != nil {
+				return fmt.Errorf("fdatasync %s: %w", o.f.Name(), err)
+			}
+			return nil
+		}
+	}
+}
+
+func (o osFile) Size() (int64, error) {
+	st, err := o.f.Stat()
+	if err != nil {
+		return 0, err
+	}
+	return st.Size(), nil
+}
+
+// memFile is an image.File in memory.
+type memFile struct{ b []byte }
+
+func (m *memFile) ReadAt(p []byte, off int64) (int, error) {
+	if off >= int64(len(m.b)) {
+		return 0, io.EOF
+	}
+	n := copy(p, m.b[off:])
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+func (m *memFile) WriteAt(p []byte, off int64) (int, error) {
+	if end := off + int64(len(p)); end > int64(len(m.b)) {
+		m.Truncate(end)
+	}
+	return copy(m.b[off:], p), nil
+}
+
+func (m *memFile) Truncate(n int64) error {
+	switch {
+	case n <= int64(len(m.b)):
+		clear(m.b[n:])
+		m.b = m.b[:n]
+	case n <= int64(cap(m.b)):
+		m.b = m.b[:n]
+	default:
+		nb := make([]byte, n, max(n, 2*int64(cap(m.b))))
+		copy(nb, m.b)
+		m.b = nb
+	}
+	return nil
+}
+
+func (m *memFile) Sync() error          { return nil }
+func (m *memFile) Close() error         { return nil }
+func (m *memFile) Size() (int64, error) { return int64(len(m.b)), nil }
