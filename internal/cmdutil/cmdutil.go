@@ -74,6 +74,27 @@ func ExactlyOneFile(_ *cobra.Command, args []string) error {
 	return nil
 }
 
+// Operands is a cobra.PositionalArgs requiring exactly the named operands
+// (the first is the image file), with qemu-img's wording: "Expecting image
+// file name" or "Expecting NAME" for a missing one, "Unexpected argument:
+// X" for one too many.
+func Operands(names ...string) func(*cobra.Command, []string) error {
+	return func(_ *cobra.Command, args []string) error {
+		switch {
+		case len(args) == 0:
+			//lint:ignore ST1005 qemu-img's message
+			return errors.New("Expecting image file name")
+		case len(args) < len(names):
+			//lint:ignore ST1005 qemu-img's wording
+			return fmt.Errorf("Expecting %s", names[len(args)])
+		case len(args) > len(names):
+			//lint:ignore ST1005 qemu-img's message
+			return fmt.Errorf("Unexpected argument: %s", args[len(names)])
+		}
+		return nil
+	}
+}
+
 // AtMostFileAndSize is a cobra.PositionalArgs for [FILE [SIZE]] with
 // qemu-img create's message for more: "Unexpected argument: X". (A missing
 // FILE is reported by the command, after "-o help" had its chance.)

@@ -154,7 +154,7 @@ func Create(path string, s *Spec, opts ...Option) (err error) {
 	sector := int64(512)
 	switch {
 	case existing != nil:
-		if err := replaceInPlace(cfg.file(RoleTarget, osFile{existing}), build, sector); err != nil {
+		if err := replaceInPlace(cfg.file(RoleTarget, image.WrapOSFile(existing)), build, sector); err != nil {
 			return fmt.Errorf("replacing the content of %s (it may now hold no image): %w", path, err)
 		}
 		return nil
@@ -189,7 +189,7 @@ func Create(path string, s *Spec, opts ...Option) (err error) {
 	if err := image.Lock(f, path, false); err != nil {
 		return err
 	}
-	if err := replaceInPlace(cfg.file(RoleTarget, osFile{f}), build, sector); err != nil {
+	if err := replaceInPlace(cfg.file(RoleTarget, image.WrapOSFile(f)), build, sector); err != nil {
 		return err
 	}
 	syncDir(filepath.Dir(target))
@@ -259,7 +259,7 @@ func newBuildFile(dir string, noTmpfile bool) (*buildFile, error) {
 		fd, err := unix.Open(dir, unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o666)
 		if err == nil {
 			f := os.NewFile(uintptr(fd), filepath.Join(dir, "(O_TMPFILE)"))
-			return &buildFile{File: osFile{f}, fd: fd, os: f}, nil
+			return &buildFile{File: image.WrapOSFile(f), fd: fd, os: f}, nil
 		}
 		// Old kernels or file systems without O_TMPFILE.
 		if !errors.Is(err, unix.EOPNOTSUPP) && !errors.Is(err, unix.EISDIR) && !errors.Is(err, unix.EINVAL) {
@@ -399,34 +399,6 @@ func syncDir(dir string) {
 	}
 }
 
-// osFile is an image.File over an *os.File; Sync is fdatasync.
-type osFile struct{ f *os.File }
-
-func (o osFile) ReadAt(p []byte, off int64) (int, error)  { return o.f.ReadAt(p, off) }
-func (o osFile) WriteAt(p []byte, off int64) (int, error) { return o.f.WriteAt(p, off) }
-func (o osFile) Truncate(n int64) error                   { return o.f.Truncate(n) }
-func (o osFile) Close() error                             { return o.f.Close() }
-
-func (o osFile) Sync() error {
-	for {
-		err := unix.Fdatasync(int(o.f.Fd()))
-		if !errors.Is(err, unix.EINTR) {
-			if err != nil {
-				return fmt.Errorf("fdatasync %s: %w", o.f.Name(), err)
-			}
-			return nil
-		}
-	}
-}
-
-func (o osFile) Size() (int64, error) {
-	st, err := o.f.Stat()
-	if err != nil {
-		return 0, err
-	}
-	return st.Size(), nil
-}
-
 // memFile is an image.File in memory.
 type memFile struct{ b []byte }
 
@@ -460,6 +432,14 @@ func (m *memFile) Truncate(n int64) error {
 		copy(nb, m.b)
 		m.b = nb
 	}
+	return nil
+}
+
+func (m *memFile) ZeroRange(off, n int64) error {
+	if end := off + n; end > int64(len(m.b)) {
+		m.Truncate(end)
+	}
+	clear(m.b[off : off+n])
 	return nil
 }
 

@@ -108,6 +108,11 @@ func OpenFileOptions(path string, o FileOptions) (*OSFile, error) {
 	return of, nil
 }
 
+// WrapOSFile returns an OSFile over f, an already open regular file, for
+// code that manages the file's life and locks itself (pkg/create builds
+// images in anonymous O_TMPFILE files). Sync is fdatasync; no direct I/O.
+func WrapOSFile(f *os.File) *OSFile { return &OSFile{f: f, path: f.Name()} }
+
 func openOS(path string, flag int, direct bool) (*os.File, error) {
 	if direct {
 		flag |= unix.O_DIRECT

@@ -64,12 +64,7 @@ beyond max_open_zones with EBUSY, as zonefs's option does.`,
 		Example: `  mkdir -p mnt && zqimg mount zbc.qcow2 mnt &
   dd if=/dev/urandom of=mnt/seq/0 bs=64k count=16 oflag=append conv=notrunc
   ls -l mnt/seq; umount mnt`,
-		Args: func(cmd *cobra.Command, args []string) error {
-			if len(args) != 2 {
-				return fmt.Errorf("expecting an image file name and a mount point (IMAGE DIR), got %d argument(s)", len(args))
-			}
-			return nil
-		},
+		Args: cmdutil.Operands("image file name", "mount point"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.File, o.Dir = args[0], args[1]
 			if runF != nil {
