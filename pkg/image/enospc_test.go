@@ -55,7 +55,7 @@ func fullDisk(t *testing.T, cfg crashConfig, seed int64) {
 		if op.n == 0 && op.kind != opFlush {
 			continue
 		}
-			err := apply(d, op, tr)
+		err := apply(d, op, tr)
 		switch {
 		case err == nil:
 		case zone.IsZoneError(err):
