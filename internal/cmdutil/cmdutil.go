@@ -135,3 +135,12 @@ func (v nocacheValue) Set(s string) error {
 
 func (v nocacheValue) Type() string     { return "bool" }
 func (v nocacheValue) IsBoolFlag() bool { return true }
+
+// WarnDirectIO prints a warning when the cache mode asked for O_DIRECT but
+// the image's file system refused it (the image is then used through the
+// page cache; writethrough/flush durability is unchanged).
+func (s *IOStreams) WarnDirectIO(img interface{ DirectIOError() error }) {
+	if err := img.DirectIOError(); err != nil {
+		s.Warnf("%v", err)
+	}
+}

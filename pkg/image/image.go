@@ -445,6 +445,16 @@ func (img *Image) AllocatedBytes() (n int64, ok bool) {
 	return n, err == nil
 }
 
+// DirectIOError says why the cache mode asked for direct I/O (O_DIRECT)
+// but the image file is used through the page cache (its file system
+// refused O_DIRECT), or returns nil.
+func (img *Image) DirectIOError() error {
+	if o, ok := img.raw.(*OSFile); ok {
+		return o.DirectIOError()
+	}
+	return nil
+}
+
 // HostReadAt reads raw bytes of the image file, for structures owned by a
 // layer above this package (the zoned write-pointer table).
 func (img *Image) HostReadAt(p []byte, off int64) error {

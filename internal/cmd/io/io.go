@@ -93,6 +93,7 @@ func Run(o *Options) error {
 		o.IO.Errorf("can't open device %s: %v", o.File, err)
 		return cmdutil.Exit(1)
 	}
+	o.IO.WarnDirectIO(dev.Image())
 	sh := ioshell.New(dev, o.IO.Out, o.IO.ErrOut)
 	sh.ForceShare = o.ForceShare
 	if len(o.Commands) > 0 {

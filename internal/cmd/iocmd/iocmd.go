@@ -108,6 +108,7 @@ func Run(o *Options) error {
 		o.IO.Errorf("can't open device %s: %v", ss.File, err)
 		return cmdutil.Exit(1)
 	}
+	o.IO.WarnDirectIO(dev.Image())
 	sh := ioshell.New(dev, o.IO.Out, o.IO.ErrOut)
 	sh.ForceShare = ss.ForceShare
 	ok := sh.Exec(ss.Call)

@@ -125,6 +125,7 @@ func Run(o *Options) error {
 		ios.Errorf("can't open device %s: %v", o.File, err)
 		return cmdutil.Exit(1)
 	}
+	ios.WarnDirectIO(dev.Image())
 	if !dev.Zoned() {
 		dev.Close()
 		ios.Errorf("%s is not a zoned image: zqimg mount serves images created with -o zone.mode=host-managed; a plain image has no zones to show as files", o.File)
