@@ -5,9 +5,6 @@ import (
 	"math"
 	"strconv"
 
-	"github.com/olekukonko/tablewriter"
-	"github.com/olekukonko/tablewriter/renderer"
-	"github.com/olekukonko/tablewriter/tw"
 	"github.com/zqimg/zqimg/pkg/zone"
 )
 
@@ -55,18 +52,11 @@ func (s *Shell) zoneReport(p *parsedArgs) error {
 		}
 		s.Out.WriteString("\n]\n")
 	case "table":
-		t := tablewriter.NewTable(s.Out, tablewriter.WithRenderer(renderer.NewBlueprint(tw.Rendition{Symbols: tw.NewSymbols(tw.StyleASCII)})),
-			tablewriter.WithRowAlignment(tw.AlignRight))
-		t.Header("Zone", "Start", "Len", "Cap", "Wptr", "Cond", "Type")
-		for z, err := range zones {
-			if err != nil {
-				return s.fail("zone report", err)
-			}
-			t.Append(strconv.FormatUint(z.Start/s.zoneSize(), 10), hex(z.Start/512), hex(z.Len/512), hex(z.Cap/512), hex(z.WP/512),
-				fmt.Sprintf("%d(%s)", z.Cond, z.Cond.Short()), fmt.Sprintf("%d(%s)", z.Type, z.Type))
-		}
-		if err := t.Render(); err != nil {
-			return err
+		h := s.Dev.Header()
+		first := uint64(offset) / h.ZoneSize
+		t := newZoneTable(h, first, min(nr, uint64(h.NrZones)-first))
+		if err := t.write(s, zones, h.ZoneSize); err != nil {
+			return s.fail("zone report", err)
 		}
 	default:
 		var line []byte
