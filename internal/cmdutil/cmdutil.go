@@ -51,18 +51,6 @@ func (s *IOStreams) Fail(err error) error {
 	return Exit(1)
 }
 
-// ExitCode maps the error a command returned to the process exit status.
-func ExitCode(err error) int {
-	if err == nil {
-		return 0
-	}
-	var ee *ExitError
-	if errors.As(err, &ee) {
-		return ee.Code
-	}
-	return 1
-}
-
 // ExactlyOneFile is a cobra.PositionalArgs requiring a single image file,
 // with qemu-img's message for any other count (qemu-img info, check, map,
 // ... print "Expecting one image file name" for none and for several).

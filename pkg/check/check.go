@@ -453,7 +453,7 @@ func (c *checker) featureNames(mask uint64) []string {
 			}
 		}
 	}
-	for _, f := range image.DefaultFeatures {
+	for _, f := range image.DefaultFeatures() {
 		if f.Type == image.FeatureIncompatible && mask&(1<<f.Bit) != 0 {
 			names = append(names, f.Name)
 			mask &^= 1 << f.Bit

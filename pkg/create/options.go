@@ -35,9 +35,9 @@ type OptionDef struct {
 // Type names the option's value type as qemu-img's help does.
 func (d OptionDef) Type() string { return d.kind.String() }
 
-// Defs lists the supported options in the order qemu-img prints them in
+// defs lists the supported options in the order qemu-img prints them in
 // its "Formatting ..." line.
-var Defs = []OptionDef{
+var defs = []OptionDef{
 	{"cluster_size", kindSize, "qcow2 cluster size", "65536"},
 	{"extended_l2", kindBool, "Extended L2 tables", "off"},
 	{"preallocation", kindString, "Preallocation mode (allowed values: off)", ""},
@@ -108,7 +108,7 @@ type Options struct {
 }
 
 func lookup(name string) (OptionDef, bool) {
-	for _, d := range Defs {
+	for _, d := range defs {
 		if d.Name == name {
 			return d, true
 		}
@@ -238,7 +238,7 @@ func parseValue(def OptionDef, s string) (value, error) {
 func (o *Options) Formatting(filename string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Formatting '%s', fmt=qcow2", filename)
-	for _, d := range Defs {
+	for _, d := range defs {
 		v, ok := o.set[d.Name]
 		text := v.text
 		if !ok {
@@ -257,7 +257,7 @@ func (o *Options) Formatting(filename string) string {
 
 // Help returns the option list printed for "-o help".
 func Help() string {
-	defs := slices.Clone(Defs)
+	defs := slices.Clone(defs)
 	slices.SortFunc(defs, func(a, b OptionDef) int { return strings.Compare(a.Name, b.Name) })
 	var b strings.Builder
 	b.WriteString("Supported qcow2 options:\n")

@@ -92,7 +92,7 @@ func Format(f File, o CreateOptions) error {
 	var exts []Extension
 	if o.Version == 3 && cs > 4096 {
 		// QEMU omits the feature name table for clusters of 4 KiB and less.
-		exts = append(exts, Extension{Magic: ExtFeatureTable, Data: MarshalFeatureTable(DefaultFeatures)})
+		exts = append(exts, Extension{Magic: ExtFeatureTable, Data: MarshalFeatureTable(defaultFeatures)})
 	}
 	for _, t := range o.Tables {
 		off, err := img.rc.alloc(uint64(len(t.Data)))
@@ -124,7 +124,7 @@ func Format(f File, o CreateOptions) error {
 	if err := img.rc.writeBlocksSync(); err != nil {
 		return err
 	}
-	hc, err := marshalHeaderCluster(&img.hdr, exts, "", cs)
+	hc, err := marshalHeaderCluster(&img.hdr, exts, cs)
 	if err != nil {
 		return err
 	}
@@ -134,21 +134,15 @@ func Format(f File, o CreateOptions) error {
 	return f.Sync()
 }
 
-// marshalHeaderCluster encodes the header, its extensions, the end marker
-// and the backing file name into one cluster, as qcow2_update_header does.
-func marshalHeaderCluster(h *Header, exts []Extension, backing string, cs uint64) ([]byte, error) {
-	hh := *h
-	b := hh.Marshal()
+// marshalHeaderCluster encodes the header, its extensions and the end
+// marker into one cluster, as qcow2_update_header does (images made here
+// have no backing file).
+func marshalHeaderCluster(h *Header, exts []Extension, cs uint64) ([]byte, error) {
+	b := h.Marshal()
 	for _, e := range exts {
 		b = AppendExtension(b, e)
 	}
 	b = AppendExtension(b, Extension{Magic: ExtEnd})
-	if backing != "" {
-		hh.BackingFileOffset = uint64(len(b))
-		hh.BackingFileSize = uint32(len(backing))
-		copy(b, hh.Marshal())
-		b = append(b, backing...)
-	}
 	if uint64(len(b)) > cs {
 		return nil, fmt.Errorf("header and extensions (%d bytes) do not fit in a cluster of %d bytes", len(b), cs)
 	}

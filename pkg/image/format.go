@@ -12,6 +12,7 @@ package image
 import (
 	"encoding/binary"
 	"fmt"
+	"slices"
 )
 
 // Magic is the first four bytes of every qcow2 file: 'Q', 'F', 'I', 0xfb.
@@ -418,9 +419,11 @@ func MarshalFeatureTable(fs []Feature) []byte {
 	return b
 }
 
-// DefaultFeatures is the feature name table QEMU (with the zoned patch)
+// DefaultFeatures returns the feature name table QEMU (with the zoned patch)
 // writes into every version 3 image whose clusters are larger than 4 KiB.
-var DefaultFeatures = []Feature{
+func DefaultFeatures() []Feature { return slices.Clone(defaultFeatures) }
+
+var defaultFeatures = []Feature{
 	{FeatureIncompatible, 0, "dirty bit"},
 	{FeatureIncompatible, 1, "corrupt bit"},
 	{FeatureIncompatible, 2, "external data file"},

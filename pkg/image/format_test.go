@@ -663,11 +663,11 @@ func TestFeatureTableGolden(t *testing.T) {
 	if !reflect.DeepEqual(fs, want) {
 		t.Errorf("parsed %v\nwant %v", fs, want)
 	}
-	if !reflect.DeepEqual(DefaultFeatures, want) {
-		t.Errorf("DefaultFeatures = %v", DefaultFeatures)
+	if !reflect.DeepEqual(DefaultFeatures(), want) {
+		t.Errorf("DefaultFeatures() = %v", DefaultFeatures())
 	}
-	if m := MarshalFeatureTable(DefaultFeatures); !bytes.Equal(m, data) {
-		t.Errorf("MarshalFeatureTable(DefaultFeatures) differs from the golden table\n got %x\nwant %x", m, data)
+	if m := MarshalFeatureTable(DefaultFeatures()); !bytes.Equal(m, data) {
+		t.Errorf("MarshalFeatureTable(DefaultFeatures()) differs from the golden table\n got %x\nwant %x", m, data)
 	}
 	// Every zoned golden image with clusters > 4K carries the same table.
 	for _, name := range []string{"iotest", "conv-cap", "plain-extl2", "small-last-zone", "defaults"} {

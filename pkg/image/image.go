@@ -315,7 +315,7 @@ func (img *Image) featureNames(mask uint64) []string {
 			mask &^= 1 << f.Bit
 		}
 	}
-	for _, f := range DefaultFeatures {
+	for _, f := range defaultFeatures {
 		if f.Type == FeatureIncompatible && mask&(1<<f.Bit) != 0 && f.Bit >= 2 {
 			names = append(names, f.Name)
 			mask &^= 1 << f.Bit

@@ -41,14 +41,3 @@ func (e *Error) Errno() syscall.Errno { return e.Code }
 func zerr(sentinel error, code syscall.Errno, format string, args ...any) error {
 	return &Error{Err: sentinel, Code: code, Msg: fmt.Sprintf(format, args...)}
 }
-
-// errnoFor returns the errno QEMU's qcow2 zoned driver uses for a sentinel.
-func errnoFor(sentinel error) syscall.Errno {
-	switch sentinel {
-	case ErrNotZoned:
-		return syscall.ENOTSUP
-	case ErrConventional:
-		return syscall.EIO
-	}
-	return syscall.EINVAL
-}

@@ -57,8 +57,6 @@ func (c Cond) Short() string {
 	return fmt.Sprintf("x%X", uint8(c))
 }
 
-// Conds lists the conditions in report order.
-var Conds = []Cond{CondNotWP, CondEmpty, CondImpOpen, CondExpOpen, CondClosed, CondFull}
 
 // Type is a zone type, numbered as Linux's BLK_ZONE_TYPE_*.
 type Type uint8

@@ -10,9 +10,9 @@ import (
 	"github.com/zqimg/zqimg/internal/cmd/check"
 	"github.com/zqimg/zqimg/internal/cmd/create"
 	"github.com/zqimg/zqimg/internal/cmd/info"
-	iocmd "github.com/zqimg/zqimg/internal/cmd/io"
-	single "github.com/zqimg/zqimg/internal/cmd/iocmd"
 	"github.com/zqimg/zqimg/internal/cmd/mount"
+	"github.com/zqimg/zqimg/internal/cmd/oneshot"
+	"github.com/zqimg/zqimg/internal/cmd/session"
 	"github.com/zqimg/zqimg/internal/cmdutil"
 )
 
@@ -46,11 +46,9 @@ device. Its options and output follow qemu-img and qemu-io.`,
 	root.AddCommand(check.NewCmdCheck(ios, nil))
 	root.AddCommand(create.NewCmdCreate(ios, nil))
 	root.AddCommand(info.NewCmdInfo(ios, nil))
-	root.AddCommand(iocmd.NewCmdIO(ios, nil))
+	root.AddCommand(session.NewCmdIO(ios, nil))
 	root.AddCommand(mount.NewCmdMount(ios, nil))
-	for _, s := range single.Specs {
-		root.AddCommand(single.NewCmd(ios, s, nil))
-	}
+	root.AddCommand(oneshot.NewCmds(ios)...)
 	return root
 }
 

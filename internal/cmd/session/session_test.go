@@ -1,7 +1,8 @@
-package io
+package session
 
 import (
 	"bytes"
+	"errors"
 	"strings"
 	"testing"
 
@@ -59,8 +60,20 @@ func TestRunRefusesBeforeOpening(t *testing.T) {
 		o.IO = &cmdutil.IOStreams{In: strings.NewReader(""), Out: &out, ErrOut: &errb}
 		o.File = "nosuch.qcow2"
 		err := Run(&o)
-		if cmdutil.ExitCode(err) != 1 || errb.String() != c.want || out.Len() != 0 {
-			t.Errorf("%+v: exit %d, stderr %q, stdout %q; want exit 1, %q", c.o, cmdutil.ExitCode(err), errb.String(), out.String(), c.want)
+		if exitCode(err) != 1 || errb.String() != c.want || out.Len() != 0 {
+			t.Errorf("%+v: exit %d, stderr %q, stdout %q; want exit 1, %q", c.o, exitCode(err), errb.String(), out.String(), c.want)
 		}
 	}
+}
+
+// exitCode is the exit status a command's error makes.
+func exitCode(err error) int {
+	var ee *cmdutil.ExitError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ee):
+		return ee.Code
+	}
+	return 1
 }

@@ -1,7 +1,7 @@
-// Package iocmd provides the single-shot commands (`zqimg write FILE ...`,
+// Package oneshot provides the single-shot commands (`zqimg write FILE ...`,
 // `zqimg zrp FILE ...`, ...): each opens the image, runs one qemu-io style
 // command and closes it.
-package iocmd
+package oneshot
 
 import (
 	"fmt"
@@ -29,8 +29,8 @@ type Spec struct {
 // command's own options.
 const common = "[-U] [-t CACHE] "
 
-// Specs lists the single-shot commands.
-var Specs = []Spec{
+// specs lists the single-shot commands.
+var specs = []Spec{
 	{"read", "read " + common + "[-qvC] [-P pattern [-s off] [-l len]] FILE OFFSET LEN", "Read from an image, optionally verifying a pattern", "  zqimg read -P 0x5a disk.qcow2 0 64k\n  zqimg read -v disk.qcow2 0 32\n  zqimg read -U -q disk.qcow2 0 1M"},
 	{"write", "write " + common + "[-qzCfnu] [-P pattern] FILE OFFSET LEN", "Write a pattern (default 0xcd) or zeroes (-z) to an image", "  zqimg write -P 0x5a disk.qcow2 0 64k\n  zqimg write -z disk.qcow2 1M 1M"},
 	{"discard", "discard " + common + "[-qC] FILE OFFSET LEN", "Deallocate a range so that it reads as zeroes", "  zqimg discard disk.qcow2 0 1M"},
@@ -52,6 +52,15 @@ Every single-shot command also takes:
                      unsafe, none or directsync, as qemu-io's -t
   -U, --force-share  open the image without taking locks; for reading
                      only (commands that write are refused)`
+
+// NewCmds returns every single-shot command.
+func NewCmds(ios *cmdutil.IOStreams) []*cobra.Command {
+	var cmds []*cobra.Command
+	for _, s := range specs {
+		cmds = append(cmds, NewCmd(ios, s, nil))
+	}
+	return cmds
+}
 
 // NewCmd returns the single-shot command described by spec.
 func NewCmd(ios *cmdutil.IOStreams, spec Spec, runF func(*Options) error) *cobra.Command {

@@ -1,6 +1,6 @@
-// Package io is the `zqimg io` command: one open session running
+// Package session is the `zqimg io` command: one open session running
 // qemu-io style commands.
-package io
+package session
 
 import (
 	"strings"
