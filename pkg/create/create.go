@@ -118,48 +118,86 @@ func resolveZone(o *Options, s *Spec) error {
 	if s.Image.Version != 3 {
 		return verr("zone.mode", "zone.mode=host-managed requires compat=1.1 (zoned images are qcow2 version 3)")
 	}
-	size := s.Image.Size
+	h, err := zoneGeometry(o, s.Image.Size)
+	if err != nil {
+		return err
+	}
+	ma, err := maxAppend(o, h.ZoneCapacity, s)
+	if err != nil {
+		return err
+	}
+	h.MaxAppendBytes = uint32(ma)
+	if err := zoneLimits(o, h, s); err != nil {
+		return err
+	}
+	s.Zone = h
+	s.Image.Incompatible |= image.IncompatZoned
+	s.Image.Tables = []image.Table{{
+		Data: zone.EncodeTable(h.InitialTable()),
+		Extension: func(off uint64) image.Extension {
+			h.MetaOffset = off
+			return image.Extension{Magic: zone.ExtMagic, Data: h.Marshal()}
+		},
+	}}
+	return nil
+}
+
+// zoneGeometry checks zone.size, zone.capacity and zone.conventional_zones
+// against the virtual size (bytes) and returns the zoned header they make
+// (limits and append size not set).
+func zoneGeometry(o *Options, size uint64) (*zone.Header, error) {
 	zs := o.num("zone.size", zone.DefaultZoneSize)
 	if zs == 0 {
-		return verr("zone.size", "zone.size must not be 0")
+		return nil, verr("zone.size", "zone.size must not be 0")
 	}
 	if zs < 512 || zs&(zs-1) != 0 {
-		return verr("zone.size", "zone.size %d must be a power of two of at least 512 bytes", zs)
+		return nil, verr("zone.size", "zone.size %d must be a power of two of at least 512 bytes", zs)
 	}
 	if size == 0 {
-		return verr("size", "a zoned image needs a size of at least one byte (size=0)")
+		return nil, verr("size", "a zoned image needs a size of at least one byte (size=0)")
 	}
 	nr := (size + zs - 1) / zs
 	if nr > zone.MaxZones {
-		return verr("zone.size", "size %d in zones of zone.size %d makes %d zones; at most %d are allowed", size, zs, nr, zone.MaxZones)
+		return nil, verr("zone.size", "size %d in zones of zone.size %d makes %d zones; at most %d are allowed", size, zs, nr, zone.MaxZones)
 	}
 	// A write-pointer entry holds a byte offset below 2^59 (bit 59 marks a
 	// conventional zone); the largest is that of a finished last zone, its
 	// start plus zone.size.
 	if end := nr * zs; end/zs != nr || end > MaxZonedEnd {
-		return verr("size", "size %d in %d zones of zone.size %d ends at byte %s; a zoned image must end below 2^59 = %d bytes (write pointers hold 59 bits; bit 59 marks a conventional zone)", size, nr, zs, zonedEnd(nr, zs), uint64(MaxZonedEnd)+1)
+		return nil, verr("size", "size %d in %d zones of zone.size %d ends at byte %s; a zoned image must end below 2^59 = %d bytes (write pointers hold 59 bits; bit 59 marks a conventional zone)", size, nr, zs, zonedEnd(nr, zs), uint64(MaxZonedEnd)+1)
 	}
 	capacity := o.num("zone.capacity", zs)
 	if capacity > zs {
-		return verr("zone.capacity", "zone.capacity %d exceeds zone.size %d", capacity, zs)
+		return nil, verr("zone.capacity", "zone.capacity %d exceeds zone.size %d", capacity, zs)
 	}
 	if capacity == 0 || capacity%512 != 0 {
-		return verr("zone.capacity", "zone.capacity %d must be a non-zero multiple of 512", capacity)
+		return nil, verr("zone.capacity", "zone.capacity %d must be a non-zero multiple of 512", capacity)
 	}
 	conv := o.num("zone.conventional_zones", 0)
 	if conv >= nr {
-		return verr("zone.conventional_zones", "zone.conventional_zones %d must be less than the number of zones %d (size %d / zone.size %d)", conv, nr, size, zs)
+		return nil, verr("zone.conventional_zones", "zone.conventional_zones %d must be less than the number of zones %d (size %d / zone.size %d)", conv, nr, size, zs)
 	}
-	ma, err := maxAppend(o, capacity, s)
-	if err != nil {
-		return err
-	}
+	return &zone.Header{
+		Model:             zone.ModelHostManaged,
+		ZoneSize:          zs,
+		ZoneCapacity:      capacity,
+		ConventionalZones: uint32(conv),
+		NrZones:           uint32(nr),
+		MetaSize:          8 * nr,
+	}, nil
+}
+
+// zoneLimits sets h's open and active limits from zone.max_active_zones
+// and zone.max_open_zones, clamping (with a warning in s) the values the
+// reference clamps.
+func zoneLimits(o *Options, h *zone.Header, s *Spec) error {
 	for _, n := range []string{"zone.max_active_zones", "zone.max_open_zones"} {
 		if v := o.num(n, 0); v > 1<<32-1 {
 			return verr(n, "%s %d is out of range (at most %d)", n, v, uint32(1<<32-1))
 		}
 	}
-	seq := nr - conv
+	nr := uint64(h.NrZones)
+	seq := nr - uint64(h.ConventionalZones)
 	active := o.num("zone.max_active_zones", 0)
 	if active > nr {
 		s.Warnings = append(s.Warnings, fmt.Sprintf("zone.max_active_zones %d exceeds the number of zones %d; using %d", active, nr, nr))
@@ -178,26 +216,7 @@ func resolveZone(o *Options, s *Spec) error {
 	} else {
 		open = min(open, seq)
 	}
-	s.Zone = &zone.Header{
-		Model:             zone.ModelHostManaged,
-		ZoneSize:          zs,
-		ZoneCapacity:      capacity,
-		ConventionalZones: uint32(conv),
-		NrZones:           uint32(nr),
-		MaxActiveZones:    uint32(active),
-		MaxOpenZones:      uint32(open),
-		MaxAppendBytes:    uint32(ma),
-		MetaSize:          8 * nr,
-	}
-	h := s.Zone
-	s.Image.Incompatible |= image.IncompatZoned
-	s.Image.Tables = []image.Table{{
-		Data: zone.EncodeTable(h.InitialTable()),
-		Extension: func(off uint64) image.Extension {
-			h.MetaOffset = off
-			return image.Extension{Magic: zone.ExtMagic, Data: h.Marshal()}
-		},
-	}}
+	h.MaxActiveZones, h.MaxOpenZones = uint32(active), uint32(open)
 	return nil
 }
 

@@ -274,114 +274,143 @@ func (r *refcounts) allocBlock(ci uint64) (*cacheEntry, error) {
 // plus additional clusters; it switches the header to it and frees the old
 // table (QEMU's qcow2_refcount_area). It returns the end of the new area.
 func (r *refcounts) area(start, additional uint64, exact bool, newIdx, newOff uint64) (uint64, error) {
+	a, err := r.planArea(start, additional, exact, newIdx, newOff)
+	if err != nil {
+		return 0, err
+	}
+	if err := r.fillArea(a); err != nil {
+		return 0, err
+	}
+	if err := r.installTable(a.table, a.tableOff); err != nil {
+		return 0, err
+	}
+	return a.end, nil
+}
+
+// refArea is the layout of a new refcount area: the new blocks from start,
+// then the new table at tableOff, up to end.
+type refArea struct {
+	start, tableOff, end uint64
+	table                []uint64 // the new table; entries of new blocks filled by fillArea
+	areaIdx, blocks      uint64   // table indexes [areaIdx, blocks) describe the area
+}
+
+// planArea sizes the new table and the blocks it needs and reserves their
+// space on disk.
+func (r *refcounts) planArea(start, additional uint64, exact bool, newIdx, newOff uint64) (*refArea, error) {
 	img := r.img
 	cs := img.cs
 	totalBlocks, _ := RefcountMetadataSize(start/cs+additional, cs, r.order, !exact)
-	if totalBlocks > MaxRefTableBytes/8 {
-		return 0, fmt.Errorf("refcount table would exceed %d bytes: %w", MaxRefTableBytes, syscall.EFBIG)
-	}
-	areaIdx := (start / cs) / r.rbEnts
 	tableSize := totalBlocks
 	if !exact {
 		tableSize += ceilDiv(totalBlocks, 2)
 	}
 	tableSize = roundUp(tableSize, cs/8)
-	tableClusters := tableSize * 8 / cs
-	if tableSize > MaxRefTableBytes/8 {
-		return 0, fmt.Errorf("refcount table would exceed %d bytes: %w", MaxRefTableBytes, syscall.EFBIG)
+	if totalBlocks > MaxRefTableBytes/8 || tableSize > MaxRefTableBytes/8 {
+		return nil, fmt.Errorf("refcount table would exceed %d bytes: %w", MaxRefTableBytes, syscall.EFBIG)
 	}
-	newTable := make([]uint64, tableSize)
-	if tableSize > r.maxIdx {
-		copy(newTable, r.table[:r.maxIdx+1])
-	} else {
-		copy(newTable, r.table[:tableSize])
-	}
+	a := &refArea{start: start, table: make([]uint64, tableSize), areaIdx: (start / cs) / r.rbEnts, blocks: totalBlocks}
+	copy(a.table, r.table[:min(tableSize, r.maxIdx+1)])
 	if newOff != 0 {
-		newTable[newIdx] = newOff
+		a.table[newIdx] = newOff
 	}
-	var additionalBlocks uint64
-	for i := areaIdx; i < totalBlocks; i++ {
-		if newTable[i] == 0 {
-			additionalBlocks++
+	var newBlocks uint64
+	for i := a.areaIdx; i < totalBlocks; i++ {
+		if a.table[i] == 0 {
+			newBlocks++
 		}
 	}
-	tableOff := start + additionalBlocks*cs
-	end := tableOff + tableClusters*cs
-	for c := start; c < end; c += cs {
+	a.tableOff = start + newBlocks*cs
+	a.end = a.tableOff + tableSize*8
+	for c := start; c < a.end; c += cs {
 		if rc, err := r.get(c >> img.cb); err != nil {
-			return 0, err
+			return nil, err
 		} else if rc != 0 {
-			return 0, img.signalCorruption(int64(c), "cluster %d, meant for new refcount structures, is in use", c/cs)
+			return nil, img.signalCorruption(int64(c), "cluster %d, meant for new refcount structures, is in use", c/cs)
 		}
 	}
-	if err := img.f.ZeroRange(int64(start), int64(end-start)); err != nil {
-		return 0, fmt.Errorf("reserving space for a new refcount table: %w", err)
+	if err := img.f.ZeroRange(int64(start), int64(a.end-start)); err != nil {
+		return nil, fmt.Errorf("reserving space for a new refcount table: %w", err)
 	}
-	blockOff := start
-	for i := areaIdx; i < totalBlocks; i++ {
+	return a, nil
+}
+
+// fillArea creates the new blocks in the cache and counts every cluster of
+// the area (blocks and table) with refcount 1.
+func (r *refcounts) fillArea(a *refArea) error {
+	img := r.img
+	cs := img.cs
+	blockOff := a.start
+	for i := a.areaIdx; i < a.blocks; i++ {
 		var blk *cacheEntry
-		if newTable[i] != 0 {
-			b, err := r.rbc.get(newTable[i] & RefTableOffMask)
+		if a.table[i] != 0 {
+			b, err := r.rbc.get(a.table[i] & RefTableOffMask)
 			if err != nil {
-				return 0, err
+				return err
 			}
 			blk = b
 		} else {
 			blk = r.rbc.getEmpty(blockOff)
 			r.rbc.markDirty(blk)
-			newTable[i] = blockOff
+			a.table[i] = blockOff
 			blockOff += cs
 		}
 		first := i * r.rbEnts * cs
-		if first < end {
-			j := uint64(0)
-			if first < start {
-				j = (start - first) / cs
-			}
-			endIdx := min((end-first)/cs, r.rbEnts)
-			for ; j < endIdx; j++ {
-				if GetRefcount(blk.data, j, r.order) != 0 {
-					return 0, img.signalCorruption(int64(first+j*cs), "cluster %d, meant for new refcount structures, is in use", first/cs+j)
-				}
-				SetRefcount(blk.data, j, r.order, 1)
-			}
-			r.rbc.markDirty(blk)
+		if first >= a.end {
+			continue
 		}
+		j := uint64(0)
+		if first < a.start {
+			j = (a.start - first) / cs
+		}
+		for endIdx := min((a.end-first)/cs, r.rbEnts); j < endIdx; j++ {
+			if GetRefcount(blk.data, j, r.order) != 0 {
+				return img.signalCorruption(int64(first+j*cs), "cluster %d, meant for new refcount structures, is in use", first/cs+j)
+			}
+			SetRefcount(blk.data, j, r.order, 1)
+		}
+		r.rbc.markDirty(blk)
 	}
+	return nil
+}
+
+// installTable makes table, to be written at off, the refcount table: the
+// blocks are made durable first, then the table, then the header points
+// at it (one sector write, synced); the old table is freed last.
+func (r *refcounts) installTable(table []uint64, off uint64) error {
+	img := r.img
 	if err := r.writeBlocksSync(); err != nil {
-		return 0, err
+		return err
 	}
-	buf := make([]byte, tableSize*8)
-	for i, v := range newTable {
+	buf := make([]byte, len(table)*8)
+	for i, v := range table {
 		binary.BigEndian.PutUint64(buf[i*8:], v)
 	}
-	if _, err := img.f.WriteAt(buf, int64(tableOff)); err != nil {
-		return 0, err
+	if _, err := img.f.WriteAt(buf, int64(off)); err != nil {
+		return err
 	}
 	if err := img.f.Sync(); err != nil {
-		return 0, err
+		return err
 	}
+	clusters := uint64(len(buf)) / img.cs
 	var hb [12]byte
-	binary.BigEndian.PutUint64(hb[0:], tableOff)
-	binary.BigEndian.PutUint32(hb[8:], uint32(tableClusters))
-	if _, err := img.f.WriteAt(hb[:], 48); err != nil {
-		return 0, err
+	binary.BigEndian.PutUint64(hb[0:], off)
+	binary.BigEndian.PutUint32(hb[8:], uint32(clusters))
+	if _, err := img.f.WriteAt(hb[:], HdrRefcountTableOffset); err != nil {
+		return err
 	}
 	if err := img.f.Sync(); err != nil {
-		return 0, err
+		return err
 	}
 	oldOff, oldSize := r.tableOff, uint64(len(r.table))
 	clear(r.dirtyTable) // the new table holds every entry
-	r.table = newTable
-	r.tableOff = tableOff
-	img.hdr.RefcountTableOffset = tableOff
-	img.hdr.RefcountTableClusters = uint32(tableClusters)
+	r.table = table
+	r.tableOff = off
+	img.hdr.RefcountTableOffset = off
+	img.hdr.RefcountTableClusters = uint32(clusters)
 	r.updateMaxIdx()
 	// The header no longer points at the old table: free it now.
-	if err := r.update(oldOff, oldSize*8, 1, true); err != nil {
-		return 0, err
-	}
-	return end, nil
+	return r.update(oldOff, oldSize*8, 1, true)
 }
 
 // writeBlocksSync writes dirty refcount blocks and syncs, then the table

@@ -46,6 +46,48 @@ func Format(f File, o CreateOptions) error {
 		return fmt.Errorf("refcount order %d not allowed for version %d", o.RefcountOrder, o.Version)
 	}
 	cs := uint64(1) << o.ClusterBits
+	// A bare header, the refcount table with one entry, and an empty
+	// refcount block: enough for the engine to allocate the rest.
+	first := make([]byte, cs)
+	h := o.header()
+	copy(first, h.Marshal())
+	if _, err := f.WriteAt(first, 0); err != nil {
+		return err
+	}
+	rt := make([]byte, 2*cs)
+	binary.BigEndian.PutUint64(rt, 2*cs)
+	if _, err := f.WriteAt(rt, int64(cs)); err != nil {
+		return err
+	}
+	img, err := openFile(f, "", Options{Features: o.Incompatible, NoBacking: true}, false)
+	if err != nil {
+		return err
+	}
+	if off, err := img.rc.alloc(3 * cs); err != nil {
+		return err
+	} else if off != 0 {
+		return fmt.Errorf("first cluster of an empty image is already in use")
+	}
+	exts, err := img.formatTables(o)
+	if err != nil {
+		return err
+	}
+	if err := img.rc.writeBlocksSync(); err != nil {
+		return err
+	}
+	hc, err := marshalHeaderCluster(&img.hdr, exts, cs)
+	if err != nil {
+		return err
+	}
+	if _, err := f.WriteAt(hc, 0); err != nil {
+		return err
+	}
+	return f.Sync()
+}
+
+// header returns the fixed header of a new image, without tables.
+func (o CreateOptions) header() Header {
+	cs := uint64(1) << o.ClusterBits
 	h := Header{
 		Magic:                 Magic,
 		Version:               o.Version,
@@ -69,26 +111,14 @@ func Format(f File, o CreateOptions) error {
 			h.CompatibleFeatures |= CompatLazyRefcounts
 		}
 	}
-	first := make([]byte, cs)
-	copy(first, h.Marshal())
-	if _, err := f.WriteAt(first, 0); err != nil {
-		return err
-	}
-	// Refcount table with one entry, and an empty refcount block.
-	rt := make([]byte, 2*cs)
-	binary.BigEndian.PutUint64(rt, 2*cs)
-	if _, err := f.WriteAt(rt, int64(cs)); err != nil {
-		return err
-	}
-	img, err := openFile(f, "", Options{Features: o.Incompatible, NoBacking: true}, false)
-	if err != nil {
-		return err
-	}
-	if off, err := img.rc.alloc(3 * cs); err != nil {
-		return err
-	} else if off != 0 {
-		return fmt.Errorf("first cluster of an empty image is already in use")
-	}
+	return h
+}
+
+// formatTables allocates and writes, in qemu-img's order, the tables of
+// the options (the zoned write-pointer table) and then the L1 table; it
+// returns the header extensions to write.
+func (img *Image) formatTables(o CreateOptions) ([]Extension, error) {
+	cs := img.cs
 	var exts []Extension
 	if o.Version == 3 && cs > 4096 {
 		// QEMU omits the feature name table for clusters of 4 KiB and less.
@@ -97,41 +127,31 @@ func Format(f File, o CreateOptions) error {
 	for _, t := range o.Tables {
 		off, err := img.rc.alloc(uint64(len(t.Data)))
 		if err != nil {
-			return err
+			return nil, err
 		}
-		if _, err := f.WriteAt(t.Data, int64(off)); err != nil {
-			return err
+		if _, err := img.f.WriteAt(t.Data, int64(off)); err != nil {
+			return nil, err
 		}
 		exts = append(exts, t.Extension(off))
 	}
 	size := roundUp(o.Size, 512)
 	img.hdr.Size = size
 	l1 := ceilDiv(size, cs*img.l2Ents)
-	if uint64(l1)*8 > MaxL1Bytes {
-		return fmt.Errorf("image size %d needs an L1 table larger than %d bytes", size, MaxL1Bytes)
+	if l1*8 > MaxL1Bytes {
+		return nil, fmt.Errorf("image size %d needs an L1 table larger than %d bytes", size, MaxL1Bytes)
 	}
 	if l1 > 0 {
 		off, err := img.rc.alloc(l1 * 8)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		if _, err := f.WriteAt(make([]byte, l1*8), int64(off)); err != nil {
-			return err
+		if _, err := img.f.WriteAt(make([]byte, l1*8), int64(off)); err != nil {
+			return nil, err
 		}
 		img.hdr.L1Size = uint32(l1)
 		img.hdr.L1TableOffset = off
 	}
-	if err := img.rc.writeBlocksSync(); err != nil {
-		return err
-	}
-	hc, err := marshalHeaderCluster(&img.hdr, exts, cs)
-	if err != nil {
-		return err
-	}
-	if _, err := f.WriteAt(hc, 0); err != nil {
-		return err
-	}
-	return f.Sync()
+	return exts, nil
 }
 
 // marshalHeaderCluster encodes the header, its extensions and the end

@@ -18,6 +18,30 @@ import (
 // Magic is the first four bytes of every qcow2 file: 'Q', 'F', 'I', 0xfb.
 const Magic uint32 = 0x514649fb
 
+// Byte offsets of the header fields in the first cluster (qcow2.rst,
+// "Header"). Every field is big-endian.
+const (
+	HdrMagic                 = 0  // u32
+	HdrVersion               = 4  // u32
+	HdrBackingFileOffset     = 8  // u64
+	HdrBackingFileSize       = 16 // u32
+	HdrClusterBits           = 20 // u32
+	HdrSize                  = 24 // u64, virtual size in bytes
+	HdrCryptMethod           = 32 // u32
+	HdrL1Size                = 36 // u32, entries
+	HdrL1TableOffset         = 40 // u64
+	HdrRefcountTableOffset   = 48 // u64
+	HdrRefcountTableClusters = 56 // u32
+	HdrNbSnapshots           = 60 // u32
+	HdrSnapshotsOffset       = 64 // u64
+	HdrIncompatibleFeatures  = 72 // u64, version 3
+	HdrCompatibleFeatures    = 80 // u64, version 3
+	HdrAutoclearFeatures     = 88 // u64, version 3
+	HdrRefcountOrder         = 96 // u32, version 3
+	HdrHeaderLength          = 100
+	HdrCompressionType       = 104 // u8, header_length > 104
+)
+
 // Header sizes in bytes.
 const (
 	HeaderV2Size    = 72  // version 2 header, fixed
@@ -144,120 +168,132 @@ func ParseHeader(b []byte) (*Header, error) {
 	}
 	be := binary.BigEndian
 	h := &Header{
-		Magic:                 be.Uint32(b[0:]),
-		Version:               be.Uint32(b[4:]),
-		BackingFileOffset:     be.Uint64(b[8:]),
-		BackingFileSize:       be.Uint32(b[16:]),
-		ClusterBits:           be.Uint32(b[20:]),
-		Size:                  be.Uint64(b[24:]),
-		CryptMethod:           be.Uint32(b[32:]),
-		L1Size:                be.Uint32(b[36:]),
-		L1TableOffset:         be.Uint64(b[40:]),
-		RefcountTableOffset:   be.Uint64(b[48:]),
-		RefcountTableClusters: be.Uint32(b[56:]),
-		NbSnapshots:           be.Uint32(b[60:]),
-		SnapshotsOffset:       be.Uint64(b[64:]),
+		Magic:                 be.Uint32(b[HdrMagic:]),
+		Version:               be.Uint32(b[HdrVersion:]),
+		BackingFileOffset:     be.Uint64(b[HdrBackingFileOffset:]),
+		BackingFileSize:       be.Uint32(b[HdrBackingFileSize:]),
+		ClusterBits:           be.Uint32(b[HdrClusterBits:]),
+		Size:                  be.Uint64(b[HdrSize:]),
+		CryptMethod:           be.Uint32(b[HdrCryptMethod:]),
+		L1Size:                be.Uint32(b[HdrL1Size:]),
+		L1TableOffset:         be.Uint64(b[HdrL1TableOffset:]),
+		RefcountTableOffset:   be.Uint64(b[HdrRefcountTableOffset:]),
+		RefcountTableClusters: be.Uint32(b[HdrRefcountTableClusters:]),
+		NbSnapshots:           be.Uint32(b[HdrNbSnapshots:]),
+		SnapshotsOffset:       be.Uint64(b[HdrSnapshotsOffset:]),
 		RefcountOrder:         4,
 		HeaderLength:          HeaderV2Size,
 	}
 	if h.Magic != Magic {
-		return nil, formatErr(0, "bad magic 0x%08x: image is not in qcow2 format", h.Magic)
+		return nil, formatErr(HdrMagic, "bad magic 0x%08x: image is not in qcow2 format", h.Magic)
 	}
 	if h.Version < 2 || h.Version > 3 {
-		return nil, formatErr(4, "unsupported qcow2 version %d", h.Version)
+		return nil, formatErr(HdrVersion, "unsupported qcow2 version %d", h.Version)
 	}
 	if h.ClusterBits < MinClusterBits || h.ClusterBits > MaxClusterBits {
-		return nil, formatErr(20, "unsupported cluster size: 2^%d (cluster_bits must be %d to %d)",
+		return nil, formatErr(HdrClusterBits, "unsupported cluster size: 2^%d (cluster_bits must be %d to %d)",
 			h.ClusterBits, MinClusterBits, MaxClusterBits)
 	}
-	clusterSize := uint64(1) << h.ClusterBits
 	if h.Version == 3 {
-		if len(b) < HeaderV3MinSize {
-			return nil, formatErr(0, "file too short for a version 3 header: %d bytes", len(b))
-		}
-		h.IncompatibleFeatures = be.Uint64(b[72:])
-		h.CompatibleFeatures = be.Uint64(b[80:])
-		h.AutoclearFeatures = be.Uint64(b[88:])
-		h.RefcountOrder = be.Uint32(b[96:])
-		h.HeaderLength = be.Uint32(b[100:])
-		if h.HeaderLength < HeaderV3MinSize {
-			return nil, formatErr(100, "header_length %d too short (minimum %d)", h.HeaderLength, HeaderV3MinSize)
-		}
-		if uint64(h.HeaderLength) > clusterSize {
-			return nil, formatErr(100, "header_length %d exceeds the cluster size %d", h.HeaderLength, clusterSize)
-		}
-		if uint64(len(b)) < uint64(h.HeaderLength) {
-			return nil, formatErr(0, "file too short for header_length %d", h.HeaderLength)
-		}
-		if h.HeaderLength > HeaderV3MinSize {
-			h.CompressionType = b[104]
-		}
-		if h.HeaderLength > HeaderV3Size {
-			h.Extra = append([]byte(nil), b[HeaderV3Size:h.HeaderLength]...)
-		} else if h.HeaderLength > HeaderV3MinSize+1 {
-			// Padding bytes 105..HeaderLength: kept only when non-zero.
-			pad := b[HeaderV3MinSize+1 : h.HeaderLength]
-			for _, c := range pad {
-				if c != 0 {
-					h.Extra = append([]byte(nil), pad...)
-					break
-				}
-			}
-		}
-		if h.RefcountOrder > 6 {
-			return nil, formatErr(96, "refcount_order %d: reference count entry width too large; may not exceed 64 bits", h.RefcountOrder)
-		}
-		if err := validateCompression(h); err != nil {
+		if err := h.parseV3(b); err != nil {
 			return nil, err
 		}
 	}
+	if err := h.validateTables(); err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+// parseV3 decodes and checks the version 3 fields of the header in b.
+func (h *Header) parseV3(b []byte) error {
+	be := binary.BigEndian
+	if len(b) < HeaderV3MinSize {
+		return formatErr(0, "file too short for a version 3 header: %d bytes", len(b))
+	}
+	h.IncompatibleFeatures = be.Uint64(b[HdrIncompatibleFeatures:])
+	h.CompatibleFeatures = be.Uint64(b[HdrCompatibleFeatures:])
+	h.AutoclearFeatures = be.Uint64(b[HdrAutoclearFeatures:])
+	h.RefcountOrder = be.Uint32(b[HdrRefcountOrder:])
+	h.HeaderLength = be.Uint32(b[HdrHeaderLength:])
+	if h.HeaderLength < HeaderV3MinSize {
+		return formatErr(HdrHeaderLength, "header_length %d too short (minimum %d)", h.HeaderLength, HeaderV3MinSize)
+	}
+	if uint64(h.HeaderLength) > h.ClusterSize() {
+		return formatErr(HdrHeaderLength, "header_length %d exceeds the cluster size %d", h.HeaderLength, h.ClusterSize())
+	}
+	if uint64(len(b)) < uint64(h.HeaderLength) {
+		return formatErr(0, "file too short for header_length %d", h.HeaderLength)
+	}
+	if h.HeaderLength > HeaderV3MinSize {
+		h.CompressionType = b[HdrCompressionType]
+	}
+	if h.HeaderLength > HeaderV3Size {
+		h.Extra = append([]byte(nil), b[HeaderV3Size:h.HeaderLength]...)
+	} else if h.HeaderLength > HeaderV3MinSize+1 {
+		// Padding bytes 105..HeaderLength: kept only when non-zero.
+		pad := b[HeaderV3MinSize+1 : h.HeaderLength]
+		for _, c := range pad {
+			if c != 0 {
+				h.Extra = append([]byte(nil), pad...)
+				break
+			}
+		}
+	}
+	if h.RefcountOrder > 6 {
+		return formatErr(HdrRefcountOrder, "refcount_order %d: reference count entry width too large; may not exceed 64 bits", h.RefcountOrder)
+	}
+	return validateCompression(h)
+}
+
+// validateTables checks the backing file name, the L1 table, the refcount
+// table and the snapshot table fields against the cluster size and QEMU's
+// limits (what can be checked without the file).
+func (h *Header) validateTables() error {
+	clusterSize := h.ClusterSize()
 	if h.BackingFileOffset != 0 {
 		if h.BackingFileOffset > clusterSize || uint64(h.BackingFileSize) > clusterSize-h.BackingFileOffset || h.BackingFileSize > 1023 {
-			return nil, formatErr(8, "invalid backing file name: offset %d, length %d", h.BackingFileOffset, h.BackingFileSize)
+			return formatErr(HdrBackingFileOffset, "invalid backing file name: offset %d, length %d", h.BackingFileOffset, h.BackingFileSize)
 		}
 	}
 	if h.L1TableOffset%clusterSize != 0 && h.L1Size != 0 {
-		return nil, formatErr(40, "L1 table offset 0x%x is not cluster aligned", h.L1TableOffset)
+		return formatErr(HdrL1TableOffset, "L1 table offset 0x%x is not cluster aligned", h.L1TableOffset)
 	}
 	if uint64(h.L1Size)*8 > MaxL1Bytes {
-		return nil, formatErr(36, "active L1 table too large: %d entries", h.L1Size)
+		return formatErr(HdrL1Size, "active L1 table too large: %d entries", h.L1Size)
 	}
 	if h.L1Size != 0 && h.L1TableOffset > MaxHostOffset-uint64(h.L1Size)*8 {
-		return nil, formatErr(40, "L1 table offset 0x%x out of range", h.L1TableOffset)
+		return formatErr(HdrL1TableOffset, "L1 table offset 0x%x out of range", h.L1TableOffset)
 	}
 	if h.RefcountTableOffset%clusterSize != 0 {
-		return nil, formatErr(48, "refcount table offset 0x%x is not cluster aligned", h.RefcountTableOffset)
+		return formatErr(HdrRefcountTableOffset, "refcount table offset 0x%x is not cluster aligned", h.RefcountTableOffset)
 	}
 	if h.RefcountTableOffset == 0 {
-		return nil, formatErr(48, "refcount table offset is 0")
+		return formatErr(HdrRefcountTableOffset, "refcount table offset is 0")
 	}
 	if uint64(h.RefcountTableClusters)*clusterSize > MaxRefTableBytes && uint64(h.RefcountTableClusters) > 1 {
-		return nil, formatErr(56, "reference count table too large: %d clusters", h.RefcountTableClusters)
+		return formatErr(HdrRefcountTableClusters, "reference count table too large: %d clusters", h.RefcountTableClusters)
 	}
 	if h.RefcountTableClusters == 0 {
-		return nil, formatErr(56, "refcount table has no clusters")
+		return formatErr(HdrRefcountTableClusters, "refcount table has no clusters")
 	}
 	if h.RefcountTableOffset > MaxHostOffset-uint64(h.RefcountTableClusters)*clusterSize {
-		return nil, formatErr(48, "refcount table offset 0x%x out of range", h.RefcountTableOffset)
+		return formatErr(HdrRefcountTableOffset, "refcount table offset 0x%x out of range", h.RefcountTableOffset)
 	}
 	if h.NbSnapshots > MaxSnapshots {
-		return nil, formatErr(60, "too many snapshots: %d", h.NbSnapshots)
+		return formatErr(HdrNbSnapshots, "too many snapshots: %d", h.NbSnapshots)
 	}
 	if h.NbSnapshots != 0 && h.SnapshotsOffset%clusterSize != 0 {
-		return nil, formatErr(64, "snapshot table offset 0x%x is not cluster aligned", h.SnapshotsOffset)
-	}
-	l2Entries := clusterSize / 8
-	if h.IncompatibleFeatures&IncompatExtL2 != 0 {
-		l2Entries = clusterSize / 16
+		return formatErr(HdrSnapshotsOffset, "snapshot table offset 0x%x is not cluster aligned", h.SnapshotsOffset)
 	}
 	if h.Size > 1<<62 {
-		return nil, formatErr(24, "virtual size %d too large", h.Size)
+		return formatErr(HdrSize, "virtual size %d too large", h.Size)
 	}
-	need := ceilDiv(h.Size, clusterSize*l2Entries)
+	need := ceilDiv(h.Size, clusterSize*h.L2Entries())
 	if uint64(h.L1Size) < need {
-		return nil, formatErr(36, "L1 table too small: %d entries for a virtual size of %d bytes needs %d", h.L1Size, h.Size, need)
+		return formatErr(HdrL1Size, "L1 table too small: %d entries for a virtual size of %d bytes needs %d", h.L1Size, h.Size, need)
 	}
-	return h, nil
+	return nil
 }
 
 func validateCompression(h *Header) error {
@@ -265,14 +301,14 @@ func validateCompression(h *Header) error {
 	switch h.CompressionType {
 	case CompressionZlib:
 		if bit {
-			return formatErr(72, "compression type incompatible feature bit must not be set for zlib")
+			return formatErr(HdrIncompatibleFeatures, "compression type incompatible feature bit must not be set for zlib")
 		}
 	case CompressionZstd:
 		if !bit {
-			return formatErr(72, "compression type incompatible feature bit must be set for zstd")
+			return formatErr(HdrIncompatibleFeatures, "compression type incompatible feature bit must be set for zstd")
 		}
 	default:
-		return formatErr(104, "unknown compression type %d", h.CompressionType)
+		return formatErr(HdrCompressionType, "unknown compression type %d", h.CompressionType)
 	}
 	return nil
 }
@@ -285,27 +321,27 @@ func (h *Header) Marshal() []byte {
 	}
 	b := make([]byte, n)
 	be := binary.BigEndian
-	be.PutUint32(b[0:], h.Magic)
-	be.PutUint32(b[4:], h.Version)
-	be.PutUint64(b[8:], h.BackingFileOffset)
-	be.PutUint32(b[16:], h.BackingFileSize)
-	be.PutUint32(b[20:], h.ClusterBits)
-	be.PutUint64(b[24:], h.Size)
-	be.PutUint32(b[32:], h.CryptMethod)
-	be.PutUint32(b[36:], h.L1Size)
-	be.PutUint64(b[40:], h.L1TableOffset)
-	be.PutUint64(b[48:], h.RefcountTableOffset)
-	be.PutUint32(b[56:], h.RefcountTableClusters)
-	be.PutUint32(b[60:], h.NbSnapshots)
-	be.PutUint64(b[64:], h.SnapshotsOffset)
+	be.PutUint32(b[HdrMagic:], h.Magic)
+	be.PutUint32(b[HdrVersion:], h.Version)
+	be.PutUint64(b[HdrBackingFileOffset:], h.BackingFileOffset)
+	be.PutUint32(b[HdrBackingFileSize:], h.BackingFileSize)
+	be.PutUint32(b[HdrClusterBits:], h.ClusterBits)
+	be.PutUint64(b[HdrSize:], h.Size)
+	be.PutUint32(b[HdrCryptMethod:], h.CryptMethod)
+	be.PutUint32(b[HdrL1Size:], h.L1Size)
+	be.PutUint64(b[HdrL1TableOffset:], h.L1TableOffset)
+	be.PutUint64(b[HdrRefcountTableOffset:], h.RefcountTableOffset)
+	be.PutUint32(b[HdrRefcountTableClusters:], h.RefcountTableClusters)
+	be.PutUint32(b[HdrNbSnapshots:], h.NbSnapshots)
+	be.PutUint64(b[HdrSnapshotsOffset:], h.SnapshotsOffset)
 	if h.Version >= 3 && n >= HeaderV3MinSize {
-		be.PutUint64(b[72:], h.IncompatibleFeatures)
-		be.PutUint64(b[80:], h.CompatibleFeatures)
-		be.PutUint64(b[88:], h.AutoclearFeatures)
-		be.PutUint32(b[96:], h.RefcountOrder)
-		be.PutUint32(b[100:], h.HeaderLength)
+		be.PutUint64(b[HdrIncompatibleFeatures:], h.IncompatibleFeatures)
+		be.PutUint64(b[HdrCompatibleFeatures:], h.CompatibleFeatures)
+		be.PutUint64(b[HdrAutoclearFeatures:], h.AutoclearFeatures)
+		be.PutUint32(b[HdrRefcountOrder:], h.RefcountOrder)
+		be.PutUint32(b[HdrHeaderLength:], h.HeaderLength)
 		if n > HeaderV3MinSize {
-			b[104] = h.CompressionType
+			b[HdrCompressionType] = h.CompressionType
 		}
 		if len(h.Extra) > 0 {
 			start := HeaderV3Size
@@ -336,6 +372,10 @@ func (h *Header) L2Entries() uint64 {
 type Extension struct {
 	Magic uint32
 	Data  []byte
+	// Off is the offset of the extension's 8-byte header (magic, length)
+	// in the header cluster; its data starts at Off+8. Set by
+	// ParseExtensions; ignored by AppendExtension.
+	Off int
 }
 
 // ParseExtensions decodes the header extensions in b[start:end]. It stops at
@@ -356,7 +396,7 @@ func ParseExtensions(b []byte, start, end int) ([]Extension, error) {
 		if uint64(length) > uint64(end-dataOff) {
 			return nil, formatErr(int64(off), "header extension 0x%08x too large: %d bytes, %d left in the header cluster", magic, length, end-dataOff)
 		}
-		exts = append(exts, Extension{Magic: magic, Data: append([]byte(nil), b[dataOff:dataOff+int(length)]...)})
+		exts = append(exts, Extension{Magic: magic, Data: append([]byte(nil), b[dataOff:dataOff+int(length)]...), Off: off})
 		off = dataOff + int(roundUp(uint64(length), 8))
 	}
 	return exts, nil

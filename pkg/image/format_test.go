@@ -532,21 +532,21 @@ func TestParseExtensions(t *testing.T) {
 			ext(0x11111111, 5, unknown, []byte{0xee, 0xee, 0xee}),
 			ext(0x22222222, 8, []byte("abcdefgh"), nil),
 			ext(0, 0, nil, nil)), -1,
-			[]Extension{{0x11111111, unknown}, {0x22222222, []byte("abcdefgh")}}, -1},
+			[]Extension{{0x11111111, unknown, 16}, {0x22222222, []byte("abcdefgh"), 32}}, -1},
 		{"zero length", cat(ext(0x33333333, 0, nil, nil), ext(0x44444444, 1, []byte{9}, make([]byte, 7))), -1,
-			[]Extension{{0x33333333, []byte{}}, {0x44444444, []byte{9}}}, -1},
+			[]Extension{{0x33333333, []byte{}, 16}, {0x44444444, []byte{9}, 24}}, -1},
 		{"no end marker", cat(ext(0x55555555, 3, []byte{7, 8, 9}, make([]byte, 5))), -1,
-			[]Extension{{0x55555555, []byte{7, 8, 9}}}, -1},
+			[]Extension{{0x55555555, []byte{7, 8, 9}, 16}}, -1},
 		{"trailing bytes shorter than an extension header", cat(ext(0x55555555, 0, nil, nil), []byte{1, 2, 3, 4, 5, 6, 7}), -1,
-			[]Extension{{0x55555555, []byte{}}}, -1},
+			[]Extension{{0x55555555, []byte{}, 16}}, -1},
 		{"data after the end marker is ignored", cat(ext(0, 0, nil, nil), ext(0x66666666, 1, []byte{1}, make([]byte, 7))), -1, nil, -1},
 		{"too large", cat(ext(0x77777777, 9, []byte{1, 2, 3, 4, 5, 6, 7, 8}, nil)), -1, nil, 16},
 		{"second too large", cat(ext(0x77777777, 0, nil, nil), ext(0x88888888, 0xffffffff, nil, nil)), -1, nil, 24},
 		{"exactly fills the area, unpadded", cat(ext(0x99999999, 3, []byte{1, 2, 3}, nil)), -1,
-			[]Extension{{0x99999999, []byte{1, 2, 3}}}, -1},
+			[]Extension{{0x99999999, []byte{1, 2, 3}, 16}}, -1},
 		{"area shorter than the buffer", cat(ext(0x99999999, 8, make([]byte, 8), nil)), 16 + 12, nil, 16},
 		{"end beyond the buffer is clamped", cat(ext(0xaaaaaaaa, 2, []byte{5, 6}, nil)), 1 << 20,
-			[]Extension{{0xaaaaaaaa, []byte{5, 6}}}, -1},
+			[]Extension{{0xaaaaaaaa, []byte{5, 6}, 16}}, -1},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -572,7 +572,7 @@ func TestParseExtensions(t *testing.T) {
 				t.Fatalf("got %d extensions %v, want %v", len(got), got, tc.want)
 			}
 			for i := range got {
-				if got[i].Magic != tc.want[i].Magic || !bytes.Equal(got[i].Data, tc.want[i].Data) {
+				if got[i].Magic != tc.want[i].Magic || !bytes.Equal(got[i].Data, tc.want[i].Data) || got[i].Off != tc.want[i].Off {
 					t.Errorf("extension %d: got %#x %x, want %#x %x", i, got[i].Magic, got[i].Data, tc.want[i].Magic, tc.want[i].Data)
 				}
 			}

@@ -138,72 +138,28 @@ func OpenFile(f File, name string, opts Options) (*Image, error) {
 func openFile(f File, name string, opts Options, checkMeta bool) (*Image, error) {
 	img := &Image{raw: f, name: name, ro: opts.ReadOnly, l1Dirty: map[uint64]struct{}{}}
 	img.f = guardedFile{File: f, img: img}
-	fileSize, err := f.Size()
+	fileSize, hc, err := readHeaderCluster(f)
 	if err != nil {
 		return nil, err
 	}
-	// The cluster size is in the first bytes; the header may fill a cluster.
-	first := make([]byte, min(fileSize, 4096))
-	if _, err := f.ReadAt(first, 0); err != nil && !errors.Is(err, io.EOF) {
-		return nil, err
-	}
-	if len(first) >= 24 {
-		if cb := binary.BigEndian.Uint32(first[20:]); cb >= MinClusterBits && cb <= MaxClusterBits && int64(1)<<cb > int64(len(first)) {
-			first = make([]byte, min(fileSize, int64(1)<<cb))
-			if _, err := f.ReadAt(first, 0); err != nil && !errors.Is(err, io.EOF) {
-				return nil, err
-			}
-		}
-	}
-	h, err := ParseHeader(first)
+	h, err := ParseHeader(hc)
 	if err != nil {
 		return nil, err
 	}
-	img.hdr = *h
-	img.cb = h.ClusterBits
-	img.cs = 1 << h.ClusterBits
 	if uint64(fileSize) < uint64(h.HeaderLength) {
 		return nil, formatErr(0, "file of %d bytes is too short for its header", fileSize)
 	}
-	hc := make([]byte, img.cs)
-	copy(hc, first)
-
-	extEnd := int(img.cs)
-	if h.BackingFileOffset != 0 {
-		extEnd = int(h.BackingFileOffset)
-	}
-	exts, err := ParseExtensions(hc, int(h.HeaderLength), extEnd)
-	if err != nil {
+	img.hdr = *h
+	img.setGeometry()
+	cluster := make([]byte, img.cs) // hc may be shorter (a short file) or longer (small clusters)
+	copy(cluster, hc)
+	hc = cluster
+	if err := img.loadExtensions(hc); err != nil {
 		return nil, err
-	}
-	img.exts = exts
-	for _, e := range exts {
-		switch e.Magic {
-		case ExtFeatureTable:
-			if fs, err := ParseFeatureTable(e.Data); err == nil {
-				img.feats = fs
-			}
-		case ExtBackingFormat:
-			img.backingFormat = string(e.Data)
-		}
-	}
-	if h.BackingFileOffset != 0 {
-		img.backingName = string(hc[h.BackingFileOffset : h.BackingFileOffset+uint64(h.BackingFileSize)])
 	}
 	if err := img.checkFeatures(opts); err != nil {
 		return nil, err
 	}
-
-	img.extL2 = h.ExtendedL2()
-	img.entSize = 8
-	img.subSize = img.cs
-	if img.extL2 {
-		img.entSize = 16
-		img.subSize = img.cs / 32
-	}
-	img.l2Ents = img.cs / img.entSize
-	img.l2Bits = uint32(log2(img.l2Ents))
-
 	if err := img.loadL1(fileSize); err != nil {
 		return nil, err
 	}
@@ -220,27 +176,104 @@ func openFile(f File, name string, opts Options, checkMeta bool) (*Image, error)
 			return nil, err
 		}
 	}
-
 	if !img.ro && h.AutoclearFeatures != 0 {
 		// We maintain no autoclear feature (bitmaps): clear the bits before
 		// writing, as the specification requires.
 		img.hdr.AutoclearFeatures = 0
-		if err := img.writeHeaderField(88, 8, 0); err != nil {
+		if err := img.writeHeaderField(HdrAutoclearFeatures, 8, 0); err != nil {
 			return nil, err
 		}
 	}
 	if img.backingName != "" && !opts.NoBacking {
-		b, err := img.openBacking(opts)
-		if err != nil {
-			var ce *BackingChainError
-			if errors.As(err, &ce) {
-				return nil, ce
-			}
-			return nil, fmt.Errorf("could not open backing file %q: %w", img.backingName, err)
+		if err := img.attachBacking(opts); err != nil {
+			return nil, err
 		}
-		img.backing = b
 	}
 	return img, nil
+}
+
+// readHeaderCluster returns the file size and the first cluster of the
+// file (or less, if the file is shorter). The cluster size is in the
+// first bytes; the header may fill the cluster.
+func readHeaderCluster(f File) (int64, []byte, error) {
+	fileSize, err := f.Size()
+	if err != nil {
+		return 0, nil, err
+	}
+	first := make([]byte, min(fileSize, 4096))
+	if _, err := f.ReadAt(first, 0); err != nil && !errors.Is(err, io.EOF) {
+		return 0, nil, err
+	}
+	if len(first) >= HdrClusterBits+4 {
+		cb := binary.BigEndian.Uint32(first[HdrClusterBits:])
+		if cb >= MinClusterBits && cb <= MaxClusterBits && int64(1)<<cb > int64(len(first)) {
+			first = make([]byte, min(fileSize, int64(1)<<cb))
+			if _, err := f.ReadAt(first, 0); err != nil && !errors.Is(err, io.EOF) {
+				return 0, nil, err
+			}
+		}
+	}
+	return fileSize, first, nil
+}
+
+// setGeometry derives the cluster and L2 geometry from the header.
+func (img *Image) setGeometry() {
+	h := &img.hdr
+	img.cb = h.ClusterBits
+	img.cs = 1 << h.ClusterBits
+	img.extL2 = h.ExtendedL2()
+	img.entSize = 8
+	img.subSize = img.cs
+	if img.extL2 {
+		img.entSize = 16
+		img.subSize = img.cs / 32
+	}
+	img.l2Ents = img.cs / img.entSize
+	img.l2Bits = uint32(log2(img.l2Ents))
+}
+
+// loadExtensions parses the header extensions and the backing file name
+// of the header cluster hc.
+func (img *Image) loadExtensions(hc []byte) error {
+	h := &img.hdr
+	extEnd := int(img.cs)
+	if h.BackingFileOffset != 0 {
+		extEnd = int(h.BackingFileOffset)
+	}
+	exts, err := ParseExtensions(hc, int(h.HeaderLength), extEnd)
+	if err != nil {
+		return err
+	}
+	img.exts = exts
+	for _, e := range exts {
+		switch e.Magic {
+		case ExtFeatureTable:
+			if fs, err := ParseFeatureTable(e.Data); err == nil {
+				img.feats = fs
+			}
+		case ExtBackingFormat:
+			img.backingFormat = string(e.Data)
+		}
+	}
+	if h.BackingFileOffset != 0 {
+		img.backingName = string(hc[h.BackingFileOffset : h.BackingFileOffset+uint64(h.BackingFileSize)])
+	}
+	return nil
+}
+
+// attachBacking opens the backing file. A loop or an overly deep chain is
+// reported once, as it is, whatever the level that found it.
+func (img *Image) attachBacking(opts Options) error {
+	b, err := img.openBacking(opts)
+	if err != nil {
+		var ce *BackingChainError
+		if errors.As(err, &ce) {
+			return ce
+		}
+		return fmt.Errorf("could not open backing file %q: %w", img.backingName, err)
+	}
+	img.backing = b
+	return nil
 }
 
 // openBacking opens the backing file, refusing a chain that comes back to
@@ -253,19 +286,17 @@ func (img *Image) openBacking(opts Options) (backingFile, error) {
 			chain = []fileID{id}
 		}
 	}
-	names := func(next string) []string {
-		return []string{img.name, next}
-	}
+	names := []string{img.name, path}
 	id, ok := statID(path)
 	if ok {
 		for _, c := range chain {
 			if c == id {
-				return nil, &BackingChainError{Chain: names(path), Loop: true}
+				return nil, &BackingChainError{Chain: names, Loop: true}
 			}
 		}
 	}
 	if len(chain) >= MaxBackingDepth {
-		return nil, &BackingChainError{Chain: names(path)}
+		return nil, &BackingChainError{Chain: names}
 	}
 	opts.chain = append(append([]fileID(nil), chain...), id)
 	return openBacking(path, img.backingFormat, opts)
@@ -504,7 +535,7 @@ func (img *Image) signalCorruption(off int64, format string, args ...any) error 
 		// The guard now refuses writes: set the bit through the raw file.
 		var b [8]byte
 		binary.BigEndian.PutUint64(b[:], img.hdr.IncompatibleFeatures)
-		if _, werr := img.raw.WriteAt(b[:], 72); werr == nil {
+		if _, werr := img.raw.WriteAt(b[:], HdrIncompatibleFeatures); werr == nil {
 			_ = img.raw.Sync()
 		}
 	}
