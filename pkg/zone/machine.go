@@ -57,7 +57,6 @@ func (c Cond) Short() string {
 	return fmt.Sprintf("x%X", uint8(c))
 }
 
-
 // Type is a zone type, numbered as Linux's BLK_ZONE_TYPE_*.
 type Type uint8
 
