@@ -306,14 +306,14 @@ type checker struct {
 
 	// metadata: from the read-only pass before a repair, the metadata
 	// clusters entries must not point into (see hints.metadata).
-	metadata map[uint64]string
+	metadata *metaSet
 	// intoMeta counts, per cluster, references by L1 and L2 entries that
 	// point into metadata, and garbage the references counted while
 	// walking such an "L2 table" (which a repair never walks): a table is
 	// not unsafe to write because of them, since the repair removes them.
 	intoMeta, garbage map[uint64]uint64
 	walkingGarbage    bool
-	candidates        map[uint64]string // a read-only pass's metadata clusters, known before the walk
+	candidates        *metaSet // a read-only pass's metadata clusters, known before the walk
 	// reclaim: per zone, the zero clusters beyond its write pointer this
 	// pass reclaimed.
 	reclaimed map[int64]int64
@@ -371,7 +371,7 @@ type hints struct {
 	// table, refcount table and blocks, snapshot table, write-pointer
 	// table) that an L1 or L2 entry must never point into: a repair
 	// clears such an entry.
-	metadata map[uint64]string
+	metadata *metaSet
 	// table is where the write-pointer table really lies when the zoned
 	// extension does not say so (size 0: not found; see locateTable).
 	table extent

@@ -157,8 +157,17 @@ func TestShortLastZoneFinished(t *testing.T) {
 type metaDamage struct {
 	name   string
 	zoned  bool
+	big    bool // on plainBig
 	mutate func(t testing.TB, r *raw)
 	keep   func(testing.TB, image.File) // what must survive the repair
+}
+
+// plainBig is a 1 GiB image (two L1 entries) with 1 MiB of data at 0:
+// header 0, refcount table 1, refcount block 2, L1 3, L2 4, data 5-20.
+func plainBig(t testing.TB) []byte {
+	f := newImage(t, "", "1G")
+	writeImage(t, f, write{0, 1 << 20, 1})
+	return f.Bytes()
 }
 
 // metaDamages: plainBase is header 0, refcount table 1, refcount block 2,
@@ -168,6 +177,10 @@ var metaDamages = []metaDamage{
 	{name: "l1-to-refcount-table", mutate: func(t testing.TB, r *raw) { r.put64(r.l1Off(0), image.OflagCopied|1<<16) }},
 	{name: "l1-to-refcount-block", mutate: func(t testing.TB, r *raw) { r.put64(r.l1Off(0), image.OflagCopied|2<<16) }},
 	{name: "l1-to-l1", mutate: func(t testing.TB, r *raw) { r.put64(r.l1Off(0), image.OflagCopied|3<<16) }},
+	{name: "l1-1-to-l1", big: true, mutate: func(t testing.TB, r *raw) { r.put64(r.l1Off(1), image.OflagCopied|3<<16) },
+		keep: wantData(0, 1<<20, 1)},
+	{name: "l1-1-to-refcount-block", big: true, mutate: func(t testing.TB, r *raw) { r.put64(r.l1Off(1), image.OflagCopied|2<<16) },
+		keep: wantData(0, 1<<20, 1)},
 	{name: "l2-to-refcount-table", mutate: func(t testing.TB, r *raw) { r.setL2(3, image.OflagCopied|1<<16) },
 		keep: all(wantData(0, 192<<10, 1), wantData(3<<16, 64<<10, 0), wantData(4<<16, 768<<10, 1))},
 	{name: "l2-to-refcount-block", mutate: func(t testing.TB, r *raw) { r.setL2(3, image.OflagCopied|2<<16) },
@@ -182,11 +195,30 @@ var metaDamages = []metaDamage{
 		keep: all(wantWP(2, 0x240000), wantData(2<<20, 64<<10, 2), wantData(0x210000, 64<<10, 0), wantData(0x220000, 128<<10, 2))},
 }
 
+// metaBase returns the image tc damages.
+func metaBase(t testing.TB, tc metaDamage) []byte {
+	switch {
+	case tc.zoned:
+		return zonedBase(t)
+	case tc.big:
+		return plainBig(t)
+	}
+	return plainBase(t)
+}
+
 // writeAfterRepair writes to a repaired image as a user would: into the
 // range an entry was cleared from, new clusters (new L2 tables, refcount
 // updates), through the zoned layer.
-func writeAfterRepair(t testing.TB, f image.File, zoned bool) {
+func writeAfterRepair(t testing.TB, f image.File, zoned, big bool) {
 	t.Helper()
+	if big {
+		// One session per write, as separate zqimg write commands.
+		for _, w := range []write{{64 << 10, 64 << 10, 7}, {128 << 10, 64 << 10, 8}, {512 << 20, 4 << 20, 9},
+			{513 << 20, 64 << 10, 10}, {960 << 20, 64 << 10, 11}, {2 << 20, 1 << 20, 12}} {
+			writeImage(t, f, w)
+		}
+		return
+	}
 	if zoned {
 		writeImage(t, f, write{0, 256 << 10, 7}, write{0x310000, 128 << 10, 8}, write{9 << 20, 64 << 10, 9}, write{0x240000, 64 << 10, 10})
 		return
@@ -201,10 +233,7 @@ func writeAfterRepair(t testing.TB, f image.File, zoned bool) {
 func TestEntryIntoMetadata(t *testing.T) {
 	for _, tc := range metaDamages {
 		t.Run(tc.name, func(t *testing.T) {
-			b := plainBase(t)
-			if tc.zoned {
-				b = zonedBase(t)
-			}
+			b := metaBase(t, tc)
 			tc.mutate(t, rawOf(t, b))
 			if res := mustCheck(t, imagetest.NewMemFile(b), check.RepairNone); res.Clean() {
 				t.Fatalf("the damage is not found:\n%s", report(res))
@@ -221,7 +250,7 @@ func TestEntryIntoMetadata(t *testing.T) {
 			if tc.keep != nil {
 				tc.keep(t, mf)
 			}
-			writeAfterRepair(t, mf, tc.zoned)
+			writeAfterRepair(t, mf, tc.zoned, tc.big)
 			if again := mustCheck(t, mf, check.RepairNone); !again.Clean() || len(again.Findings) != 0 {
 				t.Fatalf("after writing to the repaired image:\n%s", report(again))
 			}
@@ -238,11 +267,11 @@ func TestEntryIntoMetadataQemu(t *testing.T) {
 		if tc.zoned {
 			continue // stock qemu-img does not open zoned images
 		}
-		b := plainBase(t)
+		b := metaBase(t, tc)
 		tc.mutate(t, rawOf(t, b))
 		mf := imagetest.NewMemFile(b)
 		mustCheck(t, mf, check.RepairAll)
-		writeAfterRepair(t, mf, false)
+		writeAfterRepair(t, mf, false, tc.big)
 		p := filepath.Join(dir, tc.name+".qcow2")
 		if err := os.WriteFile(p, mf.Bytes(), 0o644); err != nil {
 			t.Fatal(err)

@@ -24,21 +24,49 @@ import (
 // at a data cluster makes the block the wrong one, and the write-pointer
 // table only when its entries are possible.
 
+// metaSet is a set of metadata clusters with the name of the structure
+// each belongs to: a bitmap for the lookups (one per guest cluster the
+// walk meets) and the names for the messages.
+type metaSet struct {
+	bits  []uint64
+	names map[uint64]string
+}
+
+func (m *metaSet) add(k uint64, what string) {
+	if w := k / 64; w >= uint64(len(m.bits)) {
+		m.bits = append(m.bits, make([]uint64, w+1-uint64(len(m.bits)))...)
+	}
+	if m.bits[k/64]&(1<<(k%64)) != 0 {
+		return
+	}
+	m.bits[k/64] |= 1 << (k % 64)
+	if m.names == nil {
+		m.names = map[uint64]string{}
+	}
+	m.names[k] = what
+}
+
+// name returns the structure cluster k belongs to, or "".
+func (m *metaSet) name(k uint64) string {
+	if m == nil || k/64 >= uint64(len(m.bits)) || m.bits[k/64]&(1<<(k%64)) == 0 {
+		return ""
+	}
+	return m.names[k]
+}
+
 // metadataClusters returns the clusters of the metadata structures,
 // named. With final, refcount blocks and the write-pointer table are only
 // included when their content is plausible (known after the walk).
-func (c *checker) metadataClusters(final bool) map[uint64]string {
+func (c *checker) metadataClusters(final bool) *metaSet {
 	h := c.hdr
-	m := map[uint64]string{}
+	m := &metaSet{}
 	add := func(off, size uint64, what string) {
 		if size == 0 || off+size < off || off >= c.fileSize {
 			return
 		}
 		last := min(off+size-1, c.fileSize-1) >> c.cb
 		for k := off >> c.cb; k <= last; k++ {
-			if _, ok := m[k]; !ok {
-				m[k] = what
-			}
+			m.add(k, what)
 		}
 	}
 	add(0, c.cs, "the header")
@@ -49,7 +77,8 @@ func (c *checker) metadataClusters(final bool) map[uint64]string {
 		if off == 0 || off&(c.cs-1) != 0 || e&image.RefTableReserved != 0 {
 			continue
 		}
-		if final && !c.refblockPlausible(uint64(i), off>>c.cb) {
+		// Only a block some entry points into needs to be judged.
+		if final && c.intoMeta[off>>c.cb] > 0 && !c.refblockPlausible(uint64(i), off>>c.cb) {
 			continue
 		}
 		add(off, c.cs, fmt.Sprintf("refcount block %d", i))
@@ -77,6 +106,9 @@ func (c *checker) refblockPlausible(ti, k uint64) bool {
 	var inUse, match uint64
 	for i := first; i < end; i++ {
 		u := c.used.get(i)
+		if u == 0 {
+			continue
+		}
 		u -= min(u, c.intoMeta[i]+c.garbage[i])
 		if i == k || u == 0 {
 			continue
@@ -93,23 +125,34 @@ func (c *checker) refblockPlausible(ti, k uint64) bool {
 	return match*4 >= inUse*3
 }
 
-// intoMetadata names the metadata structure [off, off+size) lies in, or
-// returns "". A repairing pass uses the set of the read-only pass before
-// it; a read-only pass the structures known before the walk.
-func (c *checker) intoMetadata(off, size uint64) string {
-	set := c.metadata
-	if set == nil {
-		set = c.candidates
+// metaSetInUse returns the set of metadata clusters entries are checked
+// against: a repairing pass uses the set of the read-only pass before it;
+// a read-only pass the structures known before the walk.
+func (c *checker) metaSetInUse() *metaSet {
+	if c.metadata != nil {
+		return c.metadata
 	}
-	if len(set) == 0 || size == 0 || off+size < off {
+	return c.candidates
+}
+
+// intoMetadata names the metadata structure [off, off+size) lies in, or
+// returns "".
+func (c *checker) intoMetadata(off, size uint64) string {
+	set := c.metaSetInUse()
+	if set == nil || size == 0 || off+size < off {
 		return ""
 	}
 	for k := off >> c.cb; k <= (off+size-1)>>c.cb; k++ {
-		if what, ok := set[k]; ok {
+		if what := set.name(k); what != "" {
 			return what
 		}
 	}
 	return ""
+}
+
+// has reports whether cluster k is in the set (nil: empty).
+func (m *metaSet) has(k uint64) bool {
+	return m != nil && k/64 < uint64(len(m.bits)) && m.bits[k/64]&(1<<(k%64)) != 0
 }
 
 // noteIntoMeta records, in a read-only pass, a reference into metadata

@@ -290,6 +290,7 @@ func (c *checker) checkL2(l2off, l1i uint64, active bool, fix Mode) error {
 		return err
 	}
 	repair := fix&repairErrors != 0 && c.writable(l2off, c.cs)
+	meta := c.metaSetInUse()
 	frag := active
 	zoned := active && c.z != nil && c.z.wp != nil
 	var next uint64
@@ -350,7 +351,9 @@ func (c *checker) checkL2(l2off, l1i uint64, active bool, fix Mode) error {
 				}
 				continue
 			}
-			if done, err := c.checkIntoMeta(t, l2off, j, guest, coff, csize, bm, repair); err != nil || done {
+			if !meta.has(coff>>c.cb) && !meta.has((coff+csize-1)>>c.cb) {
+				// not into metadata
+			} else if done, err := c.checkIntoMeta(t, l2off, j, guest, coff, csize, bm, repair); err != nil || done {
 				if err != nil {
 					return err
 				}
@@ -383,7 +386,9 @@ func (c *checker) checkL2(l2off, l1i uint64, active bool, fix Mode) error {
 					}
 				}
 			}
-			if done, err := c.checkIntoMeta(t, l2off, j, guest, off, c.cs, bm, repair); err != nil || done {
+			if !meta.has(off >> c.cb) {
+				// not into metadata
+			} else if done, err := c.checkIntoMeta(t, l2off, j, guest, off, c.cs, bm, repair); err != nil || done {
 				if err != nil {
 					return err
 				}
