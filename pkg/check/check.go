@@ -151,9 +151,9 @@ func Check(f image.File, opts Options) (*Result, error) {
 // unrepairedSuffix ends the line of a problem a repair could not repair.
 const unrepairedSuffix = " (could not be repaired)"
 
-// counts reports whether a finding counts as a problem that is still
+// isProblem reports whether a finding counts as a problem that is still
 // there (not a progress line, not a repair).
-func (f *Finding) counts() bool { return f.Kind != KindInfo && !f.Repaired }
+func (f *Finding) isProblem() bool { return f.Kind != KindInfo && !f.Repaired }
 
 // markUnrepaired tells apart, after a repair (-r all), the problems it
 // could not repair: those the second check (final) finds again. They are
@@ -172,7 +172,7 @@ func markUnrepaired(rep, final *Result) {
 	}
 	found := map[key]bool{}
 	for _, f := range rep.Findings {
-		if f.counts() {
+		if f.isProblem() {
 			found[key{f.Problem, f.Msg}] = true
 		}
 	}
@@ -183,7 +183,7 @@ func markUnrepaired(rep, final *Result) {
 	if final != nil {
 		for i := range final.Findings {
 			f := &final.Findings[i]
-			if k := (key{f.Problem, f.Msg}); f.counts() && found[k] {
+			if k := (key{f.Problem, f.Msg}); f.isProblem() && found[k] {
 				still[k] = true
 				mark(f)
 			}
@@ -192,7 +192,7 @@ func markUnrepaired(rep, final *Result) {
 	seen := map[key]bool{}
 	kept := rep.Findings[:0]
 	for _, f := range rep.Findings {
-		if f.counts() {
+		if f.isProblem() {
 			k := key{f.Problem, f.Msg}
 			if still[k] || seen[k] {
 				continue
