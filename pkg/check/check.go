@@ -9,6 +9,7 @@ import (
 	"syscall"
 
 	"github.com/zqimg/zqimg/pkg/image"
+	"github.com/zqimg/zqimg/pkg/zone"
 )
 
 // Entry masks and limits of QEMU's check that pkg/image does not export.
@@ -111,6 +112,9 @@ func Check(f image.File, opts Options) (*Result, error) {
 		if !fixed {
 			if final == nil {
 				// Nothing repaired: qemu-img reports the repairing pass.
+				if mode == RepairAll {
+					markUnrepaired(first, nil)
+				}
 				return first, nil
 			}
 			break
@@ -135,9 +139,72 @@ func Check(f image.File, opts Options) (*Result, error) {
 		final.Zoned.ExtensionErrorsFixed = rep.Zoned.ExtensionErrorsFixed
 		final.Zoned.WritePointerErrorsFixed = rep.Zoned.WritePointerErrorsFixed
 		final.Zoned.DataBeyondWPFixed = rep.Zoned.DataBeyondWPFixed
+		final.Zoned.ZeroBeyondWPReclaimed = rep.Zoned.ZeroBeyondWPReclaimed
+	}
+	if mode == RepairAll {
+		markUnrepaired(rep, final)
 	}
 	final.Repair = rep
 	return final, nil
+}
+
+// unrepairedSuffix ends the line of a problem a repair could not repair.
+const unrepairedSuffix = " (could not be repaired)"
+
+// isProblem reports whether a finding counts as a problem that is still
+// there (not a progress line, not a repair).
+func (f *Finding) isProblem() bool { return f.Kind != KindInfo && !f.Repaired }
+
+// markUnrepaired tells apart, after a repair (-r all), the problems it
+// could not repair: those the second check (final) finds again. They are
+// marked Unrepaired in final, their line saying so, and left out of the
+// repairing passes' lines (rep), where they would otherwise be listed
+// again, once per round, as if they were new. With final nil nothing
+// was repaired: every problem rep found is still there.
+func markUnrepaired(rep, final *Result) {
+	type key struct {
+		p   Problem
+		msg string
+	}
+	mark := func(f *Finding) {
+		f.Unrepaired = true
+		f.Msg += unrepairedSuffix
+	}
+	found := map[key]bool{}
+	for _, f := range rep.Findings {
+		if f.isProblem() {
+			found[key{f.Problem, f.Msg}] = true
+		}
+	}
+	// Problems the second check finds again, and that a repairing pass
+	// had found: not repaired. One the second check finds for the first
+	// time is new and keeps its line.
+	still := map[key]bool{}
+	if final != nil {
+		for i := range final.Findings {
+			f := &final.Findings[i]
+			if k := (key{f.Problem, f.Msg}); f.isProblem() && found[k] {
+				still[k] = true
+				mark(f)
+			}
+		}
+	}
+	seen := map[key]bool{}
+	kept := rep.Findings[:0]
+	for _, f := range rep.Findings {
+		if f.isProblem() {
+			k := key{f.Problem, f.Msg}
+			if still[k] || seen[k] {
+				continue
+			}
+			seen[k] = true
+			if final == nil {
+				mark(&f)
+			}
+		}
+		kept = append(kept, f)
+	}
+	rep.Findings = kept
 }
 
 // maxRepairRounds bounds the repairing rounds of one Check.
@@ -161,6 +228,7 @@ func mergeRepair(acc, r *Result) *Result {
 			z.ExtensionErrorsFixed += acc.Zoned.ExtensionErrorsFixed
 			z.WritePointerErrorsFixed += acc.Zoned.WritePointerErrorsFixed
 			z.DataBeyondWPFixed += acc.Zoned.DataBeyondWPFixed
+			z.ZeroBeyondWPReclaimed += acc.Zoned.ZeroBeyondWPReclaimed
 		}
 	}
 	m := *r
@@ -226,6 +294,29 @@ type checker struct {
 
 	z           *zstate
 	unsafeTable bool // the write-pointer table overlaps other clusters: do not use it
+	// located: where this read-only pass found the write-pointer table
+	// the zoned extension does not point to (hints.table); hintTable:
+	// where the read-only pass before found it; keptTable: that table,
+	// counted although the extension does not point to it.
+	located, hintTable, keptTable extent
+	// zext: the zoned extension as parsed (nil: missing or unparsable);
+	// needLocate: it does not lead to a usable write-pointer table.
+	zext       *zone.Header
+	needLocate bool
+
+	// metadata: from the read-only pass before a repair, the metadata
+	// clusters entries must not point into (see hints.metadata).
+	metadata *metaSet
+	// intoMeta counts, per cluster, references by L1 and L2 entries that
+	// point into metadata, and garbage the references counted while
+	// walking such an "L2 table" (which a repair never walks): a table is
+	// not unsafe to write because of them, since the repair removes them.
+	intoMeta, garbage map[uint64]uint64
+	walkingGarbage    bool
+	candidates        *metaSet // a read-only pass's metadata clusters, known before the walk
+	// reclaim: per zone, the zero clusters beyond its write pointer this
+	// pass reclaimed.
+	reclaimed map[int64]int64
 
 	// Clusters referenced as L1 and as L2 tables, and (from a read-only
 	// pass before a repair) the table clusters a repair must not write:
@@ -276,7 +367,18 @@ type hints struct {
 	zonedOverlap bool            // the write-pointer table overlaps other clusters
 	headerShared bool            // the header cluster is also used as something else
 	unsafeTables map[uint64]bool // table clusters also used as something else
+	// metadata names the clusters of the metadata structures (header, L1
+	// table, refcount table and blocks, snapshot table, write-pointer
+	// table) that an L1 or L2 entry must never point into: a repair
+	// clears such an entry.
+	metadata *metaSet
+	// table is where the write-pointer table really lies when the zoned
+	// extension does not say so (size 0: not found; see locateTable).
+	table extent
 }
+
+// extent is a byte range of the file.
+type extent struct{ off, size uint64 }
 
 // tally is a copy of the counters QEMU saves and restores.
 type tally struct {
@@ -338,7 +440,8 @@ func hexAlt(v uint64) string {
 // runPass runs one pass (QEMU's qcow2_co_check_locked). It returns a nil
 // Result when the header cannot be used.
 func runPass(f image.File, mode Mode, h hints) (*Result, error) {
-	c := &checker{f: f, mode: mode, res: &Result{Format: "qcow2"}, unsafeTable: h.zonedOverlap, unsafe: h.unsafeTables, headerShared: h.headerShared}
+	c := &checker{f: f, mode: mode, res: &Result{Format: "qcow2"}, unsafeTable: h.zonedOverlap, unsafe: h.unsafeTables, headerShared: h.headerShared,
+		metadata: h.metadata, hintTable: h.table}
 	if err := c.open(); err != nil {
 		return nil, err
 	}
@@ -553,6 +656,8 @@ func (c *checker) run() error {
 	if c.mode == RepairNone {
 		c.res.hints.unsafeTables = c.sharedTables()
 		c.res.hints.headerShared = c.headerShared0()
+		c.res.hints.metadata = c.metadataClusters(true)
+		c.res.hints.table = c.located
 	}
 	c.res.Corruptions += c.snapCorruption
 	if c.mode != RepairNone && c.res.CheckErrors == 0 && c.res.Corruptions == 0 && !c.headerShared {
@@ -593,13 +698,19 @@ func (c *checker) sharedTables() map[uint64]bool {
 		}
 		m[k] = true
 	}
+	// References a repair removes (entries into metadata, and what the
+	// walk of such an "L2 table" counted) do not make a table shared.
+	used := func(k uint64) uint64 {
+		u := c.used.get(k)
+		return u - min(u, c.intoMeta[k]+c.garbage[k])
+	}
 	for k, n := range c.l1Refs {
-		if c.used.get(k) != n || c.l2Refs[k] > 0 {
+		if used(k) != n || c.l2Refs[k] > 0 {
 			mark(k)
 		}
 	}
 	for k, n := range c.l2Refs {
-		if c.used.get(k) != n {
+		if used(k) != n {
 			mark(k)
 		}
 	}
@@ -792,6 +903,7 @@ func (c *checker) inc(off, size uint64) {
 		v := c.used.a[k]
 		if uint64(v)+1 < countBig && uint64(v) < c.rmax {
 			c.used.a[k] = v + 1
+			c.noteGarbage(k)
 			continue
 		}
 		rc := c.used.get(k)
@@ -803,7 +915,20 @@ func (c *checker) inc(off, size uint64) {
 			continue
 		}
 		c.used.set(k, rc+1)
+		c.noteGarbage(k)
 	}
+}
+
+// noteGarbage records, while a read-only pass walks an "L2 table" that
+// lies in metadata, a reference it counted to cluster k.
+func (c *checker) noteGarbage(k uint64) {
+	if !c.walkingGarbage {
+		return
+	}
+	if c.garbage == nil {
+		c.garbage = map[uint64]uint64{}
+	}
+	c.garbage[k]++
 }
 
 // dropRef records that a repair removed a reference to every cluster

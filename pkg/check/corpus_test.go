@@ -297,18 +297,20 @@ var corpus = []corpusCase{
 			h.MetaOffset = 1000 << 16
 			r.setZoned(t, h)
 		},
-		wantMsg:    []string{"ERROR zoned: write-pointer table [0x3e80000, 0x3e80080) extends past the end of the file"},
-		wantExit:   2,
-		unrepaired: true, stillMsg: "extends past the end of the file"},
+		wantMsg:   []string{"ERROR zoned: write-pointer table [0x3e80000, 0x3e80080) extends past the end of the file"},
+		wantExit:  2,
+		repairMsg: []string{"the write-pointer table lies at 0x30000; zonedmeta_offset set to it"},
+		verify:    all(wantWP(2, 0x240000), wantWP(3, 0x310000), wantData(2<<20, 256<<10, 2))},
 	{name: "zoned-table-unaligned", base: zonedBase,
 		mutate: func(t testing.TB, r *raw) {
 			h := r.zoned(t)
 			h.MetaOffset += 512
 			r.setZoned(t, h)
 		},
-		wantMsg:    []string{"ERROR zoned: write-pointer table offset 0x30200 is not a non-zero multiple of the cluster size 65536"},
-		wantExit:   2,
-		unrepaired: true, stillMsg: "is not a non-zero multiple"},
+		wantMsg:   []string{"ERROR zoned: write-pointer table offset 0x30200 is not a non-zero multiple of the cluster size 65536"},
+		wantExit:  2,
+		repairMsg: []string{"the write-pointer table lies at 0x30000; zonedmeta_offset set to it"},
+		verify:    all(wantWP(2, 0x240000), wantWP(3, 0x310000), wantData(2<<20, 256<<10, 2))},
 	{name: "zoned-table-over-l1", base: zonedBase,
 		mutate: func(t testing.TB, r *raw) {
 			h := r.zoned(t)
@@ -319,8 +321,9 @@ var corpus = []corpusCase{
 			"ERROR zoned: write-pointer table cluster 4 (offset 0x40000) is also used by the active L1 table",
 			"ERROR cluster 4 refcount=1 reference=2",
 		},
-		wantExit:   2,
-		unrepaired: true, stillMsg: "is also used by the active L1 table"},
+		wantExit:  2,
+		repairMsg: []string{"Repairing zoned: zonedmeta_offset 0x40000 does not point to the write-pointer table; the write-pointer table lies at 0x30000; zonedmeta_offset set to it"},
+		verify:    all(wantWP(2, 0x240000), wantWP(3, 0x310000), wantData(2<<20, 256<<10, 2))},
 	{name: "zoned-table-refcount-0", base: zonedBase,
 		mutate:    func(t testing.TB, r *raw) { r.setRefcount(3, 0) },
 		wantMsg:   []string{"ERROR cluster 3 refcount=0 reference=1"},

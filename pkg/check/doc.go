@@ -29,10 +29,30 @@
 // data of a write that was never acknowledged, which a crash may
 // legitimately leave behind.
 //
+// Allocated clusters that hold no data (the zero flag, or with extended
+// L2 entries no allocated subcluster) beyond a write pointer are not
+// damage: the reference implementation's zone reset zeroes a zone's
+// clusters and keeps them allocated, and they read as zeroes. They are
+// counted apart (ZonedResult.ZeroBeyondWP), as space a repair may reclaim,
+// and change neither the counts nor the exit status. A write pointer at
+// zone start + zone_size is a finished zone, also for a last zone shorter
+// than zone_size (its write pointer then lies past the device end).
+//
+// When the zoned extension does not lead to the write-pointer table
+// (missing, unusable, or zonedmeta_offset wrong: 0, unaligned, past the
+// end of the file, over other metadata, or over something that is not a
+// table), the check looks for the real table among the clusters that hold
+// a refcount and that nothing refers to, trying first the place qemu-img
+// create uses (right after the first refcount block): a run whose content
+// is a plausible table for the image's zone layout. The table found is
+// counted as used, so that no repair frees it as leaked.
+//
 // # Repairs
 //
-// RepairLeaks lowers stored refcounts that exceed the references. RepairAll
-// also:
+// RepairLeaks lowers stored refcounts that exceed the references, and
+// reclaims the zero clusters beyond write pointers: their L2 entry becomes
+// a plain zero entry (what reads return does not change), then the
+// refcount is lowered. RepairAll also:
 //
 //   - raises refcounts that are too low, in place, or, when the refcount
 //     structure itself is broken (a used cluster with refcount 0, a refcount
@@ -42,6 +62,15 @@
 //   - fixes OFLAG_COPIED flags, clears reserved bits of L1 and L2 entries
 //     and OFLAG_COPIED on compressed entries, and repairs impossible
 //     subcluster bitmaps;
+//   - an L1 entry whose L2 table, or an L2 entry whose cluster, lies in a
+//     metadata structure (the header, the active L1 table, the refcount
+//     table or a refcount block, the snapshot table, the write-pointer
+//     table) is cleared (the range reads as zeroes), where QEMU would
+//     raise the refcount and let guest writes and metadata updates
+//     overwrite each other. A refcount block counts as metadata only when
+//     its content is plausible (most refcounts it holds agree with the
+//     references): a refcount table entry pointing at a data cluster is
+//     repaired by rebuilding the refcount structure instead;
 //   - an L2 entry pointing to an unaligned cluster is realigned to the
 //     cluster start when that cluster is allocated and referenced by nothing
 //     else (a flipped low bit), otherwise it is made to read as zeroes; an
@@ -58,24 +87,32 @@
 //     bytes are zeroed, nr_zones and zonedmeta_size recomputed from the
 //     virtual size (when the table's clusters can hold the result), and
 //     max_active_zones, max_open_zones and max_append_bytes clamped to
-//     their limits; a missing zoned-format bit is set;
+//     their limits; a missing zoned-format bit is set; zonedmeta_offset is
+//     pointed to the write-pointer table found elsewhere (see above);
 //   - clamps impossible write pointers to the nearest valid state: an
 //     entry of a conventional zone becomes its start with the conventional
 //     bit; the conventional bit is dropped from a sequential zone's entry; a
 //     write pointer below its zone start becomes the start (EMPTY), one
-//     above the zone end becomes the zone end (FULL, finished); an unaligned
+//     above the zone end becomes start + zone_size (FULL, where a finish
+//     puts it; past the device end for a short last zone); an unaligned
 //     one is rounded down to 512 bytes; one between the capacity end and the
 //     zone end becomes the capacity end (FULL). Clamping only ever moves a
 //     write pointer back (or up to the zone start, below which there is no
-//     data of the zone), so it never covers data that was not written;
+//     data of the zone, or within the region past the device end, where
+//     there is none either), so it never covers data that was not written;
 //   - writes a byte-swapped write-pointer table back little-endian;
 //   - discards allocated data beyond a write pointer: the L2 entry is
 //     cleared, then the refcount lowered.
 //
 // Problems without a safe repair (an invalid zone model, zone size or
-// capacity, a misplaced or overlapping write-pointer table, an incomplete
+// capacity, a missing zoned extension, a misplaced or overlapping
+// write-pointer table whose real place is not found, an incomplete
 // snapshot table entry, an unreadable snapshot table, an invalid bitmap
-// directory) are reported and left as they are.
+// directory) are reported and left as they are. After a repair, the
+// second check marks the problems the repair had found and could not
+// repair (Finding.Unrepaired; the line ends with "(could not be
+// repaired)") and the repairing passes' lines leave them out, so that
+// they are not listed again as if they were new.
 //
 // A repair first runs a read-only pass, which tells which clusters are
 // shared between structures. It never writes into an L1 or L2 table that is

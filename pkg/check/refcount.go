@@ -419,6 +419,8 @@ func (c *checker) rebuildRefcounts() error {
 	if c.z != nil {
 		avoid.add(c.z.h.MetaOffset, c.z.h.MetaSize)
 	}
+	avoid.add(c.keptTable.off, c.keptTable.size)
+	avoid.add(c.located.off, c.located.size)
 	avoid.cb = c.cb
 	var table []uint64
 	if _, err := c.writeRefblocks(0, c.nb, &table, avoid); err != nil {

@@ -87,51 +87,55 @@ type Problem int
 
 // The problems a check reports.
 const (
-	ProblemNone             Problem = iota
-	ProblemRefcount                 // stored refcount differs from the references
-	ProblemRefcountOverflow         // more references than the refcount width holds
-	ProblemBeyondEOF                // a structure lies one cluster or more beyond the end of the file
-	ProblemCopied                   // OFLAG_COPIED wrong for the refcount
-	ProblemL1Unaligned              // L1 entry points to an unaligned L2 table
-	ProblemL1Reserved               // L1 entry with reserved bits set
-	ProblemL2Reserved               // L2 entry with reserved bits set
-	ProblemL2Unaligned              // L2 entry points to an unaligned data cluster
-	ProblemCompressedCopied         // compressed L2 entry with OFLAG_COPIED
-	ProblemSubclusterBitmap         // extended L2 entry with an impossible subcluster bitmap
-	ProblemSnapshot                 // snapshot table or snapshot entry problem
-	ProblemRefcountTable            // refcount table entry or refcount block problem
-	ProblemRebuild                  // the refcount structure is (being) rebuilt
-	ProblemBitmaps                  // bitmap directory or bitmap table problem
-	ProblemZonedExtension           // zoned header extension invalid
-	ProblemZonedTable               // write-pointer table misplaced
-	ProblemZonedByteSwap            // write-pointer table stored big-endian
-	ProblemWritePointer             // impossible write-pointer table entry
-	ProblemDataBeyondWP             // allocated data at or beyond a write pointer
-	ProblemIO                       // an I/O error
+	ProblemNone              Problem = iota
+	ProblemRefcount                  // stored refcount differs from the references
+	ProblemRefcountOverflow          // more references than the refcount width holds
+	ProblemBeyondEOF                 // a structure lies one cluster or more beyond the end of the file
+	ProblemCopied                    // OFLAG_COPIED wrong for the refcount
+	ProblemL1Unaligned               // L1 entry points to an unaligned L2 table
+	ProblemL1Reserved                // L1 entry with reserved bits set
+	ProblemL2Reserved                // L2 entry with reserved bits set
+	ProblemL2Unaligned               // L2 entry points to an unaligned data cluster
+	ProblemCompressedCopied          // compressed L2 entry with OFLAG_COPIED
+	ProblemSubclusterBitmap          // extended L2 entry with an impossible subcluster bitmap
+	ProblemSnapshot                  // snapshot table or snapshot entry problem
+	ProblemRefcountTable             // refcount table entry or refcount block problem
+	ProblemRebuild                   // the refcount structure is (being) rebuilt
+	ProblemBitmaps                   // bitmap directory or bitmap table problem
+	ProblemZonedExtension            // zoned header extension invalid
+	ProblemZonedTable                // write-pointer table misplaced
+	ProblemZonedByteSwap             // write-pointer table stored big-endian
+	ProblemWritePointer              // impossible write-pointer table entry
+	ProblemDataBeyondWP              // allocated data at or beyond a write pointer
+	ProblemIO                        // an I/O error
+	ProblemEntryIntoMetadata         // an L1 or L2 entry points into a metadata structure
+	ProblemZeroBeyondWP              // allocated zero clusters beyond a write pointer (not damage)
 )
 
 var problemNames = [...]string{
-	ProblemNone:             "none",
-	ProblemRefcount:         "refcount",
-	ProblemRefcountOverflow: "refcount-overflow",
-	ProblemBeyondEOF:        "beyond-eof",
-	ProblemCopied:           "copied-flag",
-	ProblemL1Unaligned:      "l1-unaligned",
-	ProblemL1Reserved:       "l1-reserved-bits",
-	ProblemL2Reserved:       "l2-reserved-bits",
-	ProblemL2Unaligned:      "l2-unaligned",
-	ProblemCompressedCopied: "compressed-copied",
-	ProblemSubclusterBitmap: "subcluster-bitmap",
-	ProblemSnapshot:         "snapshot",
-	ProblemRefcountTable:    "refcount-table",
-	ProblemRebuild:          "rebuild",
-	ProblemBitmaps:          "bitmaps",
-	ProblemZonedExtension:   "zoned-extension",
-	ProblemZonedTable:       "zoned-table",
-	ProblemZonedByteSwap:    "zoned-byte-swapped",
-	ProblemWritePointer:     "write-pointer",
-	ProblemDataBeyondWP:     "data-beyond-write-pointer",
-	ProblemIO:               "io",
+	ProblemNone:              "none",
+	ProblemRefcount:          "refcount",
+	ProblemRefcountOverflow:  "refcount-overflow",
+	ProblemBeyondEOF:         "beyond-eof",
+	ProblemCopied:            "copied-flag",
+	ProblemL1Unaligned:       "l1-unaligned",
+	ProblemL1Reserved:        "l1-reserved-bits",
+	ProblemL2Reserved:        "l2-reserved-bits",
+	ProblemL2Unaligned:       "l2-unaligned",
+	ProblemCompressedCopied:  "compressed-copied",
+	ProblemSubclusterBitmap:  "subcluster-bitmap",
+	ProblemSnapshot:          "snapshot",
+	ProblemRefcountTable:     "refcount-table",
+	ProblemRebuild:           "rebuild",
+	ProblemBitmaps:           "bitmaps",
+	ProblemZonedExtension:    "zoned-extension",
+	ProblemZonedTable:        "zoned-table",
+	ProblemZonedByteSwap:     "zoned-byte-swapped",
+	ProblemWritePointer:      "write-pointer",
+	ProblemDataBeyondWP:      "data-beyond-write-pointer",
+	ProblemIO:                "io",
+	ProblemEntryIntoMetadata: "entry-into-metadata",
+	ProblemZeroBeyondWP:      "zero-clusters-beyond-write-pointer",
 }
 
 func (p Problem) String() string {
@@ -146,13 +150,17 @@ func (p Problem) String() string {
 type Finding struct {
 	Kind     Kind
 	Problem  Problem
-	Repaired bool   // the problem was repaired (the line says "Repairing")
-	Cluster  int64  // host cluster index
-	Offset   int64  // host byte offset
-	Guest    int64  // guest byte offset
-	Zone     int64  // zone index
-	WP       int64  // write pointer (guest byte offset)
-	Msg      string // the line, in qemu-img's wording where qemu-img has one
+	Repaired bool // the problem was repaired (the line says "Repairing")
+	// Unrepaired marks a problem that a repair (-r all) found and could
+	// not repair: the second check of the repaired image still finds it
+	// (the line then ends with "(could not be repaired)").
+	Unrepaired bool
+	Cluster    int64  // host cluster index
+	Offset     int64  // host byte offset
+	Guest      int64  // guest byte offset
+	Zone       int64  // zone index
+	WP         int64  // write pointer (guest byte offset)
+	Msg        string // the line, in qemu-img's wording where qemu-img has one
 }
 
 // ZonedResult holds the zoned-specific counts. They are included in the
@@ -173,6 +181,17 @@ type ZonedResult struct {
 	ExtensionErrorsFixed    int64
 	WritePointerErrorsFixed int64
 	DataBeyondWPFixed       int64
+
+	// ZeroBeyondWP counts allocated clusters that read as zeroes (zero
+	// flag, or no allocated subcluster) and lie wholly at or beyond the
+	// write pointer of their sequential zone: what the reference
+	// implementation's zone reset leaves (it zeroes a zone's clusters and
+	// keeps them allocated). They are not damage: neither leaks nor
+	// corruptions, only space a repair (-r leaks or -r all) can reclaim.
+	ZeroBeyondWP int64
+	// ZeroBeyondWPReclaimed counts such clusters a repair gave back: the
+	// L2 entry becomes a plain zero entry, then the refcount is lowered.
+	ZeroBeyondWPReclaimed int64
 }
 
 // Result is the outcome of a check, with qemu-img's counters

@@ -32,9 +32,15 @@ func (c *checker) calculate(fix Mode) error {
 	if err := c.checkZoned(fix); err != nil {
 		return err
 	}
+	if c.metadata == nil {
+		// A read-only pass notes the references into metadata (see
+		// sharedTables); the repairing pass after it gets the final set.
+		c.candidates = c.metadataClusters(false)
+	}
 	if err := c.checkL1(h.L1TableOffset, uint64(h.L1Size), true, fix); err != nil {
 		return err
 	}
+	c.reportReclaimed()
 	for _, sn := range c.snapshots {
 		if sn.l1Off&(c.cs-1) != 0 {
 			f := finding(KindCorruption, ProblemSnapshot, "ERROR snapshot %s (%s) l1_offset=%s: L1 table is not cluster aligned; snapshot table entry corrupted", sn.id, sn.name, hexAlt(sn.l1Off))
@@ -67,6 +73,7 @@ func (c *checker) calculate(fix Mode) error {
 		}
 	}
 	c.checkZonedOverlap()
+	c.locate()
 	if fix != RepairNone {
 		c.applyDropped()
 	}
@@ -173,6 +180,34 @@ func (c *checker) checkL1(off, size uint64, active bool, fix Mode) error {
 			}
 			continue
 		}
+		if what := c.intoMetadata(l2off, c.cs); what != "" && l2off&(c.cs-1) == 0 {
+			if repair {
+				f := finding(KindCorruption, ProblemEntryIntoMetadata, "Repairing L1 entry %d: its L2 table offset 0x%x lies in %s; entry cleared", i, l2off, what)
+				f.Offset, f.Repaired = int64(eoff), true
+				c.report(f)
+				if err := c.setL1(off, uint64(i), 0, l1, active); err != nil {
+					return err
+				}
+				continue
+			}
+			if c.metadata == nil {
+				// A read-only pass counts the reference and walks the
+				// "L2 table" as QEMU does; none of it is a reason to
+				// keep a repair from writing a table (see sharedTables).
+				c.noteIntoMeta(l2off, c.cs)
+				c.inc(l2off, c.cs)
+				if active && c.inlineCopied && l2off != 0 {
+					c.checkL1Copied(uint64(i), e)
+				}
+				c.walkingGarbage = true
+				err := c.checkL2(l2off, uint64(i), active, fix&^repairErrors)
+				c.walkingGarbage = false
+				if err != nil {
+					return err
+				}
+				continue
+			}
+		}
 		if repair && (l2off&(c.cs-1) != 0 || c.beyondEOF(l2off, c.cs)) {
 			c.deferredL1 = append(c.deferredL1, deferredL1{tableOff: off, index: uint64(i), entry: e, active: active})
 			continue
@@ -255,6 +290,7 @@ func (c *checker) checkL2(l2off, l1i uint64, active bool, fix Mode) error {
 		return err
 	}
 	repair := fix&repairErrors != 0 && c.writable(l2off, c.cs)
+	meta := c.metaSetInUse()
 	frag := active
 	zoned := active && c.z != nil && c.z.wp != nil
 	var next uint64
@@ -315,6 +351,14 @@ func (c *checker) checkL2(l2off, l1i uint64, active bool, fix Mode) error {
 				}
 				continue
 			}
+			if !meta.has(coff>>c.cb) && !meta.has((coff+csize-1)>>c.cb) {
+				// not into metadata
+			} else if done, err := c.checkIntoMeta(t, l2off, j, guest, coff, csize, bm, repair); err != nil || done {
+				if err != nil {
+					return err
+				}
+				continue
+			}
 			if zoned {
 				if done, err := c.checkBeyondWP(t, l2off, j, guest, coff, csize, repair && c.z.repair); err != nil || done {
 					if err != nil {
@@ -341,6 +385,14 @@ func (c *checker) checkL2(l2off, l1i uint64, active bool, fix Mode) error {
 						return err
 					}
 				}
+			}
+			if !meta.has(off >> c.cb) {
+				// not into metadata
+			} else if done, err := c.checkIntoMeta(t, l2off, j, guest, off, c.cs, bm, repair); err != nil || done {
+				if err != nil {
+					return err
+				}
+				continue
 			}
 			if off&(c.cs-1) != 0 {
 				contains := e&image.OflagZero == 0
@@ -376,7 +428,16 @@ func (c *checker) checkL2(l2off, l1i uint64, active bool, fix Mode) error {
 				}
 				continue
 			}
-			if zoned && off&(c.cs-1) == 0 {
+			if zoned && off&(c.cs-1) == 0 && (typ == ctZeroAlloc || c.extL2 && bm&bitmapAllAlloc == 0) {
+				// No data in it: what the reference's zone reset leaves.
+				reclaim := fix&RepairLeaks != 0 && c.writable(l2off, c.cs)
+				if done, err := c.zeroBeyondWP(t, l2off, j, guest, off, bm, reclaim); err != nil || done {
+					if err != nil {
+						return err
+					}
+					continue
+				}
+			} else if zoned && off&(c.cs-1) == 0 {
 				if done, err := c.checkBeyondWP(t, l2off, j, guest, off, c.cs, repair && c.z.repair); err != nil || done {
 					if err != nil {
 						return err

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/zqimg/zqimg/pkg/image"
 	"github.com/zqimg/zqimg/pkg/zone"
@@ -21,6 +22,11 @@ type zstate struct {
 	// repair: the table was repaired where needed (written before any
 	// data beyond a write pointer is discarded), so discarding is allowed.
 	repair bool
+	// plausible: the table's entries are all possible (read
+	// little-endian, or big-endian when stored byte-swapped); bad counts
+	// the impossible ones otherwise.
+	plausible bool
+	bad       int
 }
 
 // zoneLen returns the length of zone i (the last one may be short).
@@ -53,9 +59,11 @@ func (z *zstate) beyond(g, n uint64) int64 {
 
 // clampEntry returns the nearest valid entry for zone i (see doc.go): the
 // start with the conventional bit for a conventional zone; for a
-// sequential zone the write pointer without the conventional bit, brought
-// into [start, zone end], rounded down to 512 bytes, and brought back to
-// the capacity end when it lies between the capacity end and the zone end.
+// sequential zone the write pointer without the conventional bit: below
+// the zone, the start; above the zone end, the position a finish gives
+// (start + zone_size, past the device end for a short last zone: FULL);
+// otherwise rounded down to 512 bytes, and brought back to the capacity
+// end when it lies between the capacity end and the zone end.
 func clampEntry(h *zone.Header, i uint32, e, zoneLen uint64) uint64 {
 	s := h.ZoneStart(i)
 	if i < h.ConventionalZones {
@@ -68,7 +76,7 @@ func clampEntry(h *zone.Header, i uint32, e, zoneLen uint64) uint64 {
 	case v < s:
 		return s
 	case v > end:
-		return end
+		return s + h.ZoneSize
 	}
 	v &^= 511
 	if v < s {
@@ -84,8 +92,18 @@ func clampEntry(h *zone.Header, i uint32, e, zoneLen uint64) uint64 {
 // the table's clusters, and learns the write pointers for the check of the
 // data beyond them. With repairErrors it repairs what it can, writing the
 // table first and then the extension (see doc.go).
+//
+// When the extension does not lead to the table (missing, unusable,
+// zonedmeta_offset wrong), a read-only pass looks for the real table after
+// the walk (locate); the repairing pass after it gets its place
+// (c.located) and counts it, so that a repair never frees the table's
+// clusters as leaked, and points zonedmeta_offset to it when the rest of
+// the extension is valid.
 func (c *checker) checkZoned(fix Mode) error {
 	c.z = nil
+	c.zext = nil
+	c.needLocate = false
+	c.keptTable = extent{}
 	h := c.hdr
 	bit := h.IncompatibleFeatures&image.IncompatZoned != 0
 	e := c.ext(image.ExtZoned)
@@ -109,13 +127,18 @@ func (c *checker) checkZoned(fix Mode) error {
 	}
 	if e == nil {
 		extErr(ProblemZonedExtension, false, "ERROR zoned extension: incompatible feature bit 5 (zoned format) is set but the zoned extension (magic 0x%08x) is missing", image.ExtZoned)
+		c.needLocate = true
+		c.keepLocated()
 		return nil
 	}
 	zh, err := zone.ParseHeader(e.data)
 	if err != nil {
 		extErr(ProblemZonedExtension, false, "ERROR zoned extension: %s", fieldMsg(err))
+		c.needLocate = true
+		c.keepLocated()
 		return nil
 	}
+	c.zext = zh
 	v := *zh
 	usable := true
 	hdrChanged := false
@@ -156,15 +179,44 @@ func (c *checker) checkZoned(fix Mode) error {
 	c.z = z
 
 	off, size := v.MetaOffset, v.MetaSize
-	placed := false
+	var placeErr string
 	switch {
 	case off == 0 || off&(c.cs-1) != 0:
-		extErr(ProblemZonedTable, false, "ERROR zoned: write-pointer table offset 0x%x is not a non-zero multiple of the cluster size %d", off, c.cs)
+		placeErr = fmt.Sprintf("write-pointer table offset 0x%x is not a non-zero multiple of the cluster size %d", off, c.cs)
 	case size == 0 || size > 8*zone.MaxZones:
-		extErr(ProblemZonedTable, false, "ERROR zoned: write-pointer table size %d is invalid", size)
+		placeErr = fmt.Sprintf("write-pointer table size %d is invalid", size)
 	case off+size < off || off+size > c.fileSize:
-		extErr(ProblemZonedTable, false, "ERROR zoned: write-pointer table [0x%x, 0x%x) extends past the end of the file (%d bytes)", off, off+size, c.fileSize)
-	default:
+		placeErr = fmt.Sprintf("write-pointer table [0x%x, 0x%x) extends past the end of the file (%d bytes)", off, off+size, c.fileSize)
+	}
+	if loc := c.hintTable; loc.size > 0 && usable && loc.size == size && loc.off != off {
+		// The read-only pass found the table elsewhere: zonedmeta_offset
+		// is wrong. Point it to the table (written with the extension).
+		why := placeErr
+		if why == "" {
+			why = fmt.Sprintf("zonedmeta_offset 0x%x does not point to the write-pointer table", off)
+		}
+		f := finding(KindCorruption, ProblemZonedTable, "%s zoned: %s; the write-pointer table lies at 0x%x", verb(repair), why, loc.off)
+		if repair {
+			f.Msg += "; zonedmeta_offset set to it"
+		}
+		f.Offset, f.Repaired = int64(loc.off), repair
+		c.report(f)
+		if repair {
+			zr.ExtensionErrorsFixed++
+		} else {
+			zr.ExtensionErrors++
+		}
+		v.MetaOffset, z.h.MetaOffset = loc.off, loc.off
+		off, placeErr, hdrChanged = loc.off, "", true
+		c.unsafeTable = false
+	} else if loc.size > 0 && loc.off != off {
+		c.keepLocated()
+	}
+	placed := false
+	if placeErr != "" {
+		extErr(ProblemZonedTable, false, "ERROR zoned: %s", placeErr)
+		c.needLocate = true
+	} else {
 		c.inc(off, size)
 		z.tableOff, z.tableSize = off, size
 		placed = true
@@ -179,8 +231,28 @@ func (c *checker) checkZoned(fix Mode) error {
 			}
 			c.l1 = l1
 		}
+		l2Overlap := false
 		for k := off >> c.cb; k <= (off+size-1)>>c.cb; k++ {
-			if c.metadataAt(k) != "" {
+			switch what := c.metadataAt(k); {
+			case strings.HasPrefix(what, l2TableOf):
+				l2Overlap = true
+			case what != "":
+				c.unsafeTable = true
+			}
+		}
+		if l2Overlap && !usable {
+			c.unsafeTable = true
+		}
+		if l2Overlap && !c.unsafeTable {
+			// An L1 entry points into the table, or the extension points
+			// into an L2 table: the table is the right one when its
+			// content is a possible table (the L1 entry is then cleared
+			// by a repair, see meta.go).
+			raw := make([]byte, size)
+			if err := c.readAt(raw, off); err != nil {
+				return err
+			}
+			if !plausibleTable(append(raw, make([]byte, (c.cs-size%c.cs)%c.cs)...), size, geometry{zoneSize: v.ZoneSize, nr: uint64(v.NrZones), conv: int64(v.ConventionalZones)}) {
 				c.unsafeTable = true
 			}
 		}
@@ -189,6 +261,7 @@ func (c *checker) checkZoned(fix Mode) error {
 		// A table sharing clusters with other structures holds their
 		// bytes: it is reported (checkZonedOverlap), not interpreted. The
 		// extension itself may still be repaired.
+		c.needLocate = true
 		if repair && usable {
 			return c.writeZonedExt(e, &v, hdrChanged, bit)
 		}
@@ -202,6 +275,10 @@ func (c *checker) checkZoned(fix Mode) error {
 			return err
 		}
 		entries = c.checkEntries(z, zh, raw, repair, &tableChanged)
+		if z.bad*2 > int(v.NrZones) {
+			// Mostly impossible entries: perhaps not the table at all.
+			c.needLocate = true
+		}
 	}
 	if !repair {
 		return nil
@@ -219,6 +296,21 @@ func (c *checker) checkZoned(fix Mode) error {
 		}
 	}
 	return c.writeZonedExt(e, &v, hdrChanged, bit)
+}
+
+// keepLocated counts the write-pointer table the read-only pass found
+// where the zoned extension does not lead (c.hintTable), when the
+// extension cannot be pointed to it: its clusters are in use, not leaked.
+func (c *checker) keepLocated() {
+	loc := c.hintTable
+	if loc.size == 0 || c.keptTable.size > 0 {
+		return
+	}
+	c.inc(loc.off, loc.size)
+	f := finding(KindInfo, ProblemZonedTable, "The write-pointer table lies at 0x%x (%d bytes), where the zoned extension does not point; its clusters are kept", loc.off, loc.size)
+	f.Offset = int64(loc.off)
+	c.report(f)
+	c.keptTable = loc
 }
 
 // writeZonedExt writes the repaired zoned extension and sets the zoned
@@ -266,12 +358,16 @@ func (c *checker) checkEntries(z *zstate, old *zone.Header, raw []byte, repair b
 		return k
 	}
 	entries := le
-	if leBad := bad(le); leBad > 0 {
+	leBad := bad(le)
+	z.plausible = leBad == 0
+	z.bad = leBad
+	if leBad > 0 {
 		be := make([]uint64, len(le))
 		for i := range be {
 			be[i] = binary.BigEndian.Uint64(raw[8*i:])
 		}
 		if bad(be) == 0 {
+			z.plausible, z.bad = true, 0
 			f := finding(KindCorruption, ProblemZonedByteSwap, "%s zoned: the write-pointer table is stored byte-swapped (big-endian entries): read little-endian, %d of its %d entries are impossible; read big-endian, none is", verb(repair), leBad, n)
 			f.Offset, f.Repaired = int64(z.tableOff), repair
 			c.report(f)
@@ -414,12 +510,17 @@ func (c *checker) checkZonedOverlap() {
 		return
 	}
 	for k := z.tableOff >> c.cb; k <= (z.tableOff+z.tableSize-1)>>c.cb; k++ {
-		if c.used.get(k) > 1 {
+		if u := c.used.get(k); u > 1 {
 			f := finding(KindCorruption, ProblemZonedTable, "ERROR zoned: write-pointer table cluster %d (offset 0x%x) is also used by %s", k, k<<c.cb, c.describeCluster(k))
 			f.Cluster, f.Offset = int64(k), int64(k<<c.cb)
 			c.report(f)
 			c.res.Zoned.ExtensionErrors++
-			c.res.hints.zonedOverlap = true
+			// Unless only entries a repair clears (entries into the
+			// table, see meta.go) refer to it, the table is not trusted.
+			if u-min(u, c.intoMeta[k]+c.garbage[k]) > 1 || !z.plausible {
+				c.res.hints.zonedOverlap = true
+				c.needLocate = true
+			}
 		}
 	}
 }
@@ -432,6 +533,9 @@ func (c *checker) describeCluster(k uint64) string {
 	}
 	return "other metadata or guest data"
 }
+
+// l2TableOf starts metadataAt's name of an L2 table.
+const l2TableOf = "the L2 table of L1 entry "
 
 // metadataAt names the metadata structure (other than the write-pointer
 // table and L2 tables of snapshots) that uses cluster k, or returns "".
@@ -456,7 +560,7 @@ func (c *checker) metadataAt(k uint64) string {
 	}
 	for i, e := range c.l1 {
 		if e&image.L1OffsetMask != 0 && e&image.L1OffsetMask>>c.cb == k {
-			return fmt.Sprintf("the L2 table of L1 entry %d", i)
+			return fmt.Sprintf("%s%d", l2TableOf, i)
 		}
 	}
 	for _, sn := range c.snapshots {
@@ -465,4 +569,151 @@ func (c *checker) metadataAt(k uint64) string {
 		}
 	}
 	return ""
+}
+
+// maxLocateProbes bounds the candidate places locate reads.
+const maxLocateProbes = 4096
+
+// geometry is a zone layout a write-pointer table is tried against.
+type geometry struct {
+	zoneSize uint64
+	nr       uint64
+	conv     int64 // conventional zones; -1: unknown (any prefix)
+}
+
+// locate looks, in a read-only pass, for the write-pointer table when the
+// zoned extension does not lead to it (missing, unusable, zonedmeta_offset
+// wrong or pointing at something else): a run of clusters that hold a
+// refcount, that nothing refers to, and whose content is a plausible table
+// for the image (every entry possible for its zone, the rest of the last
+// cluster zero). The place qemu-img create uses, right after the first
+// refcount block, is tried first. The table found is counted (its
+// clusters are not leaks) and passed to the repairing pass (hints.table).
+func (c *checker) locate() {
+	if c.mode != RepairNone || !c.needLocate || c.located.size > 0 || c.hintTable.size > 0 {
+		return
+	}
+	geoms := c.geometries()
+	if len(geoms) == 0 {
+		return
+	}
+	free := func(k uint64) bool {
+		if k == 0 || k >= c.nb || c.used.get(k) != 0 {
+			return false
+		}
+		s, ok := c.storedAt(k)
+		return ok && s > 0
+	}
+	tried := map[uint64]bool{}
+	probes := 0
+	try := func(k uint64, layout bool) bool {
+		if tried[k] || !free(k) || probes >= maxLocateProbes {
+			return false
+		}
+		tried[k] = true
+		probes++
+		for _, g := range geoms {
+			if g.nr < 2 && !layout && c.zext == nil {
+				continue // an empty one-zone table is any zero cluster
+			}
+			size := 8 * g.nr
+			n := ceilDiv(size, c.cs)
+			ok := true
+			for i := uint64(1); i < n && ok; i++ {
+				ok = free(k + i)
+			}
+			if !ok {
+				continue
+			}
+			raw := make([]byte, n*c.cs)
+			if err := c.readAt(raw, k<<c.cb); err != nil {
+				return false
+			}
+			if plausibleTable(raw, size, g) {
+				c.located = extent{off: k << c.cb, size: size}
+				return true
+			}
+		}
+		return false
+	}
+	found := false
+	if len(c.reftable) > 0 {
+		if b := c.reftable[0] & image.RefTableOffMask; b != 0 && b&(c.cs-1) == 0 {
+			found = try(b>>c.cb+1, true)
+		}
+	}
+	for k := uint64(1); !found && k < c.nb && probes < maxLocateProbes; k++ {
+		found = try(k, false)
+	}
+	if !found {
+		return
+	}
+	loc := c.located
+	c.inc(loc.off, loc.size)
+	f := finding(KindInfo, ProblemZonedTable, "The write-pointer table was found at 0x%x (%d bytes); the zoned extension does not point to it", loc.off, loc.size)
+	f.Offset = int64(loc.off)
+	c.report(f)
+	c.res.hints.table = loc
+}
+
+// geometries returns the zone layouts a lost write-pointer table may have:
+// the one of the zoned extension when its zone size is usable, otherwise
+// every power-of-two zone size.
+func (c *checker) geometries() []geometry {
+	size := c.hdr.Size
+	if size == 0 {
+		return nil
+	}
+	if zh := c.zext; zh != nil && zh.ZoneSize >= 512 && zh.ZoneSize&(zh.ZoneSize-1) == 0 {
+		nr := ceilDiv(size, zh.ZoneSize)
+		if nr == 0 || nr > zone.MaxZones {
+			return nil
+		}
+		conv := int64(-1)
+		if uint64(zh.ConventionalZones) < nr {
+			conv = int64(zh.ConventionalZones)
+		}
+		return []geometry{{zoneSize: zh.ZoneSize, nr: nr, conv: conv}}
+	}
+	var gs []geometry
+	for zs := uint64(512); zs != 0; zs <<= 1 {
+		nr := ceilDiv(size, zs)
+		if nr <= zone.MaxZones {
+			gs = append(gs, geometry{zoneSize: zs, nr: nr, conv: -1})
+		}
+		if nr == 1 {
+			break
+		}
+	}
+	return gs
+}
+
+// plausibleTable reports whether raw (whole clusters) starts with a
+// write-pointer table of size bytes for geometry g, little-endian or
+// byte-swapped, and is zero after it.
+func plausibleTable(raw []byte, size uint64, g geometry) bool {
+	for _, b := range raw[size:] {
+		if b != 0 {
+			return false
+		}
+	}
+	for _, bo := range []binary.ByteOrder{binary.LittleEndian, binary.BigEndian} {
+		ok := true
+		conv := true // still in the conventional prefix
+		for i := uint64(0); i < g.nr && ok; i++ {
+			e := bo.Uint64(raw[8*i:])
+			start := i * g.zoneSize
+			switch {
+			case e&zone.ConvBit != 0:
+				ok = conv && e&^zone.ConvBit == start && (g.conv < 0 || int64(i) < g.conv)
+			default:
+				conv = false
+				ok = (g.conv < 0 || int64(i) >= g.conv) && e >= start && e <= start+g.zoneSize && e%512 == 0
+			}
+		}
+		if ok {
+			return true
+		}
+	}
+	return false
 }

@@ -3,6 +3,7 @@
 package info
 
 import (
+	"fmt"
 	"path/filepath"
 
 	"github.com/zqimg/zqimg/pkg/image"
@@ -43,22 +44,32 @@ type QCow2Info struct {
 }
 
 // ZonedInfo describes a zoned image. Sizes are bytes.
+//
+// A zoned image whose zoned metadata is damaged is still described, as
+// qemu-img info describes a corrupt image: the configuration as stored,
+// Corrupt set and the problems listed (zqimg check -r all repairs what can
+// be repaired). The fields of a missing or undecodable extension are zero
+// and its model "unknown"; Conditions is nil when the write pointers
+// cannot be judged.
 type ZonedInfo struct {
-	Model             string     `json:"model"`
-	ZoneSize          uint64     `json:"zone-size"`
-	ZoneCapacity      uint64     `json:"zone-capacity"`
-	NrZones           uint32     `json:"nr-zones"`
-	ConventionalZones uint32     `json:"conventional-zones"`
-	MaxOpenZones      uint32     `json:"max-open-zones"`
-	MaxActiveZones    uint32     `json:"max-active-zones"`
-	MaxAppendBytes    uint32     `json:"max-append-bytes"`
-	TableOffset       uint64     `json:"write-pointer-table-offset"`
-	TableSize         uint64     `json:"write-pointer-table-size"`
-	Conditions        Conditions `json:"conditions"`
+	Model             string      `json:"model"`
+	ZoneSize          uint64      `json:"zone-size"`
+	ZoneCapacity      uint64      `json:"zone-capacity"`
+	NrZones           uint32      `json:"nr-zones"`
+	ConventionalZones uint32      `json:"conventional-zones"`
+	MaxOpenZones      uint32      `json:"max-open-zones"`
+	MaxActiveZones    uint32      `json:"max-active-zones"`
+	MaxAppendBytes    uint32      `json:"max-append-bytes"`
+	TableOffset       uint64      `json:"write-pointer-table-offset"`
+	TableSize         uint64      `json:"write-pointer-table-size"`
+	Conditions        *Conditions `json:"conditions,omitempty"`
+	Corrupt           bool        `json:"corrupt,omitempty"`
+	Problems          []string    `json:"problems,omitempty"`
 }
 
 // Conditions counts the zones in each condition (open states do not
 // survive closing the image, so a freshly opened image has none).
+// Invalid counts zones whose write pointer is impossible.
 type Conditions struct {
 	NotWP    uint32 `json:"not-write-pointer"`
 	Empty    uint32 `json:"empty"`
@@ -68,21 +79,103 @@ type Conditions struct {
 	Full     uint32 `json:"full"`
 	Active   uint32 `json:"active"`
 	Sequence uint32 `json:"sequential"`
+	Invalid  uint32 `json:"invalid,omitempty"`
 }
 
-// Describe opens path read-only (without its backing file) and describes it.
+// Describe opens path read-only (without its backing file) and describes
+// it. The zoned metadata is read leniently (zone.Inspect): a damaged
+// write-pointer table or zoned extension is reported in the zoned
+// section, not refused.
 func Describe(path string, forceShare bool) (*ImageInfo, error) {
-	dev, err := zone.Open(path, image.Options{ReadOnly: true, NoBacking: true, NoLock: forceShare})
+	img, err := image.Open(path, image.Options{ReadOnly: true, NoBacking: true, NoLock: forceShare, Features: image.IncompatZoned})
 	if err != nil {
 		return nil, err
 	}
-	defer dev.Close()
-	return FromDevice(dev)
+	defer img.Close()
+	return FromImage(img)
 }
 
-// FromDevice describes an open device.
+// FromImage describes an open image, reading its zoned metadata
+// leniently.
+func FromImage(img *image.Image) (*ImageInfo, error) {
+	inf := describe(img)
+	in, err := zone.Inspect(img)
+	if err != nil {
+		return nil, err
+	}
+	if in != nil {
+		inf.FormatSpecific.Data.Zoned = zonedInfo(in)
+	}
+	return inf, nil
+}
+
+// zonedInfo turns an inspection into the zoned section.
+func zonedInfo(in *zone.Inspection) *ZonedInfo {
+	z := &ZonedInfo{Model: "unknown", Corrupt: in.Corrupt(), Problems: in.Problems}
+	zh := in.Header
+	if zh == nil {
+		return z
+	}
+	z.Model = modelName(zh.Model)
+	z.ZoneSize, z.ZoneCapacity = zh.ZoneSize, zh.ZoneCapacity
+	z.NrZones, z.ConventionalZones = zh.NrZones, zh.ConventionalZones
+	z.MaxOpenZones, z.MaxActiveZones, z.MaxAppendBytes = zh.MaxOpenZones, zh.MaxActiveZones, zh.MaxAppendBytes
+	z.TableOffset, z.TableSize = zh.MetaOffset, zh.MetaSize
+	if c := in.Conditions; c != nil {
+		z.Conditions = &Conditions{
+			NotWP: c[zone.CondNotWP], Empty: c[zone.CondEmpty], Closed: c[zone.CondClosed], Full: c[zone.CondFull],
+			Active:   c[zone.CondClosed],
+			Sequence: zh.NrZones - min(zh.ConventionalZones, zh.NrZones),
+			Invalid:  in.Invalid,
+		}
+	}
+	return z
+}
+
+// modelName names the zone model byte of the extension.
+func modelName(m uint8) string {
+	switch m {
+	case zone.ModelHostManaged:
+		return "host-managed"
+	case 0:
+		return "none (0)"
+	}
+	return fmt.Sprintf("unknown (%d)", m)
+}
+
+// FromDevice describes an open device (with its open zones).
 func FromDevice(dev *zone.Device) (*ImageInfo, error) {
-	img := dev.Image()
+	inf := describe(dev.Image())
+	if zh := dev.Header(); zh != nil {
+		c, err := dev.Counts()
+		if err != nil {
+			return nil, err
+		}
+		inf.FormatSpecific.Data.Zoned = &ZonedInfo{
+			Model:             "host-managed",
+			ZoneSize:          zh.ZoneSize,
+			ZoneCapacity:      zh.ZoneCapacity,
+			NrZones:           zh.NrZones,
+			ConventionalZones: zh.ConventionalZones,
+			MaxOpenZones:      zh.MaxOpenZones,
+			MaxActiveZones:    zh.MaxActiveZones,
+			MaxAppendBytes:    zh.MaxAppendBytes,
+			TableOffset:       zh.MetaOffset,
+			TableSize:         zh.MetaSize,
+			Conditions: &Conditions{
+				NotWP: c[zone.CondNotWP], Empty: c[zone.CondEmpty], ImpOpen: c[zone.CondImpOpen],
+				ExpOpen: c[zone.CondExpOpen], Closed: c[zone.CondClosed], Full: c[zone.CondFull],
+				Active:   c[zone.CondImpOpen] + c[zone.CondExpOpen] + c[zone.CondClosed],
+				Sequence: zh.NrZones - zh.ConventionalZones,
+			},
+		}
+	}
+	return inf, nil
+}
+
+// describe returns what qemu-img info says about img, without the zoned
+// section.
+func describe(img *image.Image) *ImageInfo {
 	h := img.Header()
 	inf := &ImageInfo{
 		VirtualSize: img.Size(),
@@ -113,30 +206,6 @@ func FromDevice(dev *zone.Device) (*ImageInfo, error) {
 		ext := h.ExtendedL2()
 		d.LazyRefcounts, d.Corrupt, d.ExtendedL2 = &lazy, &corrupt, &ext
 	}
-	if zh := dev.Header(); zh != nil {
-		c, err := dev.Counts()
-		if err != nil {
-			return nil, err
-		}
-		d.Zoned = &ZonedInfo{
-			Model:             "host-managed",
-			ZoneSize:          zh.ZoneSize,
-			ZoneCapacity:      zh.ZoneCapacity,
-			NrZones:           zh.NrZones,
-			ConventionalZones: zh.ConventionalZones,
-			MaxOpenZones:      zh.MaxOpenZones,
-			MaxActiveZones:    zh.MaxActiveZones,
-			MaxAppendBytes:    zh.MaxAppendBytes,
-			TableOffset:       zh.MetaOffset,
-			TableSize:         zh.MetaSize,
-			Conditions: Conditions{
-				NotWP: c[zone.CondNotWP], Empty: c[zone.CondEmpty], ImpOpen: c[zone.CondImpOpen],
-				ExpOpen: c[zone.CondExpOpen], Closed: c[zone.CondClosed], Full: c[zone.CondFull],
-				Active:   c[zone.CondImpOpen] + c[zone.CondExpOpen] + c[zone.CondClosed],
-				Sequence: zh.NrZones - zh.ConventionalZones,
-			},
-		}
-	}
 	inf.FormatSpecific = FormatSpecific{Type: "qcow2", Data: d}
-	return inf, nil
+	return inf
 }

@@ -42,7 +42,10 @@ clusters only (after a repair: the state of the repaired image).
 
 -r leaks frees leaked clusters; -r all also repairs corruptions, rebuilding
 the refcount structure when needed, clamps impossible write pointers and
-discards data beyond write pointers.`,
+discards data beyond write pointers. Zero clusters a zone reset left
+allocated beyond a write pointer (QEMU's reset does) are not damage; both
+repairs give their space back. A problem -r all could not repair is listed
+by the second check with "(could not be repaired)".`,
 		Example: `  zqimg check disk.qcow2
   zqimg check -r all --output=json zbc.qcow2`,
 		Args: cmdutil.ExactlyOneFile,
@@ -96,7 +99,8 @@ func Run(o *Options) error {
 			fmt.Fprintf(out, "The following inconsistencies were found and repaired:\n\n"+
 				"    %d leaked clusters\n"+
 				"    %d corruptions\n\n"+
-				"Double checking the fixed image now...\n", r.LeaksFixed, r.CorruptionsFixed)
+				"%s"+
+				"Double checking the fixed image now...\n", r.LeaksFixed, r.CorruptionsFixed, reclaimed(r))
 		}
 	}
 	printFindings(o.IO.ErrOut, res.Findings)
@@ -117,6 +121,15 @@ func Run(o *Options) error {
 		o.IO.Errorf("Check failed")
 	}
 	return cmdutil.Exit(res.ExitCode())
+}
+
+// reclaimed says how many zero clusters beyond write pointers a repair
+// gave back ("" when none).
+func reclaimed(r *pcheck.Result) string {
+	if z := r.Zoned; z != nil && z.ZeroBeyondWPReclaimed > 0 {
+		return fmt.Sprintf("%d zero clusters beyond write pointers were reclaimed.\n\n", z.ZeroBeyondWPReclaimed)
+	}
+	return ""
 }
 
 func printFindings(w io.Writer, fs []pcheck.Finding) {
@@ -148,6 +161,9 @@ func Human(r *pcheck.Result) string {
 	}
 	if z := r.Zoned; z != nil && z.DataBeyondWP > 0 {
 		fmt.Fprintf(&b, "%d of the leaked clusters are data beyond write pointers (use -r all to discard them).\n", z.DataBeyondWP)
+	}
+	if z := r.Zoned; z != nil && z.ZeroBeyondWP > 0 {
+		fmt.Fprintf(&b, "%d zero clusters beyond write pointers are still allocated (a zone reset left them; no harm to data, -r leaks reclaims the space).\n", z.ZeroBeyondWP)
 	}
 	if r.TotalClusters != 0 && r.AllocatedClusters != 0 {
 		fmt.Fprintf(&b, "%d/%d = %0.2f%% allocated, %0.2f%% fragmented, %0.2f%% compressed clusters\n",
@@ -190,6 +206,8 @@ type jsonZoned struct {
 	ExtensionErrorsFixed    int64  `json:"extension-errors-fixed"`
 	WritePointerErrorsFixed int64  `json:"write-pointer-errors-fixed"`
 	DataBeyondWPFixed       int64  `json:"data-beyond-write-pointer-fixed"`
+	ZeroBeyondWP            int64  `json:"zero-clusters-beyond-write-pointer"`
+	ZeroBeyondWPReclaimed   int64  `json:"zero-clusters-reclaimed"`
 }
 
 // JSON returns the result as qemu-img check --output=json prints it
@@ -222,6 +240,8 @@ func JSON(r *pcheck.Result) ([]byte, error) {
 			ExtensionErrorsFixed:    z.ExtensionErrorsFixed,
 			WritePointerErrorsFixed: z.WritePointerErrorsFixed,
 			DataBeyondWPFixed:       z.DataBeyondWPFixed,
+			ZeroBeyondWP:            z.ZeroBeyondWP,
+			ZeroBeyondWPReclaimed:   z.ZeroBeyondWPReclaimed,
 		}
 	}
 	var b bytes.Buffer

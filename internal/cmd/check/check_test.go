@@ -58,3 +58,22 @@ func TestHuman(t *testing.T) {
 		t.Errorf("empty result: %q", got)
 	}
 }
+
+// Zero clusters beyond write pointers are not damage: the summary says
+// there are none, then counts them as reclaimable space.
+func TestHumanZeroClusters(t *testing.T) {
+	r := &pcheck.Result{TotalClusters: 8, AllocatedClusters: 4, ImageEndOffset: 65536, Zoned: &pcheck.ZonedResult{ZeroBeyondWP: 3}}
+	want := "No errors were found on the image.\n" +
+		"3 zero clusters beyond write pointers are still allocated (a zone reset left them; no harm to data, -r leaks reclaims the space).\n" +
+		"4/8 = 50.00% allocated, 0.00% fragmented, 0.00% compressed clusters\n" +
+		"Image end offset: 65536\n"
+	if got := Human(r); got != want {
+		t.Errorf("got\n%q\nwant\n%q", got, want)
+	}
+	if got := reclaimed(&pcheck.Result{Zoned: &pcheck.ZonedResult{ZeroBeyondWPReclaimed: 2}}); got != "2 zero clusters beyond write pointers were reclaimed.\n\n" {
+		t.Errorf("reclaimed: %q", got)
+	}
+	if got := reclaimed(&pcheck.Result{}); got != "" {
+		t.Errorf("reclaimed without zoned result: %q", got)
+	}
+}

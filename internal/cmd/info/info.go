@@ -105,17 +105,41 @@ func printHuman(w io.Writer, inf *pinfo.ImageInfo) {
 		fmt.Fprintf(w, "    extended l2: %t\n", *d.ExtendedL2)
 	}
 	if z := d.Zoned; z != nil {
-		c := z.Conditions
-		fmt.Fprintf(w, "    zoned:\n")
-		fmt.Fprintf(w, "        model: %s\n", z.Model)
+		printZoned(w, z)
+	}
+}
+
+// printZoned prints the zoned section. A damaged one (z.Corrupt) shows
+// what is stored, then "corrupt: true" and the problems, as qemu-img info
+// shows a corrupt image.
+func printZoned(w io.Writer, z *pinfo.ZonedInfo) {
+	fmt.Fprintf(w, "    zoned:\n")
+	fmt.Fprintf(w, "        model: %s\n", z.Model)
+	if z.Model != "unknown" {
+		seq := z.NrZones - min(z.ConventionalZones, z.NrZones)
 		fmt.Fprintf(w, "        zone size: %s (%d bytes)\n", units.Human(z.ZoneSize), z.ZoneSize)
 		fmt.Fprintf(w, "        zone capacity: %s (%d bytes)\n", units.Human(z.ZoneCapacity), z.ZoneCapacity)
-		fmt.Fprintf(w, "        zones: %d (%d conventional, %d sequential)\n", z.NrZones, z.ConventionalZones, c.Sequence)
+		fmt.Fprintf(w, "        zones: %d (%d conventional, %d sequential)\n", z.NrZones, z.ConventionalZones, seq)
 		fmt.Fprintf(w, "        max open zones: %s\n", limit(z.MaxOpenZones))
 		fmt.Fprintf(w, "        max active zones: %s\n", limit(z.MaxActiveZones))
 		fmt.Fprintf(w, "        max append bytes: %d\n", z.MaxAppendBytes)
 		fmt.Fprintf(w, "        write-pointer table: %d bytes at offset 0x%x\n", z.TableSize, z.TableOffset)
-		fmt.Fprintf(w, "        zone conditions: %d empty, %d closed, %d full, %d not write pointer\n", c.Empty, c.Closed, c.Full, c.NotWP)
+	}
+	if c := z.Conditions; c != nil {
+		fmt.Fprintf(w, "        zone conditions: %d empty, %d closed, %d full, %d not write pointer", c.Empty, c.Closed, c.Full, c.NotWP)
+		if c.Invalid > 0 {
+			fmt.Fprintf(w, ", %d invalid", c.Invalid)
+		}
+		fmt.Fprintf(w, "\n")
+	} else if z.Model != "unknown" {
+		fmt.Fprintf(w, "        zone conditions: unknown\n")
+	}
+	if z.Corrupt {
+		fmt.Fprintf(w, "        corrupt: true\n")
+		fmt.Fprintf(w, "        problems:\n")
+		for _, p := range z.Problems {
+			fmt.Fprintf(w, "            %s\n", p)
+		}
 	}
 }
 
