@@ -87,14 +87,18 @@ func (s *Shell) report(op string, d time.Duration, offset, count, total int64, c
 		cvtstr(float64(total)), cnt, timestr(d, false), cvtstr(tdiv(float64(total), d)), tdiv(float64(cnt), d))
 }
 
-// dump prints buf as qemu-io's read -v does.
+// dump prints buf as qemu-io's read -v does: per 16 bytes, the offset
+// (8 hex digits), the bytes in hex, and the printable ones (letters and
+// digits; '.' for the others).
 func (s *Shell) dump(buf []byte, offset int64) {
-	var line []byte
+	const digits = "0123456789abcdef"
+	line := make([]byte, 0, 80)
 	for i := 0; i < len(buf); i += 16 {
 		end := min(i+16, len(buf))
-		line = fmt.Appendf(line[:0], "%08x:  ", offset+int64(i))
+		line = appendHex8(line[:0], uint64(offset)+uint64(i))
+		line = append(line, ':', ' ', ' ')
 		for _, c := range buf[i:end] {
-			line = fmt.Appendf(line, "%02x ", c)
+			line = append(line, digits[c>>4], digits[c&15], ' ')
 		}
 		line = append(line, ' ')
 		for _, c := range buf[i:end] {
@@ -107,4 +111,16 @@ func (s *Shell) dump(buf []byte, offset int64) {
 		line = append(line, '\n')
 		s.Out.Write(line)
 	}
+}
+
+// appendHex8 appends v in lower-case hex, at least 8 digits (%08x).
+func appendHex8(b []byte, v uint64) []byte {
+	n := len(b)
+	b = strconv.AppendUint(b, v, 16)
+	if pad := 8 - (len(b) - n); pad > 0 {
+		b = append(b, "00000000"[:pad]...)
+		copy(b[n+pad:], b[n:len(b)-pad])
+		copy(b[n:n+pad], "00000000")
+	}
+	return b
 }
