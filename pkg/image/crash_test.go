@@ -18,7 +18,7 @@ import (
 )
 
 var (
-	crashScenarios = flag.Int("crash.scenarios", 144, "random operation sequences in TestCrashConsistency")
+	crashScenarios = flag.Int("crash.scenarios", 200, "random operation sequences in TestCrashConsistency")
 	crashStep      = flag.Int("crash.step", 1, "cut the power at every k-th write, truncation or sync")
 	crashSeed      = flag.Int64("crash.seed", 1, "first random seed")
 )
@@ -135,6 +135,38 @@ type tracker struct {
 
 func newTracker(size int64) *tracker {
 	return &tracker{live: make([]byte, size), flushed: make([]byte, size), touched: make([]bool, (size+511)/512), resetSince: map[int]bool{}}
+}
+
+// spare is a tracker and a read buffer kept between crash points (each
+// crash point needs image-sized buffers; allocating them every time made
+// the allocator the test's main cost).
+var spare struct {
+	tr  *tracker
+	buf []byte
+}
+
+// reusedTracker returns an empty tracker for a device of size bytes.
+func reusedTracker(size int64) *tracker {
+	tr := spare.tr
+	if tr == nil || int64(len(tr.live)) != size {
+		tr = newTracker(size)
+		spare.tr = tr
+		return tr
+	}
+	clear(tr.live)
+	clear(tr.flushed)
+	clear(tr.touched)
+	clear(tr.resetSince)
+	tr.flushedWP = nil
+	return tr
+}
+
+// readBuf returns a buffer of n bytes, reused between calls.
+func readBuf(n int64) []byte {
+	if int64(cap(spare.buf)) < n {
+		spare.buf = make([]byte, n)
+	}
+	return spare.buf[:n]
 }
 
 func (tr *tracker) touch(off, n int64) {
@@ -281,6 +313,10 @@ func TestCrashConsistency(t *testing.T) {
 		}
 	}
 	t.Logf("%d crash points; %d left leaked clusters, %d left data beyond a write pointer (all repaired)", points, crashStats.leaky, crashStats.beyondWP)
+	// The default run cuts at least 20,000 points (issue 7).
+	if *crashScenarios >= 200 && *crashStep == 1 && points < 20000 {
+		t.Errorf("only %d crash points", points)
+	}
 	// Crashes that lose nothing would prove little: the cuts must reach
 	// the states the ordering has to survive.
 	if points > 1000 && (crashStats.leaky == 0 || crashStats.beyondWP == 0) {
@@ -298,7 +334,7 @@ func crashAt(t *testing.T, cfg crashConfig, seed int64, base []byte, ops []crash
 	if err != nil {
 		t.Fatal(err)
 	}
-	tr := newTracker(d.Size())
+	tr := reusedTracker(d.Size())
 	tr.flushedNow(d)
 	ff.PowerFailAfter(cut)
 	for _, op := range ops {
@@ -337,6 +373,7 @@ func verifyCrashed(t *testing.T, where string, crashed []byte, tr *tracker) {
 		crashStats.beyondWP++
 	}
 	verifyContent(t, where, mf, tr)
+	finishReadsZero(t, where, imagetest.NewMemFile(mf.Bytes()))
 	res = checkImage(t, where, mf, true)
 	if res.corruptions != 0 || res.leaks != 0 {
 		t.Fatalf("%s: after check -r all: %d corruptions, %d leaks:\n%s", where, res.corruptions, res.leaks, res.report)
@@ -352,7 +389,7 @@ func verifyContent(t *testing.T, where string, f image.File, tr *tracker) {
 		t.Fatalf("%s: crashed image does not open: %v", where, err)
 	}
 	defer d.Close()
-	got := make([]byte, d.Size())
+	got := readBuf(d.Size())
 	if _, err := d.ReadAt(got, 0); err != nil {
 		t.Fatalf("%s: read: %v", where, err)
 	}
@@ -380,9 +417,23 @@ func verifyContent(t *testing.T, where string, f image.File, tr *tracker) {
 			t.Fatalf("%s: zone %d: write pointer %#x is behind the flushed one %#x", where, i, z.WP, tr.flushedWP[i])
 		}
 	}
-	if mf, ok := f.(*imagetest.MemFile); ok {
-		finishReadsZero(t, where, imagetest.NewMemFile(mf.Bytes()))
+}
+
+var zeroes = make([]byte, 1<<20)
+
+// firstNonZero returns the index of the first non-zero byte of b, or -1.
+func firstNonZero(b []byte) int {
+	for off := 0; off < len(b); off += len(zeroes) {
+		chunk := b[off:min(off+len(zeroes), len(b))]
+		if !bytes.Equal(chunk, zeroes[:len(chunk)]) {
+			for i, c := range chunk {
+				if c != 0 {
+					return off + i
+				}
+			}
+		}
 	}
+	return -1
 }
 
 // finishReadsZero finishes every sequential zone of a crashed image that is
@@ -416,11 +467,11 @@ func finishReadsZero(t *testing.T, where string, f image.File) {
 	}
 	zeroes := func(stage string) {
 		for _, sp := range spans {
-			got := make([]byte, sp.end-sp.wp)
+			got := readBuf(int64(sp.end - sp.wp))
 			if _, err := d.ReadAt(got, int64(sp.wp)); err != nil {
 				t.Fatalf("%s: read: %v", where, err)
 			}
-			if i := bytes.IndexFunc(got, func(r rune) bool { return r != 0 }); i >= 0 {
+			if i := firstNonZero(got); i >= 0 {
 				t.Fatalf("%s: %s, a finished zone reads non-zero data at %#x, beyond its write pointer %#x before the finish", where, stage, sp.wp+uint64(i), sp.wp)
 			}
 		}

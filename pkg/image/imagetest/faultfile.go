@@ -62,8 +62,8 @@ type pendingOp struct {
 
 // NewFaultFile returns a FaultFile whose durable content is a copy of b.
 func NewFaultFile(b []byte) *FaultFile {
-	// Room to grow without reallocating for most tests.
-	room := 2*len(b) + 1<<20
+	// Room to grow a little without reallocating; more grows by append.
+	room := len(b) + 256<<10
 	return &FaultFile{durable: append(make([]byte, 0, room), b...), current: append(make([]byte, 0, room), b...), failAt: -1}
 }
 
