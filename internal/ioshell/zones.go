@@ -71,10 +71,6 @@ func (s *Shell) zoneReport(p *parsedArgs) error {
 	return nil
 }
 
-func (s *Shell) zoneSize() uint64 { return s.Dev.Header().ZoneSize }
-
-func hex(v uint64) string { return "0x" + strconv.FormatUint(v, 16) }
-
 // appendZoneHuman formats a zone as qemu-io's zone report does, in sectors.
 func appendZoneHuman(b []byte, z zone.Zone) []byte {
 	b = append(b, "start: 0x"...)

@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"testing"
 )
 
@@ -20,10 +19,9 @@ func Build() (path string, cleanup func(), err error) {
 		return "", nil, err
 	}
 	path = filepath.Join(dir, "zqimg")
-	goTool := "go"
+	// The go command of PATH, else the usual install location.
+	goTool := "/usr/local/go/bin/go"
 	if p, err := exec.LookPath("go"); err == nil {
-		goTool = p
-	} else if p := filepath.Join(runtime.GOROOT(), "bin", "go"); fileExists(p) {
 		goTool = p
 	}
 	cmd := exec.Command(goTool, "build", "-o", path, "github.com/zqimg/zqimg/cmd/zqimg")
@@ -45,11 +43,6 @@ func Main(m *testing.M, path *string) int {
 	defer cleanup()
 	*path = p
 	return m.Run()
-}
-
-func fileExists(p string) bool {
-	_, err := os.Stat(p)
-	return err == nil
 }
 
 // Required reports whether tests must fail rather than skip when what

@@ -57,12 +57,6 @@ func (c *counts) set(i, v uint64) {
 	c.a[i] = uint16(v)
 }
 
-// reset zeroes every count, keeping the length.
-func (c *counts) reset() {
-	clear(c.a)
-	c.big = nil
-}
-
 // clone returns an independent copy.
 func (c *counts) clone() counts {
 	d := counts{a: append([]uint16(nil), c.a...)}

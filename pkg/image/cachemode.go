@@ -40,6 +40,7 @@ func ParseCacheMode(s string) (CacheMode, error) {
 			return CacheMode(i), nil
 		}
 	}
+	//lint:ignore ST1005 qemu-io's message
 	return 0, fmt.Errorf("Invalid cache option: %s", s)
 }
 

@@ -16,48 +16,18 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/zqimg/zqimg/internal/testbin"
 	"github.com/zqimg/zqimg/pkg/image"
 )
 
 // zqimgBin is the zqimg binary built once by TestMain.
 var zqimgBin string
 
-func TestMain(m *testing.M) {
-	os.Exit(runMain(m))
-}
-
-func runMain(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "zqimg-interop-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "interop:", err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	zqimgBin = filepath.Join(dir, "zqimg")
-	goTool := "go"
-	if p, err := exec.LookPath("go"); err == nil {
-		goTool = p
-	} else if p := filepath.Join(runtime.GOROOT(), "bin", "go"); fileExists(p) {
-		goTool = p
-	}
-	cmd := exec.Command(goTool, "build", "-o", zqimgBin, "github.com/zqimg/zqimg/cmd/zqimg")
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	if err := cmd.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "interop: building zqimg:", err)
-		return 1
-	}
-	return m.Run()
-}
-
-func fileExists(p string) bool {
-	_, err := os.Stat(p)
-	return err == nil
-}
+func TestMain(m *testing.M) { os.Exit(testbin.Main(m, &zqimgBin)) }
 
 // requireQemu skips the test when qemu-img or qemu-io is missing, or fails
 // it when ZQIMG_REQUIRE_QEMU=1.
@@ -65,7 +35,7 @@ func requireQemu(t testing.TB) {
 	t.Helper()
 	for _, tool := range []string{"qemu-img", "qemu-io"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("ZQIMG_REQUIRE_QEMU") == "1" {
+			if testbin.Required() {
 				t.Fatalf("%s not found (ZQIMG_REQUIRE_QEMU=1): %v", tool, err)
 			}
 			t.Skipf("%s not found: %v", tool, err)
@@ -376,4 +346,9 @@ func retryLocked(open func() error) error {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }
