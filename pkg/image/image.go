@@ -613,3 +613,74 @@ func (z *zeroPastEnd) Close() error { return z.c.Close() }
 
 // log2 returns the base-2 logarithm of a power of two.
 func log2(v uint64) int { return bits.Len64(v) - 1 }
+
+// AppendExtension adds a header extension after the last one, crash-safely:
+// its data (and the new end marker) are written beyond the current end
+// marker and synced first, then its 8-byte header replaces the end marker
+// in one sector write, synced. Until then the image reads as before. It
+// fails if the extension exists or does not fit in the header cluster.
+func (img *Image) AppendExtension(magic uint32, data []byte) error {
+	img.mu.Lock()
+	defer img.mu.Unlock()
+	if err := img.writable(); err != nil {
+		return err
+	}
+	end := int(img.hdr.HeaderLength)
+	for _, e := range img.exts {
+		if e.Magic == magic {
+			return fmt.Errorf("header extension 0x%08x already exists", magic)
+		}
+		end = max(end, e.Off+8+int(roundUp(uint64(len(e.Data)), 8)))
+	}
+	b := AppendExtension(nil, Extension{Magic: magic, Data: data})
+	limit := int(img.cs)
+	if img.hdr.BackingFileOffset != 0 {
+		limit = int(img.hdr.BackingFileOffset)
+	}
+	if end+len(b)+8 > limit {
+		return fmt.Errorf("header extension 0x%08x (%d bytes) does not fit in the header cluster: %d of %d bytes used", magic, len(data), end+8, limit)
+	}
+	tail := append(b[8:], make([]byte, 8)...) // data, padding, end marker
+	if _, err := img.f.WriteAt(tail, int64(end+8)); err != nil {
+		return err
+	}
+	if err := img.f.Sync(); err != nil {
+		return err
+	}
+	if _, err := img.f.WriteAt(b[:8], int64(end)); err != nil {
+		return err
+	}
+	if err := img.f.Sync(); err != nil {
+		return err
+	}
+	img.exts = append(img.exts, Extension{Magic: magic, Data: append([]byte(nil), data...), Off: end})
+	return nil
+}
+
+// WriteExtensionData overwrites bytes [off, off+len(p)) of the data of an
+// existing header extension in place and syncs. The extension's own format
+// must make a torn write harmless (e.g. a slot with a checksum).
+func (img *Image) WriteExtensionData(magic uint32, off int, p []byte) error {
+	img.mu.Lock()
+	defer img.mu.Unlock()
+	if err := img.writable(); err != nil {
+		return err
+	}
+	for i, e := range img.exts {
+		if e.Magic != magic {
+			continue
+		}
+		if off < 0 || off+len(p) > len(e.Data) {
+			return fmt.Errorf("header extension 0x%08x: %d bytes at %d lie outside its %d bytes", magic, len(p), off, len(e.Data))
+		}
+		if _, err := img.f.WriteAt(p, int64(e.Off+8+off)); err != nil {
+			return err
+		}
+		if err := img.f.Sync(); err != nil {
+			return err
+		}
+		copy(img.exts[i].Data[off:], p)
+		return nil
+	}
+	return fmt.Errorf("header extension 0x%08x not found", magic)
+}

@@ -80,6 +80,9 @@ type Conditions struct {
 	Active   uint32 `json:"active"`
 	Sequence uint32 `json:"sequential"`
 	Invalid  uint32 `json:"invalid,omitempty"`
+	// ReadOnly and Offline count the zones with an injected fault.
+	ReadOnly uint32 `json:"read-only,omitempty"`
+	Offline  uint32 `json:"offline,omitempty"`
 }
 
 // Describe opens path read-only (without its backing file) and describes
@@ -127,6 +130,7 @@ func zonedInfo(in *zone.Inspection) *ZonedInfo {
 			Active:   c[zone.CondClosed],
 			Sequence: zh.NrZones - min(zh.ConventionalZones, zh.NrZones),
 			Invalid:  in.Invalid,
+			ReadOnly: c[zone.CondReadOnly], Offline: c[zone.CondOffline],
 		}
 	}
 	return z
@@ -167,6 +171,7 @@ func FromDevice(dev *zone.Device) (*ImageInfo, error) {
 				ExpOpen: c[zone.CondExpOpen], Closed: c[zone.CondClosed], Full: c[zone.CondFull],
 				Active:   c[zone.CondImpOpen] + c[zone.CondExpOpen] + c[zone.CondClosed],
 				Sequence: zh.NrZones - zh.ConventionalZones,
+				ReadOnly: c[zone.CondReadOnly], Offline: c[zone.CondOffline],
 			},
 		}
 	}

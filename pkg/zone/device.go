@@ -1,6 +1,7 @@
 package zone
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"iter"
@@ -102,6 +103,16 @@ func New(img *image.Image) (*Device, error) {
 	d.h = h
 	d.t = newTable(img, h, hdr.Size)
 	d.m = newMachine(h, hdr.Size, d.t.wp)
+	if data, ok := img.Extension(FaultExtMagic); ok {
+		p, err := ParseFaultExtension(data)
+		if err == nil {
+			err = p.Validate(h.NrZones)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v (zqimg check -r all rewrites it)", ErrBadFaultPlan, err)
+		}
+		d.m.faults = p
+	}
 	return d, nil
 }
 
@@ -187,6 +198,11 @@ func (d *Device) ReadAt(p []byte, off int64) (int, error) {
 	if err := d.ensure(first, last+1); err != nil {
 		return 0, err
 	}
+	for i := first; i <= last && d.m.faults != nil; i++ {
+		if d.m.faults.Cond(i) == CondOffline {
+			return 0, d.m.checkFault(i, "read")
+		}
+	}
 	d.maskBeyondWP(p, uint64(off))
 	return n, nil
 }
@@ -224,6 +240,13 @@ func (d *Device) checkIO(off int64, n int64) (zi uint32, seq bool, err error) {
 		return 0, false, nil
 	}
 	zi = d.zoneIndex(uint64(off))
+	if n > 0 {
+		for i := zi; i <= d.zoneIndex(uint64(off+n-1)); i++ {
+			if err := d.m.checkFault(i, "write"); err != nil {
+				return 0, false, err
+			}
+		}
+	}
 	if zi < d.m.conv {
 		if n > 0 {
 			if last := d.zoneIndex(uint64(off + n - 1)); last >= d.m.conv {
@@ -519,6 +542,9 @@ func (d *Device) manage(op Op, off, length int64) error {
 	whole := op == OpReset && off == 0 && length == size
 	if !whole {
 		for i := first; i < end; i++ {
+			if err := d.m.checkFault(i, "zone "+op.String()); err != nil {
+				return err
+			}
 			if i < d.m.conv {
 				return zerr(ErrConventional, syscall.EIO, "zone %s: zone %d is conventional; management operations are not allowed on conventional zones", op, i)
 			}
@@ -526,7 +552,20 @@ func (d *Device) manage(op Op, off, length int64) error {
 	}
 	first = max(first, d.m.conv)
 	if op == OpReset {
-		return d.reset(first, end)
+		// A reset of the whole device skips read-only and offline zones,
+		// as a device's RESET WRITE POINTER ALL does: reset each run of
+		// healthy zones.
+		for i := first; i < end; {
+			j := i
+			for j < end && d.m.faults.Cond(j) == 0 {
+				j++
+			}
+			if err := d.reset(i, j); err != nil {
+				return err
+			}
+			i = j + 1
+		}
+		return nil
 	}
 	switch op {
 	case OpOpen:
@@ -688,4 +727,79 @@ func (d *Device) Close() error {
 func IsZoneError(err error) bool {
 	var ze *Error
 	return errors.As(err, &ze)
+}
+
+// Fault returns the injected condition of zone i (CondReadOnly or
+// CondOffline), or 0 for a healthy zone or a plain image.
+func (d *Device) Fault(i uint32) Cond {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.m == nil {
+		return 0
+	}
+	return d.m.faults.Cond(i)
+}
+
+// Faults returns the fault plan in force (nil when none was ever set).
+func (d *Device) Faults() *FaultPlan {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.m == nil || d.m.faults == nil {
+		return nil
+	}
+	p := *d.m.faults
+	p.Ranges = slices.Clone(p.Ranges)
+	return &p
+}
+
+// SetFault injects cond (CondReadOnly, CondOffline, or 0 to clear) into
+// every zone of [off, off+length), with the range rules of Manage. The
+// plan is stored in the image (FaultExtMagic) and is durable when
+// SetFault returns; open zones that become faulty stop being open.
+func (d *Device) SetFault(cond Cond, off, length int64) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.h == nil {
+		return zerr(ErrNotZoned, syscall.ENOTSUP, "zone fault: %s", ErrNotZoned)
+	}
+	size := d.Size()
+	zs := d.h.ZoneSize
+	switch {
+	case off < 0 || length <= 0 || off >= size || size-off < length:
+		return zerr(ErrBeyondDevice, syscall.EINVAL, "zone fault range of %d bytes at offset 0x%x is empty or not inside the device (size 0x%x)", length, off, size)
+	case uint64(off)%zs != 0:
+		return zerr(ErrNotZoneStart, syscall.EINVAL, "zone fault offset 0x%x is not the start of a zone (zone size 0x%x)", off, zs)
+	case off+length < size && uint64(length)%zs != 0:
+		return zerr(ErrBadLength, syscall.EINVAL, "zone fault length %d is not a multiple of the zone size 0x%x", length, zs)
+	}
+	first := uint32(uint64(off) / zs)
+	end := uint32(min((uint64(off)+uint64(length)-1)/zs+1, uint64(d.m.nr)))
+	if err := d.ensure(first, end); err != nil {
+		return err
+	}
+	plan, err := d.m.faults.With(first, end-first, cond)
+	if err != nil {
+		return err
+	}
+	ext, has := d.img.Extension(FaultExtMagic)
+	if !has {
+		plan.Generation = 1
+		err = d.img.AppendExtension(FaultExtMagic, NewFaultExtension(plan))
+	} else {
+		at, slot := faultSlotUpdate(ext, plan)
+		plan.Generation = binary.BigEndian.Uint64(slot)
+		err = d.img.WriteExtensionData(FaultExtMagic, at, slot)
+	}
+	if err != nil {
+		return fmt.Errorf("writing the zone fault plan: %w", err)
+	}
+	// Zones that become faulty leave the open and active accounting.
+	for i := first; i < end; i++ {
+		if cond != 0 && d.m.faults.Cond(i) == 0 {
+			d.m.leave(i)
+		}
+	}
+	d.m.faults = plan
+	d.m.counted = false // cleared zones may be CLOSED again: recount when needed
+	return nil
 }

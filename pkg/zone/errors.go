@@ -23,6 +23,9 @@ var (
 	ErrSequentialDiscard = errors.New("discard is not supported in sequential zones (use a zone reset)")
 	ErrBadTable          = errors.New("invalid write-pointer table")
 	ErrUnaligned         = errors.New("sequential zones take offsets and lengths in multiples of 512 bytes")
+	ErrZoneReadOnly      = errors.New("zone is read-only")
+	ErrZoneOffline       = errors.New("zone is offline")
+	ErrBadFaultPlan      = errors.New("invalid zone fault plan")
 )
 
 // Error is a zone rule violation: Err is one of the sentinels, Msg says

@@ -506,3 +506,25 @@ func TestManageZoneSize2To63(t *testing.T) {
 		}
 	}
 }
+
+// FuzzParseFaultExtension: any bytes either decode to a plan that encodes
+// back to a valid extension, or fail; never a panic.
+func FuzzParseFaultExtension(f *testing.F) {
+	f.Add(NewFaultExtension(&FaultPlan{Generation: 3, Ranges: []FaultRange{{1, 2, CondReadOnly}, {5, 1, CondOffline}}}))
+	f.Add(make([]byte, FaultExtSize))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		p, err := ParseFaultExtension(b)
+		if err != nil {
+			return
+		}
+		if len(p.Ranges) > MaxFaultRanges {
+			t.Fatalf("%d ranges", len(p.Ranges))
+		}
+		q, err := ParseFaultExtension(NewFaultExtension(p))
+		if err != nil || q.Generation != p.Generation || len(q.Ranges) != len(p.Ranges) {
+			t.Fatalf("re-encoded plan: %+v, %v; was %+v", q, err, p)
+		}
+		_ = p.Validate(1 << 20)
+		_ = p.Cond(3)
+	})
+}

@@ -34,6 +34,10 @@ type Inspection struct {
 	ByteSwapped bool
 	// Problems describes each problem found, in the order found.
 	Problems []string
+	// Faults is the injected zone fault plan (nil when none is stored or
+	// it is damaged: a problem then says why); the faulty zones are
+	// counted as CondReadOnly and CondOffline.
+	Faults *FaultPlan
 }
 
 // Zoned reports whether the image claims the zoned format at all.
@@ -85,6 +89,17 @@ func Inspect(img *image.Image) (*Inspection, error) {
 		// Without a valid geometry the entries cannot be judged.
 		return in, nil
 	}
+	if data, ok := img.Extension(FaultExtMagic); ok {
+		p, err := ParseFaultExtension(data)
+		if err == nil {
+			err = p.Validate(h.NrZones)
+		}
+		if err != nil {
+			problem("zone fault plan: %v", err)
+		} else {
+			in.Faults = p
+		}
+	}
 	raw := make([]byte, h.MetaSize)
 	if err := img.HostReadAt(raw, int64(h.MetaOffset)); err != nil {
 		return nil, fmt.Errorf("reading the write-pointer table: %w", err)
@@ -130,6 +145,10 @@ func (in *Inspection) countTable(h *Header, size uint64, raw []byte) {
 			continue
 		}
 		start := h.ZoneStart(i)
+		if f := in.Faults.Cond(i); f != 0 {
+			in.Conditions[f]++
+			continue
+		}
 		switch wp := e &^ ConvBit; {
 		case i < h.ConventionalZones:
 			in.Conditions[CondNotWP]++

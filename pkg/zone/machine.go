@@ -16,7 +16,11 @@ const (
 	CondImpOpen Cond = 2
 	CondExpOpen Cond = 3
 	CondClosed  Cond = 4
-	CondFull    Cond = 14
+	// CondReadOnly and CondOffline exist only as injected faults (see
+	// FaultPlan): the zoned format does not persist them.
+	CondReadOnly Cond = 13
+	CondFull     Cond = 14
+	CondOffline  Cond = 15
 )
 
 // String returns the condition's Linux name (EMPTY, IMP_OPEN, ...).
@@ -34,6 +38,10 @@ func (c Cond) String() string {
 		return "CLOSED"
 	case CondFull:
 		return "FULL"
+	case CondReadOnly:
+		return "READONLY"
+	case CondOffline:
+		return "OFFLINE"
 	}
 	return fmt.Sprintf("COND_%d", uint8(c))
 }
@@ -53,6 +61,10 @@ func (c Cond) Short() string {
 		return "cl"
 	case CondFull:
 		return "fu"
+	case CondReadOnly:
+		return "ro"
+	case CondOffline:
+		return "of"
 	}
 	return fmt.Sprintf("x%X", uint8(c))
 }
@@ -107,6 +119,9 @@ type machine struct {
 	lrue map[uint32]*list.Element // implicitly open zones; front = most recently written
 
 	nrImp, nrExp, nrClosed uint32
+	// faults holds the injected READ ONLY and OFFLINE zones (nil: none);
+	// such zones are never open or active.
+	faults *FaultPlan
 	// counted says nrClosed is exact: it is computed (countClosed) the
 	// first time the active limit or the counts are needed, because that
 	// needs every write pointer; until then it is not used.
@@ -148,6 +163,9 @@ func (m *machine) zoneLen(i uint32) uint64 { return min(m.zoneSize, m.size-m.sta
 func (m *machine) capEnd(i uint32) uint64 { return m.start(i) + min(m.capacity, m.zoneLen(i)) }
 
 func (m *machine) cond(i uint32) Cond {
+	if f := m.faults.Cond(i); f != 0 {
+		return f
+	}
 	if i < m.conv {
 		return CondNotWP
 	}
@@ -248,8 +266,23 @@ func (m *machine) acquire(i uint32, activeCode syscall.Errno) error {
 	return nil
 }
 
+// checkFault refuses an operation on zone i when it is read-only or
+// offline (an injected fault): EIO, as a device fails such commands.
+func (m *machine) checkFault(i uint32, what string) error {
+	switch m.faults.Cond(i) {
+	case CondReadOnly:
+		return zerr(ErrZoneReadOnly, syscall.EIO, "%s: zone %d is read-only (injected fault)", what, i)
+	case CondOffline:
+		return zerr(ErrZoneOffline, syscall.EIO, "%s: zone %d is offline (injected fault)", what, i)
+	}
+	return nil
+}
+
 // checkWrite validates a write of n bytes at off into sequential zone i.
 func (m *machine) checkWrite(i uint32, off, n uint64) error {
+	if err := m.checkFault(i, "write"); err != nil {
+		return err
+	}
 	if off != m.wp[i] {
 		return zerr(ErrNotAtWritePointer, syscall.EINVAL, "write at offset 0x%x is not at the write pointer 0x%x of zone %d", off, m.wp[i], i)
 	}
@@ -383,15 +416,13 @@ func (m *machine) resetZone(i uint32) {
 
 // counts returns how many zones are in each condition.
 func (m *machine) counts() map[Cond]uint32 {
-	c := map[Cond]uint32{CondNotWP: m.conv, CondImpOpen: m.nrImp, CondExpOpen: m.nrExp, CondClosed: m.nrClosed}
-	for i := m.conv; i < m.nr; i++ {
-		if m.open[i] == notOpen {
-			switch wp := m.wp[i]; {
-			case wp == m.start(i):
-				c[CondEmpty]++
-			case wp >= m.capEnd(i):
-				c[CondFull]++
-			}
+	c := map[Cond]uint32{CondNotWP: 0, CondEmpty: 0, CondImpOpen: m.nrImp, CondExpOpen: m.nrExp, CondClosed: m.nrClosed, CondFull: 0}
+	for i := uint32(0); i < m.nr; i++ {
+		switch k := m.cond(i); k {
+		case CondImpOpen, CondExpOpen, CondClosed:
+			// counted incrementally
+		default:
+			c[k]++
 		}
 	}
 	return c

@@ -39,6 +39,21 @@ type Options struct {
 	Condition func(zone uint32) Condition
 }
 
+// DeviceFaults returns a Condition hook reporting the zone faults injected
+// into dev's image (zqimg zone-fault): READ ONLY zones are ReadOnly,
+// OFFLINE zones Offline.
+func DeviceFaults(dev *zone.Device) func(uint32) Condition {
+	return func(i uint32) Condition {
+		switch dev.Fault(i) {
+		case zone.CondReadOnly:
+			return ReadOnly
+		case zone.CondOffline:
+			return Offline
+		}
+		return Good
+	}
+}
+
 // Node IDs (and inode numbers).
 const rootID = fuse.FUSE_ROOT_ID // 1
 

@@ -308,3 +308,37 @@ func TestMountOptions(t *testing.T) {
 		t.Errorf("unknown option:\n%s", r)
 	}
 }
+
+// TestInjectedFaults: zones made read-only or offline with zqimg
+// zone-fault appear as zonefs shows such zones: a read-only file (mode
+// without write bits, writes and truncation refused, data readable), an
+// offline one (mode 0, size 0, no access).
+func TestInjectedFaults(t *testing.T) {
+	img, dir := newZoned(t, "16M", "zone.size=4M")
+	mustZqimg(t, "zap", img, "4M", "64k")
+	mustZqimg(t, "zone-fault", img, "set", "ro", "4M", "4M")
+	mustZqimg(t, "zone-fault", img, "set", "offline", "8M", "4M")
+	p := startMount(t, img, dir)
+	tmp := filepath.Dir(dir)
+	got := sh(t, tmp, "stat -c '%a %s' mnt/seq/1 mnt/seq/2 mnt/seq/3")
+	if got != "440 65536\n0 0\n640 0\n" {
+		t.Errorf("modes and sizes of read-only, offline and healthy zones: %q", got)
+	}
+	if out := sh(t, tmp, "cmp -n 65536 mnt/seq/1 /dev/zero 2>&1 || true"); !strings.Contains(out, "differ") {
+		t.Errorf("the read-only zone does not read its data: %q", out)
+	}
+	if e := shFail(t, tmp, "dd if=/dev/zero of=mnt/seq/1 bs=4k count=1 oflag=append conv=notrunc status=none"); !strings.Contains(e, "Permission denied") && !strings.Contains(e, "not permitted") {
+		t.Errorf("write to the read-only zone: %s", e)
+	}
+	if e := shFail(t, tmp, "truncate -s 0 mnt/seq/1"); !strings.Contains(e, "not permitted") && !strings.Contains(e, "Permission denied") {
+		t.Errorf("reset of the read-only zone: %s", e)
+	}
+	if e := shFail(t, tmp, "cat mnt/seq/2 > /dev/null"); !strings.Contains(e, "not permitted") && !strings.Contains(e, "Permission denied") {
+		t.Errorf("read of the offline zone: %s", e)
+	}
+	sh(t, tmp, "dd if=/dev/zero of=mnt/seq/3 bs=4k count=1 oflag=append conv=notrunc status=none")
+	p.umount()
+	if out := mustZqimg(t, "zrp", img, "4M", "3"); !strings.Contains(out, "zcond:13") || !strings.Contains(out, "zcond:15") || !strings.Contains(out, "wptr 0x6008") {
+		t.Errorf("zone report after the mount:\n%s", out)
+	}
+}

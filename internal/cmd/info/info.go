@@ -127,6 +127,9 @@ func printZoned(w io.Writer, z *pinfo.ZonedInfo) {
 	}
 	if c := z.Conditions; c != nil {
 		fmt.Fprintf(w, "        zone conditions: %d empty, %d closed, %d full, %d not write pointer", c.Empty, c.Closed, c.Full, c.NotWP)
+		if c.ReadOnly > 0 || c.Offline > 0 {
+			fmt.Fprintf(w, ", %d read-only, %d offline (injected)", c.ReadOnly, c.Offline)
+		}
 		if c.Invalid > 0 {
 			fmt.Fprintf(w, ", %d invalid", c.Invalid)
 		}

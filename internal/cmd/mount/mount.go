@@ -144,6 +144,7 @@ func Run(o *Options) error {
 			ExplicitOpen: mf.explicitOpen,
 			UID:          uint32(os.Geteuid()),
 			GID:          uint32(os.Getegid()),
+			Condition:    zonefs.DeviceFaults(dev),
 		},
 		AllowOther: mf.allowOther,
 		Source:     o.File,

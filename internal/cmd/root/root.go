@@ -13,6 +13,7 @@ import (
 	"github.com/zqimg/zqimg/internal/cmd/mount"
 	"github.com/zqimg/zqimg/internal/cmd/oneshot"
 	"github.com/zqimg/zqimg/internal/cmd/session"
+	"github.com/zqimg/zqimg/internal/cmd/zonefault"
 	"github.com/zqimg/zqimg/internal/cmdutil"
 )
 
@@ -48,6 +49,7 @@ device. Its options and output follow qemu-img and qemu-io.`,
 	root.AddCommand(info.NewCmdInfo(ios, nil))
 	root.AddCommand(session.NewCmdIO(ios, nil))
 	root.AddCommand(mount.NewCmdMount(ios, nil))
+	root.AddCommand(zonefault.NewCmdZoneFault(ios, nil))
 	root.AddCommand(oneshot.NewCmds(ios)...)
 	return root
 }
