@@ -8,10 +8,14 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/zqimg/zqimg/internal/cmd/check"
+	"github.com/zqimg/zqimg/internal/cmd/compare"
+	"github.com/zqimg/zqimg/internal/cmd/convert"
 	"github.com/zqimg/zqimg/internal/cmd/create"
 	"github.com/zqimg/zqimg/internal/cmd/info"
 	iocmd "github.com/zqimg/zqimg/internal/cmd/io"
 	single "github.com/zqimg/zqimg/internal/cmd/iocmd"
+	mapcmd "github.com/zqimg/zqimg/internal/cmd/map"
+	"github.com/zqimg/zqimg/internal/cmd/measure"
 	"github.com/zqimg/zqimg/internal/cmdutil"
 )
 
@@ -34,9 +38,13 @@ device. Its options and output follow qemu-img and qemu-io.`,
 	root.SetOut(ios.Out)
 	root.SetErr(ios.ErrOut)
 	root.AddCommand(check.NewCmdCheck(ios, nil))
+	root.AddCommand(compare.NewCmdCompare(ios, nil))
+	root.AddCommand(convert.NewCmdConvert(ios, nil))
 	root.AddCommand(create.NewCmdCreate(ios, nil))
 	root.AddCommand(info.NewCmdInfo(ios, nil))
 	root.AddCommand(iocmd.NewCmdIO(ios, nil))
+	root.AddCommand(mapcmd.NewCmdMap(ios, nil))
+	root.AddCommand(measure.NewCmdMeasure(ios, nil))
 	for _, s := range single.Specs {
 		root.AddCommand(single.NewCmd(ios, s, nil))
 	}
