@@ -44,13 +44,13 @@ type Kind int
 
 // Kinds of difference.
 const (
-	Identical      Kind = iota
-	Content             // Offset: the first differing sector
-	Size                // strict mode: the sizes differ
-	BlockStatus         // strict mode: Offset: where the block status differs
-	ZonedVsPlain        // one image is zoned, the other is not
-	ZoneGeometry        // Detail names the field
-	ZoneWritePointer    // Zone, Offset: the zone's start
+	Identical        Kind = iota
+	Content               // Offset: the first differing sector
+	Size                  // strict mode: the sizes differ
+	BlockStatus           // strict mode: Offset: where the block status differs
+	ZonedVsPlain          // one image is zoned, the other is not
+	ZoneGeometry          // Detail names the field
+	ZoneWritePointer      // Zone, Offset: the zone's start
 )
 
 // Result is the outcome of a comparison.
