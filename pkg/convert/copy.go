@@ -84,9 +84,9 @@ func (c *copier) advance(n int64) {
 
 // chunk returns the next piece of [off, hi) to copy and whether it holds
 // data: a run of one block status of the source, cut to end on a source
-// cluster boundary, to at most bufSize bytes of data, and to whole
-// destination clusters when compressing (a piece shorter than a cluster
-// is then read as data, whatever its status).
+// cluster boundary, to at most bufSize bytes of data, and to one whole
+// destination cluster of data when compressing (a piece shorter than a
+// cluster is then read as data, whatever its status).
 func (c *copier) chunk(off, hi int64) (int64, bool, error) {
 	if off >= c.stEnd {
 		s, err := c.src.Status(off, c.size-off)
@@ -103,7 +103,12 @@ func (c *copier) chunk(off, hi int64) (int64, bool, error) {
 	n := min(c.stEnd, hi) - off
 	data := c.stData
 	if data {
+		// Compressed data goes one cluster at a time (as in qemu-img):
+		// a cluster of zeroes is then skipped like any zero block.
 		n = min(n, bufSize)
+		if c.cs > 0 {
+			n = min(n, c.cs)
+		}
 	}
 	if c.cs > 0 {
 		if end := (off + n) / c.cs * c.cs; end > off {
