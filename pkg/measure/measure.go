@@ -90,6 +90,11 @@ func Measure(r Request) (*Result, error) {
 	}
 	spec, err := pcreate.Resolve(opts)
 	if err != nil {
+		var ve *pcreate.ValidationError
+		if errors.As(err, &ve) && ve.Option == "size" && strings.HasPrefix(ve.Msg, "The image size is too large") {
+			// qemu-img measure's wording of create's refusal.
+			return nil, &pcreate.ValidationError{Option: "size", Msg: "The image size is too large (try using a larger cluster size)"}
+		}
 		return nil, err
 	}
 	io := spec.Image
@@ -108,7 +113,9 @@ func Measure(r Request) (*Result, error) {
 		}
 	}
 	res.Required = res.FullyAllocated - virtual + data
-	if io.Version >= 3 && r.Source != nil && r.Source.Format() == blockdev.Qcow2 {
+	// Bitmaps count when both the source and the new image could hold
+	// persistent bitmaps: qcow2 version 3 both.
+	if io.Version >= 3 && r.Source != nil && r.Source.Format() == blockdev.Qcow2 && r.Source.Image().Header().Version >= 3 {
 		b, err := bitmapsSize(r.Source, cs)
 		if err != nil {
 			return nil, err
