@@ -209,7 +209,7 @@ func TestZonedClipping(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	img.WriteAt(bytes.Repeat([]byte{9}, 65536), 1<<20+65536) // beyond the write pointer
+	img.WriteAt(bytes.Repeat([]byte{9}, 65536), 1<<20+65536)  // beyond the write pointer
 	img.WriteAt(bytes.Repeat([]byte{9}, 4096), 2<<20+800<<10) // finished zone, beyond the capacity
 	img.Close()
 	d := open(t, path, "")
