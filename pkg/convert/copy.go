@@ -297,7 +297,7 @@ func planZones(src *blockdev.Disk, h *zone.Header) (*zonePlan, error) {
 					return nil, err
 				}
 				if beyond > j.capEnd {
-					return nil, fmt.Errorf("zone %d holds non-zero data at 0x%x, beyond its capacity (the zone's writable part ends at 0x%x): it cannot be imported into a zoned image", i, beyond-512, j.capEnd)
+					return nil, fmt.Errorf("zone %d holds non-zero data beyond its capacity (its writable part ends at 0x%x, the data at 0x%x): it cannot be imported into a zoned image", i, j.capEnd, beyond)
 				}
 			}
 			j.dataEnd = end
