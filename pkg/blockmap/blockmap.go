@@ -70,6 +70,7 @@ func Walk(d *blockdev.Disk, start, length int64, fn func(e Entry, last bool) err
 		off := cur.Start + cur.Length
 		s, err := d.MapStatus(off, end-off)
 		if err != nil {
+			//lint:ignore ST1005 the message is qemu-img's
 			return fmt.Errorf("Could not read file metadata: %w", err)
 		}
 		next := Entry{Start: off, Length: s.Len, Depth: s.Depth, Present: s.Allocated,

@@ -80,6 +80,8 @@ type Result struct {
 }
 
 // ErrCompressRaw is returned for a compressed conversion to raw.
+//
+//lint:ignore ST1005 the message is qemu-img's
 var ErrCompressRaw = errors.New("Compression not supported for this file format")
 
 // UnknownFormatError is a destination format zqimg cannot write.
@@ -183,9 +185,11 @@ func Convert(r Request) (res *Result, err error) {
 		}
 	}
 	if err := image.CheckUnlocked(r.Dest); err != nil {
+		//lint:ignore ST1005 the message is qemu-img's
 		return nil, fmt.Errorf("Could not create '%s': %w", r.Dest, err)
 	}
 	if st, err := os.Stat(r.Dest); err == nil && !st.Mode().IsRegular() {
+		//lint:ignore ST1005 the message is qemu-img's
 		return nil, fmt.Errorf("Could not create '%s': not a regular file", r.Dest)
 	}
 	tmp, err := reserveTemp(r.Dest)
@@ -227,6 +231,7 @@ func Convert(r Request) (res *Result, err error) {
 		return nil, err
 	}
 	if err := os.Rename(tmp, r.Dest); err != nil {
+		//lint:ignore ST1005 the message is qemu-img's
 		return nil, fmt.Errorf("Could not create '%s': %w", r.Dest, err)
 	}
 	syncDir(filepath.Dir(r.Dest))
@@ -241,6 +246,7 @@ func reserveTemp(path string) (string, error) {
 		if errors.As(err, &pe) {
 			err = pe.Err
 		}
+		//lint:ignore ST1005 the message is qemu-img's
 		return "", fmt.Errorf("Could not create '%s': %w", path, err)
 	}
 	name := f.Name()

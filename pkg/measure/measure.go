@@ -156,6 +156,7 @@ func dataSize(d *blockdev.Disk, cs uint64) (uint64, error) {
 	for off := int64(0); off < size; {
 		s, err := d.Status(off, size-off)
 		if err != nil {
+			//lint:ignore ST1005 the message is qemu-img's
 			return 0, fmt.Errorf("Unable to get block status: %w", err)
 		}
 		n := s.Len

@@ -46,6 +46,7 @@ Exit status: 0 identical, 1 different, 2 an image could not be opened,
   zqimg compare -f qcow2 -F raw disk.qcow2 disk.raw`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) != 2 {
+				//lint:ignore ST1005 the message is qemu-img's
 				return errors.New("Expecting two image file names")
 			}
 			return nil

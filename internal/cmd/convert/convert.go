@@ -61,6 +61,7 @@ complete and flushed; a failed conversion leaves no output behind.`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			switch {
 			case len(args) < 2:
+				//lint:ignore ST1005 the message is qemu-img's
 				return errors.New("Must specify image file name")
 			case len(args) > 2:
 				return fmt.Errorf("expecting one source and one destination, got %d file names", len(args))

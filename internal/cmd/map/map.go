@@ -46,6 +46,7 @@ write pointer.`,
   zqimg map --output=json --zones zbc.qcow2`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) != 1 {
+				//lint:ignore ST1005 the message is qemu-img's
 				return errors.New("Expecting one image file name")
 			}
 			return nil
@@ -125,6 +126,8 @@ func Run(o *Options) error {
 }
 
 // errNoOffset is qemu-img's refusal to print data it cannot locate.
+//
+//lint:ignore ST1005 the message is qemu-img's
 var errNoOffset = errors.New("File contains external, encrypted or compressed clusters.")
 
 // hex formats v as C's "%#x": 0 without prefix.
