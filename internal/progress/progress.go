@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vbauerster/mpb/v8"
@@ -32,6 +33,9 @@ type Bar struct {
 	total   int64
 	shown   float64 // percentage of the last frame requested
 	done    bool
+	// finished is set before the last frame: an empty job then shows
+	// 100% (read by the decorator, in mpb's goroutine).
+	finished atomic.Bool
 }
 
 // New starts a progress indicator for total bytes writing to out; it
@@ -46,6 +50,9 @@ func New(out io.Writer, total int64) *Bar {
 	)
 	b.bar = b.p.New(total, mpb.NopStyle(),
 		mpb.PrependDecorators(decor.Any(func(s decor.Statistics) string {
+			if s.Total <= 0 && !b.finished.Load() {
+				return Frame(0, -1) // nothing to do yet: 0%
+			}
 			return Frame(s.Current, s.Total)
 		})),
 	)
@@ -113,6 +120,7 @@ func (b *Bar) Finish() {
 		return
 	}
 	b.done = true
+	b.finished.Store(true)
 	if b.bar.Current() >= b.total {
 		b.bar.SetTotal(-1, true) // complete: mpb draws the last frame
 	} else {

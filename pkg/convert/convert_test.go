@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/zqimg/zqimg/pkg/blockdev"
@@ -194,5 +195,28 @@ func TestSpec(t *testing.T) {
 	var ve *create.ValidationError
 	if _, err := convert.Spec(src, []string{"zone.conventional_zones=3"}); !errors.As(err, &ve) || ve.Option != "zone.conventional_zones" {
 		t.Errorf("changed conventional zones: %v", err)
+	}
+}
+
+// Outputs get a new file's permissions (0666 less the umask), not those
+// of the private temporary file they are built in.
+func TestConvertOutputMode(t *testing.T) {
+	dir := t.TempDir()
+	src := openDisk(t, plainSource(t, dir), "")
+	defer src.Close()
+	old := syscall.Umask(0o022)
+	defer syscall.Umask(old)
+	for _, format := range []string{"qcow2", "raw"} {
+		dst := filepath.Join(dir, "out."+format)
+		if _, err := convert.Convert(convert.Request{Source: src, Dest: dst, Format: format}); err != nil {
+			t.Fatal(err)
+		}
+		st, err := os.Stat(dst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Mode().Perm() != 0o644 {
+			t.Errorf("%s output has mode %v, want 0644", format, st.Mode().Perm())
+		}
 	}
 }

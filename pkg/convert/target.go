@@ -6,6 +6,7 @@ import (
 
 	"github.com/zqimg/zqimg/pkg/image"
 	"github.com/zqimg/zqimg/pkg/zone"
+	"golang.org/x/sys/unix"
 )
 
 // target is the new image being written.
@@ -66,6 +67,13 @@ type rawTarget struct {
 func newRawTarget(path string, size int64) (*rawTarget, error) {
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
+		return nil, err
+	}
+	// The temporary file is private; the image gets a new file's mode.
+	mask := unix.Umask(0)
+	unix.Umask(mask)
+	if err := f.Chmod(0o666 &^ os.FileMode(mask)); err != nil {
+		f.Close()
 		return nil, err
 	}
 	if err := image.Lock(f, path, false); err != nil {
