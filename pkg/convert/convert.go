@@ -210,7 +210,7 @@ func Convert(r Request) (res *Result, err error) {
 		if err != nil {
 			return nil, err
 		}
-		t = &qcowTarget{dev: dev, cs: dev.Image().ClusterSize()}
+		t = &qcowTarget{dev: dev, cs: dev.Image().ClusterSize(), wb: newEarlyWriteback(tmp)}
 	} else {
 		rt, err := newRawTarget(tmp, src.Size())
 		if err != nil {
