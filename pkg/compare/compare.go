@@ -119,11 +119,11 @@ func Compare(a, b *blockdev.Disk, o Options) (*Result, error) {
 	for off := int64(0); off < common; {
 		s1, err := a.Status(off, size1-off)
 		if err != nil {
-			return nil, &Error{3, fmt.Sprintf("Sector allocation test failed for %s", a.Path())}
+			return nil, statusErr(a, err)
 		}
 		s2, err := b.Status(off, size2-off)
 		if err != nil {
-			return nil, &Error{3, fmt.Sprintf("Sector allocation test failed for %s", b.Path())}
+			return nil, statusErr(b, err)
 		}
 		chunk := min(s1.Len, s2.Len)
 		if o.Strict && s1.Flags() != s2.Flags() {
@@ -164,7 +164,7 @@ func Compare(a, b *blockdev.Disk, o Options) (*Result, error) {
 	for off := common; off < c.total; {
 		s, err := over.Status(off, c.total-off)
 		if err != nil {
-			return nil, &Error{3, fmt.Sprintf("Sector allocation test failed for %s", over.Path())}
+			return nil, statusErr(over, err)
 		}
 		chunk := s.Len
 		if s.Allocated && !s.Zero {
@@ -192,6 +192,10 @@ func (c *comparer) progress(n int64) {
 	if c.o.Progress != nil {
 		c.o.Progress(c.done, c.total)
 	}
+}
+
+func statusErr(d *blockdev.Disk, err error) error {
+	return &Error{3, fmt.Sprintf("Sector allocation test failed for %s: %v", d.Path(), err)}
 }
 
 func readErr(d *blockdev.Disk, off int64, err error) error {

@@ -51,6 +51,8 @@ func TestConvertMatchesQemu(t *testing.T) {
 		t.Run(p.name, func(t *testing.T) {
 			src := filepath.Base(p.build(t, dir))
 			fa := formatOf(p)
+			raw := p.name + ".src.raw"
+			mustRun(t, dir, "qemu-img", "convert", "-f", fa, "-O", "raw", src, raw)
 			for _, v := range convertVariants {
 				// The basic variants on every image, the others on a few.
 				basic := v.name == "qcow2" || v.name == "raw" || v.name == "zlib"
@@ -94,6 +96,11 @@ func TestConvertMatchesQemu(t *testing.T) {
 					t.Errorf("%s: qemu-img map of zqimg's and qemu-img's outputs differ:\n%s\n%s", v.name, zm, qm)
 				}
 				if v.compressed && p.name != "empty" {
+					// qemu-io reads the compressed clusters too.
+					size := int64(len(readFile(t, filepath.Join(dir, raw))))
+					if r := runQemu(t, dir, "qemu-io", "-r", "-f", "qcow2", "-c", fmt.Sprintf("read -q 0 %d", size), zout); r.code != 0 || r.stdout != "" {
+						t.Errorf("%s: qemu-io cannot read zqimg's output:\n%s", v.name, r)
+					}
 					h := runQemu(t, dir, "qemu-img", "map", zout)
 					if h.code == 0 || !strings.Contains(h.stderr, "compressed clusters") {
 						t.Errorf("%s: qemu-img map does not see compressed clusters:\n%s", v.name, h)
