@@ -103,6 +103,7 @@ type Image struct {
 	corrupt     bool
 	closed      bool
 	zbuf        zcache
+	cz          compressState // where the next compressed stream goes (compress.go)
 }
 
 type extent struct{ off, len uint64 }

@@ -21,10 +21,10 @@ func TestFaultPlanWith(t *testing.T) {
 		cond         zone.Cond
 		want         []zone.FaultRange
 	}{
-		{2, 3, zone.CondReadOnly, []zone.FaultRange{{2, 3, zone.CondReadOnly}}},
-		{5, 1, zone.CondReadOnly, []zone.FaultRange{{2, 4, zone.CondReadOnly}}}, // merged
-		{3, 2, zone.CondOffline, []zone.FaultRange{{2, 1, zone.CondReadOnly}, {3, 2, zone.CondOffline}, {5, 1, zone.CondReadOnly}}},
-		{0, 4, 0, []zone.FaultRange{{4, 1, zone.CondOffline}, {5, 1, zone.CondReadOnly}}}, // cleared
+		{2, 3, zone.CondReadOnly, []zone.FaultRange{{First: 2, Count: 3, Cond: zone.CondReadOnly}}},
+		{5, 1, zone.CondReadOnly, []zone.FaultRange{{First: 2, Count: 4, Cond: zone.CondReadOnly}}}, // merged
+		{3, 2, zone.CondOffline, []zone.FaultRange{{First: 2, Count: 1, Cond: zone.CondReadOnly}, {First: 3, Count: 2, Cond: zone.CondOffline}, {First: 5, Count: 1, Cond: zone.CondReadOnly}}},
+		{0, 4, 0, []zone.FaultRange{{First: 4, Count: 1, Cond: zone.CondOffline}, {First: 5, Count: 1, Cond: zone.CondReadOnly}}}, // cleared
 		{0, 10, 0, nil},
 	}
 	for i, s := range steps {
@@ -51,7 +51,7 @@ func TestFaultPlanWith(t *testing.T) {
 	if _, err := p.With(0, 1, zone.CondFull); err == nil {
 		t.Fatal("condition FULL accepted as a fault")
 	}
-	if err := (&zone.FaultPlan{Ranges: []zone.FaultRange{{8, 4, zone.CondReadOnly}}}).Validate(10); err == nil {
+	if err := (&zone.FaultPlan{Ranges: []zone.FaultRange{{First: 8, Count: 4, Cond: zone.CondReadOnly}}}).Validate(10); err == nil {
 		t.Fatal("a range past the last zone validated")
 	}
 }
@@ -59,14 +59,14 @@ func TestFaultPlanWith(t *testing.T) {
 // A torn update of the fault extension leaves the previous plan in force;
 // with both slots damaged the extension is refused.
 func TestFaultExtensionSlots(t *testing.T) {
-	p1 := &zone.FaultPlan{Generation: 1, Ranges: []zone.FaultRange{{1, 2, zone.CondReadOnly}}}
+	p1 := &zone.FaultPlan{Generation: 1, Ranges: []zone.FaultRange{{First: 1, Count: 2, Cond: zone.CondReadOnly}}}
 	ext := zone.NewFaultExtension(p1)
 	if got, err := zone.ParseFaultExtension(ext); err != nil || !reflect.DeepEqual(got, p1) {
 		t.Fatalf("round trip: %+v, %v", got, err)
 	}
 	// The new plan as slot 0 of a fresh extension; an update writes it
 	// into slot 1 (which starts at 8 + slot size = len(ext)/2 + 4).
-	next := zone.NewFaultExtension(&zone.FaultPlan{Generation: 2, Ranges: []zone.FaultRange{{4, 1, zone.CondOffline}}})
+	next := zone.NewFaultExtension(&zone.FaultPlan{Generation: 2, Ranges: []zone.FaultRange{{First: 4, Count: 1, Cond: zone.CondOffline}}})
 	slot := len(ext)/2 + 4
 	last := 0 // the last byte of the new slot that differs from the old
 	for i := 8; i < slot; i++ {

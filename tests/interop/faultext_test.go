@@ -24,7 +24,7 @@ func TestQemuKeepsTheFaultExtension(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	plan := &zone.FaultPlan{Generation: 7, Ranges: []zone.FaultRange{{1, 2, zone.CondReadOnly}}}
+	plan := &zone.FaultPlan{Generation: 7, Ranges: []zone.FaultRange{{First: 1, Count: 2, Cond: zone.CondReadOnly}}}
 	data := zone.NewFaultExtension(plan)
 	if err := img.AppendExtension(zone.FaultExtMagic, data); err != nil {
 		t.Fatal(err)

@@ -8,8 +8,12 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/zqimg/zqimg/internal/cmd/check"
+	"github.com/zqimg/zqimg/internal/cmd/compare"
+	"github.com/zqimg/zqimg/internal/cmd/convert"
 	"github.com/zqimg/zqimg/internal/cmd/create"
 	"github.com/zqimg/zqimg/internal/cmd/info"
+	mapcmd "github.com/zqimg/zqimg/internal/cmd/map"
+	"github.com/zqimg/zqimg/internal/cmd/measure"
 	"github.com/zqimg/zqimg/internal/cmd/mount"
 	"github.com/zqimg/zqimg/internal/cmd/oneshot"
 	"github.com/zqimg/zqimg/internal/cmd/session"
@@ -45,9 +49,13 @@ device. Its options and output follow qemu-img and qemu-io.`,
 	// -V and --version, as qemu-img's (Cobra would use -v).
 	root.Flags().BoolP("version", "V", false, "print the version and exit")
 	root.AddCommand(check.NewCmdCheck(ios, nil))
+	root.AddCommand(compare.NewCmdCompare(ios, nil))
+	root.AddCommand(convert.NewCmdConvert(ios, nil))
 	root.AddCommand(create.NewCmdCreate(ios, nil))
 	root.AddCommand(info.NewCmdInfo(ios, nil))
 	root.AddCommand(session.NewCmdIO(ios, nil))
+	root.AddCommand(mapcmd.NewCmdMap(ios, nil))
+	root.AddCommand(measure.NewCmdMeasure(ios, nil))
 	root.AddCommand(mount.NewCmdMount(ios, nil))
 	root.AddCommand(zonefault.NewCmdZoneFault(ios, nil))
 	root.AddCommand(oneshot.NewCmds(ios)...)

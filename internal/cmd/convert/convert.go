@@ -1,0 +1,146 @@
+// Package convert is the `zqimg convert` command.
+package convert
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+	"github.com/zqimg/zqimg/internal/cmdutil"
+	"github.com/zqimg/zqimg/internal/progress"
+	"github.com/zqimg/zqimg/pkg/blockdev"
+	pconvert "github.com/zqimg/zqimg/pkg/convert"
+	pcreate "github.com/zqimg/zqimg/pkg/create"
+)
+
+// Options are the parsed flags and arguments of `zqimg convert`.
+type Options struct {
+	IO         *cmdutil.IOStreams
+	Progress   bool
+	Compress   bool
+	Quiet      bool
+	Format     string
+	OutFormat  string
+	Opts       []string
+	ForceShare bool
+	Src        string
+	Dest       string
+}
+
+// NewCmdConvert returns the convert command; runF replaces the default
+// run function in tests.
+func NewCmdConvert(ios *cmdutil.IOStreams, runF func(*Options) error) *cobra.Command {
+	o := &Options{IO: ios}
+	cmd := &cobra.Command{
+		Use:   "convert [-p] [-c] [-q] [-f FMT] [-O qcow2|raw] [-o OPTIONS]... [-U] SRC DST",
+		Short: "Copy an image into a new qcow2 or raw image, compressed or not, keeping zones and write pointers",
+		Long: `Copy the image SRC into a new image DST (replaced if it exists) as
+qemu-img convert does: -O names the output format (qcow2 or raw; default
+raw), -o the creation options of a qcow2 output (as for create), -c
+writes compressed clusters (zlib or zstd, per compression_type), -p shows
+progress. Zeroes are not written: the output is sparse.
+
+A zoned qcow2 keeps its zoned configuration and every write pointer (-o
+may change cluster_size, refcount_bits, extended_l2, compression_type and
+the zone limits); only data below write pointers is copied. Converted to
+raw it gives the device's bytes (zeroes beyond write pointers). A plain
+image converted with -o zone.mode=host-managed,... is imported as a zoned
+device: each sequential zone's write pointer goes after its last non-zero
+512-byte sector (zeroes at a zone's end cannot be told from unwritten
+space: a warning says so).
+
+The output is built in a temporary file and renamed into place when
+complete and flushed; a failed conversion leaves no output behind.`,
+		Example: `  zqimg convert -O qcow2 disk.raw disk.qcow2
+  zqimg convert -p -c -O qcow2 -o cluster_size=1M,compression_type=zstd zbc.qcow2 small.qcow2
+  zqimg convert -O qcow2 -o zone.mode=host-managed,zone.size=64M dev.raw zbc.qcow2`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			switch {
+			case len(args) < 2:
+				//lint:ignore ST1005 the message is qemu-img's
+				return errors.New("Must specify image file name")
+			case len(args) > 2:
+				return fmt.Errorf("expecting one source and one destination, got %d file names", len(args))
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o.Src, o.Dest = args[0], args[1]
+			if runF != nil {
+				return runF(o)
+			}
+			return Run(o)
+		},
+	}
+	f := cmd.Flags()
+	f.BoolVarP(&o.Progress, "progress", "p", false, "show progress")
+	f.BoolVarP(&o.Compress, "compress", "c", false, "write compressed clusters")
+	f.BoolVarP(&o.Quiet, "quiet", "q", false, "quiet: no progress")
+	f.StringVarP(&o.Format, "format", "f", "", "source format: qcow2 or raw (default: probe)")
+	f.StringVarP(&o.OutFormat, "output-format", "O", "raw", "output format: qcow2 or raw")
+	f.StringArrayVarP(&o.Opts, "options", "o", nil, "comma-separated creation options of a qcow2 output; repeatable; 'help' lists them")
+	f.BoolVarP(&o.ForceShare, "force-share", "U", false, "open the source without taking locks")
+	return cmd
+}
+
+// Run converts the image.
+func Run(o *Options) error {
+	ios := o.IO
+	switch o.OutFormat {
+	case blockdev.Qcow2:
+	case blockdev.Raw:
+		if o.Compress {
+			ios.Errorf("%v", pconvert.ErrCompressRaw)
+			return cmdutil.Exit(1)
+		}
+	default:
+		ios.Errorf("Unknown file format '%s'", o.OutFormat)
+		return cmdutil.Exit(1)
+	}
+	for _, l := range o.Opts {
+		if l == "help" || l == "?" {
+			fmt.Fprint(ios.Out, pcreate.Help())
+			return nil
+		}
+	}
+	src, err := blockdev.Open(o.Src, blockdev.Options{Format: o.Format, ForceShare: o.ForceShare})
+	if err != nil {
+		ios.Errorf("Could not open '%s': %v", o.Src, err)
+		return cmdutil.Exit(1)
+	}
+	defer src.Close()
+	// An interrupt stops the copy and removes the partial output.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	req := pconvert.Request{Source: src, Dest: o.Dest, Format: o.OutFormat, Options: o.Opts, Compress: o.Compress, Ctx: ctx}
+	var bar *progress.Bar
+	if o.Progress && !o.Quiet {
+		bar = progress.New(ios.Out, src.Size())
+		req.Progress = func(done, total int64) { bar.Update(done, total) }
+	}
+	res, err := pconvert.Convert(req)
+	if bar != nil {
+		bar.Finish()
+	}
+	if err != nil {
+		if errors.Is(err, pcreate.ErrHelp) {
+			fmt.Fprint(ios.Out, pcreate.Help())
+			return nil
+		}
+		var ce *pconvert.CreateError
+		if errors.As(err, &ce) {
+			ios.Errorf("%s: %v", o.Dest, err)
+			return cmdutil.Exit(1)
+		}
+		ios.Errorf("%v", err)
+		return cmdutil.Exit(1)
+	}
+	for _, w := range res.Warnings {
+		ios.Warnf("%s", w)
+	}
+	return nil
+}

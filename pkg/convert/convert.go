@@ -1,0 +1,262 @@
+// Package convert copies an image into a new one, as `qemu-img convert`
+// does, keeping zones and write pointers.
+//
+// Sources are qcow2 (plain or zoned, read through their backing chain) and
+// raw images; destinations are qcow2 (created with pkg/create from the -o
+// options) and raw files. What is copied is what the guest reads: ranges
+// that read as zeroes are not written (the new image reads zeroes there
+// anyway), nor are 4 KiB blocks of zeroes inside data, so the destination
+// is as sparse as qemu-img makes it. With compression every cluster of
+// data is written compressed (zlib or zstd, the destination's
+// compression_type); a cluster that does not shrink is written as it is.
+//
+// Zoned sources: a qcow2 destination gets the same zoned configuration
+// (the -o options may change the cluster size, refcount width, extended
+// L2, compression type and the zone limits, not the zone geometry) and
+// every write pointer; only data below write pointers is copied. A zone
+// that was finished (write pointer at the zone end with its data ending
+// earlier) is written up to its last non-zero sector and finished. A
+// compressed cluster in a sequential zone must lie wholly below the write
+// pointer; the rest of the zone's data is written uncompressed. A raw
+// destination receives the device's bytes: beyond write pointers, zeroes.
+//
+// Plain sources into a zoned destination (-o zone.mode=host-managed): the
+// source is taken as the bytes of a zoned device. Conventional zones take
+// the data as it is; each sequential zone's write pointer is placed after
+// its last non-zero 512-byte sector, and the zone is FULL where that is its
+// capacity. Zeroes at the end of a zone cannot be told from space never
+// written (Result.Warnings says so); non-zero data beyond a zone's
+// capacity cannot be represented and is refused.
+//
+// Crash safety: the destination is built in a temporary file beside it,
+// flushed, and renamed over the destination path; on failure the
+// temporary file is removed, so no half-made destination is left (a crash
+// can leave the hidden temporary file, never a half-made destination).
+package convert
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	"github.com/zqimg/zqimg/pkg/blockdev"
+	pcreate "github.com/zqimg/zqimg/pkg/create"
+	"github.com/zqimg/zqimg/pkg/image"
+	"github.com/zqimg/zqimg/pkg/zone"
+)
+
+// Request describes a conversion.
+type Request struct {
+	Source *blockdev.Disk
+	// Dest is the path of the new image; an existing file is replaced
+	// (unless another process uses it).
+	Dest string
+	// Format is the destination format: "qcow2" or "raw".
+	Format string
+	// Options are the -o lists for a qcow2 destination. The size is the
+	// source's (a size given here is ignored, as by qemu-img).
+	Options []string
+	// Compress writes compressed clusters (qcow2 destinations).
+	Compress bool
+	// Progress, when set, is called with the bytes processed so far and
+	// the total (the source's size).
+	Progress func(done, total int64)
+	// Ctx, when set, cancels the conversion (checked between chunks);
+	// the partial destination is removed.
+	Ctx context.Context
+}
+
+// Result describes a finished conversion.
+type Result struct {
+	// Warnings lists clamped option values and the limits of an import
+	// into a zoned image, one sentence each.
+	Warnings []string
+	// Compressed and Uncompressed count the clusters written by a
+	// compressed conversion, stored compressed or not.
+	Compressed, Uncompressed int64
+}
+
+// ErrCompressRaw is returned for a compressed conversion to raw.
+//
+//lint:ignore ST1005 the message is qemu-img's
+var ErrCompressRaw = errors.New("Compression not supported for this file format")
+
+// UnknownFormatError is a destination format zqimg cannot write.
+type UnknownFormatError struct{ Format string }
+
+func (e *UnknownFormatError) Error() string {
+	return fmt.Sprintf("Unknown file format '%s'", e.Format)
+}
+
+// CreateError is a failure to create the destination with the requested
+// options (qemu-img: "error while converting qcow2: ...").
+type CreateError struct {
+	Format string
+	Err    error
+}
+
+func (e *CreateError) Error() string {
+	return fmt.Sprintf("error while converting %s: %v", e.Format, e.Err)
+}
+
+func (e *CreateError) Unwrap() error { return e.Err }
+
+// ImportWarning is the warning of a conversion from a plain image into a
+// zoned one.
+const ImportWarning = "each sequential zone's write pointer is placed after its last non-zero 512-byte sector: zeroes at the end of a zone cannot be told from unwritten space"
+
+// ZoneOptions returns the -o option list that gives a new image the
+// zoned configuration h (geometry and limits).
+func ZoneOptions(h *zone.Header) string {
+	return fmt.Sprintf("zone.mode=host-managed,zone.size=%d,zone.capacity=%d,zone.conventional_zones=%d,zone.max_open_zones=%d,zone.max_active_zones=%d,zone.max_append_bytes=%d",
+		h.ZoneSize, h.ZoneCapacity, h.ConventionalZones, h.MaxOpenZones, h.MaxActiveZones, h.MaxAppendBytes)
+}
+
+// Spec resolves the -o options of a qcow2 destination for src: src's
+// zoned configuration (when zoned) overridden by opts, with src's size.
+// A zoned source's geometry may not change.
+func Spec(src *blockdev.Disk, opts []string) (*pcreate.Spec, error) {
+	var lists []string
+	sh := src.ZoneHeader()
+	if sh != nil {
+		lists = append(lists, ZoneOptions(sh))
+	}
+	lists = append(lists, opts...)
+	lists = append(lists, "size="+strconv.FormatInt(src.Size(), 10))
+	o, err := pcreate.ParseOptions(lists, "", false)
+	if err != nil {
+		return nil, err
+	}
+	spec, err := pcreate.Resolve(o)
+	if err != nil {
+		return nil, err
+	}
+	if sh != nil {
+		h := spec.Zone
+		for _, c := range []struct {
+			opt       string
+			src, dest uint64
+		}{
+			{"zone.size", sh.ZoneSize, h.ZoneSize},
+			{"zone.capacity", sh.ZoneCapacity, h.ZoneCapacity},
+			{"zone.conventional_zones", uint64(sh.ConventionalZones), uint64(h.ConventionalZones)},
+		} {
+			if c.src != c.dest {
+				return nil, &pcreate.ValidationError{Option: c.opt, Msg: fmt.Sprintf("%s %d differs from the source's %d: convert keeps the zone geometry and write pointers of a zoned image", c.opt, c.dest, c.src)}
+			}
+		}
+	}
+	return spec, nil
+}
+
+// Convert copies r.Source into a new image at r.Dest.
+func Convert(r Request) (res *Result, err error) {
+	src := r.Source
+	res = &Result{}
+	var spec *pcreate.Spec
+	switch r.Format {
+	case blockdev.Qcow2:
+		if spec, err = Spec(src, r.Options); err != nil {
+			return nil, &CreateError{Format: r.Format, Err: err}
+		}
+		res.Warnings = append(res.Warnings, spec.Warnings...)
+	case blockdev.Raw:
+		if r.Compress {
+			return nil, ErrCompressRaw
+		}
+		for _, l := range r.Options {
+			if l != "" {
+				return nil, &CreateError{Format: r.Format, Err: fmt.Errorf("raw images take no options (-o %s)", l)}
+			}
+		}
+	default:
+		return nil, &UnknownFormatError{Format: r.Format}
+	}
+	var zplan *zonePlan
+	if spec != nil && spec.Zone != nil {
+		if zplan, err = planZones(src, spec.Zone); err != nil {
+			return nil, err
+		}
+		if !src.Zoned() {
+			res.Warnings = append(res.Warnings, ImportWarning)
+		}
+	}
+	if err := image.CheckUnlocked(r.Dest); err != nil {
+		//lint:ignore ST1005 the message is qemu-img's
+		return nil, fmt.Errorf("Could not create '%s': %w", r.Dest, err)
+	}
+	if st, err := os.Stat(r.Dest); err == nil && !st.Mode().IsRegular() {
+		//lint:ignore ST1005 the message is qemu-img's
+		return nil, fmt.Errorf("Could not create '%s': not a regular file", r.Dest)
+	}
+	tmp, err := reserveTemp(r.Dest)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			os.Remove(tmp)
+		}
+	}()
+	var t target
+	if spec != nil {
+		if err := pcreate.Create(tmp, spec); err != nil {
+			return nil, &CreateError{Format: r.Format, Err: err}
+		}
+		dev, err := zone.Open(tmp, image.Options{})
+		if err != nil {
+			return nil, err
+		}
+		t = &qcowTarget{dev: dev, cs: dev.Image().ClusterSize(), wb: newEarlyWriteback(tmp)}
+	} else {
+		rt, err := newRawTarget(tmp, src.Size())
+		if err != nil {
+			return nil, err
+		}
+		t = rt
+	}
+	c := newCopier(src, t, r, res)
+	if zplan != nil {
+		err = c.copyZoned(zplan)
+	} else {
+		err = c.copyRange(0, src.Size(), modePlain)
+	}
+	if cerr := t.close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Rename(tmp, r.Dest); err != nil {
+		//lint:ignore ST1005 the message is qemu-img's
+		return nil, fmt.Errorf("Could not create '%s': %w", r.Dest, err)
+	}
+	syncDir(filepath.Dir(r.Dest))
+	return res, nil
+}
+
+// reserveTemp creates an empty, hidden temporary file beside path.
+func reserveTemp(path string) (string, error) {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".zqimg-convert-*")
+	if err != nil {
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		//lint:ignore ST1005 the message is qemu-img's
+		return "", fmt.Errorf("Could not create '%s': %w", path, err)
+	}
+	name := f.Name()
+	f.Close()
+	return name, nil
+}
+
+func syncDir(dir string) {
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+}

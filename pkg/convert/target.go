@@ -1,0 +1,162 @@
+package convert
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/zqimg/zqimg/pkg/image"
+	"github.com/zqimg/zqimg/pkg/zone"
+	"golang.org/x/sys/unix"
+)
+
+// target is the new image being written.
+type target interface {
+	// write writes data at off.
+	write(p []byte, off int64) error
+	// zero makes n bytes at off read as zeroes; in a fresh image this
+	// only moves a sequential zone's write pointer.
+	zero(off, n int64) error
+	// compress prepares a cluster for writeCompressed (safe for
+	// concurrent use).
+	compress(p []byte) (*image.Cluster, error)
+	// writeCompressed writes a prepared cluster at off.
+	writeCompressed(c *image.Cluster, off int64) (bool, error)
+	// finish finishes the zone starting at off, n bytes long.
+	finish(off, n int64) error
+	// clusterSize is the unit of compression (0 when there is none).
+	clusterSize() int64
+	// close flushes everything and closes the target.
+	close() error
+}
+
+// earlyWriteback asks the kernel, every few megabytes written, to start
+// writing the output's dirty pages to the disk (sync_file_range with
+// SYNC_FILE_RANGE_WRITE), so that the final flush has little left to wait
+// for. It neither waits nor orders anything: durability and the order of
+// writes remain those of the flushes of the image layer, and the kernel
+// may write any dirty page at any time anyway.
+type earlyWriteback struct {
+	f       *os.File
+	pending int64
+}
+
+const earlyWritebackBytes = 32 << 20
+
+func newEarlyWriteback(path string) *earlyWriteback {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil // only an optimisation
+	}
+	return &earlyWriteback{f: f}
+}
+
+func (w *earlyWriteback) wrote(n int64) {
+	if w == nil {
+		return
+	}
+	if w.pending += n; w.pending >= earlyWritebackBytes {
+		_ = unix.SyncFileRange(int(w.f.Fd()), 0, 0, unix.SYNC_FILE_RANGE_WRITE)
+		w.pending = 0
+	}
+}
+
+func (w *earlyWriteback) close() {
+	if w != nil {
+		w.f.Close()
+	}
+}
+
+// qcowTarget writes through a zone.Device, which enforces the zone rules
+// and persists write pointers after the data they cover.
+type qcowTarget struct {
+	dev *zone.Device
+	cs  int64
+	wb  *earlyWriteback
+}
+
+func (t *qcowTarget) write(p []byte, off int64) error {
+	_, err := t.dev.WriteAt(p, off)
+	t.wb.wrote(int64(len(p)))
+	return err
+}
+
+func (t *qcowTarget) zero(off, n int64) error { return t.dev.WriteZeroes(off, n) }
+
+func (t *qcowTarget) compress(p []byte) (*image.Cluster, error) {
+	return t.dev.Image().CompressCluster(p)
+}
+
+func (t *qcowTarget) writeCompressed(c *image.Cluster, off int64) (bool, error) {
+	t.wb.wrote(int64(c.StreamLen()))
+	return t.dev.WriteCompressed(c, off)
+}
+
+func (t *qcowTarget) finish(off, n int64) error { return t.dev.Manage(zone.OpFinish, off, n) }
+
+func (t *qcowTarget) clusterSize() int64 { return t.cs }
+
+func (t *qcowTarget) close() error {
+	t.wb.close()
+	return t.dev.Close()
+}
+
+// rawTarget writes a raw file, sparse: it starts as a hole of the image's
+// size, and zeroes are never written.
+type rawTarget struct {
+	f    *os.File
+	path string
+	wb   *earlyWriteback
+}
+
+func newRawTarget(path string, size int64) (*rawTarget, error) {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return nil, err
+	}
+	// The temporary file is private; the image gets a new file's mode.
+	mask := unix.Umask(0)
+	unix.Umask(mask)
+	if err := f.Chmod(0o666 &^ os.FileMode(mask)); err != nil {
+		f.Close()
+		return nil, err
+	}
+	if err := image.Lock(f, path, false); err != nil {
+		f.Close()
+		return nil, err
+	}
+	if err := f.Truncate(size); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return &rawTarget{f: f, path: path, wb: &earlyWriteback{f: f}}, nil
+}
+
+func (t *rawTarget) write(p []byte, off int64) error {
+	_, err := t.f.WriteAt(p, off)
+	t.wb.wrote(int64(len(p)))
+	return err
+}
+
+func (t *rawTarget) zero(off, n int64) error { return nil }
+
+func (t *rawTarget) compress(p []byte) (*image.Cluster, error) {
+	return nil, ErrCompressRaw
+}
+
+func (t *rawTarget) writeCompressed(c *image.Cluster, off int64) (bool, error) {
+	return false, ErrCompressRaw
+}
+
+func (t *rawTarget) finish(off, n int64) error {
+	return fmt.Errorf("a raw image has no zones")
+}
+
+func (t *rawTarget) clusterSize() int64 { return 0 }
+
+func (t *rawTarget) close() error {
+	err := t.f.Sync()
+	if e := t.f.Close(); err == nil {
+		err = e
+	}
+	return err
+}
