@@ -241,7 +241,7 @@ func (d *Disk) zoneAt(off int64) zone.Zone {
 // write pointer of a sequential zone, read as zeroes.
 func (d *Disk) ReadAt(p []byte, off int64) (int, error) {
 	if off < 0 || off > d.size || int64(len(p)) > d.size-off {
-		return 0, fmt.Errorf("%w: %d bytes at offset %d, image size %d", image.ErrOutOfRange, len(p), off, d.size)
+		return 0, fmt.Errorf("%w: %d bytes at offset 0x%x, image size 0x%x", image.ErrOutOfRange, len(p), off, d.size)
 	}
 	if d.raw != nil {
 		n, err := d.raw.ReadAt(p, off)
@@ -253,19 +253,9 @@ func (d *Disk) ReadAt(p []byte, off int64) (int, error) {
 		}
 		return len(p), nil
 	}
-	if _, err := d.img.ReadAt(p, off); err != nil {
+	// The device reads zeroes at and beyond write pointers.
+	if _, err := d.dev.ReadAt(p, off); err != nil {
 		return 0, err
-	}
-	if d.zh != nil {
-		end := off + int64(len(p))
-		for pos := off; pos < end; {
-			z := d.zoneAt(pos)
-			zEnd := min(int64(z.Start+z.Len), end)
-			if v := int64(ValidEnd(z)); v < zEnd {
-				clear(p[max(v, pos)-off : zEnd-off])
-			}
-			pos = zEnd
-		}
 	}
 	return len(p), nil
 }

@@ -38,13 +38,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strconv"
 
 	"github.com/zqimg/zqimg/pkg/blockdev"
 	pcreate "github.com/zqimg/zqimg/pkg/create"
-	"github.com/zqimg/zqimg/pkg/image"
 	"github.com/zqimg/zqimg/pkg/zone"
 )
 
@@ -184,79 +181,44 @@ func Convert(r Request) (res *Result, err error) {
 			res.Warnings = append(res.Warnings, ImportWarning)
 		}
 	}
-	if err := image.CheckUnlocked(r.Dest); err != nil {
-		//lint:ignore ST1005 the message is qemu-img's
-		return nil, fmt.Errorf("Could not create '%s': %w", r.Dest, err)
+	// The output is built and put in place as create does (pkg/create
+	// Install): an existing destination is locked from the start and
+	// replaced in place, a new one linked into place, nothing left behind.
+	build := func(f *pcreate.BuildFile) error {
+		var t target
+		if spec != nil {
+			qt, err := newQcowTarget(f, spec)
+			if err != nil {
+				return &CreateError{Format: r.Format, Err: err}
+			}
+			t = qt
+		} else {
+			rt, err := newRawTarget(f, src.Size())
+			if err != nil {
+				return err
+			}
+			t = rt
+		}
+		c := newCopier(src, t, r, res)
+		var err error
+		if zplan != nil {
+			err = c.copyZoned(zplan)
+		} else {
+			err = c.copyRange(0, src.Size(), modePlain)
+		}
+		if cerr := t.close(); err == nil {
+			err = cerr
+		}
+		return err
 	}
-	if st, err := os.Stat(r.Dest); err == nil && !st.Mode().IsRegular() {
-		//lint:ignore ST1005 the message is qemu-img's
-		return nil, fmt.Errorf("Could not create '%s': not a regular file", r.Dest)
-	}
-	tmp, err := reserveTemp(r.Dest)
-	if err != nil {
+	if err := pcreate.Install(r.Dest, build, pcreate.WithTempFallback()); err != nil {
+		var ce *pcreate.Error
+		if errors.As(err, &ce) {
+			//lint:ignore ST1005 the message is qemu-img's
+			return nil, fmt.Errorf("Could not create '%s': %w", r.Dest, ce.Err)
+		}
 		return nil, err
 	}
-	defer func() {
-		if err != nil {
-			os.Remove(tmp)
-		}
-	}()
-	var t target
-	if spec != nil {
-		if err := pcreate.Create(tmp, spec); err != nil {
-			return nil, &CreateError{Format: r.Format, Err: err}
-		}
-		dev, err := zone.Open(tmp, image.Options{})
-		if err != nil {
-			return nil, err
-		}
-		t = &qcowTarget{dev: dev, cs: dev.Image().ClusterSize(), wb: newEarlyWriteback(tmp)}
-	} else {
-		rt, err := newRawTarget(tmp, src.Size())
-		if err != nil {
-			return nil, err
-		}
-		t = rt
-	}
-	c := newCopier(src, t, r, res)
-	if zplan != nil {
-		err = c.copyZoned(zplan)
-	} else {
-		err = c.copyRange(0, src.Size(), modePlain)
-	}
-	if cerr := t.close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return nil, err
-	}
-	if err := os.Rename(tmp, r.Dest); err != nil {
-		//lint:ignore ST1005 the message is qemu-img's
-		return nil, fmt.Errorf("Could not create '%s': %w", r.Dest, err)
-	}
-	syncDir(filepath.Dir(r.Dest))
 	return res, nil
 }
 
-// reserveTemp creates an empty, hidden temporary file beside path.
-func reserveTemp(path string) (string, error) {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".zqimg-convert-*")
-	if err != nil {
-		var pe *os.PathError
-		if errors.As(err, &pe) {
-			err = pe.Err
-		}
-		//lint:ignore ST1005 the message is qemu-img's
-		return "", fmt.Errorf("Could not create '%s': %w", path, err)
-	}
-	name := f.Name()
-	f.Close()
-	return name, nil
-}
-
-func syncDir(dir string) {
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		d.Close()
-	}
-}

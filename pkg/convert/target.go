@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 
+	pcreate "github.com/zqimg/zqimg/pkg/create"
 	"github.com/zqimg/zqimg/pkg/image"
 	"github.com/zqimg/zqimg/pkg/zone"
 	"golang.org/x/sys/unix"
@@ -42,10 +43,9 @@ type earlyWriteback struct {
 
 const earlyWritebackBytes = 32 << 20
 
-func newEarlyWriteback(path string) *earlyWriteback {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil // only an optimisation
+func newEarlyWriteback(f *os.File) *earlyWriteback {
+	if f == nil {
+		return nil // built in memory: nothing to write back
 	}
 	return &earlyWriteback{f: f}
 }
@@ -60,10 +60,22 @@ func (w *earlyWriteback) wrote(n int64) {
 	}
 }
 
-func (w *earlyWriteback) close() {
-	if w != nil {
-		w.f.Close()
+// newQcowTarget lays out the image of spec in f and opens it as a device.
+func newQcowTarget(f *pcreate.BuildFile, spec *pcreate.Spec) (*qcowTarget, error) {
+	if err := image.Format(f, spec.Image); err != nil {
+		return nil, err
 	}
+	// The build file is anonymous (or private to this process): no lock.
+	img, err := image.OpenFile(f, "(new image)", image.Options{Features: image.IncompatZoned, NoLock: true, NoBacking: true})
+	if err != nil {
+		return nil, err
+	}
+	dev, err := zone.New(img)
+	if err != nil {
+		img.Close()
+		return nil, err
+	}
+	return &qcowTarget{dev: dev, cs: img.ClusterSize(), wb: newEarlyWriteback(f.OS())}, nil
 }
 
 // qcowTarget writes through a zone.Device, which enforces the zone rules
@@ -96,39 +108,21 @@ func (t *qcowTarget) finish(off, n int64) error { return t.dev.Manage(zone.OpFin
 func (t *qcowTarget) clusterSize() int64 { return t.cs }
 
 func (t *qcowTarget) close() error {
-	t.wb.close()
 	return t.dev.Close()
 }
 
 // rawTarget writes a raw file, sparse: it starts as a hole of the image's
 // size, and zeroes are never written.
 type rawTarget struct {
-	f    *os.File
-	path string
-	wb   *earlyWriteback
+	f  *pcreate.BuildFile
+	wb *earlyWriteback
 }
 
-func newRawTarget(path string, size int64) (*rawTarget, error) {
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		return nil, err
-	}
-	// The temporary file is private; the image gets a new file's mode.
-	mask := unix.Umask(0)
-	unix.Umask(mask)
-	if err := f.Chmod(0o666 &^ os.FileMode(mask)); err != nil {
-		f.Close()
-		return nil, err
-	}
-	if err := image.Lock(f, path, false); err != nil {
-		f.Close()
-		return nil, err
-	}
+func newRawTarget(f *pcreate.BuildFile, size int64) (*rawTarget, error) {
 	if err := f.Truncate(size); err != nil {
-		f.Close()
 		return nil, err
 	}
-	return &rawTarget{f: f, path: path, wb: &earlyWriteback{f: f}}, nil
+	return &rawTarget{f: f, wb: newEarlyWriteback(f.OS())}, nil
 }
 
 func (t *rawTarget) write(p []byte, off int64) error {
@@ -153,10 +147,4 @@ func (t *rawTarget) finish(off, n int64) error {
 
 func (t *rawTarget) clusterSize() int64 { return 0 }
 
-func (t *rawTarget) close() error {
-	err := t.f.Sync()
-	if e := t.f.Close(); err == nil {
-		err = e
-	}
-	return err
-}
+func (t *rawTarget) close() error { return t.f.Sync() }

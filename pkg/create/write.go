@@ -41,9 +41,10 @@ func (r Role) String() string {
 type Option func(*config)
 
 type config struct {
-	wrap       func(Role, image.File) image.File
-	noTmpfile  bool
-	beforeLink func() // called just before a new image is linked into place
+	wrap         func(Role, image.File) image.File
+	noTmpfile    bool
+	tempFallback bool
+	beforeLink   func() // called just before a new image is linked into place
 }
 
 func (c *config) file(r Role, f image.File) image.File {
@@ -61,6 +62,11 @@ func WithFileWrapper(wrap func(Role, image.File) image.File) Option {
 
 // WithoutTmpfile makes Create work as on a file system without O_TMPFILE.
 func WithoutTmpfile() Option { return func(c *config) { c.noTmpfile = true } }
+
+// WithTempFallback makes Install build in a hidden named file beside the
+// target, instead of memory, where the file system has no O_TMPFILE (for
+// files too large for memory, such as convert's output).
+func WithTempFallback() Option { return func(c *config) { c.tempFallback = true } }
 
 // Error is a failure to create the image file, worded as qemu-img's
 // "Could not create 'PATH': Reason".
@@ -124,7 +130,18 @@ func reason(err error) string {
 // So at every moment, a crash or a kill included, the target is the old
 // file, a file without a qcow2 header, or the complete new image, no
 // temporary file is left behind, and on failure a new file is removed.
-func Create(path string, s *Spec, opts ...Option) (err error) {
+func Create(path string, s *Spec, opts ...Option) error {
+	return Install(path, func(f *BuildFile) error { return image.Format(f, s.Image) }, opts...)
+}
+
+// Install writes a new file at path, built by build, with Create's
+// guarantees (lock held on an existing file from the start, built in an
+// anonymous O_TMPFILE file, linked into place or copied in place first
+// sector last, nothing left behind). build gets the file to fill and must
+// not close it. Where the file system has no O_TMPFILE, the file is built
+// in memory, unless WithTempFallback says to build it in a hidden named
+// file beside path (removed on failure; a kill -9 can leave it).
+func Install(path string, build func(f *BuildFile) error, opts ...Option) (err error) {
 	var cfg config
 	for _, o := range opts {
 		o(&cfg)
@@ -143,26 +160,27 @@ func Create(path string, s *Spec, opts ...Option) (err error) {
 			return err
 		}
 	}
-	build, err := newBuildFile(filepath.Dir(target), cfg.noTmpfile)
+	bf, err := newBuildFile(target, cfg.noTmpfile, cfg.tempFallback)
 	if err != nil {
 		return &Error{Path: path, Err: err}
 	}
-	defer build.Close()
-	if err := image.Format(cfg.file(RoleBuild, build), s.Image); err != nil {
+	defer bf.close()
+	bf.wrapped = cfg.file(RoleBuild, bf.File)
+	if err := build(bf); err != nil {
 		return err
 	}
 	sector := int64(512)
 	switch {
 	case existing != nil:
-		if err := replaceInPlace(cfg.file(RoleTarget, image.WrapOSFile(existing)), build, sector); err != nil {
+		if err := replaceInPlace(cfg.file(RoleTarget, image.WrapOSFile(existing)), bf, sector); err != nil {
 			return fmt.Errorf("replacing the content of %s (it may now hold no image): %w", path, err)
 		}
 		return nil
-	case build.fd >= 0:
+	case bf.fd >= 0:
 		if cfg.beforeLink != nil {
 			cfg.beforeLink()
 		}
-		if err := linkTmpfile(build.fd, target); err != nil {
+		if err := linkTmpfile(bf.fd, target); err != nil {
 			if errors.Is(err, unix.EEXIST) {
 				err = ErrAppeared
 			}
@@ -189,7 +207,7 @@ func Create(path string, s *Spec, opts ...Option) (err error) {
 	if err := image.Lock(f, path, false); err != nil {
 		return err
 	}
-	if err := replaceInPlace(cfg.file(RoleTarget, image.WrapOSFile(f)), build, sector); err != nil {
+	if err := replaceInPlace(cfg.file(RoleTarget, image.WrapOSFile(f)), bf, sector); err != nil {
 		return err
 	}
 	syncDir(filepath.Dir(target))
@@ -243,23 +261,51 @@ func openExisting(target string) (*os.File, error) {
 	return f, nil
 }
 
-// buildFile is where the new image is laid out: an O_TMPFILE file (fd >=
-// 0) or memory.
-type buildFile struct {
+// BuildFile is where a new file is laid out before Install puts it in
+// place: an anonymous O_TMPFILE file, memory, or (WithTempFallback, no
+// O_TMPFILE) a hidden named file. Its Close does nothing: Install closes
+// it. Writes go through the file wrapper of the options (tests).
+type BuildFile struct {
 	image.File
-	fd  int      // the O_TMPFILE descriptor, or -1
-	mem *memFile // when in memory
-	os  *os.File // when in an O_TMPFILE file
+	wrapped image.File // File, through the options' wrapper
+	fd      int        // the O_TMPFILE descriptor, or -1
+	mem     *memFile   // when in memory
+	os      *os.File   // when in a file
+	named   string     // the hidden file's name (fallback), removed at Close
 }
 
-// newBuildFile opens an anonymous O_TMPFILE file in dir, or, where the
-// file system does not support it (or noTmpfile), a file in memory.
-func newBuildFile(dir string, noTmpfile bool) (*buildFile, error) {
+// OS returns the operating-system file being built, or nil when the file
+// is built in memory (for hints such as sync_file_range).
+func (b *BuildFile) OS() *os.File { return b.os }
+
+// The image.File methods go through the wrapper; Close is Install's.
+func (b *BuildFile) ReadAt(p []byte, off int64) (int, error)  { return b.wrapped.ReadAt(p, off) }
+func (b *BuildFile) WriteAt(p []byte, off int64) (int, error) { return b.wrapped.WriteAt(p, off) }
+func (b *BuildFile) Sync() error                              { return b.wrapped.Sync() }
+func (b *BuildFile) Size() (int64, error)                     { return b.wrapped.Size() }
+func (b *BuildFile) Truncate(n int64) error                   { return b.wrapped.Truncate(n) }
+func (b *BuildFile) ZeroRange(off, n int64) error             { return b.wrapped.ZeroRange(off, n) }
+func (b *BuildFile) Close() error                             { return nil }
+
+// close releases the build file (and removes a named one).
+func (b *BuildFile) close() {
+	b.File.Close()
+	if b.named != "" {
+		os.Remove(b.named)
+	}
+}
+
+// newBuildFile opens an anonymous O_TMPFILE file in target's directory,
+// or, where the file system does not support it (or noTmpfile), a file in
+// memory or, with named, a hidden file beside target.
+func newBuildFile(target string, noTmpfile, named bool) (*BuildFile, error) {
+	dir := filepath.Dir(target)
 	if !noTmpfile {
 		fd, err := unix.Open(dir, unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o666)
 		if err == nil {
 			f := os.NewFile(uintptr(fd), filepath.Join(dir, "(O_TMPFILE)"))
-			return &buildFile{File: image.WrapOSFile(f), fd: fd, os: f}, nil
+			of := image.WrapOSFile(f)
+			return &BuildFile{File: of, wrapped: of, fd: fd, os: f}, nil
 		}
 		// Old kernels or file systems without O_TMPFILE.
 		if !errors.Is(err, unix.EOPNOTSUPP) && !errors.Is(err, unix.EISDIR) && !errors.Is(err, unix.EINVAL) {
@@ -269,13 +315,21 @@ func newBuildFile(dir string, noTmpfile bool) (*buildFile, error) {
 			return nil, err
 		}
 	}
+	if named {
+		f, err := os.CreateTemp(dir, "."+filepath.Base(target)+".zqimg-*")
+		if err != nil {
+			return nil, err
+		}
+		of := image.WrapOSFile(f)
+		return &BuildFile{File: of, wrapped: of, fd: -1, os: f, named: f.Name()}, nil
+	}
 	m := &memFile{}
-	return &buildFile{File: m, fd: -1, mem: m}, nil
+	return &BuildFile{File: m, wrapped: m, fd: -1, mem: m}, nil
 }
 
 // extents calls fn for each range of the build file that may hold data, in
 // order (holes are skipped).
-func (b *buildFile) extents(fn func(off, n int64) error) error {
+func (b *BuildFile) extents(fn func(off, n int64) error) error {
 	size, err := b.Size()
 	if err != nil {
 		return err
@@ -293,8 +347,9 @@ func (b *buildFile) extents(fn func(off, n int64) error) error {
 		}
 		return nil
 	}
+	fd := int(b.os.Fd())
 	for off := int64(0); off < size; {
-		start, err := unix.Seek(b.fd, off, unix.SEEK_DATA)
+		start, err := unix.Seek(fd, off, unix.SEEK_DATA)
 		if errors.Is(err, unix.ENXIO) {
 			return nil // no data after off
 		}
@@ -302,7 +357,7 @@ func (b *buildFile) extents(fn func(off, n int64) error) error {
 			// No SEEK_DATA: copy everything.
 			return fn(off, size-off)
 		}
-		end, err := unix.Seek(b.fd, start, unix.SEEK_HOLE)
+		end, err := unix.Seek(fd, start, unix.SEEK_HOLE)
 		if err != nil {
 			end = size
 		}
@@ -330,14 +385,12 @@ func allZero(b []byte) bool {
 // to the image's length, copy every extent but the first magicLen bytes,
 // sync, write the first magicLen bytes (a sector: written whole or not at
 // all), sync.
-func replaceInPlace(dst image.File, src *buildFile, magicLen int64) error {
+func replaceInPlace(dst image.File, src *BuildFile, magicLen int64) error {
 	size, err := src.Size()
 	if err != nil {
 		return err
 	}
-	if size < magicLen {
-		return fmt.Errorf("the built image has only %d bytes", size)
-	}
+	magicLen = min(magicLen, size)
 	if err := dst.Truncate(0); err != nil {
 		return err
 	}

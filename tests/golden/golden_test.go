@@ -89,6 +89,9 @@ func TestGolden(t *testing.T) {
 	testscript.Run(t, testscript.Params{
 		Dir:                ".",
 		RequireUniqueNames: true,
+		// ZQIMG_UPDATE_GOLDEN=1 rewrites the files compared by "cmp stdout
+		// FILE" from what the command printed (review the diff!).
+		UpdateScripts: os.Getenv("ZQIMG_UPDATE_GOLDEN") == "1",
 		// Report every failing assertion of a script, not only the first.
 		ContinueOnError: true,
 		Setup: func(e *testscript.Env) error {
