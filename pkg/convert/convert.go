@@ -221,4 +221,3 @@ func Convert(r Request) (res *Result, err error) {
 	}
 	return res, nil
 }
-
