@@ -103,7 +103,7 @@ func TestEngineImagesClean(t *testing.T) {
 // only part of it, which the engine zeroes instead of freeing), so the
 // emptied zones keep an allocated cluster wholly beyond their write
 // pointers, which check rightly reports as leaked data beyond a write
-// pointer. DESIGN.md: a reset discards the zone's clusters, giving the
+// pointer. docs/zones.md: a reset discards the zone's clusters, giving the
 // space back. Skipped unless ZQIMG_KNOWN_BUGS=1 until pkg/zone is fixed.
 func TestZoneResetSharedCluster(t *testing.T) {
 	f := newImage(t, "cluster_size=64k,zone.mode=host-managed,zone.size=16k,zone.max_append_bytes=4k", "1M")

@@ -31,7 +31,7 @@ func verr(option, format string, args ...any) error {
 }
 
 // Resolve applies defaults and checks the options against each other with
-// qemu-img's rules and the zoned rules of DESIGN.md. Zone limits the
+// qemu-img's rules and the zoned rules of docs/zones.md. Zone limits the
 // reference would clamp are clamped, with a warning in Spec.Warnings.
 func Resolve(o *Options) (*Spec, error) {
 	s := &Spec{}

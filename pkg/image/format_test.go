@@ -49,7 +49,7 @@ func put64(b []byte, off int, v uint64) {
 
 // TestParseHeaderGolden checks the decoded fields of the reference images
 // against the values implied by the qemu-img command that made each one
-// (see NAME.cmd) and the layout DESIGN.md describes (header, refcount
+// (see NAME.cmd) and the layout docs/format.md describes (header, refcount
 // table, refcount block, [write-pointer table,] L1 table), and that
 // Marshal gives back the exact header bytes.
 func TestParseHeaderGolden(t *testing.T) {

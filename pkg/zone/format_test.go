@@ -66,7 +66,7 @@ type goldenZoned struct {
 
 // zonedGoldens lists the zoned reference images with the extension each
 // should carry, from its NAME.cmd (values the reference clamps or defaults
-// noted) and the layout of DESIGN.md (table in cluster 3).
+// noted) and the layout of docs/format.md (table in cluster 3).
 var zonedGoldens = []goldenZoned{
 	// -o size=768M zone.size=64M capacity=64M conventional_zones=0
 	// max_append_bytes=32M max_open_zones=6 max_active_zones=8
@@ -350,7 +350,7 @@ func TestEncodeDecodeTable(t *testing.T) {
 }
 
 // TestInitialTableGolden compares the write-pointer table of every zoned
-// reference image with InitialTable, and each entry with the value DESIGN.md
+// reference image with InitialTable, and each entry with the value docs/format.md
 // gives: i × zone_size, with bit 59 on the conventional zones, stored
 // little-endian.
 func TestInitialTableGolden(t *testing.T) {

@@ -195,7 +195,7 @@ func FuzzWPTable(f *testing.F) {
 			if p != "" {
 				continue
 			}
-			// An accepted entry obeys the rules of DESIGN.md.
+			// An accepted entry obeys the rules of docs/zones.md.
 			if z < h.ConventionalZones {
 				if e != start|ConvBit {
 					t.Fatalf("conventional zone %d: accepted %#x", z, e)
@@ -374,7 +374,7 @@ func zmust[T any](v T, err error) T {
 }
 
 // An append to a FULL zone must fail: its data may only land inside the
-// zone it names (DESIGN.md: "data lands at wp"; the write may not cross
+// zone it names (docs/zones.md: "data lands at wp"; the write may not cross
 // the zone's capacity). A zone filled to zone_size (or finished) has its
 // write pointer at the next zone's start.
 func TestAppendToFullZone(t *testing.T) {

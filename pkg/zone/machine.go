@@ -105,7 +105,7 @@ const (
 	expOpen
 )
 
-// machine is the zone state machine of DESIGN.md, on write pointers held
+// machine is the zone state machine of docs/zones.md, on write pointers held
 // in memory. Open states exist only here; EMPTY, CLOSED and FULL follow
 // from the write pointer. It performs no I/O.
 type machine struct {

@@ -201,7 +201,7 @@ func TestActiveLimitFromEmpty(t *testing.T) {
 }
 
 // A write into a CLOSED zone at both limits closes the LRU implicitly open
-// zone; the active count does not change (DESIGN.md, NVMe ZNS behaviour).
+// zone; the active count does not change (docs/zones.md, NVMe ZNS behaviour).
 func TestClosedZoneAtBothLimits(t *testing.T) {
 	m := testMachine(mib, mib, 4*mib, 0, 1, 2)
 	mustWrite(t, m, 0, 512)

@@ -14,7 +14,7 @@ import (
 
 var modelSteps = flag.Int("model.steps", 300, "steps per configuration in TestDeviceAgainstModel")
 
-// The model below restates DESIGN.md's zone rules as plainly as possible,
+// The model below restates docs/zones.md's zone rules as plainly as possible,
 // independently of pkg/zone's state machine: zone states are stored, not
 // derived, and the least recently written implicitly open zone is found by
 // scanning timestamps.

@@ -11,7 +11,7 @@ import (
 
 func imageErrno(err error) syscall.Errno { return image.Errno(err) }
 
-// sectorSize is the write granularity of sequential zones (DESIGN.md:
+// sectorSize is the write granularity of sequential zones (docs/zones.md:
 // offsets and lengths of writes to a sequential zone are multiples of 512).
 const sectorSize = 512
 

@@ -85,7 +85,7 @@ func randomGeometry(rng *rand.Rand) geometry {
 }
 
 // refWriter writes an image the way the reference implementation does
-// through its ordinary commands (DESIGN.md, "Known defects"), directly
+// through its ordinary commands (docs/reference.md), directly
 // with pkg/image: a write lands at the write pointer; a zone append
 // writes its data at the zone START and advances the write pointer as if
 // it had not; a finish sets the write pointer to zone start + zone size
