@@ -13,6 +13,7 @@ import (
 // order qemu-img prints the keys in.
 type ImageInfo struct {
 	BackingFormat       string         `json:"backing-filename-format,omitempty"`
+	Snapshots           []SnapshotInfo `json:"snapshots,omitempty"`
 	VirtualSize         int64          `json:"virtual-size"`
 	Filename            string         `json:"filename"`
 	ClusterSize         int64          `json:"cluster-size"`
@@ -135,5 +136,10 @@ func FromDevice(dev *zone.Device) (*ImageInfo, error) {
 		}
 	}
 	inf.FormatSpecific = FormatSpecific{Type: "qcow2", Data: d}
+	snaps, err := img.Snapshots()
+	if err != nil {
+		return nil, err
+	}
+	inf.Snapshots = SnapshotInfos(snaps)
 	return inf, nil
 }

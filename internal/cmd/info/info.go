@@ -90,6 +90,7 @@ func printHuman(w io.Writer, inf *pinfo.ImageInfo) {
 	if inf.DirtyFlag {
 		fmt.Fprintf(w, "cleanly shut down: no\n")
 	}
+	fmt.Fprint(w, pinfo.SnapshotList(inf.Snapshots))
 	d := inf.FormatSpecific.Data
 	fmt.Fprintf(w, "Format specific information:\n")
 	fmt.Fprintf(w, "    compat: %s\n", d.Compat)

@@ -13,6 +13,7 @@ import (
 	iocmd "github.com/zqimg/zqimg/internal/cmd/io"
 	single "github.com/zqimg/zqimg/internal/cmd/iocmd"
 	"github.com/zqimg/zqimg/internal/cmd/mount"
+	"github.com/zqimg/zqimg/internal/cmd/snapshot"
 	"github.com/zqimg/zqimg/internal/cmdutil"
 )
 
@@ -39,6 +40,7 @@ device. Its options and output follow qemu-img and qemu-io.`,
 	root.AddCommand(info.NewCmdInfo(ios, nil))
 	root.AddCommand(iocmd.NewCmdIO(ios, nil))
 	root.AddCommand(mount.NewCmdMount(ios, nil))
+	root.AddCommand(snapshot.NewCmdSnapshot(ios, nil))
 	for _, s := range single.Specs {
 		root.AddCommand(single.NewCmd(ios, s, nil))
 	}
