@@ -321,7 +321,7 @@ func (t *txn) setL1(l1 []uint64, size uint64) error {
 	img := t.img
 	need := ceilDiv(size, img.cs*img.l2Ents)
 	if need*8 > MaxL1Bytes {
-		return fmt.Errorf("a virtual size of %d bytes needs an L1 table of %d entries, more than %d: %w", size, need, MaxL1Bytes/8, syscall.EFBIG)
+		return fmt.Errorf("Failed to grow the L1 table: File too large (a virtual size of %d bytes needs %d L1 entries, at most %d fit: %w)", size, need, MaxL1Bytes/8, syscall.EFBIG)
 	}
 	if uint64(len(l1)) < need {
 		l1 = append(l1, make([]uint64, need-uint64(len(l1)))...)

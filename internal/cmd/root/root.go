@@ -7,12 +7,14 @@ import (
 	"io"
 
 	"github.com/spf13/cobra"
+	"github.com/zqimg/zqimg/internal/cmd/amend"
 	"github.com/zqimg/zqimg/internal/cmd/check"
 	"github.com/zqimg/zqimg/internal/cmd/create"
 	"github.com/zqimg/zqimg/internal/cmd/info"
 	iocmd "github.com/zqimg/zqimg/internal/cmd/io"
 	single "github.com/zqimg/zqimg/internal/cmd/iocmd"
 	"github.com/zqimg/zqimg/internal/cmd/mount"
+	"github.com/zqimg/zqimg/internal/cmd/resize"
 	"github.com/zqimg/zqimg/internal/cmd/snapshot"
 	"github.com/zqimg/zqimg/internal/cmdutil"
 )
@@ -41,6 +43,8 @@ device. Its options and output follow qemu-img and qemu-io.`,
 	root.AddCommand(iocmd.NewCmdIO(ios, nil))
 	root.AddCommand(mount.NewCmdMount(ios, nil))
 	root.AddCommand(snapshot.NewCmdSnapshot(ios, nil))
+	root.AddCommand(resize.NewCmdResize(ios, nil))
+	root.AddCommand(amend.NewCmdAmend(ios, nil))
 	for _, s := range single.Specs {
 		root.AddCommand(single.NewCmd(ios, s, nil))
 	}
