@@ -200,7 +200,7 @@ func (img *Image) readSnapshots() ([]SnapshotEntry, uint64, error) {
 	}
 	// Read the fixed part of each entry to find the table's length, then
 	// parse the whole table at once.
-	var size uint64
+	var size, need uint64 // need: end of the last entry before its padding
 	var hb [SnapshotEntryHeaderSize]byte
 	for i := uint32(0); i < n; i++ {
 		at := off + size
@@ -214,16 +214,19 @@ func (img *Image) readSnapshots() ([]SnapshotEntry, uint64, error) {
 		if extra > MaxSnapshotExtraSize {
 			return nil, 0, formatErr(int64(at+36), "snapshot table entry %d has %d bytes of extra data (at most %d)", i, extra, MaxSnapshotExtraSize)
 		}
-		size += roundUp(SnapshotEntryHeaderSize+extra+uint64(binary.BigEndian.Uint16(hb[12:]))+uint64(binary.BigEndian.Uint16(hb[14:])), 8)
+		n := SnapshotEntryHeaderSize + extra + uint64(binary.BigEndian.Uint16(hb[12:])) + uint64(binary.BigEndian.Uint16(hb[14:]))
+		need = size + n
+		size += roundUp(n, 8)
 		if size > MaxSnapshotTableSize {
 			return nil, 0, formatErr(int64(off), "snapshot table too large: more than %d bytes", MaxSnapshotTableSize)
 		}
 	}
-	if off+size > uint64(fileSize) {
-		return nil, 0, formatErr(int64(off), "snapshot table (%d bytes) extends past the end of the file (%d bytes)", size, fileSize)
+	// The padding of the last entry may lie beyond the end of the file.
+	if off+need > uint64(fileSize) {
+		return nil, 0, formatErr(int64(off), "snapshot table (%d bytes) extends past the end of the file (%d bytes)", need, fileSize)
 	}
 	b := make([]byte, size)
-	if err := readFull(img.f, b, int64(off)); err != nil {
+	if err := readData(img.f, b, off); err != nil {
 		return nil, 0, fmt.Errorf("reading the snapshot table at offset 0x%x: %w", off, err)
 	}
 	entries, err := ParseSnapshotTable(b, n, off, img.cs)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/zqimg/zqimg/internal/cmd/amend"
+	"github.com/zqimg/zqimg/internal/cmd/bench"
 	"github.com/zqimg/zqimg/internal/cmd/check"
 	"github.com/zqimg/zqimg/internal/cmd/create"
 	"github.com/zqimg/zqimg/internal/cmd/info"
@@ -45,6 +46,7 @@ device. Its options and output follow qemu-img and qemu-io.`,
 	root.AddCommand(snapshot.NewCmdSnapshot(ios, nil))
 	root.AddCommand(resize.NewCmdResize(ios, nil))
 	root.AddCommand(amend.NewCmdAmend(ios, nil))
+	root.AddCommand(bench.NewCmdBench(ios, nil))
 	for _, s := range single.Specs {
 		root.AddCommand(single.NewCmd(ios, s, nil))
 	}
