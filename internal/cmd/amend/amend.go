@@ -88,7 +88,7 @@ func Run(o *Options) error {
 	}
 	var pe *pamend.OpenError
 	if errors.As(err, &pe) {
-		ios.Errorf("%v", err)
+		ios.Errorf("%s", cmdutil.OpenError(pe.Path, pe.Err))
 		return cmdutil.Exit(1)
 	}
 	ios.Errorf("%s: %v", o.File, err)

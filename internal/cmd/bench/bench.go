@@ -184,7 +184,7 @@ func Run(o *Options) error {
 	}
 	d, err := pbench.Open(o.File, b, cache, o.ForceShare)
 	if err != nil {
-		return fail("Could not open '%s': %v", o.File, err)
+		return fail("%s", cmdutil.OpenError(o.File, err))
 	}
 	out := ios.Out
 	if b.Zoned != pbench.ZonedNone {

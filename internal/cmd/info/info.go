@@ -3,7 +3,6 @@ package info
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 
@@ -139,12 +138,7 @@ func limit(v uint32) string {
 func runChain(o *Options) error {
 	chain, err := pinfo.DescribeChain(o.File, o.ForceShare)
 	if err != nil {
-		var ce *pinfo.ChainError
-		if errors.As(err, &ce) {
-			o.IO.Errorf("%v", err)
-		} else {
-			o.IO.Errorf("%v", err)
-		}
+		o.IO.Errorf("%v", err)
 		return cmdutil.Exit(1)
 	}
 	if o.Output == "json" {
