@@ -82,8 +82,9 @@ func EncodeSavedWP(h *Header, wp []uint64) []byte {
 }
 
 // DecodeSavedWP decodes a record; ok is false when b does not start with
-// one (no record, or a later version).
-func DecodeSavedWP(b []byte) (s *SavedWP, ok bool, err error) {
+// one (no record, or a later version). A record for more than maxZones
+// zones is refused before anything is allocated for it.
+func DecodeSavedWP(b []byte, maxZones uint32) (s *SavedWP, ok bool, err error) {
 	be := binary.BigEndian
 	if len(b) < wpRecordHeader+4 || be.Uint32(b) != wpRecordMagic || be.Uint16(b[4:]) != wpRecordVersion {
 		return nil, false, nil
@@ -97,7 +98,7 @@ func DecodeSavedWP(b []byte) (s *SavedWP, ok bool, err error) {
 		return nil, true, fmt.Errorf("saved write pointers: CRC-32C 0x%08x does not match the stored 0x%08x", got, want)
 	}
 	s = &SavedWP{NrZones: be.Uint32(b[8:]), ConventionalZones: be.Uint32(b[12:]), ZoneSize: be.Uint64(b[16:])}
-	if s.ZoneSize < 512 || s.ZoneSize&(s.ZoneSize-1) != 0 || s.NrZones == 0 || s.NrZones > MaxZones || s.ConventionalZones >= s.NrZones {
+	if s.ZoneSize < 512 || s.ZoneSize&(s.ZoneSize-1) != 0 || s.NrZones == 0 || s.NrZones > min(maxZones, MaxZones) || s.ConventionalZones >= s.NrZones {
 		return nil, true, fmt.Errorf("saved write pointers: impossible geometry: %d zones of %d bytes, %d conventional", s.NrZones, s.ZoneSize, s.ConventionalZones)
 	}
 	s.WP = make([]uint64, s.NrZones)
@@ -189,16 +190,16 @@ func (d *Device) ApplySnapshot(idOrName string) error {
 		return fmt.Errorf("snapshot %q: %w", idOrName, image.ErrSnapshotNotFound)
 	}
 	sn := &entries[k]
-	saved, ok, err := DecodeSavedWP(sn.OwnExtra())
+	size := uint64(d.Size())
+	if ds, ok := sn.DiskSize(); ok {
+		size = ds
+	}
+	saved, ok, err := DecodeSavedWP(sn.OwnExtra(), uint32(min((size+d.h.ZoneSize-1)/d.h.ZoneSize, MaxZones)))
 	if err != nil {
 		return fmt.Errorf("snapshot %s (%s): %w", sn.ID, sn.Name, err)
 	}
 	if !ok {
 		return fmt.Errorf("snapshot %s (%s): %w (it was not taken by zqimg); applying it would leave the zones disagreeing with the data", sn.ID, sn.Name, ErrNoSavedWP)
-	}
-	size := uint64(d.Size())
-	if ds, ok := sn.DiskSize(); ok {
-		size = ds
 	}
 	nh := *d.h
 	nh.NrZones = saved.NrZones

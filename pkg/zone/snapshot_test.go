@@ -163,7 +163,7 @@ func TestSavedWPRecord(t *testing.T) {
 	wp[5] += 1 << 20
 	wp[6] += 1 << 20
 	b := zone.EncodeSavedWP(h, wp)
-	s, ok, err := zone.DecodeSavedWP(b)
+	s, ok, err := zone.DecodeSavedWP(b, 1<<16)
 	if err != nil || !ok {
 		t.Fatalf("decode: ok=%v err=%v", ok, err)
 	}
@@ -176,12 +176,15 @@ func TestSavedWPRecord(t *testing.T) {
 	for i := 8; i < len(b)*8; i++ {
 		c := append([]byte(nil), b...)
 		c[i/8] ^= 1 << (i % 8)
-		if _, ok, err := zone.DecodeSavedWP(c); ok && err == nil {
+		if _, ok, err := zone.DecodeSavedWP(c, 1<<16); ok && err == nil {
 			t.Fatalf("bit %d flipped: accepted", i)
 		}
 	}
-	if _, ok, _ := zone.DecodeSavedWP([]byte("not a record at all, no")); ok {
+	if _, ok, _ := zone.DecodeSavedWP([]byte("not a record at all, no"), 1<<16); ok {
 		t.Fatal("garbage taken for a record")
+	}
+	if _, _, err := zone.DecodeSavedWP(b, 9); err == nil {
+		t.Fatal("a record of 10 zones accepted with at most 9")
 	}
 }
 
@@ -246,4 +249,54 @@ func TestZonedResizeGrowShrink(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkClean(t, "shrunk", path)
+}
+
+// TestZonedApplyWithoutSavedWP: a snapshot of a zoned image taken without
+// saved write pointers (as QEMU takes them) is refused by apply, which
+// would otherwise leave the zones disagreeing with the data; the image is
+// unchanged.
+func TestZonedApplyWithoutSavedWP(t *testing.T) {
+	path := newImage(t, "4M", "zone.size=1M")
+	d := open(t, path)
+	if _, err := d.Append([][]byte{fill(4096, 1)}, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Image().CreateSnapshot(image.SnapshotCreateOptions{Name: "qemu-made"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Append([][]byte{fill(4096, 2)}, 0); err != nil {
+		t.Fatal(err)
+	}
+	before := stateOf(t, d)
+	if err := d.ApplySnapshot("qemu-made"); !errors.Is(err, zone.ErrNoSavedWP) {
+		t.Fatalf("apply: %v", err)
+	}
+	sameState(t, "after the refused apply", stateOf(t, d), before)
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	checkClean(t, "end", path)
+}
+
+func FuzzDecodeSavedWP(f *testing.F) {
+	h := &zone.Header{ZoneSize: 1 << 16, NrZones: 6, ConventionalZones: 1}
+	f.Add(zone.EncodeSavedWP(h, []uint64{0, 1 << 16, 2<<16 + 512, 3 << 16, 5 << 16, 5<<16 + 4096}))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		s, ok, err := zone.DecodeSavedWP(b, 1<<16)
+		if !ok || err != nil {
+			return
+		}
+		if uint32(len(s.WP)) != s.NrZones {
+			t.Fatalf("%d write pointers for %d zones", len(s.WP), s.NrZones)
+		}
+		for i, wp := range s.WP {
+			start := uint64(i) * s.ZoneSize
+			if wp < start || wp > start+s.ZoneSize {
+				t.Fatalf("zone %d: write pointer %#x outside the zone", i, wp)
+			}
+		}
+	})
 }
