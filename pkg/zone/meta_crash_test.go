@@ -88,7 +88,7 @@ func TestZonedMetadataCrashSafety(t *testing.T) {
 		t.Skip("crash test skipped in -short mode")
 	}
 	configs := [][]string{
-		{"zone.size=64k", "zone.max_open_zones=3", "zone.max_active_zones=6", "zone.max_append_bytes=16k"},                                 // 64 KiB clusters: extension in sector 1
+		{"zone.size=64k", "zone.max_open_zones=3", "zone.max_active_zones=6", "zone.max_append_bytes=16k"},                                    // 64 KiB clusters: extension in sector 1
 		{"zone.size=16k", "zone.capacity=12k", "zone.conventional_zones=1", "cluster_size=4k", "zone.max_append_bytes=4k", "refcount_bits=4"}, // no feature table
 	}
 	type op struct {
