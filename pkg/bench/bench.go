@@ -155,10 +155,14 @@ func Run(d *zone.Device, o Options) (*Result, error) {
 }
 
 // zoneSlot is a zone being written by the zoned run; mu orders the
-// writes to it (a sequential write must be at the write pointer).
+// writes to it (a sequential write must be at the write pointer). The slot
+// keeps the zone's write pointer and capacity end: only it writes there.
 type zoneSlot struct {
-	mu sync.Mutex
-	zi uint32 // zone index
+	mu        sync.Mutex
+	zi        uint32 // zone index
+	wp, limit uint64 // write pointer and end of the capacity, bytes
+	start     uint64
+	zoneLen   uint64
 }
 
 // zoned holds the state of a zoned run.
@@ -214,7 +218,7 @@ func runZoned(d *zone.Device, o Options) (*Result, error) {
 	ss := make([]*zoneSlot, 0, slots)
 	for i, zn := range zones {
 		if uint32(len(ss)) < slots && zn.Cond == zone.CondClosed {
-			ss = append(ss, &zoneSlot{zi: uint32(i)})
+			ss = append(ss, &zoneSlot{zi: uint32(i), start: zn.Start, zoneLen: zn.Len, wp: zn.WP, limit: zn.Start + zn.Cap})
 			z.inUse[uint32(i)] = true
 		}
 	}
@@ -293,6 +297,12 @@ func (z *zoned) next(s *zoneSlot) error {
 		delete(z.inUse, s.zi)
 		z.inUse[zi] = true
 		s.zi = zi
+		s.start, s.zoneLen = zs[0].Start, zs[0].Len
+		s.limit = zs[0].Start + zs[0].Cap
+		s.wp = zs[0].WP
+		if zs[0].Cond == zone.CondFull {
+			s.wp = zs[0].Start // reset above
+		}
 		return nil
 	}
 	return fmt.Errorf("no zone free to write (every sequential zone is in use or active)")
@@ -302,43 +312,55 @@ func (z *zoned) next(s *zoneSlot) error {
 // the next zone when it has no room left.
 func (z *zoned) request(s *zoneSlot, buf []byte) error {
 	n := uint64(len(buf))
-	for {
+	if z.o.Zoned == ZonedWrite {
 		s.mu.Lock()
-		zi := s.zi
-		start := z.h.ZoneStart(zi)
-		zs, err := z.d.Report(int64(start), 1)
-		if err != nil {
-			s.mu.Unlock()
-			return err
-		}
-		if zs[0].Cond == zone.CondFull || zs[0].WP+n > zs[0].Start+zs[0].Cap {
-			if zs[0].Cond != zone.CondFull && zs[0].WP > zs[0].Start {
-				// Not enough room for a whole request: finish the zone.
-				if err := z.d.Manage(zone.OpFinish, int64(start), int64(zs[0].Len)); err != nil && !errors.Is(err, zone.ErrTooManyOpen) && !errors.Is(err, zone.ErrTooManyActive) {
-					s.mu.Unlock()
-					return err
-				}
-			}
-			err := z.next(s)
-			s.mu.Unlock()
-			if err != nil {
+		defer s.mu.Unlock()
+		if s.wp+n > s.limit {
+			if err := z.leave(s); err != nil {
 				return err
 			}
-			continue
 		}
-		if z.o.Zoned == ZonedWrite {
-			_, err = z.d.WriteAt(buf, int64(zs[0].WP))
-			s.mu.Unlock()
+		if _, err := z.d.WriteAt(buf, int64(s.wp)); err != nil {
 			return err
 		}
+		s.wp += n
+		return nil
+	}
+	for {
+		s.mu.Lock()
+		zi, start := s.zi, s.start
 		s.mu.Unlock()
 		// Appends need no ordering: several may be in flight for a zone.
-		_, err = z.d.Append([][]byte{buf}, int64(start))
-		if errors.Is(err, zone.ErrBeyondCapacity) {
-			continue // others filled the zone meanwhile
+		_, err := z.d.Append([][]byte{buf}, int64(start))
+		if !errors.Is(err, zone.ErrBeyondCapacity) {
+			return err
 		}
+		s.mu.Lock()
+		err = nil
+		if s.zi == zi { // nobody moved the slot on yet
+			err = z.leave(s)
+		}
+		s.mu.Unlock()
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// leave moves slot s (locked) on from a zone with no room for a request:
+// a zone left partially written is finished, so that it does not stay
+// active.
+func (z *zoned) leave(s *zoneSlot) error {
+	zs, err := z.d.Report(int64(s.start), 1)
+	if err != nil {
 		return err
 	}
+	if c := zs[0].Cond; c != zone.CondFull && zs[0].WP > zs[0].Start {
+		if err := z.d.Manage(zone.OpFinish, int64(s.start), int64(s.zoneLen)); err != nil {
+			return err
+		}
+	}
+	return z.next(s)
 }
 
 // Open opens path for a run: read-only unless o writes.
