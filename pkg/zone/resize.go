@@ -79,7 +79,7 @@ func (d *Device) Resize(size uint64, shrink bool) error {
 			wp[i] = nh.ZoneStart(uint32(i))
 		}
 	}
-	return d.swapTable(&nh, size, wp, func(u image.TableUpdate) error {
+	return d.swapTable(&nh, wp, func(u image.TableUpdate) error {
 		return d.img.Resize(size, image.ResizeOptions{Shrink: shrink, Tables: []image.TableUpdate{u}})
 	})
 }

@@ -220,7 +220,7 @@ func (d *Device) ApplySnapshot(idOrName string) error {
 			return fmt.Errorf("snapshot %s (%s): saved write pointers: %s", sn.ID, sn.Name, p)
 		}
 	}
-	if err := d.swapTable(&nh, size, saved.WP, func(u image.TableUpdate) error {
+	if err := d.swapTable(&nh, saved.WP, func(u image.TableUpdate) error {
 		return d.img.ApplySnapshot(sn.ID, image.SnapshotApplyOptions{Tables: []image.TableUpdate{u}})
 	}); err != nil {
 		return err
@@ -232,7 +232,7 @@ func (d *Device) ApplySnapshot(idOrName string) error {
 // together with a new write-pointer table holding wp for the zoned header
 // nh (the extension is moved to the header's first sector first, so that
 // the switch is one atomic write), then rebuilds the zone state.
-func (d *Device) swapTable(nh *Header, size uint64, wp []uint64, op func(image.TableUpdate) error) error {
+func (d *Device) swapTable(nh *Header, wp []uint64, op func(image.TableUpdate) error) error {
 	if err := d.img.MoveExtensionFirst(ExtMagic); err != nil {
 		return fmt.Errorf("preparing the header for an atomic switch of the write-pointer table: %w", err)
 	}
@@ -271,6 +271,5 @@ func (d *Device) swapTable(nh *Header, size uint64, wp []uint64, op func(image.T
 	d.h = h
 	d.m = newMachine(h, uint64(d.img.Size()), cur)
 	clear(d.dirty)
-	_ = size
 	return nil
 }
