@@ -14,6 +14,7 @@ import (
 // order qemu-img prints the keys in.
 type ImageInfo struct {
 	BackingFormat       string         `json:"backing-filename-format,omitempty"`
+	Snapshots           []SnapshotInfo `json:"snapshots,omitempty"`
 	VirtualSize         int64          `json:"virtual-size"`
 	Filename            string         `json:"filename"`
 	ClusterSize         int64          `json:"cluster-size"`
@@ -101,7 +102,10 @@ func Describe(path string, forceShare bool) (*ImageInfo, error) {
 // FromImage describes an open image, reading its zoned metadata
 // leniently.
 func FromImage(img *image.Image) (*ImageInfo, error) {
-	inf := describe(img)
+	inf, err := describe(img)
+	if err != nil {
+		return nil, err
+	}
 	in, err := zone.Inspect(img)
 	if err != nil {
 		return nil, err
@@ -149,7 +153,10 @@ func modelName(m uint8) string {
 
 // FromDevice describes an open device (with its open zones).
 func FromDevice(dev *zone.Device) (*ImageInfo, error) {
-	inf := describe(dev.Image())
+	inf, err := describe(dev.Image())
+	if err != nil {
+		return nil, err
+	}
 	if zh := dev.Header(); zh != nil {
 		c, err := dev.Counts()
 		if err != nil {
@@ -180,7 +187,7 @@ func FromDevice(dev *zone.Device) (*ImageInfo, error) {
 
 // describe returns what qemu-img info says about img, without the zoned
 // section.
-func describe(img *image.Image) *ImageInfo {
+func describe(img *image.Image) (*ImageInfo, error) {
 	h := img.Header()
 	inf := &ImageInfo{
 		VirtualSize: img.Size(),
@@ -212,5 +219,10 @@ func describe(img *image.Image) *ImageInfo {
 		d.LazyRefcounts, d.Corrupt, d.ExtendedL2 = &lazy, &corrupt, &ext
 	}
 	inf.FormatSpecific = FormatSpecific{Type: "qcow2", Data: d}
-	return inf
+	snaps, err := img.Snapshots()
+	if err != nil {
+		return nil, err
+	}
+	inf.Snapshots = SnapshotInfos(snaps)
+	return inf, nil
 }

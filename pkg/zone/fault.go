@@ -48,8 +48,6 @@ const (
 	FaultExtSize = 8 + 2*faultSlotSize
 )
 
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
-
 // FaultRange puts Count zones from zone First in condition Cond
 // (CondReadOnly or CondOffline).
 type FaultRange struct {

@@ -19,6 +19,8 @@ type Options struct {
 	ForceShare bool
 	Format     string
 	File       string
+	// BackingChain describes every image of the backing chain.
+	BackingChain bool
 }
 
 // NewCmdInfo returns the info command.
@@ -41,6 +43,7 @@ func NewCmdInfo(ios *cmdutil.IOStreams, runF func(*Options) error) *cobra.Comman
 	cmd.Flags().StringVar(&o.Output, "output", "human", "output format: human or json")
 	cmd.Flags().BoolVarP(&o.ForceShare, "force-share", "U", false, "open the image without taking locks")
 	cmd.Flags().StringVarP(&o.Format, "format", "f", "qcow2", "image format (only qcow2)")
+	cmd.Flags().BoolVar(&o.BackingChain, "backing-chain", false, "describe every image of the backing chain")
 	return cmd
 }
 
@@ -53,6 +56,9 @@ func Run(o *Options) error {
 	if o.Format != "qcow2" {
 		o.IO.Errorf("Unknown file format '%s' (zqimg reads qcow2 images only)", o.Format)
 		return cmdutil.Exit(1)
+	}
+	if o.BackingChain {
+		return runChain(o)
 	}
 	inf, err := pinfo.Describe(o.File, o.ForceShare)
 	if err != nil {
@@ -90,6 +96,7 @@ func printHuman(w io.Writer, inf *pinfo.ImageInfo) {
 	if inf.DirtyFlag {
 		fmt.Fprintf(w, "cleanly shut down: no\n")
 	}
+	fmt.Fprint(w, pinfo.SnapshotList(inf.Snapshots))
 	d := inf.FormatSpecific.Data
 	fmt.Fprintf(w, "Format specific information:\n")
 	fmt.Fprintf(w, "    compat: %s\n", d.Compat)
@@ -151,4 +158,35 @@ func limit(v uint32) string {
 		return "0 (no limit)"
 	}
 	return fmt.Sprint(v)
+}
+
+// runChain prints every image of the backing chain, top first: human
+// output separated by blank lines, JSON as an array.
+func runChain(o *Options) error {
+	chain, err := pinfo.DescribeChain(o.File, o.ForceShare)
+	if err != nil {
+		o.IO.Errorf("%v", err)
+		return cmdutil.Exit(1)
+	}
+	if o.Output == "json" {
+		b, err := json.MarshalIndent(chain, "", "    ")
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(o.IO.Out, "%s\n", b)
+		return nil
+	}
+	for i, e := range chain {
+		if i > 0 {
+			fmt.Fprintln(o.IO.Out)
+		}
+		if e.Raw != nil {
+			r := e.Raw
+			fmt.Fprintf(o.IO.Out, "image: %s\nfile format: %s\nvirtual size: %s (%d bytes)\ndisk size: %s\n",
+				r.Filename, r.Format, units.Human(uint64(r.VirtualSize)), r.VirtualSize, units.Human(uint64(r.ActualSize)))
+			continue
+		}
+		printHuman(o.IO.Out, e.QCow2)
+	}
+	return nil
 }

@@ -7,6 +7,8 @@ import (
 	"io"
 
 	"github.com/spf13/cobra"
+	"github.com/zqimg/zqimg/internal/cmd/amend"
+	"github.com/zqimg/zqimg/internal/cmd/bench"
 	"github.com/zqimg/zqimg/internal/cmd/check"
 	"github.com/zqimg/zqimg/internal/cmd/compare"
 	"github.com/zqimg/zqimg/internal/cmd/convert"
@@ -16,7 +18,9 @@ import (
 	"github.com/zqimg/zqimg/internal/cmd/measure"
 	"github.com/zqimg/zqimg/internal/cmd/mount"
 	"github.com/zqimg/zqimg/internal/cmd/oneshot"
+	"github.com/zqimg/zqimg/internal/cmd/resize"
 	"github.com/zqimg/zqimg/internal/cmd/session"
+	"github.com/zqimg/zqimg/internal/cmd/snapshot"
 	"github.com/zqimg/zqimg/internal/cmd/zonefault"
 	"github.com/zqimg/zqimg/internal/cmdutil"
 )
@@ -58,6 +62,10 @@ device. Its options and output follow qemu-img and qemu-io.`,
 	root.AddCommand(measure.NewCmdMeasure(ios, nil))
 	root.AddCommand(mount.NewCmdMount(ios, nil))
 	root.AddCommand(zonefault.NewCmdZoneFault(ios, nil))
+	root.AddCommand(snapshot.NewCmdSnapshot(ios, nil))
+	root.AddCommand(resize.NewCmdResize(ios, nil))
+	root.AddCommand(amend.NewCmdAmend(ios, nil))
+	root.AddCommand(bench.NewCmdBench(ios, nil))
 	root.AddCommand(oneshot.NewCmds(ios)...)
 	return root
 }

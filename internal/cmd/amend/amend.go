@@ -1,0 +1,96 @@
+// Package amend is the `zqimg amend` command.
+package amend
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/spf13/cobra"
+	"github.com/zqimg/zqimg/internal/cmdutil"
+	pamend "github.com/zqimg/zqimg/pkg/amend"
+)
+
+// Options are the parsed flags and arguments of `zqimg amend`.
+type Options struct {
+	IO     *cmdutil.IOStreams
+	Opts   []string
+	Format string
+	Quiet  bool
+	File   string
+}
+
+// NewCmdAmend returns the amend command; runF replaces the default run
+// function in tests.
+func NewCmdAmend(ios *cmdutil.IOStreams, runF func(*Options) error) *cobra.Command {
+	o := &Options{IO: ios}
+	cmd := &cobra.Command{
+		Use:   "amend -o OPTIONS [-f qcow2] [-q] FILE",
+		Short: "Change options of an existing image (lazy refcounts, size, zone limits)",
+		Long: `Change options of an existing image, as qemu-img amend does. zqimg amends
+lazy_refcounts, size, and on zoned images zone.max_open_zones,
+zone.max_active_zones and zone.max_append_bytes; "-o help" lists them.
+The zone limits are validated as create validates them, and against the
+zones now (an active limit below the zones active now is refused). The
+header changes in one atomic write.`,
+		Example: `  zqimg amend -o zone.max_open_zones=4,zone.max_active_zones=8 zbc.qcow2
+  zqimg amend -o lazy_refcounts=on disk.qcow2`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return fmt.Errorf("Expecting one image file name")
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o.File = args[0]
+			if len(o.Opts) == 0 {
+				return fmt.Errorf("Must specify options (-o)")
+			}
+			if runF != nil {
+				return runF(o)
+			}
+			return Run(o)
+		},
+	}
+	cmd.Flags().StringArrayVarP(&o.Opts, "options", "o", nil, "comma-separated options to change; repeatable; 'help' lists them")
+	cmd.Flags().StringVarP(&o.Format, "format", "f", "qcow2", "image format (only qcow2)")
+	cmd.Flags().BoolVarP(&o.Quiet, "quiet", "q", false, "quiet")
+	return cmd
+}
+
+// Run amends the image.
+func Run(o *Options) error {
+	ios := o.IO
+	opts, err := pamend.ParseOptions(o.Opts)
+	if errors.Is(err, pamend.ErrHelp) {
+		fmt.Fprint(ios.Out, pamend.Help())
+		return nil
+	}
+	if err == nil && o.Format != "qcow2" {
+		err = fmt.Errorf("Unknown file format '%s' (zqimg amends qcow2 images only)", o.Format)
+	}
+	if err == nil {
+		var warnings []string
+		warnings, err = pamend.Amend(o.File, opts)
+		for _, w := range warnings {
+			ios.Warnf("%s", w)
+		}
+	}
+	if err == nil {
+		return nil
+	}
+	var oe *pamend.OptionError
+	if errors.As(err, &oe) {
+		ios.Errorf("%s", oe.Msg)
+		if oe.Hint != "" {
+			fmt.Fprintln(ios.ErrOut, oe.Hint)
+		}
+		return cmdutil.Exit(1)
+	}
+	var pe *pamend.OpenError
+	if errors.As(err, &pe) {
+		ios.Errorf("%s", cmdutil.OpenError(pe.Path, pe.Err))
+		return cmdutil.Exit(1)
+	}
+	ios.Errorf("%s: %v", o.File, err)
+	return cmdutil.Exit(1)
+}

@@ -1,0 +1,261 @@
+// Package amend changes options of an existing image, as qemu-img amend
+// does: lazy_refcounts, size, and the zone limits of zoned images.
+package amend
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/zqimg/zqimg/pkg/image"
+	"github.com/zqimg/zqimg/pkg/units"
+	"github.com/zqimg/zqimg/pkg/zone"
+)
+
+// ErrHelp is returned by ParseOptions when the options ask for help.
+var ErrHelp = errors.New("help requested")
+
+// OptionError is an option that cannot be amended or is malformed. Hint,
+// when set, is printed on the next line as qemu-img does.
+type OptionError struct {
+	Msg  string
+	Hint string
+}
+
+func (e *OptionError) Error() string {
+	if e.Hint != "" {
+		return e.Msg + "\n" + e.Hint
+	}
+	return e.Msg
+}
+
+// Options are the parsed -o options; nil fields are not changed.
+type Options struct {
+	LazyRefcounts *bool
+	Size          *uint64
+	Limits        zone.Limits
+	// Compat and RefcountBits are accepted only when they name the
+	// image's current value (qemu-img can change them; zqimg cannot).
+	Compat       string
+	RefcountBits *uint64
+}
+
+// Def is an option amend takes.
+type Def struct{ Name, Type, Help string }
+
+// Defs lists the options zqimg amend supports, as -o help prints them.
+var Defs = []Def{
+	{"compat", "str", "Compatibility level (v2 [0.10] or v3 [1.1]); only the current one"},
+	{"lazy_refcounts", "bool (on/off)", "Postpone refcount updates"},
+	{"refcount_bits", "num", "Width of a reference count entry in bits; only the current one"},
+	{"size", "size", "Virtual disk size"},
+	{"zone.max_active_zones", "num", "max active zones (0: no limit)"},
+	{"zone.max_append_bytes", "size", "max append bytes"},
+	{"zone.max_open_zones", "num", "max open zones (0: no limit)"},
+}
+
+// createOnly are options that only qemu-img create takes.
+var createOnly = []string{"cluster_size", "extended_l2", "preallocation", "compression_type", "encryption",
+	"zone.mode", "zone.size", "zone.capacity", "zone.conventional_zones",
+	"encrypt.format", "encrypt.cipher-alg", "encrypt.cipher-mode", "encrypt.ivgen-alg", "encrypt.ivgen-hash-alg", "encrypt.hash-alg"}
+
+// qemuAmend are options qemu-img amend takes that zqimg does not.
+var qemuAmend = []string{"backing_file", "backing_fmt", "data_file", "data_file_raw",
+	"encrypt.iter-time", "encrypt.keyslot", "encrypt.new-secret", "encrypt.old-secret", "encrypt.state", "encrypt.key-secret"}
+
+// Help returns the -o help text.
+func Help() string {
+	var b strings.Builder
+	b.WriteString("Amend options for 'qcow2':\n")
+	for _, d := range Defs {
+		fmt.Fprintf(&b, "  %-22s - %s\n", d.Name+"=<"+d.Type+">", d.Help)
+	}
+	return b.String()
+}
+
+func canonical(name string) string {
+	if strings.HasPrefix(name, "zone.") {
+		return strings.ReplaceAll(name, "-", "_")
+	}
+	return name
+}
+
+// split splits a -o list at single commas (",," is a comma).
+func split(s string) []string {
+	var items []string
+	var cur strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == ',' {
+			if i+1 < len(s) && s[i+1] == ',' {
+				cur.WriteByte(',')
+				i++
+				continue
+			}
+			items = append(items, cur.String())
+			cur.Reset()
+			continue
+		}
+		cur.WriteByte(s[i])
+	}
+	return append(items, cur.String())
+}
+
+// ParseOptions parses the -o arguments (later values win).
+func ParseOptions(lists []string) (*Options, error) {
+	if len(lists) == 0 {
+		return nil, &OptionError{Msg: "Must specify options (-o)"}
+	}
+	for _, l := range lists {
+		for _, item := range split(l) {
+			if item == "help" || item == "?" {
+				return nil, ErrHelp
+			}
+		}
+	}
+	o := &Options{}
+	for _, l := range lists {
+		if l == "" || l[0] == ',' {
+			return nil, &OptionError{Msg: "Invalid option list: " + l}
+		}
+		for _, item := range split(l) {
+			if item == "" {
+				continue
+			}
+			name, val, hasVal := strings.Cut(item, "=")
+			name = canonical(name)
+			switch {
+			case slices.Contains(createOnly, name):
+				return nil, &OptionError{Msg: fmt.Sprintf("Invalid parameter '%s'", name), Hint: "This option is only supported for image creation"}
+			case slices.Contains(qemuAmend, name):
+				return nil, &OptionError{Msg: fmt.Sprintf("Parameter '%s' is not supported by zqimg amend", name)}
+			}
+			if !hasVal && name != "lazy_refcounts" {
+				if !slices.ContainsFunc(Defs, func(d Def) bool { return d.Name == name }) {
+					return nil, &OptionError{Msg: fmt.Sprintf("Invalid parameter '%s'", name)}
+				}
+				return nil, &OptionError{Msg: fmt.Sprintf("Parameter '%s' expects a value", name)}
+			}
+			if err := o.set(name, val, hasVal); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return o, nil
+}
+
+func (o *Options) set(name, val string, hasVal bool) error {
+	size := func() (*uint64, error) {
+		n, err := units.ParseSize(val)
+		if err != nil {
+			return nil, &OptionError{Msg: fmt.Sprintf("Parameter '%s' expects a non-negative number below 2^64", name),
+				Hint: "Optional suffix k, M, G, T, P or E means kilo-, mega-, giga-, tera-, peta-\nand exabytes, respectively."}
+		}
+		return &n, nil
+	}
+	num := func() (*uint64, error) {
+		n, err := strconv.ParseUint(val, 0, 64)
+		if err != nil {
+			if errors.Is(err, strconv.ErrRange) {
+				return nil, &OptionError{Msg: fmt.Sprintf("Value '%s' is too large for parameter '%s'", val, name)}
+			}
+			return nil, &OptionError{Msg: fmt.Sprintf("Parameter '%s' expects a number", name)}
+		}
+		return &n, nil
+	}
+	var err error
+	switch name {
+	case "lazy_refcounts":
+		var on bool
+		switch val {
+		case "on", "yes", "true", "y":
+			on = true
+		case "off", "no", "false", "n":
+		default:
+			if hasVal {
+				return &OptionError{Msg: "Parameter 'lazy_refcounts' expects 'on' or 'off'"}
+			}
+			on = true
+		}
+		o.LazyRefcounts = &on
+	case "size":
+		o.Size, err = size()
+	case "compat":
+		o.Compat = val
+	case "refcount_bits":
+		o.RefcountBits, err = num()
+	case "zone.max_open_zones":
+		o.Limits.MaxOpenZones, err = num()
+	case "zone.max_active_zones":
+		o.Limits.MaxActiveZones, err = num()
+	case "zone.max_append_bytes":
+		o.Limits.MaxAppendBytes, err = size()
+	default:
+		return &OptionError{Msg: fmt.Sprintf("Invalid parameter '%s'", name)}
+	}
+	return err
+}
+
+// Amend opens the image at path and applies o. The zone limits and lazy
+// refcounts change in one atomic header write; a size change is a second
+// atomic step (a resize, growing or shrinking as qemu-img amend does).
+// It returns the warnings of values clamped as create clamps them.
+func Amend(path string, o *Options) (warnings []string, err error) {
+	d, err := zone.Open(path, image.Options{NoBacking: true, Cache: image.CacheWriteBack})
+	if err != nil {
+		return nil, &OpenError{Path: path, Err: err}
+	}
+	defer func() {
+		if cerr := d.Close(); err == nil && cerr != nil {
+			err = cerr
+		}
+	}()
+	h := d.Image().Header()
+	if o.Compat != "" {
+		cur := "1.1"
+		if h.Version < 3 {
+			cur = "0.10"
+		}
+		want := map[string]string{"v2": "0.10", "0.10": "0.10", "v3": "1.1", "1.1": "1.1"}[o.Compat]
+		if want == "" {
+			return nil, &OptionError{Msg: fmt.Sprintf("Unknown compatibility level %s", o.Compat)}
+		}
+		if want != cur {
+			return nil, &OptionError{Msg: fmt.Sprintf("Changing compat from %s to %s is not supported by zqimg amend", cur, want)}
+		}
+	}
+	if o.RefcountBits != nil && *o.RefcountBits != 1<<h.RefcountOrder {
+		return nil, &OptionError{Msg: fmt.Sprintf("Changing refcount_bits from %d to %d is not supported by zqimg amend", 1<<h.RefcountOrder, *o.RefcountBits)}
+	}
+	if o.Limits != (zone.Limits{}) && !d.Zoned() {
+		name := "zone.max_open_zones"
+		switch {
+		case o.Limits.MaxActiveZones != nil:
+			name = "zone.max_active_zones"
+		case o.Limits.MaxAppendBytes != nil:
+			name = "zone.max_append_bytes"
+		}
+		return nil, &OptionError{Msg: fmt.Sprintf("Invalid parameter '%s'", name), Hint: "The image is not zoned: zone options apply to zoned images only"}
+	}
+	if o.LazyRefcounts != nil || o.Limits != (zone.Limits{}) {
+		if warnings, err = d.Amend(o.Limits, o.LazyRefcounts); err != nil {
+			return nil, err
+		}
+	}
+	if o.Size != nil && *o.Size != uint64(d.Size()) {
+		if err := d.Resize(*o.Size, true); err != nil {
+			return warnings, err
+		}
+	}
+	return warnings, nil
+}
+
+// OpenError reports an image that could not be opened.
+type OpenError struct {
+	Path string
+	Err  error
+}
+
+func (e *OpenError) Error() string { return fmt.Sprintf("Could not open '%s': %v", e.Path, e.Err) }
+func (e *OpenError) Unwrap() error { return e.Err }

@@ -1,0 +1,105 @@
+package bench_test
+
+import (
+	"bytes"
+	"path/filepath"
+	"testing"
+
+	"github.com/zqimg/zqimg/pkg/bench"
+	"github.com/zqimg/zqimg/pkg/create"
+	"github.com/zqimg/zqimg/pkg/image"
+	"github.com/zqimg/zqimg/pkg/zone"
+)
+
+func newZoned(t *testing.T, opts ...string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "z.qcow2")
+	o, err := create.ParseOptions(append([]string{"zone.mode=host-managed"}, opts...), "4M", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec, err := create.Resolve(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := create.Create(path, spec); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// TestZonedRunWithinLimits: zoned runs at several depths write every
+// request (more than the device holds, so zones are reset and reused),
+// keep within the open and active limits, and leave the written zones
+// holding the pattern up to their write pointers.
+func TestZonedRunWithinLimits(t *testing.T) {
+	for _, mode := range []string{bench.ZonedWrite, bench.ZonedAppend} {
+		for _, depth := range []int{1, 3, 16} {
+			path := newZoned(t, "zone.size=256k", "zone.max_open_zones=2", "zone.max_active_zones=3", "zone.max_append_bytes=32k", "zone.conventional_zones=1")
+			d, err := zone.Open(path, image.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			res, err := bench.Run(d, bench.Options{Count: 400, Depth: depth, Size: 16 << 10, Pattern: 0x5c, Zoned: mode})
+			if err != nil {
+				t.Fatalf("%s depth %d: %v", mode, depth, err)
+			}
+			if res.Requests != 400 || res.Bytes != 400*16<<10 || res.Resets == 0 || res.Zones > 2 || res.Zones < 1 {
+				t.Fatalf("%s depth %d: %+v", mode, depth, res)
+			}
+			zs, _ := d.Report(0, 64)
+			active := 0
+			for _, z := range zs {
+				if z.Cond == zone.CondImpOpen || z.Cond == zone.CondExpOpen || z.Cond == zone.CondClosed {
+					active++
+				}
+				if z.Type != zone.TypeSeqWriteRequired || z.WP == z.Start {
+					continue
+				}
+				got := make([]byte, min(z.WP, z.Start+z.Cap)-z.Start)
+				if _, err := d.ReadAt(got, int64(z.Start)); err != nil {
+					t.Fatal(err)
+				}
+				if !bytes.Equal(got, bytes.Repeat([]byte{0x5c}, len(got))) {
+					t.Fatalf("%s depth %d: zone at %#x does not hold the pattern", mode, depth, z.Start)
+				}
+			}
+			if active > 3 {
+				t.Fatalf("%s depth %d: %d active zones, limit 3", mode, depth, active)
+			}
+			if err := d.Close(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
+
+// TestPlainRunOffsets: requests go to OFFSET + i*STEP modulo the size.
+func TestPlainRunOffsets(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "p.qcow2")
+	o, _ := create.ParseOptions(nil, "1M", true)
+	spec, _ := create.Resolve(o)
+	if err := create.Create(path, spec); err != nil {
+		t.Fatal(err)
+	}
+	d, err := zone.Open(path, image.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if _, err := bench.Run(d, bench.Options{Count: 5, Depth: 4, Size: 4096, Step: 256 << 10, Offset: 512 << 10, Write: true, Pattern: 7}); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 1<<20)
+	if _, err := d.ReadAt(got, 0); err != nil {
+		t.Fatal(err)
+	}
+	for _, off := range []int{512 << 10, 768 << 10, 0, 256 << 10} {
+		if got[off] != 7 || got[off+4095] != 7 || got[off+4096] != 0 {
+			t.Fatalf("offset %#x not written as expected", off)
+		}
+	}
+	if _, err := bench.Run(d, bench.Options{Count: 1, Depth: 1, Size: 4096, Step: 4096, Offset: 2 << 20}); err == nil {
+		t.Fatal("a read beyond the end succeeded")
+	}
+}

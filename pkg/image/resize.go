@@ -1,0 +1,167 @@
+package image
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+)
+
+// Resize errors, worded as qemu-img's.
+var (
+	// ErrShrinkNotAllowed: a smaller size without ResizeOptions.Shrink.
+	ErrShrinkNotAllowed = errors.New("Use the --shrink option to perform a shrink operation.")
+	// ErrV2Snapshots: qcow2 version 2 images with snapshots keep their size.
+	ErrV2Snapshots = errors.New("Can't resize a v2 image which has snapshots")
+	// ErrSizeUnaligned: qcow2 sizes are whole 512-byte sectors.
+	ErrSizeUnaligned = errors.New("The new size must be a multiple of 512")
+)
+
+// ResizeOptions adjust Resize.
+type ResizeOptions struct {
+	// Shrink allows a size smaller than the current one: everything
+	// beyond the new end is discarded.
+	Shrink bool
+	// Tables replace metadata tables of a layer above this package in the
+	// same atomic switch (the zoned write-pointer table).
+	Tables []TableUpdate
+}
+
+// Resize changes the virtual disk size to size bytes (a multiple of 512).
+//
+// Growing extends the L1 table when the new size needs more entries: the
+// new table is written to new clusters, and one header write switches the
+// size and the table (txn). Shrinking drops every cluster wholly beyond
+// the new end from the active image (snapshots keep theirs), in copies of
+// the L2 tables that change, and switches the same way. A crash leaves the
+// old or the new size, never a mixture.
+func (img *Image) Resize(size uint64, o ResizeOptions) error {
+	img.mu.Lock()
+	defer img.mu.Unlock()
+	if err := img.writable(); err != nil {
+		return err
+	}
+	if size%512 != 0 {
+		return ErrSizeUnaligned
+	}
+	old := img.hdr.Size
+	if size < old && !o.Shrink {
+		return ErrShrinkNotAllowed
+	}
+	if img.hdr.Version < 3 && img.hdr.NbSnapshots > 0 && size != old {
+		return ErrV2Snapshots
+	}
+	if err := img.flush(); err != nil {
+		return err
+	}
+	t, err := img.beginTxn()
+	if err != nil {
+		return err
+	}
+	l1 := append([]uint64(nil), img.l1...)
+	changed, err := t.dropBeyond(l1, size)
+	if err != nil {
+		return err
+	}
+	need := ceilDiv(size, img.cs*img.l2Ents)
+	if changed || need > uint64(len(l1)) {
+		if err := t.inc(img.hdr.L1TableOffset, uint64(len(img.l1))*8, -1); err != nil {
+			return err
+		}
+		if err := t.setL1(l1, size); err != nil {
+			return err
+		}
+	} else {
+		t.size = size
+	}
+	t.tables = o.Tables
+	if err := t.commit(); err != nil {
+		return err
+	}
+	// A size that was not a whole number of clusters may leave bytes of
+	// the last cluster beyond the old end: they must read as zeroes now
+	// that they are part of the disk.
+	if size > old && old%img.cs != 0 {
+		end := min(size, roundUp(old, img.cs))
+		g := old
+		t, err := img.l2Table(g >> (img.cb + img.l2Bits))
+		if err != nil {
+			return err
+		}
+		if t != nil {
+			e, bm := img.entry(t, (g>>img.cb)&(img.l2Ents-1))
+			if !img.readsZero(e, bm, g&(img.cs-1), end-g) {
+				if err := img.writeChunk(make([]byte, end-g), g); err != nil {
+					return err
+				}
+				return img.flush()
+			}
+		}
+	}
+	return nil
+}
+
+// dropBeyond removes from the active L1 table l1 (changed in place) every
+// reference to a cluster lying wholly at or beyond size bytes: whole L2
+// tables beyond it are dropped with their data, and the L2 table across it
+// is copied without the entries beyond. It reports whether l1 changed.
+func (t *txn) dropBeyond(l1 []uint64, size uint64) (bool, error) {
+	img := t.img
+	span := img.cs * img.l2Ents
+	firstCluster := ceilDiv(size, img.cs) // first cluster wholly beyond
+	changed := false
+	for i, e := range l1 {
+		l2 := e & L1OffsetMask
+		if l2 == 0 {
+			continue
+		}
+		base := uint64(i) * span
+		if base+span <= firstCluster*img.cs {
+			continue // wholly inside the disk
+		}
+		tb, err := t.readTable(l2, fmt.Sprintf("the L2 table of L1 entry %d", i))
+		if err != nil {
+			return false, err
+		}
+		if base >= firstCluster*img.cs {
+			if err := t.forEachRef(tb, -1); err != nil {
+				return false, err
+			}
+			if err := t.inc(l2, t.cs, -1); err != nil {
+				return false, err
+			}
+			l1[i], changed = 0, true
+			continue
+		}
+		// The table straddles the new end: drop the entries beyond.
+		from := firstCluster - base/img.cs
+		cp := append([]byte(nil), tb...)
+		dropped := make([]byte, len(tb))
+		any := false
+		for j := from; j < img.l2Ents; j++ {
+			o := j * img.entSize
+			if binary.BigEndian.Uint64(cp[o:]) != 0 || (img.extL2 && binary.BigEndian.Uint64(cp[o+8:]) != 0) {
+				any = true
+				copy(dropped[o:o+img.entSize], cp[o:o+img.entSize])
+				clear(cp[o : o+img.entSize])
+			}
+		}
+		if !any {
+			continue
+		}
+		if err := t.forEachRef(dropped, -1); err != nil {
+			return false, err
+		}
+		if err := t.inc(l2, t.cs, -1); err != nil {
+			return false, err
+		}
+		off, err := t.allocWrite(cp)
+		if err != nil {
+			return false, err
+		}
+		if t.rc[off/t.cs] == 1 {
+			off |= OflagCopied
+		}
+		l1[i], changed = off, true
+	}
+	return changed, nil
+}
