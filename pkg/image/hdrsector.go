@@ -63,6 +63,10 @@ func (img *Image) MoveExtensionFirst(magic uint32) error {
 	exts = append(exts, img.exts[idx])
 	exts = append(exts, img.exts[:idx]...)
 	exts = append(exts, img.exts[idx+1:]...)
+	for i, off := 0, start; i < len(exts); i++ { // their new places
+		exts[i].Off = off
+		off += 8 + int(roundUp(uint64(len(exts[i].Data)), 8))
+	}
 	var oldArea, newArea []byte
 	for _, e := range img.exts {
 		oldArea = AppendExtension(oldArea, e)

@@ -36,6 +36,9 @@ func (d *Device) Amend(l Limits, lazy *bool) (warnings []string, err error) {
 	if err := d.flush(); err != nil {
 		return nil, err
 	}
+	if err := d.loadAll(); err != nil {
+		return nil, err
+	}
 	var u image.HeaderUpdate
 	if lazy != nil {
 		hdr := d.img.Header()

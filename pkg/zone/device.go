@@ -121,6 +121,20 @@ func (d *Device) ensure(first, end uint32) error {
 	return d.t.load(first, min(end, d.m.nr))
 }
 
+// loadAll reads and validates the whole write-pointer table and counts
+// the CLOSED zones, for operations on every zone (snapshots, resize,
+// amend).
+func (d *Device) loadAll() error {
+	if d.h == nil {
+		return nil
+	}
+	if err := d.t.load(0, d.m.nr); err != nil {
+		return err
+	}
+	d.m.countClosed()
+	return nil
+}
+
 // ensureCounts loads every write pointer and counts the CLOSED zones, which
 // the active limit needs; without an active limit it does nothing.
 func (d *Device) ensureCounts() error {
@@ -208,7 +222,7 @@ func (d *Device) ReadAt(p []byte, off int64) (int, error) {
 }
 
 // maskBeyondWP zeroes the bytes of p (read at off) that lie at or beyond
-// the write pointer of a sequential zone.
+// the write pointer, or beyond the capacity, of a sequential zone.
 func (d *Device) maskBeyondWP(p []byte, off uint64) {
 	end := off + uint64(len(p))
 	for i := max(d.zoneIndex(off), d.m.conv); i < d.m.nr; i++ {
@@ -216,7 +230,9 @@ func (d *Device) maskBeyondWP(p []byte, off uint64) {
 		if zs >= end {
 			break
 		}
-		lo, hi := max(d.m.wp[i], off), min(zs+d.m.zoneLen(i), end)
+		// Beyond the capacity nothing was ever written either (a FULL
+		// zone's write pointer may lie at the zone end).
+		lo, hi := max(min(d.m.wp[i], d.m.capEnd(i)), off), min(zs+d.m.zoneLen(i), end)
 		if lo < hi {
 			clear(p[lo-off : hi-off])
 		}

@@ -36,6 +36,9 @@ func (d *Device) Resize(size uint64, shrink bool) error {
 	if size < old && !shrink {
 		return image.ErrShrinkNotAllowed
 	}
+	if err := d.loadAll(); err != nil {
+		return err
+	}
 	h := d.h
 	if size%h.ZoneSize != 0 {
 		return fmt.Errorf("%w: the new size %d is not a whole number of zones (zone.size %d): a zoned image grows and shrinks by whole zones", ErrResize, size, h.ZoneSize)

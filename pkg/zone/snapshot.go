@@ -141,6 +141,9 @@ func (d *Device) CreateSnapshot(name string) (*image.SnapshotEntry, error) {
 		return nil, err
 	}
 	o := image.SnapshotCreateOptions{Name: name}
+	if err := d.loadAll(); err != nil {
+		return nil, err
+	}
 	if d.h != nil {
 		o.OwnExtra = EncodeSavedWP(d.h, d.m.wp)
 		if len(o.OwnExtra) > MaxSavedWPBytes {
@@ -268,8 +271,14 @@ func (d *Device) swapTable(nh *Header, wp []uint64, op func(image.TableUpdate) e
 	}
 	cur := make([]uint64, len(wp))
 	copy(cur, wp)
+	faults := d.m.faults
 	d.h = h
+	d.t = loadedTable(d.img, h, uint64(d.img.Size()), cur)
 	d.m = newMachine(h, uint64(d.img.Size()), cur)
+	if faults != nil && faults.Validate(h.NrZones) == nil {
+		d.m.faults = faults
+	}
+	d.m.countClosed()
 	clear(d.dirty)
 	return nil
 }

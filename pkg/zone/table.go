@@ -64,3 +64,14 @@ func (t *table) loadChunk(c uint32) error {
 	t.nLoad++
 	return nil
 }
+
+// loadedTable returns a table holding wp, every chunk loaded (the state
+// after an operation that rewrote the whole table).
+func loadedTable(img *image.Image, h *Header, size uint64, wp []uint64) *table {
+	t := &table{img: img, h: h, size: size, wp: wp, loaded: make([]bool, (len(wp)+chunkZones-1)/chunkZones)}
+	for i := range t.loaded {
+		t.loaded[i] = true
+	}
+	t.nLoad = len(t.loaded)
+	return t
+}
