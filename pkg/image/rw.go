@@ -360,7 +360,7 @@ func (img *Image) writeAllocated(t *cacheEntry, i, k uint64, src []byte, g uint6
 		if _, err := img.f.WriteAt(src[:n], int64(host+inC)); err != nil {
 			return 0, img.dropAllocation(host, k*cs, err)
 		}
-		img.linkAllocated(t, i, k, host)
+		img.linkWritten(t, i, k, host, inC, n)
 		return n, nil
 	}
 	buf := src[:n]
@@ -410,6 +410,34 @@ func (img *Image) cowReadsZero(t *cacheEntry, i, k, inC, n uint64) bool {
 
 // linkAllocated points L2 entries i..i+k-1 at the k contiguous clusters
 // from host, dropping the references the entries held.
+// linkWritten links k new clusters of which only the n bytes from
+// in-cluster offset inC of the first were written (the rest zeroed, and
+// reading as zeroes before). With extended L2 entries only the written
+// subclusters become allocated, as QEMU marks them; the others keep
+// their state (unallocated or zero), which reads the same.
+func (img *Image) linkWritten(t *cacheEntry, i, k, host, inC, n uint64) {
+	if !img.extL2 {
+		img.linkAllocated(t, i, k, host)
+		return
+	}
+	cs, sub := img.cs, img.subSize
+	for j := uint64(0); j < k; j++ {
+		oe, obm := img.entry(t, i+j)
+		lo := max(inC, j*cs) - j*cs
+		hi := min(inC+n, (j+1)*cs) - j*cs
+		var alloc uint64
+		for s := lo / sub; s <= (hi-1)/sub; s++ {
+			alloc |= 1 << s
+		}
+		zero := (obm >> 32) &^ alloc
+		if oe&OflagCompressed != 0 {
+			zero = 0
+		}
+		img.deferFreeEntry(oe)
+		img.setEntry(t, i+j, (host+j*cs)|OflagCopied, alloc|zero<<32)
+	}
+}
+
 func (img *Image) linkAllocated(t *cacheEntry, i, k, host uint64) {
 	for j := uint64(0); j < k; j++ {
 		oe, _ := img.entry(t, i+j)
