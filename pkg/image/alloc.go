@@ -175,6 +175,11 @@ func (r *refcounts) update(off, length, addend uint64, decrease bool) error {
 		ti := ci >> r.rbBits
 		if ti != oldTi {
 			blk, err = r.allocBlock(ci)
+			if errors.Is(err, errAgain) && r.freeIdx > start>>r.img.cb {
+				// Retry from the same clusters first: they may still be
+				// free (the new block went elsewhere), as QEMU does.
+				r.freeIdx = start >> r.img.cb
+			}
 			if err != nil {
 				break
 			}

@@ -569,14 +569,22 @@ func (img *Image) zeroRange(off, n int64, unmap bool) error {
 	return nil
 }
 
-// zeroChunk zeroes [g, end), which lies within one L2 table.
-func (img *Image) zeroChunk(g, end uint64, unmap bool) error {
+// zeroChunk zeroes [g, end), which lies within one L2 table, as QEMU's
+// qcow2 driver does: a write of zeroes (discard false) marks whole
+// clusters with the zero flag (keeping an unshared allocation: "zero,
+// allocated"), also clusters it covers in part when the rest of the
+// cluster reads as zeroes and holds no data; a discard marks whole
+// allocated clusters zero and frees them, and leaves unallocated ones
+// alone. What is left (parts of clusters holding data, version 2 images
+// with a backing file) is written with zeroes.
+func (img *Image) zeroChunk(g, end uint64, discard bool) error {
 	l1i := g >> (img.cb + img.l2Bits)
 	t, err := img.l2Table(l1i)
 	if err != nil {
 		return err
 	}
-	if t == nil && img.backing == nil {
+	v3 := img.hdr.Version >= 3
+	if t == nil && img.backing == nil && (discard || !v3) {
 		return nil // already reads as zeroes
 	}
 	for g < end {
@@ -588,11 +596,21 @@ func (img *Image) zeroChunk(g, end uint64, unmap bool) error {
 		if t != nil {
 			e, bm = img.entry(t, (g>>img.cb)&(img.l2Ents-1))
 		}
-		if img.readsZero(e, bm, inC, stop-g) {
+		// A write of zeroes over part of a cluster that holds no data and
+		// otherwise reads as zeroes zeroes the whole cluster (QEMU).
+		if !full && !discard && v3 && !img.extL2 && e&OflagCompressed == 0 &&
+			(e&L2OffsetMask == 0 || e&OflagZero != 0) && img.readsZero(e, bm, 0, min(img.cs, img.hdr.Size-(g-inC))) {
+			full = true
+		}
+		if full && img.entryUnchanged(e, bm, discard) && img.readsZero(e, bm, 0, min(img.cs, img.hdr.Size-(g-inC))) {
 			g = stop
 			continue
 		}
-		if !full || (img.hdr.Version < 3 && img.backing != nil) {
+		if !full && img.readsZero(e, bm, inC, stop-g) {
+			g = stop
+			continue
+		}
+		if !full || (!v3 && img.backing != nil) {
 			if err := img.writeChunk(make([]byte, stop-g), g); err != nil {
 				return err
 			}
@@ -610,19 +628,50 @@ func (img *Image) zeroChunk(g, end uint64, unmap bool) error {
 		}
 		i := (g >> img.cb) & (img.l2Ents - 1)
 		e, _ = img.entry(t, i)
-		var ne, nbm uint64
-		deallocate := img.backing == nil && (unmap || img.hdr.Version < 3)
-		switch {
-		case img.extL2 && !deallocate:
-			nbm = bmAllZero
-		case !img.extL2 && !deallocate:
-			ne = OflagZero
+		ne, nbm, keep := img.zeroEntry(e, discard)
+		if !keep {
+			img.deferFreeEntry(e)
 		}
-		img.deferFreeEntry(e)
 		img.setEntry(t, i, ne, nbm)
 		g = stop
 	}
 	return nil
+}
+
+// entryUnchanged reports whether zeroing a whole cluster described by
+// (e, bm) would leave its entry as it is: a discard of an unallocated
+// cluster (without a backing file), or an entry that already is what
+// zeroEntry makes.
+func (img *Image) entryUnchanged(e, bm uint64, discard bool) bool {
+	if discard && img.backing == nil && e&L2OffsetMask == 0 && e&OflagCompressed == 0 && (!img.extL2 || bm == 0) && e&OflagZero == 0 {
+		return true
+	}
+	ne, nbm, keep := img.zeroEntry(e, discard)
+	return keep && ne == e && nbm == bm || !keep && e == ne && bm == nbm
+}
+
+// zeroEntry returns the L2 entry (and subcluster bitmap) that makes a
+// whole cluster, now described by e, read as zeroes, as QEMU writes it:
+// a write of zeroes without unmap keeps an unshared allocated cluster
+// (version 3: the zero flag with the host offset, "zero, allocated"); a
+// discard or unmapping write of zeroes drops it (version 3: the zero
+// flag alone; extended L2: all subclusters zero; version 2 without a
+// backing file: unallocated). keep reports that the host cluster stays.
+func (img *Image) zeroEntry(e uint64, unmap bool) (ne, nbm uint64, keep bool) {
+	host := e & L2OffsetMask
+	if !unmap && img.hdr.Version >= 3 && e&OflagCompressed == 0 && e&OflagCopied != 0 && host != 0 {
+		if img.extL2 {
+			return host | OflagCopied, bmAllZero, true
+		}
+		return host | OflagCopied | OflagZero, 0, true
+	}
+	switch {
+	case img.extL2:
+		return 0, bmAllZero, false
+	case img.hdr.Version >= 3:
+		return OflagZero, 0, false
+	}
+	return 0, 0, false // version 2: only without a backing file (see zeroChunk)
 }
 
 // readsZero reports whether n bytes at in-cluster offset inC of the cluster
