@@ -66,6 +66,9 @@ func Check(f image.File, opts Options) (*Result, error) {
 	// other clusters), then the repairing pass. A repair can make another
 	// possible (a table stops being shared once the refcount structure over
 	// it is rebuilt elsewhere), so rounds go on while they make progress.
+	// A repair that extended the file over a table gets another round
+	// even when the image checks clean: the read-only pass before it did
+	// not see that table as metadata, which no entry may point into.
 	pre, err := runPass(f, opts, RepairNone, hints{})
 	if pre == nil {
 		return nil, err
@@ -101,7 +104,7 @@ func Check(f image.File, opts Options) (*Result, error) {
 			final.Repair = rep
 			return final, &AbortError{Err: err}
 		}
-		if final.Clean() || mode != RepairAll {
+		if final.Clean() && !first.extended || mode != RepairAll {
 			break
 		}
 		pre = final

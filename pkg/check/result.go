@@ -245,8 +245,9 @@ type Result struct {
 	// Fixed counters of the repairing pass), as qemu-img reports them.
 	Repair *Result
 
-	hints   hints // for the repairing pass that follows a read-only one
-	changed bool  // the pass wrote to the image
+	hints    hints // for the repairing pass that follows a read-only one
+	changed  bool  // the pass wrote to the image
+	extended bool  // the pass extended the file over a table beyond its end
 }
 
 // ExitCode returns qemu-img check's exit status for the result: 1 when the

@@ -93,7 +93,7 @@ func (c *checker) extendOver(off, size uint64, what string) error {
 		return c.ioError(err, "extending the file to %d bytes", end)
 	}
 	c.wrote = true
-	c.res.changed = true
+	c.res.changed, c.res.extended = true, true
 	c.report(finding(KindCorruption, ProblemBeyondEOF, "Repairing %s at 0x%x lies beyond the end of the file (%d bytes); the file is extended to %d bytes, the table reads as zeroes", what, off, c.fileSize, end).at(off).repaired(true))
 	c.fileSize = end
 	return c.syncWrites()
