@@ -158,6 +158,7 @@ func Run(d *zone.Device, o Options) (*Result, error) {
 // writes to it (a sequential write must be at the write pointer). The slot
 // keeps the zone's write pointer and capacity end: only it writes there.
 type zoneSlot struct {
+	assigned  bool // the slot holds a zone (zi is meaningful)
 	mu        sync.Mutex
 	zi        uint32 // zone index
 	wp, limit uint64 // write pointer and end of the capacity, bytes
@@ -218,7 +219,7 @@ func runZoned(d *zone.Device, o Options) (*Result, error) {
 	ss := make([]*zoneSlot, 0, slots)
 	for i, zn := range zones {
 		if uint32(len(ss)) < slots && zn.Cond == zone.CondClosed {
-			ss = append(ss, &zoneSlot{zi: uint32(i), start: zn.Start, zoneLen: zn.Len, wp: zn.WP, limit: zn.Start + zn.Cap})
+			ss = append(ss, &zoneSlot{assigned: true, zi: uint32(i), start: zn.Start, zoneLen: zn.Len, wp: zn.WP, limit: zn.Start + zn.Cap})
 			z.inUse[uint32(i)] = true
 		}
 	}
@@ -294,7 +295,10 @@ func (z *zoned) next(s *zoneSlot) error {
 		default:
 			continue // active already, written by no slot: leave it
 		}
-		delete(z.inUse, s.zi)
+		if s.assigned { // a fresh slot has no zone to give up (zi 0 is a zone)
+			delete(z.inUse, s.zi)
+		}
+		s.assigned = true
 		z.inUse[zi] = true
 		s.zi = zi
 		s.start, s.zoneLen = zs[0].Start, zs[0].Len

@@ -3,7 +3,9 @@ package check_test
 import (
 	"bytes"
 	"encoding/binary"
-	"strings"
+	"errors"
+	"fmt"
+	"slices"
 	"testing"
 
 	"github.com/zqimg/zqimg/pkg/check"
@@ -42,20 +44,40 @@ type corpusCase struct {
 	name   string
 	base   func(testing.TB) []byte
 	mutate func(t testing.TB, r *raw)
-	// Either the image cannot be checked (wantErr, in the error)...
-	wantErr string
-	// ...or a check reports every wantMsg and exits with wantExit.
-	wantMsg  []string
+	// Either the image cannot be checked (an error like wantErr, see
+	// sameError)...
+	wantErr error
+	// ...or a check reports every finding of want and exits with wantExit.
+	want     []want
 	wantExit int
-	// repairMsg are reported by the repairing pass of -r all.
-	repairMsg []string
-	// unrepaired: -r all leaves stillMsg reported; otherwise the image
-	// must be clean after the repair.
-	unrepaired bool
-	stillMsg   string
+	// repairs are reported by the repairing pass of -r all.
+	repairs []want
+	// still: -r all cannot repair these, which a check of the repaired
+	// image still reports; when empty, the image must be clean after the
+	// repair.
+	still []want
 	// verify checks the repaired image.
 	verify func(t testing.TB, f image.File)
 }
+
+// sameError reports whether err is, or wraps, an error of want's type
+// with want's identifying fields: the header field offset of an
+// *image.FormatError, the names of an *image.UnsupportedFeatureError.
+func sameError(err, want error) bool {
+	switch w := want.(type) {
+	case *image.FormatError:
+		var fe *image.FormatError
+		return errors.As(err, &fe) && fe.Off == w.Off
+	case *image.UnsupportedFeatureError:
+		var ue *image.UnsupportedFeatureError
+		return errors.As(err, &ue) && slices.Equal(ue.Names, w.Names)
+	}
+	panic(fmt.Sprintf("sameError: no rule for %T", want))
+}
+
+// headerErr is the error of a header field (at byte offset off) that makes
+// an image unusable.
+func headerErr(off int64) error { return &image.FormatError{Off: off} }
 
 func wantData(off int64, n int, p byte) func(testing.TB, image.File) {
 	return func(t testing.TB, f image.File) {
@@ -85,289 +107,342 @@ func wantWP(zi, want uint64) func(testing.TB, image.File) {
 	}
 }
 
+// wantRawWP checks the write-pointer table entry of zone zi, with its
+// conventional bit.
+func wantRawWP(zi, want uint64) func(testing.TB, image.File) {
+	return func(t testing.TB, f image.File) {
+		t.Helper()
+		if got := rawOf(t, f.(*imagetest.MemFile).Bytes()).wp(t, zi); got != want {
+			t.Errorf("write-pointer table entry of zone %d is 0x%x after the repair, want 0x%x", zi, got, want)
+		}
+	}
+}
+
+// wantZoned checks the zoned extension of the repaired image.
+func wantZoned(ok func(*zone.Header) bool) func(testing.TB, image.File) {
+	return func(t testing.TB, f image.File) {
+		t.Helper()
+		if h := rawOf(t, f.(*imagetest.MemFile).Bytes()).zoned(t); !ok(h) {
+			t.Errorf("zoned extension after the repair: %+v", h)
+		}
+	}
+}
+
+// Finding shorthands for the corpus.
+func corrupt(p check.Problem) want { return is(p, check.KindCorruption) }
+func leak(p check.Problem) want    { return is(p, check.KindLeak) }
+
+var (
+	rebuilt      = is(check.ProblemRebuild, check.KindInfo)
+	zonedExtBad  = corrupt(check.ProblemZonedExtension)
+	tableAt30000 = corrupt(check.ProblemZonedTable).fixed().at(0x30000) // zonedmeta_offset pointed to the table
+)
+
 var corpus = []corpusCase{
 	// Headers that cannot be checked.
 	{name: "bad-magic", base: plainBase, mutate: func(t testing.TB, r *raw) { r.b[0] = 'X' },
-		wantErr: "bad magic"},
-	{name: "bad-version", base: plainBase, mutate: func(t testing.TB, r *raw) { r.put32(4, 4) },
-		wantErr: "unsupported qcow2 version 4"},
-	{name: "version-1", base: plainBase, mutate: func(t testing.TB, r *raw) { r.put32(4, 1) },
-		wantErr: "unsupported qcow2 version 1"},
-	{name: "cluster-bits-8", base: plainBase, mutate: func(t testing.TB, r *raw) { r.put32(20, 8) },
-		wantErr: "unsupported cluster size: 2^8"},
-	{name: "cluster-bits-22", base: plainBase, mutate: func(t testing.TB, r *raw) { r.put32(20, 22) },
-		wantErr: "unsupported cluster size: 2^22"},
-	{name: "unknown-feature", base: plainBase, mutate: func(t testing.TB, r *raw) { r.put64(72, 1<<40) },
-		wantErr: "Unsupported qcow2 feature(s): Unknown incompatible feature: 10000000000"},
-	{name: "refcount-order-7", base: plainBase, mutate: func(t testing.TB, r *raw) { r.put32(96, 7) },
-		wantErr: "refcount_order 7"},
+		wantErr: headerErr(image.HdrMagic)},
+	{name: "bad-version", base: plainBase, mutate: func(t testing.TB, r *raw) { r.put32(image.HdrVersion, 4) },
+		wantErr: headerErr(image.HdrVersion)},
+	{name: "version-1", base: plainBase, mutate: func(t testing.TB, r *raw) { r.put32(image.HdrVersion, 1) },
+		wantErr: headerErr(image.HdrVersion)},
+	{name: "cluster-bits-8", base: plainBase, mutate: func(t testing.TB, r *raw) { r.put32(image.HdrClusterBits, 8) },
+		wantErr: headerErr(image.HdrClusterBits)},
+	{name: "cluster-bits-22", base: plainBase, mutate: func(t testing.TB, r *raw) { r.put32(image.HdrClusterBits, 22) },
+		wantErr: headerErr(image.HdrClusterBits)},
+	{name: "unknown-feature", base: plainBase, mutate: func(t testing.TB, r *raw) { r.put64(image.HdrIncompatibleFeatures, 1<<40) },
+		wantErr: &image.UnsupportedFeatureError{Names: []string{"Unknown incompatible feature: 10000000000"}}},
+	{name: "unknown-feature-named", base: plainBase, mutate: func(t testing.TB, r *raw) {
+		r.put64(image.HdrIncompatibleFeatures, image.IncompatDataFile|1<<40)
+	}, wantErr: &image.UnsupportedFeatureError{Names: []string{"external data file", "Unknown incompatible feature: 10000000000"}}},
+	{name: "refcount-order-7", base: plainBase, mutate: func(t testing.TB, r *raw) { r.put32(image.HdrRefcountOrder, 7) },
+		wantErr: headerErr(image.HdrRefcountOrder)},
 
-	// L1 and L2 entries.
+	// L1 and L2 entries (plainBase: L1 at 0x30000, its L2 table at
+	// 0x40000, guest cluster n in host cluster 5+n).
 	{name: "l1-entry-past-eof", base: plainBase,
 		mutate: func(t testing.TB, r *raw) { r.put64(r.l1Off(0), image.OflagCopied|1000<<16) },
-		wantMsg: []string{
-			"ERROR: counting reference for region exceeding the end of the file by one cluster or more: offset 0x3e80000 size 0x10000",
-			"ERROR OFLAG_COPIED L2 cluster: l1_index=0 l1_entry=8000000003e80000 refcount=0",
-			"Leaked cluster 4 refcount=1 reference=0",
+		want: []want{
+			corrupt(check.ProblemBeyondEOF).at(1000 << 16),
+			corrupt(check.ProblemL1Copied).cluster(1000).guest(0),
+			leak(check.ProblemRefcount).cluster(4),
 		},
-		wantExit:  2,
-		repairMsg: []string{"Repairing l2_offset=3e80000: L2 table lies beyond the end of the file; L1 entry 0 cleared"},
-		verify:    wantData(0, 4096, 0)},
+		wantExit: 2,
+		repairs:  []want{corrupt(check.ProblemBeyondEOF).fixed().at(1000 << 16)},
+		verify:   wantData(0, 4096, 0)},
 	{name: "l1-entry-unaligned", base: plainBase,
-		mutate:    func(t testing.TB, r *raw) { r.put64(r.l1Off(0), r.l1(0)+512) },
-		wantMsg:   []string{"ERROR l2_offset=40200: Table is not cluster aligned; L1 entry corrupted"},
-		wantExit:  2,
-		repairMsg: []string{"Repairing l2_offset=40200: Table is not cluster aligned; L1 entry realigned to 40000"},
-		verify:    all(wantData(0, 1<<20, 1), wantData(10<<20, 128<<10, 2))},
+		mutate:   func(t testing.TB, r *raw) { r.put64(r.l1Off(0), r.l1(0)+512) },
+		want:     []want{corrupt(check.ProblemL1Unaligned).at(0x40200)},
+		wantExit: 2,
+		repairs:  []want{corrupt(check.ProblemL1Unaligned).fixed().at(0x40200)},
+		verify:   all(wantData(0, 1<<20, 1), wantData(10<<20, 128<<10, 2))},
 	{name: "l1-reserved-bits", base: plainBase,
-		mutate:    func(t testing.TB, r *raw) { r.put64(r.l1Off(0), r.l1(0)|1<<60) },
-		wantMsg:   []string{"ERROR found L1 entry with reserved bits set: 9000000000040000"},
-		wantExit:  2,
-		repairMsg: []string{"Repairing L1 entry with reserved bits set: 9000000000040000 (bits cleared)"},
-		verify:    wantData(0, 1<<20, 1)},
+		mutate:   func(t testing.TB, r *raw) { r.put64(r.l1Off(0), r.l1(0)|1<<60) },
+		want:     []want{corrupt(check.ProblemL1Reserved).at(0x30000)},
+		wantExit: 2,
+		repairs:  []want{corrupt(check.ProblemL1Reserved).fixed().at(0x30000)},
+		verify:   wantData(0, 1<<20, 1)},
 	{name: "l2-entry-past-eof", base: plainBase,
 		mutate: func(t testing.TB, r *raw) { r.setL2(1, image.OflagCopied|1000<<16) },
-		wantMsg: []string{
-			"ERROR: counting reference for region exceeding the end of the file by one cluster or more: offset 0x3e80000 size 0x10000",
-			"Leaked cluster 6 refcount=1 reference=0",
-			"ERROR OFLAG_COPIED data cluster: l2_entry=8000000003e80000 refcount=0",
+		want: []want{
+			corrupt(check.ProblemBeyondEOF).at(1000 << 16),
+			leak(check.ProblemRefcount).cluster(6),
+			corrupt(check.ProblemCopied).cluster(1000).guest(0x10000),
 		},
-		wantExit:  2,
-		repairMsg: []string{"Repairing offset=3e80000: Cluster of guest offset 0x10000 lies beyond the end of the file; L2 entry cleared."},
-		verify:    all(wantData(0, 64<<10, 1), wantData(64<<10, 64<<10, 0), wantData(128<<10, 64<<10, 1))},
+		wantExit: 2,
+		repairs:  []want{corrupt(check.ProblemBeyondEOF).fixed().at(1000 << 16).guest(0x10000)},
+		verify:   all(wantData(0, 64<<10, 1), wantData(64<<10, 64<<10, 0), wantData(128<<10, 64<<10, 1))},
 	{name: "l2-entry-unaligned", base: plainBase,
 		mutate: func(t testing.TB, r *raw) { r.setL2(1, r.l2(1)+512) },
-		wantMsg: []string{
-			"ERROR offset=60200: Data cluster is not properly aligned; L2 entry corrupted.",
-			"ERROR cluster 7 refcount=1 reference=2",
+		want: []want{
+			corrupt(check.ProblemL2Unaligned).at(0x60200).guest(0x10000),
+			corrupt(check.ProblemRefcount).cluster(7),
 		},
-		wantExit:  2,
-		repairMsg: []string{"Repairing offset=60200: Data cluster is not properly aligned; L2 entry realigned to 60000."},
-		verify:    wantData(0, 1<<20, 1)},
+		wantExit: 2,
+		repairs:  []want{corrupt(check.ProblemL2Unaligned).fixed().at(0x60200).guest(0x10000)},
+		verify:   wantData(0, 1<<20, 1)},
 	{name: "l2-prealloc-unaligned", base: plainBase,
-		mutate:    func(t testing.TB, r *raw) { r.setL2(1, r.l2(1)+512|image.OflagZero) },
-		wantMsg:   []string{"ERROR offset=60200: Preallocated cluster is not properly aligned; L2 entry corrupted."},
-		wantExit:  2,
-		repairMsg: []string{"Repairing offset=60200: Preallocated cluster is not properly aligned; L2 entry corrupted."},
-		verify:    all(wantData(0, 64<<10, 1), wantData(64<<10, 64<<10, 0))},
+		mutate:   func(t testing.TB, r *raw) { r.setL2(1, r.l2(1)+512|image.OflagZero) },
+		want:     []want{corrupt(check.ProblemL2Unaligned).at(0x60200).guest(0x10000)},
+		wantExit: 2,
+		repairs:  []want{corrupt(check.ProblemL2Unaligned).fixed().at(0x60200).guest(0x10000)},
+		verify:   all(wantData(0, 64<<10, 1), wantData(64<<10, 64<<10, 0))},
 	{name: "l2-reserved-bits", base: plainBase,
 		mutate:   func(t testing.TB, r *raw) { r.setL2(1, r.l2(1)|1<<57) },
-		wantMsg:  []string{"ERROR found l2 entry with reserved bits set: 8200000000060000"},
+		want:     []want{corrupt(check.ProblemL2Reserved).at(0x40008).guest(0x10000)},
 		wantExit: 2,
+		repairs:  []want{corrupt(check.ProblemL2Reserved).fixed().at(0x40008).guest(0x10000)},
 		verify:   wantData(0, 1<<20, 1)},
 	{name: "copied-cleared", base: plainBase,
-		mutate:    func(t testing.TB, r *raw) { r.setL2(3, r.l2(3)&^image.OflagCopied) },
-		wantMsg:   []string{"ERROR OFLAG_COPIED data cluster: l2_entry=80000 refcount=1"},
-		wantExit:  2,
-		repairMsg: []string{"Repairing OFLAG_COPIED data cluster: l2_entry=80000 refcount=1"},
-		verify:    wantData(0, 1<<20, 1)},
+		mutate:   func(t testing.TB, r *raw) { r.setL2(3, r.l2(3)&^image.OflagCopied) },
+		want:     []want{corrupt(check.ProblemCopied).cluster(8).guest(0x30000)},
+		wantExit: 2,
+		repairs:  []want{corrupt(check.ProblemCopied).fixed().cluster(8).guest(0x30000)},
+		verify:   wantData(0, 1<<20, 1)},
 
 	// Refcounts.
 	{name: "leak", base: plainBase,
 		mutate: func(t testing.TB, r *raw) { r.setRefcount(20, 3) },
-		wantMsg: []string{
-			"Leaked cluster 20 refcount=3 reference=1",
-			"ERROR OFLAG_COPIED data cluster: l2_entry=8000000000140000 refcount=3",
+		want: []want{
+			leak(check.ProblemRefcount).cluster(20),
+			corrupt(check.ProblemCopied).cluster(20).guest(15 << 16),
 		},
-		wantExit:  2,
-		repairMsg: []string{"Repairing cluster 20 refcount=3 reference=1"}},
+		wantExit: 2,
+		repairs:  []want{leak(check.ProblemRefcount).fixed().cluster(20)}},
 	{name: "refcount-0-under-used", base: plainBase,
 		mutate: func(t testing.TB, r *raw) { r.setRefcount(r.hostCluster(2), 0) },
-		wantMsg: []string{
-			"ERROR cluster 7 refcount=0 reference=1",
-			"ERROR OFLAG_COPIED data cluster: l2_entry=8000000000070000 refcount=0",
+		want: []want{
+			corrupt(check.ProblemRefcount).cluster(7),
+			corrupt(check.ProblemCopied).cluster(7).guest(0x20000),
 		},
-		wantExit:  2,
-		repairMsg: []string{"Rebuilding refcount structure"},
-		verify:    all(wantData(0, 1<<20, 1), wantData(10<<20, 128<<10, 2))},
+		wantExit: 2,
+		repairs:  []want{rebuilt},
+		verify:   all(wantData(0, 1<<20, 1), wantData(10<<20, 128<<10, 2))},
 	{name: "refcount-table-over-l1", base: plainBase,
-		mutate: func(t testing.TB, r *raw) { r.put64(48, r.h.L1TableOffset) },
-		wantMsg: []string{
-			"ERROR refcount block 0 is outside image",
-			"ERROR cluster 3 refcount=0 reference=2",
+		// The refcount table is the L1 table: its entry 0 (OFLAG_COPIED
+		// and the L2 table offset) points far beyond the file.
+		mutate: func(t testing.TB, r *raw) { r.put64(image.HdrRefcountTableOffset, r.h.L1TableOffset) },
+		want: []want{
+			corrupt(check.ProblemRefcountTable).at(image.OflagCopied | 0x40000),
+			corrupt(check.ProblemRefcount).cluster(3),
 		},
-		wantExit:  2,
-		repairMsg: []string{"Rebuilding refcount structure"},
-		verify:    all(wantData(0, 1<<20, 1), wantData(10<<20, 128<<10, 2))},
+		wantExit: 2,
+		repairs:  []want{rebuilt},
+		verify:   all(wantData(0, 1<<20, 1), wantData(10<<20, 128<<10, 2))},
 	{name: "refcount-block-unaligned", base: plainBase,
 		mutate: func(t testing.TB, r *raw) { r.put64(r.h.RefcountTableOffset, 2<<16+512) },
-		wantMsg: []string{
-			"ERROR refcount block 0 is not cluster aligned; refcount table entry corrupted",
-			"ERROR cluster 0 refcount=0 reference=1",
+		want: []want{
+			corrupt(check.ProblemRefcountTable).at(2<<16 + 512),
+			corrupt(check.ProblemRefcount).cluster(0),
 		},
-		wantExit:  2,
-		repairMsg: []string{"Rebuilding refcount structure"},
-		verify:    wantData(0, 1<<20, 1)},
+		wantExit: 2,
+		repairs:  []want{rebuilt},
+		verify:   wantData(0, 1<<20, 1)},
 	{name: "dirty-lazy-refcounts", base: plainBase,
 		mutate: func(t testing.TB, r *raw) {
-			r.put64(72, r.u64(72)|image.IncompatDirty)
-			r.put64(80, r.u64(80)|image.CompatLazyRefcounts)
+			r.put64(image.HdrIncompatibleFeatures, r.u64(image.HdrIncompatibleFeatures)|image.IncompatDirty)
+			r.put64(image.HdrCompatibleFeatures, r.u64(image.HdrCompatibleFeatures)|image.CompatLazyRefcounts)
 			for gc := uint64(4); gc < 16; gc++ {
 				r.setRefcount(r.hostCluster(gc), 0)
 			}
 		},
-		wantMsg:  []string{"ERROR cluster 9 refcount=0 reference=1"},
+		want:     []want{corrupt(check.ProblemRefcount).cluster(9)},
 		wantExit: 2,
 		verify: func(t testing.TB, f image.File) {
 			b := f.(*imagetest.MemFile).Bytes()
-			if binary.BigEndian.Uint64(b[72:])&(image.IncompatDirty|image.IncompatCorrupt) != 0 {
+			if binary.BigEndian.Uint64(b[image.HdrIncompatibleFeatures:])&(image.IncompatDirty|image.IncompatCorrupt) != 0 {
 				t.Errorf("dirty bit still set after the repair")
 			}
 			wantData(0, 1<<20, 1)(t, f)
 		}},
 
-	// Zoned extension.
+	// Zoned extension (zonedBase: write-pointer table at 0x30000).
 	{name: "zoned-ext-too-short", base: zonedBase,
 		mutate: func(t testing.TB, r *raw) {
 			binary.BigEndian.PutUint32(r.b[r.zonedExt(t)-4:], 48)
 		},
-		wantMsg:    []string{"ERROR zoned extension: zoned extension is 48 bytes, expected 56"},
-		wantExit:   2,
-		unrepaired: true, stillMsg: "expected 56"},
+		want:     []want{zonedExtBad},
+		wantExit: 2,
+		still:    []want{zonedExtBad}},
 	{name: "zoned-ext-missing", base: zonedBase,
 		mutate: func(t testing.TB, r *raw) {
 			binary.BigEndian.PutUint32(r.b[r.zonedExt(t)-8:], 0x12345678)
 		},
-		wantMsg:    []string{"ERROR zoned extension: incompatible feature bit 5 (zoned format) is set but the zoned extension (magic 0x007a6264) is missing"},
-		wantExit:   2,
-		unrepaired: true, stillMsg: "is missing"},
+		want:     []want{corrupt(check.ProblemZonedExtensionMissing)},
+		wantExit: 2,
+		still:    []want{corrupt(check.ProblemZonedExtensionMissing)}},
 	{name: "zoned-bit-clear", base: zonedBase,
-		mutate:    func(t testing.TB, r *raw) { r.put64(72, r.u64(72)&^image.IncompatZoned) },
-		wantMsg:   []string{"ERROR zoned extension: the zoned extension is present but incompatible feature bit 5 (zoned format) is clear"},
-		wantExit:  2,
-		repairMsg: []string{"Repairing zoned extension: the zoned extension is present but incompatible feature bit 5"},
-		verify:    all(wantData(2<<20, 256<<10, 2), wantWP(2, 0x240000))},
+		mutate: func(t testing.TB, r *raw) {
+			r.put64(image.HdrIncompatibleFeatures, r.u64(image.HdrIncompatibleFeatures)&^image.IncompatZoned)
+		},
+		want:     []want{corrupt(check.ProblemZonedFeatureBit)},
+		wantExit: 2,
+		repairs:  []want{corrupt(check.ProblemZonedFeatureBit).fixed()},
+		verify:   all(wantData(2<<20, 256<<10, 2), wantWP(2, 0x240000))},
 	{name: "zoned-nr-zones-wrong", base: zonedBase,
 		mutate: func(t testing.TB, r *raw) {
 			h := r.zoned(t)
 			h.NrZones = 17
 			r.setZoned(t, h)
 		},
-		wantMsg:   []string{"ERROR zoned extension: nr_zones 17 does not match the virtual size: 16777216 bytes in zones of 1048576 bytes make 16 zones"},
-		wantExit:  2,
-		repairMsg: []string{"Repairing zoned extension: nr_zones 17 does not match"},
-		verify:    all(wantData(2<<20, 256<<10, 2), wantWP(2, 0x240000), wantWP(3, 0x310000))},
+		want:     []want{zonedExtBad},
+		wantExit: 2,
+		repairs:  []want{zonedExtBad.fixed()},
+		verify:   all(wantZoned(func(h *zone.Header) bool { return h.NrZones == 16 }), wantData(2<<20, 256<<10, 2), wantWP(2, 0x240000), wantWP(3, 0x310000))},
 	{name: "zoned-nr-zones-small", base: zonedBase,
 		mutate: func(t testing.TB, r *raw) {
 			h := r.zoned(t)
 			h.NrZones = 8
 			r.setZoned(t, h)
 		},
-		wantMsg:   []string{"ERROR zoned extension: nr_zones 8 does not match the virtual size"},
-		wantExit:  2,
-		repairMsg: []string{"Repairing zoned extension: nr_zones 8"},
-		verify:    all(wantWP(2, 0x240000), wantWP(15, 0xf00000))},
+		want:     []want{zonedExtBad},
+		wantExit: 2,
+		repairs:  []want{zonedExtBad.fixed()},
+		verify:   all(wantZoned(func(h *zone.Header) bool { return h.NrZones == 16 && h.MetaSize == 128 }), wantWP(2, 0x240000), wantWP(15, 0xf00000))},
 	{name: "zoned-meta-size-wrong", base: zonedBase,
 		mutate: func(t testing.TB, r *raw) {
 			h := r.zoned(t)
 			h.MetaSize = 200
 			r.setZoned(t, h)
 		},
-		wantMsg:  []string{"ERROR zoned extension: zonedmeta_size 200 must be 8 × nr_zones = 128"},
-		wantExit: 2},
+		want:     []want{zonedExtBad},
+		wantExit: 2,
+		repairs:  []want{zonedExtBad.fixed()},
+		verify:   wantZoned(func(h *zone.Header) bool { return h.MetaSize == 128 })},
 	{name: "zoned-max-open-too-big", base: zonedBase,
 		mutate: func(t testing.TB, r *raw) {
 			h := r.zoned(t)
 			h.MaxOpenZones = 100
 			r.setZoned(t, h)
 		},
-		wantMsg:   []string{"ERROR zoned extension: max_open_zones 100 exceeds the 14 sequential zones"},
-		wantExit:  2,
-		repairMsg: []string{"Repairing zoned extension: max_open_zones 100 exceeds the 14 sequential zones"}},
+		want:     []want{zonedExtBad},
+		wantExit: 2,
+		repairs:  []want{zonedExtBad.fixed()},
+		verify:   wantZoned(func(h *zone.Header) bool { return h.MaxOpenZones == 14 })},
 	{name: "zoned-max-append-bad", base: zonedBase,
 		mutate: func(t testing.TB, r *raw) {
 			h := r.zoned(t)
 			h.MaxAppendBytes = 4<<20 + 3
 			r.setZoned(t, h)
 		},
-		wantMsg:  []string{"ERROR zoned extension: max_append_bytes 4194307 is not a multiple of 512"},
-		wantExit: 2},
+		want:     []want{zonedExtBad},
+		wantExit: 2,
+		repairs:  []want{zonedExtBad.fixed()},
+		verify: wantZoned(func(h *zone.Header) bool {
+			return h.MaxAppendBytes%512 == 0 && uint64(h.MaxAppendBytes) < h.ZoneCapacity
+		})},
 	{name: "zoned-zone-size-bad", base: zonedBase,
 		mutate: func(t testing.TB, r *raw) {
 			h := r.zoned(t)
 			h.ZoneSize = 3 << 20
 			r.setZoned(t, h)
 		},
-		wantMsg:    []string{"ERROR zoned extension: zone_size 3145728 is not a power of two of at least 512"},
-		wantExit:   2,
-		unrepaired: true, stillMsg: "zone_size 3145728"},
+		want:     []want{zonedExtBad},
+		wantExit: 2,
+		still:    []want{zonedExtBad}},
 	{name: "zoned-table-past-eof", base: zonedBase,
 		mutate: func(t testing.TB, r *raw) {
 			h := r.zoned(t)
 			h.MetaOffset = 1000 << 16
 			r.setZoned(t, h)
 		},
-		wantMsg:   []string{"ERROR zoned: write-pointer table [0x3e80000, 0x3e80080) extends past the end of the file"},
-		wantExit:  2,
-		repairMsg: []string{"the write-pointer table lies at 0x30000; zonedmeta_offset set to it"},
-		verify:    all(wantWP(2, 0x240000), wantWP(3, 0x310000), wantData(2<<20, 256<<10, 2))},
+		want:     []want{corrupt(check.ProblemZonedTable).at(1000 << 16)},
+		wantExit: 2,
+		repairs:  []want{tableAt30000},
+		verify:   all(wantWP(2, 0x240000), wantWP(3, 0x310000), wantData(2<<20, 256<<10, 2))},
 	{name: "zoned-table-unaligned", base: zonedBase,
 		mutate: func(t testing.TB, r *raw) {
 			h := r.zoned(t)
 			h.MetaOffset += 512
 			r.setZoned(t, h)
 		},
-		wantMsg:   []string{"ERROR zoned: write-pointer table offset 0x30200 is not a non-zero multiple of the cluster size 65536"},
-		wantExit:  2,
-		repairMsg: []string{"the write-pointer table lies at 0x30000; zonedmeta_offset set to it"},
-		verify:    all(wantWP(2, 0x240000), wantWP(3, 0x310000), wantData(2<<20, 256<<10, 2))},
+		want:     []want{corrupt(check.ProblemZonedTable).at(0x30200)},
+		wantExit: 2,
+		repairs:  []want{tableAt30000},
+		verify:   all(wantWP(2, 0x240000), wantWP(3, 0x310000), wantData(2<<20, 256<<10, 2))},
 	{name: "zoned-table-over-l1", base: zonedBase,
 		mutate: func(t testing.TB, r *raw) {
 			h := r.zoned(t)
 			h.MetaOffset = r.h.L1TableOffset
 			r.setZoned(t, h)
 		},
-		wantMsg: []string{
-			"ERROR zoned: write-pointer table cluster 4 (offset 0x40000) is also used by the active L1 table",
-			"ERROR cluster 4 refcount=1 reference=2",
+		want: []want{
+			corrupt(check.ProblemZonedTableOverlap).cluster(4),
+			corrupt(check.ProblemRefcount).cluster(4),
 		},
-		wantExit:  2,
-		repairMsg: []string{"Repairing zoned: zonedmeta_offset 0x40000 does not point to the write-pointer table; the write-pointer table lies at 0x30000; zonedmeta_offset set to it"},
-		verify:    all(wantWP(2, 0x240000), wantWP(3, 0x310000), wantData(2<<20, 256<<10, 2))},
+		wantExit: 2,
+		repairs:  []want{tableAt30000},
+		verify:   all(wantWP(2, 0x240000), wantWP(3, 0x310000), wantData(2<<20, 256<<10, 2))},
 	{name: "zoned-table-refcount-0", base: zonedBase,
-		mutate:    func(t testing.TB, r *raw) { r.setRefcount(3, 0) },
-		wantMsg:   []string{"ERROR cluster 3 refcount=0 reference=1"},
-		wantExit:  2,
-		repairMsg: []string{"Rebuilding refcount structure"},
-		verify:    all(wantWP(2, 0x240000), wantData(2<<20, 256<<10, 2))},
+		mutate:   func(t testing.TB, r *raw) { r.setRefcount(3, 0) },
+		want:     []want{corrupt(check.ProblemRefcount).cluster(3)},
+		wantExit: 2,
+		repairs:  []want{rebuilt},
+		verify:   all(wantWP(2, 0x240000), wantData(2<<20, 256<<10, 2))},
 
 	// Write pointers.
 	{name: "wp-outside-zone", base: zonedBase,
-		mutate:    func(t testing.TB, r *raw) { r.setWP(t, 5, 0x900000) },
-		wantMsg:   []string{"ERROR zone 5: write pointer 0x900000 of zone 5 lies outside the zone [0x500000, 0x600000]"},
-		wantExit:  2,
-		repairMsg: []string{"Repairing zone 5: write pointer 0x900000 of zone 5 lies outside the zone [0x500000, 0x600000]; set to 0x600000"},
-		verify:    wantWP(5, 0x600000)},
+		mutate:   func(t testing.TB, r *raw) { r.setWP(t, 5, 0x900000) },
+		want:     []want{corrupt(check.ProblemWritePointer).zone(5).wp(0x900000).at(0x30000 + 8*5)},
+		wantExit: 2,
+		repairs:  []want{corrupt(check.ProblemWritePointer).fixed().zone(5)},
+		verify:   wantWP(5, 0x600000)},
 	{name: "wp-below-zone", base: zonedBase,
-		mutate:    func(t testing.TB, r *raw) { r.setWP(t, 3, 0x100000) },
-		wantMsg:   []string{"ERROR zone 3: write pointer 0x100000 of zone 3 lies outside the zone", "Leaked data beyond write pointer: zone 3 wp=0x300000 cluster 0x300000"},
-		wantExit:  2,
-		repairMsg: []string{"set to 0x300000", "Discarding data beyond write pointer: zone 3 wp=0x300000 cluster 0x300000"},
-		verify:    all(wantWP(3, 0x300000), wantData(3<<20, 64<<10, 0))},
+		mutate: func(t testing.TB, r *raw) { r.setWP(t, 3, 0x100000) },
+		want: []want{
+			corrupt(check.ProblemWritePointer).zone(3).wp(0x100000),
+			leak(check.ProblemDataBeyondWP).zone(3).wp(0x300000).guest(0x300000),
+		},
+		wantExit: 2,
+		repairs: []want{
+			corrupt(check.ProblemWritePointer).fixed().zone(3),
+			leak(check.ProblemDataBeyondWP).fixed().zone(3).wp(0x300000).guest(0x300000),
+		},
+		verify: all(wantWP(3, 0x300000), wantData(3<<20, 64<<10, 0))},
 	{name: "wp-unaligned", base: zonedBase,
-		mutate:    func(t testing.TB, r *raw) { r.setWP(t, 3, 0x310100) },
-		wantMsg:   []string{"ERROR zone 3: write pointer 0x310100 of zone 3 is not 512-byte aligned"},
-		wantExit:  2,
-		repairMsg: []string{"set to 0x310000"},
-		verify:    all(wantWP(3, 0x310000), wantData(3<<20, 64<<10, 3))},
+		mutate:   func(t testing.TB, r *raw) { r.setWP(t, 3, 0x310100) },
+		want:     []want{corrupt(check.ProblemWritePointer).zone(3).wp(0x310100)},
+		wantExit: 2,
+		repairs:  []want{corrupt(check.ProblemWritePointer).fixed().zone(3)},
+		verify:   all(wantWP(3, 0x310000), wantData(3<<20, 64<<10, 3))},
 	{name: "wp-beyond-capacity", base: zonedCapBase,
-		mutate:    func(t testing.TB, r *raw) { r.setWP(t, 2, 0x2e0000) },
-		wantMsg:   []string{"ERROR zone 2: write pointer 0x2e0000 of zone 2 lies between the capacity end 0x2c0000 and the zone end 0x300000"},
-		wantExit:  2,
-		repairMsg: []string{"set to 0x2c0000"},
-		verify:    wantWP(2, 0x2c0000)},
+		mutate:   func(t testing.TB, r *raw) { r.setWP(t, 2, 0x2e0000) },
+		want:     []want{corrupt(check.ProblemWritePointer).zone(2).wp(0x2e0000)},
+		wantExit: 2,
+		repairs:  []want{corrupt(check.ProblemWritePointer).fixed().zone(2)},
+		verify:   wantWP(2, 0x2c0000)},
 	{name: "wp-sequential-with-conv-bit", base: zonedBase,
-		mutate:    func(t testing.TB, r *raw) { r.setWP(t, 3, 0x310000|zone.ConvBit) },
-		wantMsg:   []string{"ERROR zone 3: zone 3 is sequential but its entry 0x800000000310000 has the conventional bit"},
-		wantExit:  2,
-		repairMsg: []string{"set to 0x310000"},
-		verify:    all(wantWP(3, 0x310000), wantData(3<<20, 64<<10, 3))},
+		mutate:   func(t testing.TB, r *raw) { r.setWP(t, 3, 0x310000|zone.ConvBit) },
+		want:     []want{corrupt(check.ProblemWritePointer).zone(3).wp(0x310000)},
+		wantExit: 2,
+		repairs:  []want{corrupt(check.ProblemWritePointer).fixed().zone(3)},
+		verify:   all(wantWP(3, 0x310000), wantRawWP(3, 0x310000), wantData(3<<20, 64<<10, 3))},
 	{name: "wp-conventional-without-bit", base: zonedBase,
-		mutate:    func(t testing.TB, r *raw) { r.setWP(t, 1, 0x100000) },
-		wantMsg:   []string{"ERROR zone 1: zone 1 is conventional but its entry 0x100000 lacks the conventional bit"},
-		wantExit:  2,
-		repairMsg: []string{"set to 0x800000000100000"},
-		verify:    wantData(0, 128<<10, 1)},
+		mutate:   func(t testing.TB, r *raw) { r.setWP(t, 1, 0x100000) },
+		want:     []want{corrupt(check.ProblemWritePointer).zone(1).wp(0x100000)},
+		wantExit: 2,
+		repairs:  []want{corrupt(check.ProblemWritePointer).fixed().zone(1)},
+		verify:   all(wantRawWP(1, 0x100000|zone.ConvBit), wantData(0, 128<<10, 1))},
 	{name: "wp-table-byte-swapped", base: zonedBase,
 		mutate: func(t testing.TB, r *raw) {
 			off := r.zoned(t).MetaOffset
@@ -376,27 +451,25 @@ var corpus = []corpusCase{
 				binary.BigEndian.PutUint64(r.b[off+8*i:], v)
 			}
 		},
-		wantMsg:   []string{"ERROR zoned: the write-pointer table is stored byte-swapped (big-endian entries)"},
-		wantExit:  2,
-		repairMsg: []string{"Repairing zoned: the write-pointer table is stored byte-swapped"},
-		verify:    all(wantWP(0, 0), wantWP(2, 0x240000), wantWP(3, 0x310000), wantData(2<<20, 256<<10, 2))},
+		want:     []want{corrupt(check.ProblemZonedByteSwap).at(0x30000)},
+		wantExit: 2,
+		repairs:  []want{corrupt(check.ProblemZonedByteSwap).fixed().at(0x30000)},
+		verify:   all(wantWP(0, 0), wantWP(2, 0x240000), wantWP(3, 0x310000), wantData(2<<20, 256<<10, 2))},
 	{name: "data-beyond-wp", base: zonedBase,
 		mutate: func(t testing.TB, r *raw) { r.setWP(t, 2, 0x210000) },
-		wantMsg: []string{
-			"Leaked data beyond write pointer: zone 2 wp=0x210000 cluster 0x210000 (host 0x90000)",
-			"Leaked data beyond write pointer: zone 2 wp=0x210000 cluster 0x230000 (host 0xb0000)",
+		want: []want{
+			leak(check.ProblemDataBeyondWP).zone(2).wp(0x210000).guest(0x210000).at(0x90000),
+			leak(check.ProblemDataBeyondWP).zone(2).wp(0x210000).guest(0x230000).at(0xb0000),
 		},
 		wantExit: 3,
-		repairMsg: []string{
-			"Discarding data beyond write pointer: zone 2 wp=0x210000 cluster 0x210000 (host 0x90000)",
-		},
-		verify: all(wantWP(2, 0x210000), wantData(2<<20, 64<<10, 2), wantData(0x210000, 192<<10, 0))},
+		repairs:  []want{leak(check.ProblemDataBeyondWP).fixed().zone(2).wp(0x210000).guest(0x210000).at(0x90000)},
+		verify:   all(wantWP(2, 0x210000), wantData(2<<20, 64<<10, 2), wantData(0x210000, 192<<10, 0))},
 	{name: "data-in-empty-zone", base: zonedBase,
-		mutate:    func(t testing.TB, r *raw) { r.setWP(t, 3, 0x300000) },
-		wantMsg:   []string{"Leaked data beyond write pointer: zone 3 wp=0x300000 cluster 0x300000 (host 0xc0000)"},
-		wantExit:  3,
-		repairMsg: []string{"Discarding data beyond write pointer: zone 3 wp=0x300000 cluster 0x300000 (host 0xc0000)"},
-		verify:    all(wantWP(3, 0x300000), wantData(3<<20, 64<<10, 0), wantData(2<<20, 256<<10, 2))},
+		mutate:   func(t testing.TB, r *raw) { r.setWP(t, 3, 0x300000) },
+		want:     []want{leak(check.ProblemDataBeyondWP).zone(3).wp(0x300000).guest(0x300000).at(0xc0000)},
+		wantExit: 3,
+		repairs:  []want{leak(check.ProblemDataBeyondWP).fixed().zone(3).wp(0x300000).guest(0x300000).at(0xc0000)},
+		verify:   all(wantWP(3, 0x300000), wantData(3<<20, 64<<10, 0), wantData(2<<20, 256<<10, 2))},
 }
 
 func TestCorpus(t *testing.T) {
@@ -405,9 +478,9 @@ func TestCorpus(t *testing.T) {
 			b := tc.base(t)
 			tc.mutate(t, rawOf(t, b))
 			res, err := check.Check(imagetest.NewMemFile(b), check.Options{})
-			if tc.wantErr != "" {
-				if res != nil || err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-					t.Fatalf("want no result and an error containing %q, got error %v and\n%s", tc.wantErr, err, report(res))
+			if tc.wantErr != nil {
+				if res != nil || !sameError(err, tc.wantErr) {
+					t.Fatalf("want no result and an error like %#v, got error %v and\n%s", tc.wantErr, err, report(res))
 				}
 				// A repair refuses the image as well.
 				f := imagetest.NewMemFile(b)
@@ -422,9 +495,9 @@ func TestCorpus(t *testing.T) {
 			if err != nil || res == nil {
 				t.Fatalf("check failed: %v\n%s", err, report(res))
 			}
-			for _, m := range tc.wantMsg {
-				if !hasMsg(res, m) {
-					t.Errorf("no finding %q in\n%s", m, report(res))
+			for _, w := range tc.want {
+				if !has(res, w) {
+					t.Errorf("no finding %v in\n%s", w, report(res))
 				}
 			}
 			if got := res.ExitCode(); got != tc.wantExit {
@@ -456,16 +529,18 @@ func TestCorpus(t *testing.T) {
 			if fixed.Repair != nil {
 				rp = fixed.Repair
 			}
-			for _, m := range tc.repairMsg {
-				if !hasMsg(rp, m) {
-					t.Errorf("no repair finding %q in\n%s", m, report(fixed))
+			for _, w := range tc.repairs {
+				if !has(rp, w) {
+					t.Errorf("no repair finding %v in\n%s", w, report(fixed))
 				}
 			}
 			t.Logf("check:\n%srepair:\n%s", report(res), report(fixed))
 			again := mustCheck(t, f, check.RepairNone)
-			if tc.unrepaired {
-				if !hasMsg(again, tc.stillMsg) || again.Clean() {
-					t.Errorf("after the repair, want %q still reported, got\n%s", tc.stillMsg, report(again))
+			if len(tc.still) > 0 {
+				for _, w := range tc.still {
+					if !has(again, w) || again.Clean() {
+						t.Errorf("after the repair, want %v still reported, got\n%s", w, report(again))
+					}
 				}
 				return
 			}

@@ -3,8 +3,8 @@ package check_test
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"math/rand"
-	"strings"
 	"testing"
 
 	"github.com/zqimg/zqimg/pkg/check"
@@ -13,20 +13,31 @@ import (
 	"github.com/zqimg/zqimg/pkg/zone"
 )
 
-// lowRefcounts returns the clusters reported with a refcount below their
-// references, and OFLAG_COPIED set on a cluster whose refcount is not 1:
-// the states a repair must never create, even when interrupted.
-func dangerous(r *check.Result) map[string]bool {
+// dangerous returns the states a repair must never create, even when
+// interrupted, that a check r of the image b finds: a cluster whose
+// refcount is below its references, and OFLAG_COPIED set on a data cluster
+// whose refcount is not 1 (a write would go into a shared cluster).
+func dangerous(t testing.TB, r *check.Result, b []byte) map[string]bool {
 	m := map[string]bool{}
 	for _, f := range r.Findings {
 		switch {
-		case strings.HasPrefix(f.Msg, "ERROR cluster "):
-			m[f.Msg] = true
-		case strings.HasPrefix(f.Msg, "ERROR OFLAG_COPIED data cluster: l2_entry=8") && !strings.HasSuffix(f.Msg, "refcount=1"):
-			m[f.Msg] = true
+		case f.Problem == check.ProblemRefcount && f.Kind == check.KindCorruption:
+			m[fmt.Sprintf("cluster %d: refcount below the references", f.Cluster)] = true
+		case f.Problem == check.ProblemCopied && copiedSet(t, b, uint64(f.Guest)):
+			// The flag disagrees with a refcount of 1 when it is clear:
+			// set, the refcount is not 1.
+			m[fmt.Sprintf("cluster %d: OFLAG_COPIED set with a refcount other than 1", f.Cluster)] = true
 		}
 	}
 	return m
+}
+
+// copiedSet reports whether the active L2 entry of guest offset g in the
+// image b has OFLAG_COPIED set.
+func copiedSet(t testing.TB, b []byte, g uint64) bool {
+	r := rawOf(t, b)
+	off := r.l2Off(g / r.cs())
+	return off+8 <= uint64(len(b)) && r.u64(off)&image.OflagCopied != 0
 }
 
 // guestData reads the whole virtual disk.
@@ -81,7 +92,7 @@ var crashCases = []crashCase{
 	}, func(t testing.TB, r *raw) {
 		r.setRefcount(r.hostCluster(5), 0) // rebuild
 		r.setRefcount(r.hostCluster(1), 2) // leak
-		r.put64(72, r.u64(72)|image.IncompatDirty)
+		r.put64(image.HdrIncompatibleFeatures, r.u64(image.HdrIncompatibleFeatures)|image.IncompatDirty)
 	}},
 	{"zoned", func(t testing.TB) []byte {
 		f := newImage(t, "cluster_size=4k,zone.mode=host-managed,zone.size=64k,zone.conventional_zones=1,zone.max_append_bytes=4k", "1M")
@@ -122,7 +133,7 @@ func TestRepairCrashSafe(t *testing.T) {
 			if before.Clean() {
 				t.Fatal("the damaged image is clean")
 			}
-			allowed := dangerous(before)
+			allowed := dangerous(t, before, orig)
 			origWP := wps(t, orig)
 			var origData []byte
 			if origWP != nil {
@@ -151,7 +162,7 @@ func TestRepairCrashSafe(t *testing.T) {
 					if err != nil || after == nil {
 						t.Fatalf("write %d: the interrupted image cannot be checked: %v", n, err)
 					}
-					for m := range dangerous(after) {
+					for m := range dangerous(t, after, b) {
 						if !allowed[m] {
 							t.Errorf("write %d: interrupted repair left %q\n%s", n, m, report(after))
 						}

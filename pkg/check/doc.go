@@ -121,8 +121,9 @@
 // never writes the header when another structure lies in its cluster. Some
 // repairs make others possible (a table stops being shared once the refcount
 // structure over it is rebuilt elsewhere): repairing rounds continue, up to
-// four, while they change something and problems remain; the result sums
-// what they fixed.
+// four, while they change something and problems remain, or the file was
+// extended over a table (whose part beyond the old end no pass knew as
+// metadata); the result sums what they fixed.
 //
 // # Crash safety of repairs
 //

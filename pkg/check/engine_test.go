@@ -97,14 +97,13 @@ func TestEngineImagesClean(t *testing.T) {
 	}
 }
 
-// TestZoneResetSharedCluster shows a defect of pkg/zone (not of the
-// check): when clusters are larger than zones, resetting the zones of a
-// cluster one by one never gives the cluster back (each reset discards
-// only part of it, which the engine zeroes instead of freeing), so the
-// emptied zones keep an allocated cluster wholly beyond their write
-// pointers, which check rightly reports as leaked data beyond a write
-// pointer. docs/zones.md: a reset discards the zone's clusters, giving the
-// space back. Skipped unless ZQIMG_KNOWN_BUGS=1 until pkg/zone is fixed.
+// TestZoneResetSharedCluster: when clusters are larger than zones,
+// resetting the zones of a cluster one by one must give the cluster back
+// once all of them are empty (docs/zones.md: a reset discards the zone's
+// clusters, giving the space back). A reset that only zeroes its part of
+// the cluster leaves the emptied zones an allocated cluster wholly beyond
+// their write pointers, which check rightly reports as leaked data beyond
+// a write pointer.
 func TestZoneResetSharedCluster(t *testing.T) {
 	f := newImage(t, "cluster_size=64k,zone.mode=host-managed,zone.size=16k,zone.max_append_bytes=4k", "1M")
 	writeImage(t, f, write{64 << 10, 4 << 10, 1}, write{80 << 10, 4 << 10, 2})

@@ -433,3 +433,35 @@ func TestUnrepairedReportedOnce(t *testing.T) {
 		}
 	}
 }
+
+// A repair that extends the file over an L1 table lying past its end must
+// also clear an L1 entry pointing into the part of the table that was
+// beyond the end: one -r all repairs the image completely (the read-only
+// pass before the extension did not know that part as metadata).
+func TestEntryIntoExtendedTable(t *testing.T) {
+	b := plainBase(t) // L1 table in cluster 3, 23 clusters
+	r := rawOf(t, b)
+	cs := r.cs()
+	// Move the L1 table to a new last cluster and make it two clusters
+	// long: its second cluster lies beyond the end of the file.
+	end := uint64(len(b))
+	b = append(b, make([]byte, cs)...)
+	r = rawOf(t, b)
+	copy(b[end:], b[r.h.L1TableOffset:r.h.L1TableOffset+8])
+	r.setRefcount(end/cs, 1)
+	r.setRefcount(r.h.L1TableOffset/cs, 0)
+	r.put64(image.HdrL1TableOffset, end)
+	r.put32(image.HdrL1Size, uint32(2*cs/8))
+	r = rawOf(t, b)
+	r.put64(r.l1Off(1), image.OflagCopied|(end+cs)) // into the table's second cluster
+
+	mf := imagetest.NewMemFile(b)
+	fixed := mustCheck(t, mf, check.RepairAll)
+	if !fixed.Clean() || !has(fixed.Repair, corrupt(check.ProblemEntryIntoMetadata).fixed().at(end+8)) {
+		t.Fatalf("want the entry into the L1 table cleared:\n%s", report(fixed))
+	}
+	if again := mustCheck(t, mf, check.RepairAll); again.CorruptionsFixed+again.LeaksFixed != 0 || !again.Clean() {
+		t.Fatalf("a second repair fixes more:\n%s", report(again))
+	}
+	wantData(0, 1<<20, 1)(t, mf)
+}

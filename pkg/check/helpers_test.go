@@ -133,19 +133,13 @@ func (r *raw) setRefcount(ci, v uint64) {
 // zonedExt returns the file offset of the zoned extension's data.
 func (r *raw) zonedExt(t testing.TB) uint64 {
 	t.Helper()
-	off := uint64(r.h.HeaderLength)
-	for off+8 <= r.cs() {
-		magic := binary.BigEndian.Uint32(r.b[off:])
-		n := uint64(binary.BigEndian.Uint32(r.b[off+4:]))
-		if magic == 0 {
-			break
+	exts, err := image.ParseExtensions(r.b[:min(r.cs(), uint64(len(r.b)))], int(r.h.HeaderLength), int(r.cs()))
+	for _, e := range exts {
+		if e.Magic == image.ExtZoned {
+			return uint64(e.Off) + 8 // past its magic and length
 		}
-		if magic == image.ExtZoned {
-			return off + 8
-		}
-		off += 8 + (n+7)&^7
 	}
-	t.Fatal("no zoned extension")
+	t.Fatalf("no zoned extension (%v)", err)
 	return 0
 }
 
@@ -200,7 +194,11 @@ func report(r *check.Result) string {
 		b.WriteString("second pass:\n")
 	}
 	for _, f := range r.Findings {
-		b.WriteString("  " + f.Msg + "\n")
+		rep := ""
+		if f.Repaired {
+			rep = " repaired"
+		}
+		fmt.Fprintf(&b, "  [%v %v%s] %s\n", f.Kind, f.Problem, rep, f.Msg)
 	}
 	b.WriteString(fmtCounts(r))
 	return b.String()
@@ -211,10 +209,85 @@ func fmtCounts(r *check.Result) string {
 		r.Corruptions, r.Leaks, r.CheckErrors, r.CorruptionsFixed, r.LeaksFixed)
 }
 
-// hasMsg reports whether a finding's message contains sub.
-func hasMsg(r *check.Result, sub string) bool {
+// field is a location field of a check.Finding.
+type field int
+
+const (
+	fOffset field = iota
+	fCluster
+	fGuest
+	fZone
+	fWP
+)
+
+func (l field) of(f check.Finding) int64 {
+	return [...]int64{f.Offset, f.Cluster, f.Guest, f.Zone, f.WP}[l]
+}
+
+func (l field) String() string { return [...]string{"offset", "cluster", "guest", "zone", "wp"}[l] }
+
+// want describes a finding a test expects: its typed problem and kind,
+// whether it is a repair, and the location fields the test cares about
+// (the others are not compared).
+type want struct {
+	p        check.Problem
+	k        check.Kind
+	repaired bool
+	locs     map[field]int64
+}
+
+// is expects a finding of problem p and kind k, not a repair.
+func is(p check.Problem, k check.Kind) want { return want{p: p, k: k} }
+
+// fixed expects the finding to be a repair ("Repairing ...").
+func (w want) fixed() want { w.repaired = true; return w }
+
+func (w want) with(l field, v int64) want {
+	locs := map[field]int64{l: v}
+	for k, v := range w.locs {
+		locs[k] = v
+	}
+	w.locs = locs
+	return w
+}
+
+// Location fields the finding must have.
+func (w want) at(off uint64) want   { return w.with(fOffset, int64(off)) }
+func (w want) cluster(k int64) want { return w.with(fCluster, k) }
+func (w want) guest(g int64) want   { return w.with(fGuest, g) }
+func (w want) zone(z int64) want    { return w.with(fZone, z) }
+func (w want) wp(v int64) want      { return w.with(fWP, v) }
+
+// matches reports whether f is the finding w describes.
+func (w want) matches(f check.Finding) bool {
+	if f.Problem != w.p || f.Kind != w.k || f.Repaired != w.repaired {
+		return false
+	}
+	for l, v := range w.locs {
+		if l.of(f) != v {
+			return false
+		}
+	}
+	return true
+}
+
+func (w want) String() string {
+	s := fmt.Sprintf("%v %v", w.k, w.p)
+	if w.repaired {
+		s += " (repaired)"
+	}
+	for l := fOffset; l <= fWP; l++ {
+		if v, ok := w.locs[l]; ok {
+			s += fmt.Sprintf(" %v=%#x", l, v)
+		}
+	}
+	return s
+}
+
+// has reports whether r has the finding w describes.
+func has(r *check.Result, w want) bool {
 	for _, f := range r.Findings {
-		if strings.Contains(f.Msg, sub) {
+		if w.matches(f) {
 			return true
 		}
 	}

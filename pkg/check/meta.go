@@ -172,11 +172,14 @@ func (c *checker) noteIntoMeta(off, size uint64) {
 	}
 }
 
-// checkIntoMeta handles L2 entry j of the table t at l2off (guest offset
-// guest) whose host range is [off, off+size): when it lies in metadata, a
-// repair makes the entry read as zeroes (done reports it); a read-only
-// pass notes the reference and counts it as usual.
-func (c *checker) checkIntoMeta(t []byte, l2off, j, guest, off, size, bm uint64, repair bool) (done bool, err error) {
+// checkIntoMeta handles the L2 entry s whose host range is [off,
+// off+size): when it lies in metadata, a repair makes the entry read as
+// zeroes (done reports it); a read-only pass notes the reference and
+// counts it as usual.
+func (c *checker) checkIntoMeta(w *l2Walk, s *l2Slot, off, size uint64) (done bool, err error) {
+	if set := c.metaSetInUse(); !set.has(off>>c.cb) && !set.has((off+size-1)>>c.cb) {
+		return false, nil // the common case, answered by the bitmap
+	}
 	if size == c.cs && off&(c.cs-1) != 0 {
 		return false, nil // unaligned: realigned or cleared later
 	}
@@ -188,34 +191,31 @@ func (c *checker) checkIntoMeta(t []byte, l2off, j, guest, off, size, bm uint64,
 		c.noteIntoMeta(off, size)
 		return false, nil
 	}
-	if !repair {
+	if !w.repair {
 		return false, nil
 	}
-	f := finding(KindCorruption, ProblemEntryIntoMetadata, "Repairing l2 entry of guest offset 0x%x: its cluster at 0x%x lies in %s; the entry now reads as zeroes", guest, off, what)
-	f.Offset, f.Guest, f.Cluster, f.Repaired = int64(off), int64(guest), int64(off>>c.cb), true
-	c.report(f)
-	ze, zbm := c.zeroEntry(bm)
-	return true, c.setL2(t, l2off, j, ze, zbm)
+	c.report(finding(KindCorruption, ProblemEntryIntoMetadata, "Repairing l2 entry of guest offset 0x%x: its cluster at 0x%x lies in %s; the entry now reads as zeroes", s.guest, off, what).at(off).guest(s.guest).cluster(off >> c.cb).repaired(true))
+	return true, c.setL2(w, s, c.zeroEntry())
 }
 
-// zeroBeyondWP handles an allocated cluster that holds no data (zero flag,
-// or no allocated subcluster) at guest offset guest, host offset off: when
-// it lies wholly at or beyond the write pointer of a sequential zone it is
+// zeroBeyondWP handles the entry s of an allocated cluster at host offset
+// off that holds no data (zero flag, or no allocated subcluster): when it
+// lies wholly at or beyond the write pointer of a sequential zone it is
 // what the reference's zone reset leaves, not damage. It is counted as
-// reclaimable or, with reclaim, given back: the entry becomes a plain zero
-// entry (reads do not change), then the refcount is lowered (done).
-func (c *checker) zeroBeyondWP(t []byte, l2off, j, guest, off, bm uint64, reclaim bool) (done bool, err error) {
-	zi := c.z.beyond(guest, c.cs)
+// reclaimable or, when the walk repairs leaks and may write the table,
+// given back: the entry becomes a plain zero entry (reads do not change),
+// then the refcount is lowered (done).
+func (c *checker) zeroBeyondWP(w *l2Walk, s *l2Slot, off uint64) (done bool, err error) {
+	zi := c.z.beyond(s.guest, c.cs)
 	if zi < 0 {
 		return false, nil
 	}
 	zr := c.res.Zoned
-	if !reclaim {
+	if w.fix&RepairLeaks == 0 || !c.writable(w.off, c.cs) {
 		zr.ZeroBeyondWP++
 		return false, nil
 	}
-	ze, zbm := c.zeroEntry(bm)
-	if err := c.setL2(t, l2off, j, ze, zbm); err != nil {
+	if err := c.setL2(w, s, c.zeroEntry()); err != nil {
 		return false, err
 	}
 	c.dropRef(off, c.cs)
@@ -240,9 +240,7 @@ func (c *checker) reportReclaimed() {
 	slices.Sort(zones)
 	for _, zi := range zones {
 		wp := c.z.wp[zi]
-		f := finding(KindInfo, ProblemZeroBeyondWP, "Reclaiming %d zero clusters beyond write pointer: zone %d wp=0x%x", c.reclaimed[zi], zi, wp)
-		f.Zone, f.WP, f.Repaired = zi, int64(wp), true
-		c.report(f)
+		c.report(finding(KindInfo, ProblemZeroBeyondWP, "Reclaiming %d zero clusters beyond write pointer: zone %d wp=0x%x", c.reclaimed[zi], zi, wp).zone(zi, int64(wp)).repaired(true))
 	}
 	c.reclaimed = nil
 }

@@ -5,6 +5,7 @@ import (
 	"slices"
 
 	"github.com/zqimg/zqimg/pkg/image"
+	"github.com/zqimg/zqimg/pkg/internal/arith"
 )
 
 // loadRefcounts reads the refcount table and the stored refcount of every
@@ -113,24 +114,16 @@ func (c *checker) checkRefblocks() {
 		cl := off >> c.cb
 		switch {
 		case e&image.RefTableReserved != 0:
-			f := finding(KindCorruption, ProblemRefcountTable, "ERROR refcount table entry %d has reserved bits set", i)
-			c.report(f)
-			c.rebuild = true
+			c.brokenRefblock(finding(KindCorruption, ProblemRefcountTable, "ERROR refcount table entry %d has reserved bits set", i))
 			continue
 		case off&(c.cs-1) != 0:
-			f := finding(KindCorruption, ProblemRefcountTable, "ERROR refcount block %d is not cluster aligned; refcount table entry corrupted", i)
-			f.Offset = int64(off)
-			c.report(f)
-			c.rebuild = true
+			c.brokenRefblock(finding(KindCorruption, ProblemRefcountTable, "ERROR refcount block %d is not cluster aligned; refcount table entry corrupted", i).at(off))
 			continue
 		case cl >= c.nb:
 			// QEMU's -r all grows the file to cover the block; a rebuild
 			// (which replaces the block) is as good and needs no write far
 			// beyond the end of the file.
-			f := finding(KindCorruption, ProblemRefcountTable, "ERROR refcount block %d is outside image", i)
-			f.Offset, f.Cluster = int64(off), int64(cl)
-			c.report(f)
-			c.rebuild = true
+			c.brokenRefblock(finding(KindCorruption, ProblemRefcountTable, "ERROR refcount block %d is outside image", i).at(off).cluster(cl))
 			continue
 		}
 		if off == 0 {
@@ -138,12 +131,16 @@ func (c *checker) checkRefblocks() {
 		}
 		c.inc(off, c.cs)
 		if rc := c.used.get(cl); rc != 1 {
-			f := finding(KindCorruption, ProblemRefcountTable, "ERROR refcount block %d refcount=%d", i, rc)
-			f.Offset, f.Cluster = int64(off), int64(cl)
-			c.report(f)
-			c.rebuild = true
+			c.brokenRefblock(finding(KindCorruption, ProblemRefcountTable, "ERROR refcount block %d refcount=%d", i, rc).at(off).cluster(cl))
 		}
 	}
+}
+
+// brokenRefblock reports a refcount table entry or block that makes the
+// refcount structure unusable: it must be rebuilt.
+func (c *checker) brokenRefblock(f Finding) {
+	c.report(f)
+	c.rebuild = true
 }
 
 // compare compares the stored refcounts with the references (QEMU's
@@ -189,8 +186,7 @@ func (c *checker) compare(fix Mode) uint64 {
 		default:
 			f = finding(KindLeak, ProblemRefcount, "Leaked cluster %d refcount=%d reference=%d", i, r1, r2)
 		}
-		f.Cluster, f.Offset = int64(i), int64(i<<c.cb)
-		c.report(f)
+		c.report(f.clusterAt(i, c.cb))
 	}
 	return highest
 }
@@ -368,7 +364,7 @@ func (c *checker) writeRefblocks(first, end uint64, table *[]uint64, avoid *avoi
 				end = boff>>c.cb + 1
 			}
 			if uint64(len(*table)) <= bi {
-				n := ((bi+1)*8 + c.cs - 1) / c.cs * c.cs / 8
+				n := arith.RoundUp((bi+1)*8, c.cs) / 8
 				*table = append(*table, make([]uint64, n-uint64(len(*table)))...)
 				grown = true
 			}
@@ -400,37 +396,17 @@ func (c *checker) rebuildRefcounts() error {
 	if err := c.syncWrites(); err != nil {
 		return err
 	}
-	// Never put the new structure over the old one (it stays in use until
-	// the header switches), nor over a table the header points to: such a
-	// table may lie beyond the end of the file, where nothing counts it.
-	avoid := &avoidSet{clusters: map[uint64]bool{}}
-	avoid.add(c.hdr.RefcountTableOffset, c.reftableN*8)
-	for _, e := range c.reftable {
-		if off := e & image.RefTableOffMask; off != 0 {
-			avoid.clusters[off>>c.cb] = true
-		}
-	}
-	h := c.hdr
-	avoid.add(h.L1TableOffset, uint64(h.L1Size)*8)
-	avoid.add(h.SnapshotsOffset, c.snapshotsSize)
-	for _, sn := range c.snapshots {
-		avoid.add(sn.l1Off, uint64(sn.l1Size)*8)
-	}
-	if c.z != nil {
-		avoid.add(c.z.h.MetaOffset, c.z.h.MetaSize)
-	}
-	avoid.add(c.keptTable.off, c.keptTable.size)
-	avoid.add(c.located.off, c.located.size)
-	avoid.cb = c.cb
+	avoid := c.rebuildAvoid()
 	var table []uint64
 	if _, err := c.writeRefblocks(0, c.nb, &table, avoid); err != nil {
 		return err
 	}
 	var tableOff, tableClusters uint64
 	for {
-		tableClusters = ceilDiv(uint64(len(table))*8, c.cs)
+		tableClusters = arith.CeilDiv(uint64(len(table))*8, c.cs)
 		var firstFree uint64
 		tableOff = c.allocIMRT(tableClusters, &firstFree, avoid)
+		// The table's own clusters need refcounts too.
 		grown, err := c.writeRefblocks(tableOff>>c.cb, tableOff>>c.cb+tableClusters, &table, avoid)
 		if err != nil {
 			return err
@@ -449,22 +425,58 @@ func (c *checker) rebuildRefcounts() error {
 	if err := c.syncWrites(); err != nil {
 		return err
 	}
-	var hb [12]byte
-	binary.BigEndian.PutUint64(hb[0:], tableOff)
-	binary.BigEndian.PutUint32(hb[8:], uint32(tableClusters))
-	if err := c.write(hb[:], 48); err != nil {
+	if err := c.switchRefcountTable(tableOff, tableClusters); err != nil {
 		return err
 	}
-	if err := c.syncWrites(); err != nil {
-		return err
-	}
-	c.hdr.RefcountTableOffset = tableOff
-	c.hdr.RefcountTableClusters = uint32(tableClusters)
-	c.reftableN = tableClusters * c.cs / 8
 	table = append(table, make([]uint64, c.reftableN-uint64(len(table)))...)
 	c.reftable = table
 	c.badBlock = nil
 	c.stored = c.used.clone()
 	c.dirtyRC = nil
+	return nil
+}
+
+// rebuildAvoid returns the clusters a rebuild must not allocate: never the
+// old refcount structure (it stays in use until the header switches), nor
+// a table the header points to: such a table may lie beyond the end of the
+// file, where nothing counts it.
+func (c *checker) rebuildAvoid() *avoidSet {
+	h := c.hdr
+	avoid := &avoidSet{cb: c.cb, clusters: map[uint64]bool{}}
+	avoid.add(h.RefcountTableOffset, c.reftableN*8)
+	for _, e := range c.reftable {
+		if off := e & image.RefTableOffMask; off != 0 {
+			avoid.clusters[off>>c.cb] = true
+		}
+	}
+	avoid.add(h.L1TableOffset, uint64(h.L1Size)*8)
+	avoid.add(h.SnapshotsOffset, c.snapshotsSize)
+	for _, sn := range c.snapshots {
+		avoid.add(sn.l1Off, uint64(sn.l1Size)*8)
+	}
+	if c.z != nil {
+		avoid.add(c.z.h.MetaOffset, c.z.h.MetaSize)
+	}
+	avoid.add(c.keptTable.off, c.keptTable.size)
+	avoid.add(c.located.off, c.located.size)
+	return avoid
+}
+
+// switchRefcountTable points the header to the refcount table of the given
+// clusters at off: refcount_table_offset and refcount_table_clusters, which
+// follows it, in one sector write, synced.
+func (c *checker) switchRefcountTable(off, clusters uint64) error {
+	var hb [image.HdrRefcountTableClusters + 4 - image.HdrRefcountTableOffset]byte
+	binary.BigEndian.PutUint64(hb[0:], off)
+	binary.BigEndian.PutUint32(hb[image.HdrRefcountTableClusters-image.HdrRefcountTableOffset:], uint32(clusters))
+	if err := c.write(hb[:], image.HdrRefcountTableOffset); err != nil {
+		return err
+	}
+	if err := c.syncWrites(); err != nil {
+		return err
+	}
+	c.hdr.RefcountTableOffset = off
+	c.hdr.RefcountTableClusters = uint32(clusters)
+	c.reftableN = clusters * c.cs / 8
 	return nil
 }

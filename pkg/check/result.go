@@ -51,7 +51,14 @@ type Options struct {
 	// ForceShare opens the image without taking locks (qemu-img -U). It is
 	// used by CheckPath only, and refused together with a repair.
 	ForceShare bool
+	// MaxExtend bounds, in bytes, how far beyond its end a repair extends
+	// the file to bring a table lying past it back inside (see doc.go,
+	// "a table lying beyond the end of the file"); 0 selects 64 MiB.
+	MaxExtend uint64
 }
+
+// defaultMaxExtend is Options.MaxExtend when it is 0.
+const defaultMaxExtend = 64 << 20
 
 // Kind says how a finding counts.
 type Kind int
@@ -87,29 +94,33 @@ type Problem int
 
 // The problems a check reports.
 const (
-	ProblemNone              Problem = iota
-	ProblemRefcount                  // stored refcount differs from the references
-	ProblemRefcountOverflow          // more references than the refcount width holds
-	ProblemBeyondEOF                 // a structure lies one cluster or more beyond the end of the file
-	ProblemCopied                    // OFLAG_COPIED wrong for the refcount
-	ProblemL1Unaligned               // L1 entry points to an unaligned L2 table
-	ProblemL1Reserved                // L1 entry with reserved bits set
-	ProblemL2Reserved                // L2 entry with reserved bits set
-	ProblemL2Unaligned               // L2 entry points to an unaligned data cluster
-	ProblemCompressedCopied          // compressed L2 entry with OFLAG_COPIED
-	ProblemSubclusterBitmap          // extended L2 entry with an impossible subcluster bitmap
-	ProblemSnapshot                  // snapshot table or snapshot entry problem
-	ProblemRefcountTable             // refcount table entry or refcount block problem
-	ProblemRebuild                   // the refcount structure is (being) rebuilt
-	ProblemBitmaps                   // bitmap directory or bitmap table problem
-	ProblemZonedExtension            // zoned header extension invalid
-	ProblemZonedTable                // write-pointer table misplaced
-	ProblemZonedByteSwap             // write-pointer table stored big-endian
-	ProblemWritePointer              // impossible write-pointer table entry
-	ProblemDataBeyondWP              // allocated data at or beyond a write pointer
-	ProblemIO                        // an I/O error
-	ProblemEntryIntoMetadata         // an L1 or L2 entry points into a metadata structure
-	ProblemZeroBeyondWP              // allocated zero clusters beyond a write pointer (not damage)
+	ProblemNone                  Problem = iota
+	ProblemRefcount                      // stored refcount differs from the references
+	ProblemRefcountOverflow              // more references than the refcount width holds
+	ProblemBeyondEOF                     // a structure lies one cluster or more beyond the end of the file
+	ProblemCopied                        // L2 entry's OFLAG_COPIED wrong for its data cluster's refcount
+	ProblemL1Unaligned                   // L1 entry points to an unaligned L2 table
+	ProblemL1Reserved                    // L1 entry with reserved bits set
+	ProblemL2Reserved                    // L2 entry with reserved bits set
+	ProblemL2Unaligned                   // L2 entry points to an unaligned data cluster
+	ProblemCompressedCopied              // compressed L2 entry with OFLAG_COPIED
+	ProblemSubclusterBitmap              // extended L2 entry with an impossible subcluster bitmap
+	ProblemSnapshot                      // snapshot table or snapshot entry problem
+	ProblemRefcountTable                 // refcount table entry or refcount block problem
+	ProblemRebuild                       // the refcount structure is (being) rebuilt
+	ProblemBitmaps                       // bitmap directory or bitmap table problem
+	ProblemZonedExtension                // zoned header extension invalid
+	ProblemZonedTable                    // write-pointer table misplaced (or found where the extension does not point)
+	ProblemZonedByteSwap                 // write-pointer table stored big-endian
+	ProblemWritePointer                  // impossible write-pointer table entry
+	ProblemDataBeyondWP                  // allocated data at or beyond a write pointer
+	ProblemIO                            // an I/O error
+	ProblemEntryIntoMetadata             // an L1 or L2 entry points into a metadata structure
+	ProblemZeroBeyondWP                  // allocated zero clusters beyond a write pointer (not damage)
+	ProblemZonedExtensionMissing         // the zoned format bit is set but the zoned extension is missing
+	ProblemZonedFeatureBit               // the zoned extension is present but the zoned format bit is clear
+	ProblemZonedTableOverlap             // a write-pointer table cluster is also used by something else
+	ProblemL1Copied                      // L1 entry's OFLAG_COPIED wrong for its L2 table's refcount
 )
 
 var problemNames = [...]string{
@@ -136,6 +147,11 @@ var problemNames = [...]string{
 	ProblemIO:                "io",
 	ProblemEntryIntoMetadata: "entry-into-metadata",
 	ProblemZeroBeyondWP:      "zero-clusters-beyond-write-pointer",
+
+	ProblemZonedExtensionMissing: "zoned-extension-missing",
+	ProblemZonedFeatureBit:       "zoned-feature-bit",
+	ProblemZonedTableOverlap:     "zoned-table-overlap",
+	ProblemL1Copied:              "l1-copied-flag",
 }
 
 func (p Problem) String() string {
@@ -229,8 +245,9 @@ type Result struct {
 	// Fixed counters of the repairing pass), as qemu-img reports them.
 	Repair *Result
 
-	hints   hints // for the repairing pass that follows a read-only one
-	changed bool  // the pass wrote to the image
+	hints    hints // for the repairing pass that follows a read-only one
+	changed  bool  // the pass wrote to the image
+	extended bool  // the pass extended the file over a table beyond its end
 }
 
 // ExitCode returns qemu-img check's exit status for the result: 1 when the

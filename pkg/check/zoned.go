@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/zqimg/zqimg/pkg/image"
+	"github.com/zqimg/zqimg/pkg/internal/arith"
 	"github.com/zqimg/zqimg/pkg/zone"
 )
 
@@ -104,178 +105,46 @@ func (c *checker) checkZoned(fix Mode) error {
 	c.zext = nil
 	c.needLocate = false
 	c.keptTable = extent{}
-	h := c.hdr
-	bit := h.IncompatibleFeatures&image.IncompatZoned != 0
+	bit := c.hdr.IncompatibleFeatures&image.IncompatZoned != 0
 	e := c.ext(image.ExtZoned)
 	if !bit && e == nil {
 		return nil
 	}
-	repair := fix&repairErrors != 0 && !c.headerShared
 	if c.res.Zoned == nil {
 		c.res.Zoned = &ZonedResult{}
 	}
-	zr := c.res.Zoned
-	extErr := func(p Problem, repaired bool, format string, args ...any) {
-		f := finding(KindCorruption, p, format, args...)
-		f.Repaired = repaired
-		c.report(f)
-		if repaired {
-			zr.ExtensionErrorsFixed++
-		} else {
-			zr.ExtensionErrors++
-		}
-	}
-	if e == nil {
-		extErr(ProblemZonedExtension, false, "ERROR zoned extension: incompatible feature bit 5 (zoned format) is set but the zoned extension (magic 0x%08x) is missing", image.ExtZoned)
+	repair := fix&repairErrors != 0 && !c.headerShared
+	zx := c.zonedExtension(e, bit, repair)
+	if zx == nil {
 		c.needLocate = true
 		c.keepLocated()
 		return nil
 	}
-	zh, err := zone.ParseHeader(e.data)
-	if err != nil {
-		extErr(ProblemZonedExtension, false, "ERROR zoned extension: %s", fieldMsg(err))
-		c.needLocate = true
-		c.keepLocated()
-		return nil
-	}
-	c.zext = zh
-	v := *zh
-	usable := true
-	hdrChanged := false
-	if h.Version < 3 {
-		extErr(ProblemZonedExtension, false, "ERROR zoned extension: the zoned format in a version %d image (version 3 is required)", h.Version)
-		usable = false
-	}
-	// Fix the fields that can be derived, one problem at a time (Validate
-	// reports the first); they count as repaired only if the whole
-	// extension ends up valid, since only then is it written.
-	var fixable []string
-	for iter := 0; usable; iter++ {
-		err := v.Validate(h.Size)
-		if err == nil {
-			break
-		}
-		var fe *zone.FieldError
-		if iter >= 16 || !errors.As(err, &fe) || !fixZoneField(&v, fe.Field, h.Size, c.cs) {
-			for _, m := range fixable {
-				extErr(ProblemZonedExtension, false, "ERROR zoned extension: %s", m)
-			}
-			fixable = nil
-			extErr(ProblemZonedExtension, false, "ERROR zoned extension: %s", fieldMsg(err))
-			usable = false
-			break
-		}
-		fixable = append(fixable, fieldMsg(err))
-		hdrChanged = true
-	}
-	for _, m := range fixable {
-		extErr(ProblemZonedExtension, repair, "%s zoned extension: %s", verb(repair), m)
-	}
-	zr.Zones, zr.ConventionalZones = v.NrZones, v.ConventionalZones
-	if !bit {
-		extErr(ProblemZonedExtension, repair && usable, "%s zoned extension: the zoned extension is present but incompatible feature bit 5 (zoned format) is clear", verb(repair && usable))
-	}
-	z := &zstate{h: v, size: h.Size}
+	z := &zstate{h: zx.v, size: c.hdr.Size}
 	c.z = z
-
-	off, size := v.MetaOffset, v.MetaSize
-	var placeErr string
-	switch {
-	case off == 0 || off&(c.cs-1) != 0:
-		placeErr = fmt.Sprintf("write-pointer table offset 0x%x is not a non-zero multiple of the cluster size %d", off, c.cs)
-	case size == 0 || size > 8*zone.MaxZones:
-		placeErr = fmt.Sprintf("write-pointer table size %d is invalid", size)
-	case off+size < off || off+size > c.fileSize:
-		placeErr = fmt.Sprintf("write-pointer table [0x%x, 0x%x) extends past the end of the file (%d bytes)", off, off+size, c.fileSize)
+	placed, err := c.placeTable(z, zx, repair)
+	if err != nil {
+		return err
 	}
-	if loc := c.hintTable; loc.size > 0 && usable && loc.size == size && loc.off != off {
-		// The read-only pass found the table elsewhere: zonedmeta_offset
-		// is wrong. Point it to the table (written with the extension).
-		why := placeErr
-		if why == "" {
-			why = fmt.Sprintf("zonedmeta_offset 0x%x does not point to the write-pointer table", off)
-		}
-		f := finding(KindCorruption, ProblemZonedTable, "%s zoned: %s; the write-pointer table lies at 0x%x", verb(repair), why, loc.off)
-		if repair {
-			f.Msg += "; zonedmeta_offset set to it"
-		}
-		f.Offset, f.Repaired = int64(loc.off), repair
-		c.report(f)
-		if repair {
-			zr.ExtensionErrorsFixed++
-		} else {
-			zr.ExtensionErrors++
-		}
-		v.MetaOffset, z.h.MetaOffset = loc.off, loc.off
-		off, placeErr, hdrChanged = loc.off, "", true
-		c.unsafeTable = false
-	} else if loc.size > 0 && loc.off != off {
-		c.keepLocated()
-	}
-	placed := false
-	if placeErr != "" {
-		extErr(ProblemZonedTable, false, "ERROR zoned: %s", placeErr)
-		c.needLocate = true
-	} else {
-		c.inc(off, size)
-		z.tableOff, z.tableSize = off, size
-		placed = true
-	}
-	if placed && !c.unsafeTable {
-		// An overlap with the metadata known before the walk is found
-		// now; one with guest data only after it (checkZonedOverlap).
-		if c.l1 == nil {
-			l1, err := c.readEntries(h.L1TableOffset, uint64(h.L1Size))
-			if err != nil {
-				return err
-			}
-			c.l1 = l1
-		}
-		l2Overlap := false
-		for k := off >> c.cb; k <= (off+size-1)>>c.cb; k++ {
-			switch what := c.metadataAt(k); {
-			case strings.HasPrefix(what, l2TableOf):
-				l2Overlap = true
-			case what != "":
-				c.unsafeTable = true
-			}
-		}
-		if l2Overlap && !usable {
-			c.unsafeTable = true
-		}
-		if l2Overlap && !c.unsafeTable {
-			// An L1 entry points into the table, or the extension points
-			// into an L2 table: the table is the right one when its
-			// content is a possible table (the L1 entry is then cleared
-			// by a repair, see meta.go).
-			raw := make([]byte, size)
-			if err := c.readAt(raw, off); err != nil {
-				return err
-			}
-			if !plausibleTable(append(raw, make([]byte, (c.cs-size%c.cs)%c.cs)...), size, geometry{zoneSize: v.ZoneSize, nr: uint64(v.NrZones), conv: int64(v.ConventionalZones)}) {
-				c.unsafeTable = true
-			}
-		}
-	}
-	if !usable || c.unsafeTable {
+	if !zx.usable || c.unsafeTable {
 		// A table sharing clusters with other structures holds their
 		// bytes: it is reported (checkZonedOverlap), not interpreted. The
 		// extension itself may still be repaired.
 		c.needLocate = true
-		if repair && usable {
-			return c.writeZonedExt(e, &v, hdrChanged, bit)
+		if repair && zx.usable {
+			return c.writeZonedExt(zx)
 		}
 		return nil
 	}
 	var entries []uint64
 	tableChanged := false
 	if placed {
-		raw := make([]byte, size)
-		if err := c.readAt(raw, off); err != nil {
+		raw := make([]byte, z.tableSize)
+		if err := c.readAt(raw, z.tableOff); err != nil {
 			return err
 		}
-		entries = c.checkEntries(z, zh, raw, repair, &tableChanged)
-		if z.bad*2 > int(v.NrZones) {
+		entries = c.checkEntries(z, zx.old, raw, repair, &tableChanged)
+		if z.bad*2 > int(z.h.NrZones) {
 			// Mostly impossible entries: perhaps not the table at all.
 			c.needLocate = true
 		}
@@ -288,14 +157,177 @@ func (c *checker) checkZoned(fix Mode) error {
 	// the data beyond it is discarded; new entries exist before the
 	// extension counts them), then the extension.
 	if tableChanged {
-		if err := c.write(zone.EncodeTable(entries), off); err != nil {
+		if err := c.write(zone.EncodeTable(entries), z.tableOff); err != nil {
 			return err
 		}
 		if err := c.syncWrites(); err != nil {
 			return err
 		}
 	}
-	return c.writeZonedExt(e, &v, hdrChanged, bit)
+	return c.writeZonedExt(zx)
+}
+
+// zonedExt is the zoned extension as checkZoned repairs it.
+type zonedExt struct {
+	e       *image.Extension
+	old     *zone.Header // as stored
+	v       zone.Header  // with the derivable fields repaired
+	bit     bool         // the zoned format bit is set
+	usable  bool         // v is valid: the write pointers can be checked
+	changed bool         // v differs from old: the extension must be written
+}
+
+// zonedExtErr reports a problem of the zoned extension (or of where its
+// table lies or how it is stored), found or repaired, and counts it.
+func (c *checker) zonedExtErr(f Finding) {
+	c.report(f)
+	if f.Repaired {
+		c.res.Zoned.ExtensionErrorsFixed++
+	} else {
+		c.res.Zoned.ExtensionErrors++
+	}
+}
+
+// zonedExtension parses and validates the zoned extension e, repairing in
+// v the fields that can be derived (repaired only if the whole extension
+// ends up valid, since only then is it written). It returns nil when the
+// extension is missing or cannot be parsed.
+func (c *checker) zonedExtension(e *image.Extension, bit, repair bool) *zonedExt {
+	h := c.hdr
+	if e == nil {
+		c.zonedExtErr(finding(KindCorruption, ProblemZonedExtensionMissing, "ERROR zoned extension: incompatible feature bit 5 (zoned format) is set but the zoned extension (magic 0x%08x) is missing", image.ExtZoned))
+		return nil
+	}
+	zh, err := zone.ParseHeader(e.Data)
+	if err != nil {
+		c.zonedExtErr(finding(KindCorruption, ProblemZonedExtension, "ERROR zoned extension: %s", fieldMsg(err)))
+		return nil
+	}
+	c.zext = zh
+	zx := &zonedExt{e: e, old: zh, v: *zh, bit: bit, usable: true}
+	if h.Version < 3 {
+		c.zonedExtErr(finding(KindCorruption, ProblemZonedExtension, "ERROR zoned extension: the zoned format in a version %d image (version 3 is required)", h.Version))
+		zx.usable = false
+	}
+	// Fix the fields that can be derived, one problem at a time (Validate
+	// reports the first).
+	var fixable []string
+	for iter := 0; zx.usable; iter++ {
+		err := zx.v.Validate(h.Size)
+		if err == nil {
+			break
+		}
+		var fe *zone.FieldError
+		if iter >= 16 || !errors.As(err, &fe) || !fixZoneField(&zx.v, fe.Field, h.Size, c.cs) {
+			for _, m := range fixable {
+				c.zonedExtErr(finding(KindCorruption, ProblemZonedExtension, "ERROR zoned extension: %s", m))
+			}
+			fixable = nil
+			c.zonedExtErr(finding(KindCorruption, ProblemZonedExtension, "ERROR zoned extension: %s", fieldMsg(err)))
+			zx.usable = false
+			break
+		}
+		fixable = append(fixable, fieldMsg(err))
+		zx.changed = true
+	}
+	for _, m := range fixable {
+		c.zonedExtErr(finding(KindCorruption, ProblemZonedExtension, "%s zoned extension: %s", verb(repair), m).repaired(repair))
+	}
+	c.res.Zoned.Zones, c.res.Zoned.ConventionalZones = zx.v.NrZones, zx.v.ConventionalZones
+	if !bit {
+		c.zonedExtErr(finding(KindCorruption, ProblemZonedFeatureBit, "%s zoned extension: the zoned extension is present but incompatible feature bit 5 (zoned format) is clear", verb(repair && zx.usable)).repaired(repair && zx.usable))
+	}
+	return zx
+}
+
+// placeTable checks where the extension puts the write-pointer table and
+// counts the table when it lies in the file; placed reports it. When the
+// read-only pass before found the table elsewhere, zonedmeta_offset is
+// pointed to it. A table overlapping other metadata is not to be trusted
+// (c.unsafeTable).
+func (c *checker) placeTable(z *zstate, zx *zonedExt, repair bool) (placed bool, err error) {
+	off, size := zx.v.MetaOffset, zx.v.MetaSize
+	var placeErr string
+	switch {
+	case off == 0 || off&(c.cs-1) != 0:
+		placeErr = fmt.Sprintf("write-pointer table offset 0x%x is not a non-zero multiple of the cluster size %d", off, c.cs)
+	case size == 0 || size > 8*zone.MaxZones:
+		placeErr = fmt.Sprintf("write-pointer table size %d is invalid", size)
+	case off+size < off || off+size > c.fileSize:
+		placeErr = fmt.Sprintf("write-pointer table [0x%x, 0x%x) extends past the end of the file (%d bytes)", off, off+size, c.fileSize)
+	}
+	if loc := c.hintTable; loc.size > 0 && zx.usable && loc.size == size && loc.off != off {
+		// The read-only pass found the table elsewhere: zonedmeta_offset
+		// is wrong. Point it to the table (written with the extension).
+		why := placeErr
+		if why == "" {
+			why = fmt.Sprintf("zonedmeta_offset 0x%x does not point to the write-pointer table", off)
+		}
+		f := finding(KindCorruption, ProblemZonedTable, "%s zoned: %s; the write-pointer table lies at 0x%x", verb(repair), why, loc.off)
+		if repair {
+			f.Msg += "; zonedmeta_offset set to it"
+		}
+		c.zonedExtErr(f.at(loc.off).repaired(repair))
+		zx.v.MetaOffset, z.h.MetaOffset = loc.off, loc.off
+		off, placeErr, zx.changed = loc.off, "", true
+		c.unsafeTable = false
+	} else if loc.size > 0 && loc.off != off {
+		c.keepLocated()
+	}
+	if placeErr != "" {
+		c.zonedExtErr(finding(KindCorruption, ProblemZonedTable, "ERROR zoned: %s", placeErr).at(off))
+		c.needLocate = true
+		return false, nil
+	}
+	c.inc(off, size)
+	z.tableOff, z.tableSize = off, size
+	if c.unsafeTable {
+		return true, nil
+	}
+	return true, c.checkTableOverlap(zx)
+}
+
+// checkTableOverlap finds, before the walk, an overlap of the table with
+// the metadata known then (one with guest data is found after the walk:
+// checkZonedOverlap), and sets c.unsafeTable unless the table is the
+// right one.
+func (c *checker) checkTableOverlap(zx *zonedExt) error {
+	h := c.hdr
+	off, size := zx.v.MetaOffset, zx.v.MetaSize
+	if c.l1 == nil {
+		l1, err := c.readEntries(h.L1TableOffset, uint64(h.L1Size))
+		if err != nil {
+			return err
+		}
+		c.l1 = l1
+	}
+	l2Overlap := false
+	for k := off >> c.cb; k <= (off+size-1)>>c.cb; k++ {
+		switch what := c.metadataAt(k); {
+		case strings.HasPrefix(what, l2TableOf):
+			l2Overlap = true
+		case what != "":
+			c.unsafeTable = true
+		}
+	}
+	if !l2Overlap || c.unsafeTable {
+		return nil
+	}
+	if !zx.usable {
+		c.unsafeTable = true
+		return nil
+	}
+	// An L1 entry points into the table, or the extension points into an
+	// L2 table: the table is the right one when its content is a possible
+	// table (the L1 entry is then cleared by a repair, see meta.go).
+	raw := make([]byte, arith.RoundUp(size, c.cs))
+	if err := c.readAt(raw[:size], off); err != nil {
+		return err
+	}
+	if !plausibleTable(raw, size, geometry{zoneSize: zx.v.ZoneSize, nr: uint64(zx.v.NrZones), conv: int64(zx.v.ConventionalZones)}) {
+		c.unsafeTable = true
+	}
+	return nil
 }
 
 // keepLocated counts the write-pointer table the read-only pass found
@@ -307,25 +339,24 @@ func (c *checker) keepLocated() {
 		return
 	}
 	c.inc(loc.off, loc.size)
-	f := finding(KindInfo, ProblemZonedTable, "The write-pointer table lies at 0x%x (%d bytes), where the zoned extension does not point; its clusters are kept", loc.off, loc.size)
-	f.Offset = int64(loc.off)
-	c.report(f)
+	c.report(finding(KindInfo, ProblemZonedTable, "The write-pointer table lies at 0x%x (%d bytes), where the zoned extension does not point; its clusters are kept", loc.off, loc.size).at(loc.off))
 	c.keptTable = loc
 }
 
 // writeZonedExt writes the repaired zoned extension and sets the zoned
 // format bit if it was missing, then syncs.
-func (c *checker) writeZonedExt(e *extension, v *zone.Header, changed, bit bool) error {
-	if !changed && bit {
+func (c *checker) writeZonedExt(zx *zonedExt) error {
+	if !zx.changed && zx.bit {
 		return nil
 	}
 	h := c.hdr
-	if err := c.write(v.Marshal(), e.off); err != nil {
+	data := zx.v.Marshal()
+	if err := c.write(data, uint64(zx.e.Off)+8); err != nil { // past the extension's magic and length
 		return err
 	}
-	if !bit {
+	if !zx.bit {
 		nf := h.IncompatibleFeatures | image.IncompatZoned
-		if err := c.writeU64(72, nf); err != nil {
+		if err := c.writeU64(image.HdrIncompatibleFeatures, nf); err != nil {
 			return err
 		}
 		h.IncompatibleFeatures = nf
@@ -333,7 +364,7 @@ func (c *checker) writeZonedExt(e *extension, v *zone.Header, changed, bit bool)
 	if err := c.syncWrites(); err != nil {
 		return err
 	}
-	e.data = v.Marshal()
+	zx.e.Data = data
 	return nil
 }
 
@@ -368,14 +399,7 @@ func (c *checker) checkEntries(z *zstate, old *zone.Header, raw []byte, repair b
 		}
 		if bad(be) == 0 {
 			z.plausible, z.bad = true, 0
-			f := finding(KindCorruption, ProblemZonedByteSwap, "%s zoned: the write-pointer table is stored byte-swapped (big-endian entries): read little-endian, %d of its %d entries are impossible; read big-endian, none is", verb(repair), leBad, n)
-			f.Offset, f.Repaired = int64(z.tableOff), repair
-			c.report(f)
-			if repair {
-				zr.ExtensionErrorsFixed++
-			} else {
-				zr.ExtensionErrors++
-			}
+			c.zonedExtErr(finding(KindCorruption, ProblemZonedByteSwap, "%s zoned: the write-pointer table is stored byte-swapped (big-endian entries): read little-endian, %d of its %d entries are impossible; read big-endian, none is", verb(repair), leBad, n).at(z.tableOff).repaired(repair))
 			entries = be
 			*changed = true
 		}
@@ -392,13 +416,11 @@ func (c *checker) checkEntries(z *zstate, old *zone.Header, raw []byte, repair b
 			*changed = true
 		} else if p := v.EntryProblem(i, entries[i], zl); p != "" {
 			nv := clampEntry(v, i, entries[i], zl)
-			msg := fmt.Sprintf("ERROR zone %d: %s", i, p)
+			f := finding(KindCorruption, ProblemWritePointer, "ERROR zone %d: %s", i, p)
 			if repair {
-				msg = fmt.Sprintf("Repairing zone %d: %s; set to 0x%x", i, p, nv)
+				f.Msg = fmt.Sprintf("Repairing zone %d: %s; set to 0x%x", i, p, nv)
 			}
-			f := finding(KindCorruption, ProblemWritePointer, "%s", msg)
-			f.Zone, f.WP, f.Offset, f.Repaired = int64(i), int64(entries[i]&^zone.ConvBit), int64(z.tableOff+8*uint64(i)), repair
-			c.report(f)
+			c.report(f.zone(int64(i), int64(entries[i]&^zone.ConvBit)).at(z.tableOff + 8*uint64(i)).repaired(repair))
 			if repair {
 				zr.WritePointerErrorsFixed++
 			} else {
@@ -429,13 +451,13 @@ func fieldMsg(err error) string {
 // other fields and the image (see doc.go); it reports whether it did.
 func fixZoneField(v *zone.Header, field string, size, cs uint64) bool {
 	fits := func(need uint64) bool {
-		return v.MetaSize != 0 && v.MetaSize <= 8*zone.MaxZones && (need+cs-1)/cs <= (v.MetaSize+cs-1)/cs
+		return v.MetaSize != 0 && v.MetaSize <= 8*zone.MaxZones && arith.CeilDiv(need, cs) <= arith.CeilDiv(v.MetaSize, cs)
 	}
 	switch field {
 	case "reserved":
 		v.Reserved = [3]byte{}
 	case "nr_zones":
-		want := ceilDiv(size, v.ZoneSize)
+		want := arith.CeilDiv(size, v.ZoneSize)
 		if want == 0 || want > zone.MaxZones || uint64(v.NrZones) == want || !fits(8*want) {
 			return false
 		}
@@ -470,32 +492,29 @@ func fixZoneField(v *zone.Header, field string, size, cs uint64) bool {
 	return true
 }
 
-// checkBeyondWP checks an allocated data cluster of the active L1 table
-// (guest offset guest, host range [hoff, hoff+hsize)) against the write
-// pointers. Data beyond a write pointer is a leak; with repair it is
-// discarded: the L2 entry is cleared here (the walk's writes are synced
-// before any refcount is lowered) and the refcount lowered by the compare.
-// done reports that the entry was cleared.
-func (c *checker) checkBeyondWP(t []byte, l2off, j, guest, hoff, hsize uint64, repair bool) (done bool, err error) {
-	zi := c.z.beyond(guest, c.cs)
+// checkBeyondWP checks the entry s of an allocated data cluster of the
+// active L1 table (host range [hoff, hoff+hsize)) against the write
+// pointers. Data beyond a write pointer is a leak; a repair whose write
+// pointers were repaired first (zstate.repair) discards it: the L2 entry
+// is cleared here (the walk's writes are synced before any refcount is
+// lowered) and the refcount lowered by the compare. done reports that the
+// entry was cleared.
+func (c *checker) checkBeyondWP(w *l2Walk, s *l2Slot, hoff, hsize uint64) (done bool, err error) {
+	zi := c.z.beyond(s.guest, c.cs)
 	if zi < 0 {
 		return false, nil
 	}
+	repair := w.repair && c.z.repair
 	wp := c.z.wp[zi]
 	zr := c.res.Zoned
-	word := "Leaked"
-	if repair {
-		word = "Discarding"
-	}
-	f := finding(KindLeak, ProblemDataBeyondWP, "%s data beyond write pointer: zone %d wp=0x%x cluster 0x%x (host 0x%x)", word, zi, wp, guest, hoff)
-	f.Zone, f.WP, f.Guest, f.Offset, f.Cluster, f.Repaired = zi, int64(wp), int64(guest), int64(hoff), int64(hoff>>c.cb), repair
-	c.report(f)
+	c.report(finding(KindLeak, ProblemDataBeyondWP, "%s data beyond write pointer: zone %d wp=0x%x cluster 0x%x (host 0x%x)", pick(repair, "Leaked", "Discarding"), zi, wp, s.guest, hoff).
+		zone(zi, int64(wp)).guest(s.guest).at(hoff).cluster(hoff >> c.cb).repaired(repair))
 	if !repair {
 		zr.DataBeyondWP++
 		return false, nil
 	}
 	zr.DataBeyondWPFixed++
-	if err := c.setL2(t, l2off, j, 0, 0); err != nil {
+	if err := c.setL2(w, s, image.L2Entry{}); err != nil {
 		return false, err
 	}
 	c.dropRef(hoff, hsize)
@@ -511,10 +530,7 @@ func (c *checker) checkZonedOverlap() {
 	}
 	for k := z.tableOff >> c.cb; k <= (z.tableOff+z.tableSize-1)>>c.cb; k++ {
 		if u := c.used.get(k); u > 1 {
-			f := finding(KindCorruption, ProblemZonedTable, "ERROR zoned: write-pointer table cluster %d (offset 0x%x) is also used by %s", k, k<<c.cb, c.describeCluster(k))
-			f.Cluster, f.Offset = int64(k), int64(k<<c.cb)
-			c.report(f)
-			c.res.Zoned.ExtensionErrors++
+			c.zonedExtErr(finding(KindCorruption, ProblemZonedTableOverlap, "ERROR zoned: write-pointer table cluster %d (offset 0x%x) is also used by %s", k, k<<c.cb, c.describeCluster(k)).clusterAt(k, c.cb))
 			// Unless only entries a repair clears (entries into the
 			// table, see meta.go) refer to it, the table is not trusted.
 			if u-min(u, c.intoMeta[k]+c.garbage[k]) > 1 || !z.plausible {
@@ -542,7 +558,7 @@ const l2TableOf = "the L2 table of L1 entry "
 func (c *checker) metadataAt(k uint64) string {
 	h := c.hdr
 	off := k << c.cb
-	in := func(a, n uint64) bool { return n > 0 && off < a+n && a < off+c.cs }
+	in := func(a, n uint64) bool { return arith.Overlaps(a, n, off, c.cs) }
 	switch {
 	case k == 0:
 		return "the header"
@@ -559,7 +575,7 @@ func (c *checker) metadataAt(k uint64) string {
 		}
 	}
 	for i, e := range c.l1 {
-		if e&image.L1OffsetMask != 0 && e&image.L1OffsetMask>>c.cb == k {
+		if t := image.L1Entry(e).Offset(); t != 0 && t>>c.cb == k {
 			return fmt.Sprintf("%s%d", l2TableOf, i)
 		}
 	}
@@ -617,7 +633,7 @@ func (c *checker) locate() {
 				continue // an empty one-zone table is any zero cluster
 			}
 			size := 8 * g.nr
-			n := ceilDiv(size, c.cs)
+			n := arith.CeilDiv(size, c.cs)
 			ok := true
 			for i := uint64(1); i < n && ok; i++ {
 				ok = free(k + i)
@@ -650,9 +666,7 @@ func (c *checker) locate() {
 	}
 	loc := c.located
 	c.inc(loc.off, loc.size)
-	f := finding(KindInfo, ProblemZonedTable, "The write-pointer table was found at 0x%x (%d bytes); the zoned extension does not point to it", loc.off, loc.size)
-	f.Offset = int64(loc.off)
-	c.report(f)
+	c.report(finding(KindInfo, ProblemZonedTable, "The write-pointer table was found at 0x%x (%d bytes); the zoned extension does not point to it", loc.off, loc.size).at(loc.off))
 	c.res.hints.table = loc
 }
 
@@ -665,7 +679,7 @@ func (c *checker) geometries() []geometry {
 		return nil
 	}
 	if zh := c.zext; zh != nil && zh.ZoneSize >= 512 && zh.ZoneSize&(zh.ZoneSize-1) == 0 {
-		nr := ceilDiv(size, zh.ZoneSize)
+		nr := arith.CeilDiv(size, zh.ZoneSize)
 		if nr == 0 || nr > zone.MaxZones {
 			return nil
 		}
@@ -677,7 +691,7 @@ func (c *checker) geometries() []geometry {
 	}
 	var gs []geometry
 	for zs := uint64(512); zs != 0; zs <<= 1 {
-		nr := ceilDiv(size, zs)
+		nr := arith.CeilDiv(size, zs)
 		if nr <= zone.MaxZones {
 			gs = append(gs, geometry{zoneSize: zs, nr: nr, conv: -1})
 		}

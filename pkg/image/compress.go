@@ -155,8 +155,7 @@ func (img *Image) WriteCompressed(c *Cluster, off int64) (bool, error) {
 		return false, img.dropAllocation(host, size, err)
 	}
 	i := (g >> img.cb) & (img.l2Ents - 1)
-	old, _ := img.entry(t, i)
-	img.deferFreeEntry(old)
+	img.deferFreeEntry(img.entry(t, i))
 	shift := 62 - (img.cb - 8)
 	extra := (host+size-1)>>9 - host>>9 // 512-byte sectors after the first
 	e := host | OflagCompressed | extra<<shift
@@ -225,6 +224,5 @@ func (img *Image) lastStreamLive() bool {
 	if err != nil || t == nil {
 		return false
 	}
-	e, _ := img.entry(t, (g>>img.cb)&(img.l2Ents-1))
-	return e == img.cz.lastEntry
+	return img.entry(t, (g>>img.cb)&(img.l2Ents-1)).Desc == img.cz.lastEntry
 }

@@ -11,6 +11,7 @@ import (
 
 type checkResult struct {
 	corruptions, leaks int
+	dataBeyondWP       int // findings of data beyond a write pointer
 	report             string
 }
 
@@ -33,5 +34,6 @@ func checkImage(t *testing.T, where string, f image.File, repair bool) checkResu
 	if err != nil || res.CheckErrors != 0 {
 		t.Fatalf("%s: check did not complete (%v, %d check errors):\n%s", where, err, res.CheckErrors, b.String())
 	}
-	return checkResult{corruptions: int(res.Corruptions), leaks: int(res.Leaks), report: b.String()}
+	return checkResult{corruptions: int(res.Corruptions), leaks: int(res.Leaks),
+		dataBeyondWP: res.Count(check.ProblemDataBeyondWP, check.KindLeak), report: b.String()}
 }

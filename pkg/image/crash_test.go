@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"math/rand"
 	"runtime/debug"
-	"strings"
 	"syscall"
 	"testing"
 
@@ -369,7 +368,7 @@ func verifyCrashed(t *testing.T, where string, crashed []byte, tr *tracker) {
 	if res.leaks > 0 {
 		crashStats.leaky++
 	}
-	if strings.Contains(res.report, "beyond write pointer") {
+	if res.dataBeyondWP > 0 {
 		crashStats.beyondWP++
 	}
 	verifyContent(t, where, mf, tr)

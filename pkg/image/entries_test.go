@@ -61,7 +61,7 @@ func TestClassifyStandard(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			img := entryImage(16, tc.version, false)
-			m, h, n := img.classify(tc.e, 0xffffffffffffffff, tc.inC)
+			m, h, n := img.classify(L2Entry{tc.e, 0xffffffffffffffff}, tc.inC)
 			if m != tc.want {
 				t.Errorf("mapping %s, want %s", mapName(m), mapName(tc.want))
 			}
@@ -122,7 +122,7 @@ func TestClassifyExtendedL2(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			img := entryImage(16, 3, true)
-			m, h, n := img.classify(tc.e, tc.bm, tc.inC)
+			m, h, n := img.classify(L2Entry{tc.e, tc.bm}, tc.inC)
 			if m != tc.want || n != tc.run {
 				t.Errorf("got %s run %d, want %s run %d", mapName(m), n, mapName(tc.want), tc.run)
 			}
@@ -162,7 +162,7 @@ func TestClassifyExtendedL2Random(t *testing.T) {
 			}
 			bm := a | z<<32
 			inC := uint64(rng.Int63n(int64(cs)))
-			m, _, n := img.classify(0x20000|OflagCopied, bm, inC)
+			m, _, n := img.classify(L2Entry{0x20000 | OflagCopied, bm}, inC)
 			if m != state(bm, inC) {
 				t.Fatalf("cb %d bm %#x inC %d: %s, want %s", cb, bm, inC, mapName(m), mapName(state(bm, inC)))
 			}
@@ -215,7 +215,7 @@ func TestCompressedRange(t *testing.T) {
 			// The copied bit (63) is never part of a compressed descriptor,
 			// but must not leak into the fields if set.
 			for _, flag := range []uint64{0, OflagCopied} {
-				off, length := img.compressedRange(e | flag)
+				off, length := L2Entry{Desc: e | flag}.CompressedRange(img.cb)
 				wantLen := (tc.extra+1)*512 - tc.off%512
 				if off != tc.off || length != wantLen {
 					t.Errorf("cb %d off %#x extra %d flag %#x: got (%#x, %d), want (%#x, %d)",
@@ -228,7 +228,7 @@ func TestCompressedRange(t *testing.T) {
 			}
 		}
 		// At most 2^(cb-8) sectors: twice the cluster size.
-		_, length := img.compressedRange(compressedEntry(cb, 0, maxExtra))
+		_, length := L2Entry{Desc: compressedEntry(cb, 0, maxExtra)}.CompressedRange(img.cb)
 		if length != 2*img.cs {
 			t.Errorf("cb %d: largest compressed range %d, want %d", cb, length, 2*img.cs)
 		}
@@ -236,17 +236,17 @@ func TestCompressedRange(t *testing.T) {
 	// Hand-built descriptors, bit by bit, for 64K clusters: x = 54.
 	img := entryImage(16, 3, false)
 	// offset 0x10_0200, 5 additional sectors: 5<<54 = 0x0140000000000000.
-	if off, n := img.compressedRange(0x4000000000000000 | 0x0140000000000000 | 0x100200); off != 0x100200 || n != 6*512 {
+	if off, n := (L2Entry{Desc: 0x4000000000000000 | 0x0140000000000000 | 0x100200}).CompressedRange(img.cb); off != 0x100200 || n != 6*512 {
 		t.Errorf("64K: got (%#x, %d)", off, n)
 	}
 	// 512-byte clusters: x = 61, one size bit (61).
 	img = entryImage(9, 3, false)
-	if off, n := img.compressedRange(0x4000000000000000 | 0x2000000000000000 | 0x3ff); off != 0x3ff || n != 2*512-0x1ff {
+	if off, n := (L2Entry{Desc: 0x4000000000000000 | 0x2000000000000000 | 0x3ff}).CompressedRange(img.cb); off != 0x3ff || n != 2*512-0x1ff {
 		t.Errorf("512: got (%#x, %d)", off, n)
 	}
 	// 2M clusters: x = 49, 13 size bits (49..61).
 	img = entryImage(21, 3, false)
-	if off, n := img.compressedRange(0x4000000000000000 | 0x3ffe000000000000 | 0x1_ffff_ffff_ffff); off != 0x1_ffff_ffff_ffff || n != 8192*512-0x1ff {
+	if off, n := (L2Entry{Desc: 0x4000000000000000 | 0x3ffe000000000000 | 0x1_ffff_ffff_ffff}).CompressedRange(img.cb); off != 0x1_ffff_ffff_ffff || n != 8192*512-0x1ff {
 		t.Errorf("2M: got (%#x, %d)", off, n)
 	}
 }

@@ -124,15 +124,6 @@ func (img *Image) maybeEvict() error {
 	return nil
 }
 
-// compressedRange returns the host byte range holding a compressed cluster.
-func (img *Image) compressedRange(e uint64) (off, length uint64) {
-	shift := 62 - (img.cb - 8)
-	mask := uint64(1)<<(img.cb-8) - 1
-	off = e & (uint64(1)<<shift - 1)
-	sectors := (e>>shift)&mask + 1
-	return off, sectors*512 - off&511
-}
-
 // zcache keeps the last decompressed cluster.
 type zcache struct {
 	entry uint64
@@ -144,7 +135,7 @@ func (img *Image) decompress(e, g uint64) ([]byte, error) {
 	if img.zbuf.data != nil && img.zbuf.entry == e {
 		return img.zbuf.data, nil
 	}
-	off, length := img.compressedRange(e)
+	off, length := L2Entry{Desc: e}.CompressedRange(img.cb)
 	in := make([]byte, length)
 	if err := readData(img.f, in, off); err != nil {
 		return nil, err

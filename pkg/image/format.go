@@ -13,6 +13,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"slices"
+
+	"github.com/zqimg/zqimg/pkg/internal/arith"
 )
 
 // Magic is the first four bytes of every qcow2 file: 'Q', 'F', 'I', 0xfb.
@@ -475,6 +477,43 @@ var defaultFeatures = []Feature{
 	{FeatureAutoclear, 1, "raw external data"},
 }
 
-func ceilDiv(a, b uint64) uint64 { return (a + b - 1) / b }
+// FeatureTable returns the feature name table among the header extensions
+// exts: the last one that decodes (nil if none does).
+func FeatureTable(exts []Extension) []Feature {
+	var table []Feature
+	for _, e := range exts {
+		if e.Magic != ExtFeatureTable {
+			continue
+		}
+		if fs, err := ParseFeatureTable(e.Data); err == nil {
+			table = fs
+		}
+	}
+	return table
+}
 
-func roundUp(a, b uint64) uint64 { return ceilDiv(a, b) * b }
+// FeatureNames names the incompatible feature bits in mask as they are
+// reported when an image is refused (UnsupportedFeatureError): by their
+// names in table (the image's feature name table, see FeatureTable), then
+// by the names QEMU gives them (DefaultFeatures), and the bits still left
+// as one "Unknown incompatible feature: <hex mask>".
+func FeatureNames(table []Feature, mask uint64) []string {
+	var names []string
+	for _, fs := range [][]Feature{table, defaultFeatures} {
+		for _, f := range fs {
+			if f.Type == FeatureIncompatible && f.Bit < 64 && mask&(1<<f.Bit) != 0 {
+				names = append(names, f.Name)
+				mask &^= 1 << f.Bit
+			}
+		}
+	}
+	if mask != 0 {
+		names = append(names, fmt.Sprintf("Unknown incompatible feature: %x", mask))
+	}
+	return names
+}
+
+// Shorthands for the arithmetic shared with pkg/check.
+func ceilDiv(a, b uint64) uint64 { return arith.CeilDiv(a, b) }
+
+func roundUp(a, b uint64) uint64 { return arith.RoundUp(a, b) }

@@ -167,7 +167,7 @@ func FuzzL2Entry(f *testing.F) {
 		}
 		img := entryImage(cb, version, extL2)
 		inC %= img.cs
-		m, host, n := img.classify(e, bm, inC)
+		m, host, n := img.classify(L2Entry{e, bm}, inC)
 		if m < mapUnallocated || m > mapCompressed {
 			t.Fatalf("mapping %d", m)
 		}
@@ -190,7 +190,7 @@ func FuzzL2Entry(f *testing.F) {
 				t.Fatalf("host %#x for entry %#x at %d", host, e, inC)
 			}
 		}
-		off, length := img.compressedRange(e)
+		off, length := L2Entry{Desc: e}.CompressedRange(img.cb)
 		x := 62 - (cb - 8)
 		if off >= 1<<x || off != e&(1<<x-1) {
 			t.Fatalf("compressed offset %#x does not fit %d bits", off, x)

@@ -5,11 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/bits"
 	"os"
 	"path/filepath"
 	"sync"
 
+	"github.com/zqimg/zqimg/pkg/internal/arith"
 	"golang.org/x/sys/unix"
 )
 
@@ -246,13 +246,9 @@ func (img *Image) loadExtensions(hc []byte) error {
 		return err
 	}
 	img.exts = exts
+	img.feats = FeatureTable(exts)
 	for _, e := range exts {
-		switch e.Magic {
-		case ExtFeatureTable:
-			if fs, err := ParseFeatureTable(e.Data); err == nil {
-				img.feats = fs
-			}
-		case ExtBackingFormat:
+		if e.Magic == ExtBackingFormat {
 			img.backingFormat = string(e.Data)
 		}
 	}
@@ -316,7 +312,7 @@ func (img *Image) checkFeatures(opts Options) error {
 	h := &img.hdr
 	known := IncompatDirty | IncompatCorrupt | IncompatCompression | IncompatExtL2 | opts.Features
 	if unk := h.IncompatibleFeatures &^ known; unk != 0 {
-		return &UnsupportedFeatureError{Names: img.featureNames(unk)}
+		return &UnsupportedFeatureError{Names: FeatureNames(img.feats, unk)}
 	}
 	if h.CryptMethod != 0 {
 		kind := "unknown method"
@@ -335,28 +331,6 @@ func (img *Image) checkFeatures(opts Options) error {
 		return fmt.Errorf("%w: refcounts were not written back (lazy refcounts); run 'zqimg check -r all' to repair it before writing", ErrDirty)
 	}
 	return nil
-}
-
-// featureNames names the incompatible bits in mask from the image's feature
-// name table, falling back to the names QEMU uses, as QEMU reports them.
-func (img *Image) featureNames(mask uint64) []string {
-	var names []string
-	for _, f := range img.feats {
-		if f.Type == FeatureIncompatible && f.Bit < 64 && mask&(1<<f.Bit) != 0 {
-			names = append(names, f.Name)
-			mask &^= 1 << f.Bit
-		}
-	}
-	for _, f := range defaultFeatures {
-		if f.Type == FeatureIncompatible && mask&(1<<f.Bit) != 0 && f.Bit >= 2 {
-			names = append(names, f.Name)
-			mask &^= 1 << f.Bit
-		}
-	}
-	if mask != 0 {
-		names = append(names, fmt.Sprintf("Unknown incompatible feature: %x", mask))
-	}
-	return names
 }
 
 func (img *Image) loadL1(fileSize int64) error {
@@ -613,7 +587,7 @@ func (z *zeroPastEnd) ReadAt(p []byte, off int64) (int, error) {
 func (z *zeroPastEnd) Close() error { return z.c.Close() }
 
 // log2 returns the base-2 logarithm of a power of two.
-func log2(v uint64) int { return bits.Len64(v) - 1 }
+func log2(v uint64) int { return arith.Log2(v) }
 
 // AppendExtension adds a header extension after the last one, crash-safely:
 // its data (and the new end marker) are written beyond the current end

@@ -1,6 +1,10 @@
 package image
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/zqimg/zqimg/pkg/internal/arith"
+)
 
 // Refcount returns the refcount of the host cluster containing off.
 func (img *Image) Refcount(off uint64) (uint64, error) {
@@ -16,7 +20,7 @@ func (img *Image) Refcount(off uint64) (uint64, error) {
 func (img *Image) MetadataOverlap(off, n uint64) string {
 	img.mu.Lock()
 	defer img.mu.Unlock()
-	over := func(a, l uint64) bool { return l > 0 && off < a+l && a < off+n }
+	over := func(a, l uint64) bool { return arith.Overlaps(a, l, off, n) }
 	if over(0, img.cs) {
 		return "the header cluster"
 	}
@@ -32,7 +36,7 @@ func (img *Image) MetadataOverlap(off, n uint64) string {
 		}
 	}
 	for i, e := range img.l1 {
-		if t := e & L1OffsetMask; t != 0 && over(t, img.cs) {
+		if t := L1Entry(e).Offset(); t != 0 && over(t, img.cs) {
 			return fmt.Sprintf("the L2 table of L1 entry %d", i)
 		}
 	}
@@ -70,15 +74,15 @@ func (img *Image) Map(off int64) (Kind, uint64, error) {
 	if err != nil || t == nil {
 		return Unallocated, 0, err
 	}
-	e, bm := img.entry(t, (g>>img.cb)&(img.l2Ents-1))
-	m, host, _ := img.classify(e, bm, g&(img.cs-1))
+	e := img.entry(t, (g>>img.cb)&(img.l2Ents-1))
+	m, host, _ := img.classify(e, g&(img.cs-1))
 	switch m {
 	case mapData:
 		return Data, host, nil
 	case mapZero:
 		return Zero, 0, nil
 	case mapCompressed:
-		o, _ := img.compressedRange(e)
+		o, _ := e.CompressedRange(img.cb)
 		return Compressed, o, nil
 	}
 	return Unallocated, 0, nil
@@ -121,7 +125,7 @@ func (img *Image) checkMetadataRefcounts() error {
 		}
 	}
 	for i, e := range img.l1 {
-		if t := e & L1OffsetMask; t != 0 {
+		if t := L1Entry(e).Offset(); t != 0 {
 			if t&(img.cs-1) != 0 {
 				return fmt.Errorf("%w: L2 table offset 0x%x (L1 entry %d) is not cluster aligned; run 'zqimg check -r all'", ErrCorrupt, t, i)
 			}

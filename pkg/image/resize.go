@@ -88,8 +88,8 @@ func (img *Image) Resize(size uint64, o ResizeOptions) error {
 			return err
 		}
 		if t != nil {
-			e, bm := img.entry(t, (g>>img.cb)&(img.l2Ents-1))
-			if !img.readsZero(e, bm, g&(img.cs-1), end-g) {
+			e := img.entry(t, (g>>img.cb)&(img.l2Ents-1))
+			if !img.readsZero(e, g&(img.cs-1), end-g) {
 				if err := img.writeChunk(make([]byte, end-g), g); err != nil {
 					return err
 				}

@@ -1,16 +1,9 @@
 package image
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
-)
-
-// Subcluster bitmap halves of an extended L2 entry.
-const (
-	bmAllAlloc uint64 = 0x00000000ffffffff
-	bmAllZero  uint64 = 0xffffffff00000000
 )
 
 // mapping classifies guest data at one offset.
@@ -43,21 +36,12 @@ func (img *Image) checkWritable(off int64, n int) error {
 // l2Span returns the guest bytes covered by one L2 table.
 func (img *Image) l2Span() uint64 { return img.cs << img.l2Bits }
 
-func (img *Image) entry(t *cacheEntry, i uint64) (e, bm uint64) {
-	o := i * img.entSize
-	e = binary.BigEndian.Uint64(t.data[o:])
-	if img.extL2 {
-		bm = binary.BigEndian.Uint64(t.data[o+8:])
-	}
-	return e, bm
+func (img *Image) entry(t *cacheEntry, i uint64) L2Entry {
+	return DecodeL2Entry(t.data, i, img.extL2)
 }
 
 func (img *Image) setEntry(t *cacheEntry, i, e, bm uint64) {
-	o := i * img.entSize
-	binary.BigEndian.PutUint64(t.data[o:], e)
-	if img.extL2 {
-		binary.BigEndian.PutUint64(t.data[o+8:], bm)
-	}
+	L2Entry{Desc: e, Bitmap: bm}.Put(t.data, i, img.extL2)
 	img.l2c.markDirty(t)
 }
 
@@ -66,7 +50,7 @@ func (img *Image) l2Table(l1i uint64) (*cacheEntry, error) {
 	if l1i >= uint64(len(img.l1)) {
 		return nil, nil
 	}
-	off := img.l1[l1i] & L1OffsetMask
+	off := L1Entry(img.l1[l1i]).Offset()
 	if off == 0 {
 		return nil, nil
 	}
@@ -86,9 +70,9 @@ func (img *Image) l2ForWrite(l1i uint64) (*cacheEntry, error) {
 	if l1i >= uint64(len(img.l1)) {
 		return nil, img.signalCorruption(int64(img.hdr.L1TableOffset), "L1 table of %d entries is too small for the virtual size", len(img.l1))
 	}
-	l1e := img.l1[l1i]
-	old := l1e & L1OffsetMask
-	if old != 0 && l1e&OflagCopied != 0 {
+	l1e := L1Entry(img.l1[l1i])
+	old := l1e.Offset()
+	if old != 0 && l1e.Copied() {
 		return img.l2Table(l1i)
 	}
 	var oldT *cacheEntry
@@ -117,33 +101,36 @@ func (img *Image) l2ForWrite(l1i uint64) (*cacheEntry, error) {
 	return t, nil
 }
 
-// classify returns how the cluster described by (e, bm) maps guest bytes at
+// classify returns how the cluster described by e maps guest bytes at
 // in-cluster offset inC, and how many bytes from there map the same way.
-func (img *Image) classify(e, bm, inC uint64) (mapping, uint64, uint64) {
-	if e&OflagCompressed != 0 {
+func (img *Image) classify(e L2Entry, inC uint64) (mapping, uint64, uint64) {
+	host := e.Offset()
+	t := e.Type(img.extL2)
+	if img.hdr.Version < 3 && (t == ClusterZeroPlain || t == ClusterZeroAlloc) {
+		// Version 2 has no zero flag: the bit is not looked at.
+		t = L2Entry{Desc: e.Desc &^ OflagZero}.Type(false)
+	}
+	switch {
+	case t == ClusterCompressed:
 		return mapCompressed, 0, img.cs - inC
+	case t == ClusterZeroPlain || t == ClusterZeroAlloc:
+		return mapZero, 0, img.cs - inC
+	case !img.extL2 && t == ClusterUnallocated:
+		return mapUnallocated, 0, img.cs - inC
+	case !img.extL2:
+		return mapData, host + inC, img.cs - inC
 	}
-	host := e & L2OffsetMask
-	if !img.extL2 {
-		switch {
-		case img.hdr.Version >= 3 && e&OflagZero != 0:
-			return mapZero, 0, img.cs - inC
-		case host == 0:
-			return mapUnallocated, 0, img.cs - inC
-		default:
-			return mapData, host + inC, img.cs - inC
-		}
-	}
-	sc := inC / img.subSize
+	// Extended L2 entries: the subclusters say.
 	state := func(s uint64) mapping {
-		switch {
-		case bm&(1<<s) != 0:
+		switch e.Subcluster(s) {
+		case SubData:
 			return mapData
-		case bm&(1<<(32+s)) != 0:
+		case SubZero:
 			return mapZero
 		}
 		return mapUnallocated
 	}
+	sc := inC / img.subSize
 	m := state(sc)
 	end := sc + 1
 	for end < 32 && state(end) == m {
@@ -185,9 +172,9 @@ func (img *Image) readGuest(p []byte, g uint64) error {
 			continue
 		}
 		i := (g >> img.cb) & (img.l2Ents - 1)
-		e, bm := img.entry(t, i)
+		e := img.entry(t, i)
 		inC := g & (img.cs - 1)
-		m, host, n := img.classify(e, bm, inC)
+		m, host, n := img.classify(e, inC)
 		n = min(n, uint64(len(p)))
 		switch m {
 		case mapZero:
@@ -197,7 +184,7 @@ func (img *Image) readGuest(p []byte, g uint64) error {
 				return err
 			}
 		case mapCompressed:
-			data, err := img.decompress(e, g)
+			data, err := img.decompress(e.Desc, g)
 			if err != nil {
 				return err
 			}
@@ -209,8 +196,7 @@ func (img *Image) readGuest(p []byte, g uint64) error {
 			// Extend the read over following clusters stored contiguously.
 			if !img.extL2 && n == img.cs-inC {
 				for j := i + 1; j < img.l2Ents && n < uint64(len(p)); j++ {
-					ne, _ := img.entry(t, j)
-					nm, nh, _ := img.classify(ne, 0, 0)
+					nm, nh, _ := img.classify(img.entry(t, j), 0)
 					if nm != mapData || nh != host+n {
 						break
 					}
@@ -270,9 +256,9 @@ func (img *Image) WriteAt(p []byte, off int64) (int, error) {
 	return len(p), nil
 }
 
-// inPlace reports whether the cluster (e, bm) can be overwritten where it is.
-func (img *Image) inPlace(e uint64) bool {
-	return e&OflagCompressed == 0 && e&OflagCopied != 0 && e&L2OffsetMask != 0
+// inPlace reports whether the cluster of e can be overwritten where it is.
+func (img *Image) inPlace(e L2Entry) bool {
+	return e.Copied() && e.Type(img.extL2).Allocated()
 }
 
 // writeChunk writes p at g; the range lies within one L2 table.
@@ -284,11 +270,11 @@ func (img *Image) writeChunk(p []byte, g uint64) error {
 	end := g + uint64(len(p))
 	for g < end {
 		i := (g >> img.cb) & (img.l2Ents - 1)
-		e, bm := img.entry(t, i)
+		e := img.entry(t, i)
 		inC := g & (img.cs - 1)
 		src := p[uint64(len(p))-(end-g):]
 		if img.inPlace(e) {
-			host := e & L2OffsetMask
+			host := e.Offset()
 			if host&(img.cs-1) != 0 {
 				return img.signalCorruption(int64(host), "data cluster offset 0x%x for guest offset 0x%x is not cluster aligned", host, g)
 			}
@@ -296,15 +282,15 @@ func (img *Image) writeChunk(p []byte, g uint64) error {
 			var err error
 			switch {
 			case img.extL2:
-				n, err = img.writeSubclusters(t, i, e, bm, src, g)
-			case img.hdr.Version >= 3 && e&OflagZero != 0:
+				n, err = img.writeSubclusters(t, i, e.Desc, e.Bitmap, src, g)
+			case img.hdr.Version >= 3 && e.Type(false) == ClusterZeroAlloc:
 				n, err = img.writePreallocZero(t, i, host, src, g)
 			default:
 				n = min(img.cs-inC, uint64(len(src)))
 				// Extend over following in-place clusters stored contiguously.
 				for j := i + 1; j < img.l2Ents && n < uint64(len(src)); j++ {
-					ne, _ := img.entry(t, j)
-					if !img.inPlace(ne) || ne&OflagZero != 0 || ne&L2OffsetMask != host+(j-i)*img.cs {
+					ne := img.entry(t, j)
+					if !img.inPlace(ne) || ne.Type(false) != ClusterNormal || ne.Offset() != host+(j-i)*img.cs {
 						break
 					}
 					n = min(n+img.cs, uint64(len(src)))
@@ -320,8 +306,7 @@ func (img *Image) writeChunk(p []byte, g uint64) error {
 		// A run of clusters that all need new host clusters.
 		k := uint64(1)
 		for i+k < img.l2Ents && g-inC+k*img.cs < end {
-			ne, _ := img.entry(t, i+k)
-			if img.inPlace(ne) {
+			if img.inPlace(img.entry(t, i+k)) {
 				break
 			}
 			k++
@@ -394,14 +379,12 @@ func (img *Image) writeAllocated(t *cacheEntry, i, k uint64, src []byte, g uint6
 func (img *Image) cowReadsZero(t *cacheEntry, i, k, inC, n uint64) bool {
 	cs := img.cs
 	if inC != 0 {
-		e, bm := img.entry(t, i)
-		if !img.readsZero(e, bm, 0, inC) {
+		if !img.readsZero(img.entry(t, i), 0, inC) {
 			return false
 		}
 	}
 	if tail := (inC + n) % cs; tail != 0 {
-		e, bm := img.entry(t, i+k-1)
-		if !img.readsZero(e, bm, tail, cs-tail) {
+		if !img.readsZero(img.entry(t, i+k-1), tail, cs-tail) {
 			return false
 		}
 	}
@@ -422,15 +405,15 @@ func (img *Image) linkWritten(t *cacheEntry, i, k, host, inC, n uint64) {
 	}
 	cs, sub := img.cs, img.subSize
 	for j := uint64(0); j < k; j++ {
-		oe, obm := img.entry(t, i+j)
+		oe := img.entry(t, i+j)
 		lo := max(inC, j*cs) - j*cs
 		hi := min(inC+n, (j+1)*cs) - j*cs
 		var alloc uint64
 		for s := lo / sub; s <= (hi-1)/sub; s++ {
 			alloc |= 1 << s
 		}
-		zero := (obm >> 32) &^ alloc
-		if oe&OflagCompressed != 0 {
+		zero := (oe.Bitmap >> 32) &^ alloc
+		if oe.Compressed() {
 			zero = 0
 		}
 		img.deferFreeEntry(oe)
@@ -440,11 +423,10 @@ func (img *Image) linkWritten(t *cacheEntry, i, k, host, inC, n uint64) {
 
 func (img *Image) linkAllocated(t *cacheEntry, i, k, host uint64) {
 	for j := uint64(0); j < k; j++ {
-		oe, _ := img.entry(t, i+j)
-		img.deferFreeEntry(oe)
+		img.deferFreeEntry(img.entry(t, i+j))
 		var bm uint64
 		if img.extL2 {
-			bm = bmAllAlloc
+			bm = BitmapAllAlloc
 		}
 		img.setEntry(t, i+j, (host+j*img.cs)|OflagCopied, bm)
 	}
@@ -516,13 +498,13 @@ func (img *Image) writePreallocZero(t *cacheEntry, i, host uint64, src []byte, g
 }
 
 // deferFreeEntry drops the reference an L2 entry holds on host clusters.
-func (img *Image) deferFreeEntry(e uint64) {
-	if e&OflagCompressed != 0 {
-		off, length := img.compressedRange(e)
+func (img *Image) deferFreeEntry(e L2Entry) {
+	if e.Compressed() {
+		off, length := e.CompressedRange(img.cb)
 		img.deferFree(off&^511, length)
 		return
 	}
-	if host := e & L2OffsetMask; host != 0 {
+	if host := e.Offset(); host != 0 {
 		img.deferFree(host, img.cs)
 	}
 }
@@ -592,21 +574,22 @@ func (img *Image) zeroChunk(g, end uint64, discard bool) error {
 		cEnd := g - inC + img.cs
 		full := inC == 0 && (cEnd <= end || end == img.hdr.Size)
 		stop := min(cEnd, end)
-		var e, bm uint64
+		var e L2Entry
 		if t != nil {
-			e, bm = img.entry(t, (g>>img.cb)&(img.l2Ents-1))
+			e = img.entry(t, (g>>img.cb)&(img.l2Ents-1))
 		}
 		// A write of zeroes over part of a cluster that holds no data and
 		// otherwise reads as zeroes zeroes the whole cluster (QEMU).
-		if !full && !discard && v3 && !img.extL2 && e&OflagCompressed == 0 &&
-			(e&L2OffsetMask == 0 || e&OflagZero != 0) && img.readsZero(e, bm, 0, min(img.cs, img.hdr.Size-(g-inC))) {
+		clusterLen := min(img.cs, img.hdr.Size-(g-inC))
+		if !full && !discard && v3 && !img.extL2 && !e.Compressed() &&
+			(e.Offset() == 0 || e.Desc&OflagZero != 0) && img.readsZero(e, 0, clusterLen) {
 			full = true
 		}
-		if full && img.entryUnchanged(e, bm, discard) && img.readsZero(e, bm, 0, min(img.cs, img.hdr.Size-(g-inC))) {
+		if full && img.entryUnchanged(e, discard) && img.readsZero(e, 0, clusterLen) {
 			g = stop
 			continue
 		}
-		if !full && img.readsZero(e, bm, inC, stop-g) {
+		if !full && img.readsZero(e, inC, stop-g) {
 			g = stop
 			continue
 		}
@@ -621,13 +604,13 @@ func (img *Image) zeroChunk(g, end uint64, discard bool) error {
 			g = stop
 			continue
 		}
-		if t == nil || img.l1[l1i]&OflagCopied == 0 {
+		if t == nil || !L1Entry(img.l1[l1i]).Copied() {
 			if t, err = img.l2ForWrite(l1i); err != nil {
 				return err
 			}
 		}
 		i := (g >> img.cb) & (img.l2Ents - 1)
-		e, _ = img.entry(t, i)
+		e = img.entry(t, i)
 		ne, nbm, keep := img.zeroEntry(e, discard)
 		if !keep {
 			img.deferFreeEntry(e)
@@ -642,12 +625,12 @@ func (img *Image) zeroChunk(g, end uint64, discard bool) error {
 // (e, bm) would leave its entry as it is: a discard of an unallocated
 // cluster (without a backing file), or an entry that already is what
 // zeroEntry makes.
-func (img *Image) entryUnchanged(e, bm uint64, discard bool) bool {
-	if discard && img.backing == nil && e&L2OffsetMask == 0 && e&OflagCompressed == 0 && (!img.extL2 || bm == 0) && e&OflagZero == 0 {
+func (img *Image) entryUnchanged(e L2Entry, discard bool) bool {
+	if discard && img.backing == nil && e.Type(img.extL2) == ClusterUnallocated && (!img.extL2 || e.Bitmap == 0) {
 		return true
 	}
-	ne, nbm, keep := img.zeroEntry(e, discard)
-	return keep && ne == e && nbm == bm || !keep && e == ne && bm == nbm
+	ne, nbm, _ := img.zeroEntry(e, discard)
+	return ne == e.Desc && nbm == e.Bitmap
 }
 
 // zeroEntry returns the L2 entry (and subcluster bitmap) that makes a
@@ -657,17 +640,17 @@ func (img *Image) entryUnchanged(e, bm uint64, discard bool) bool {
 // discard or unmapping write of zeroes drops it (version 3: the zero
 // flag alone; extended L2: all subclusters zero; version 2 without a
 // backing file: unallocated). keep reports that the host cluster stays.
-func (img *Image) zeroEntry(e uint64, unmap bool) (ne, nbm uint64, keep bool) {
-	host := e & L2OffsetMask
-	if !unmap && img.hdr.Version >= 3 && e&OflagCompressed == 0 && e&OflagCopied != 0 && host != 0 {
+func (img *Image) zeroEntry(e L2Entry, unmap bool) (ne, nbm uint64, keep bool) {
+	host := e.Offset()
+	if !unmap && img.hdr.Version >= 3 && !e.Compressed() && e.Copied() && host != 0 {
 		if img.extL2 {
-			return host | OflagCopied, bmAllZero, true
+			return host | OflagCopied, BitmapAllZero, true
 		}
 		return host | OflagCopied | OflagZero, 0, true
 	}
 	switch {
 	case img.extL2:
-		return 0, bmAllZero, false
+		return 0, BitmapAllZero, false
 	case img.hdr.Version >= 3:
 		return OflagZero, 0, false
 	}
@@ -675,10 +658,10 @@ func (img *Image) zeroEntry(e uint64, unmap bool) (ne, nbm uint64, keep bool) {
 }
 
 // readsZero reports whether n bytes at in-cluster offset inC of the cluster
-// (e, bm) already read as zeroes without looking at data.
-func (img *Image) readsZero(e, bm, inC, n uint64) bool {
+// of e already read as zeroes without looking at data.
+func (img *Image) readsZero(e L2Entry, inC, n uint64) bool {
 	for n > 0 {
-		m, _, run := img.classify(e, bm, inC)
+		m, _, run := img.classify(e, inC)
 		switch m {
 		case mapZero:
 		case mapUnallocated:

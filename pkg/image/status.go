@@ -51,8 +51,7 @@ func (img *Image) BlockStatus(off, n int64) (Extent, error) {
 	var x Extent
 	for p := g; p < end; {
 		i := (p >> img.cb) & (img.l2Ents - 1)
-		e, bm := img.entry(t, i)
-		k, host, hostValid, run := img.piece(e, bm, p&(img.cs-1))
+		k, host, hostValid, run := img.piece(img.entry(t, i), p&(img.cs-1))
 		if k == Data && (host-p&(img.cs-1))&(img.cs-1) != 0 {
 			return Extent{}, img.signalCorruption(int64(host), "data cluster offset 0x%x for guest offset 0x%x is not cluster aligned", host-p&(img.cs-1), p)
 		}
@@ -71,13 +70,13 @@ func (img *Image) BlockStatus(off, n int64) (Extent, error) {
 	return x, nil
 }
 
-// piece classifies the bytes of the cluster (e, bm) from in-cluster offset
+// piece classifies the bytes of the cluster of e from in-cluster offset
 // inC: their kind, the host offset of the first one (when valid) and how
 // many bytes from there are stored the same way within the cluster. It
 // follows classify, the rule reads use.
-func (img *Image) piece(e, bm, inC uint64) (k Kind, host uint64, hostValid bool, n uint64) {
-	m, h, n := img.classify(e, bm, inC)
-	base := e & L2OffsetMask
+func (img *Image) piece(e L2Entry, inC uint64) (k Kind, host uint64, hostValid bool, n uint64) {
+	m, h, n := img.classify(e, inC)
+	base := e.Offset()
 	switch m {
 	case mapCompressed:
 		return Compressed, 0, false, n

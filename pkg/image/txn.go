@@ -255,7 +255,7 @@ func (t *txn) forEachRef(tb []byte, delta int64) error {
 	for i := uint64(0); i < img.l2Ents; i++ {
 		e := binary.BigEndian.Uint64(tb[i*img.entSize:])
 		if e&OflagCompressed != 0 {
-			off, length := img.compressedRange(e)
+			off, length := L2Entry{Desc: e}.CompressedRange(img.cb)
 			if err := t.inc(off, length, delta); err != nil {
 				return err
 			}

@@ -288,14 +288,16 @@ func TestWriteRules(t *testing.T) {
 	if _, err := d.WriteAt(fill(8*kib, 1), 32*mib-4*kib); !errors.Is(err, zone.ErrCrossesZone) {
 		t.Fatalf("write from a conventional into a sequential zone: %v", err)
 	}
-	if _, err := d.WriteAt(fill(4*kib, 1), 32*mib+4*kib); !errors.Is(err, zone.ErrNotAtWritePointer) {
-		t.Fatalf("write off the write pointer: %v", err)
+	_, offWP := d.WriteAt(fill(4*kib, 1), 32*mib+4*kib)
+	if !errors.Is(offWP, zone.ErrNotAtWritePointer) {
+		t.Fatalf("write off the write pointer: %v", offWP)
 	}
 	if _, err := d.WriteAt(fill(4*kib, 1), 64*mib-4*kib); !errors.Is(err, zone.ErrNotAtWritePointer) {
 		t.Fatalf("write off the write pointer: %v", err)
 	}
-	if err := d.WriteZeroes(32*mib, 33*mib); !errors.Is(err, zone.ErrBeyondCapacity) {
-		t.Fatalf("zero write across the zone end: %v", err)
+	pastCap := d.WriteZeroes(32*mib, 33*mib)
+	if !errors.Is(pastCap, zone.ErrBeyondCapacity) {
+		t.Fatalf("zero write across the zone end: %v", pastCap)
 	}
 	if err := d.WriteZeroes(32*mib, 4*kib); err != nil {
 		t.Fatal(err)
@@ -324,9 +326,23 @@ func TestWriteRules(t *testing.T) {
 	if err := d.Discard(0, 4*kib); err != nil {
 		t.Fatal(err)
 	}
-	for _, e := range []error{zone.ErrNotAtWritePointer, zone.ErrTooManyOpen, zone.ErrBeyondCapacity} {
-		if !strings.Contains(e.Error(), " ") {
-			t.Fatal(e)
+	// The errors name the problem: the zone, the offsets in hex, and an
+	// errno for the request.
+	for _, tc := range []struct {
+		err  error
+		want []string
+	}{
+		{offWP, []string{"zone 1", "offset 0x2001000", "write pointer 0x2000000"}},
+		{pastCap, []string{"zone 1", "offset 0x2000000", "ends at 0x4000000"}},
+	} {
+		var ze *zone.Error
+		if !errors.As(tc.err, &ze) || ze.Errno() != syscall.EINVAL {
+			t.Errorf("%v: not a *zone.Error with EINVAL", tc.err)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(tc.err.Error(), w) {
+				t.Errorf("error %q does not say %q", tc.err, w)
+			}
 		}
 	}
 }
