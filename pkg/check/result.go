@@ -121,6 +121,7 @@ const (
 	ProblemZonedFeatureBit               // the zoned extension is present but the zoned format bit is clear
 	ProblemZonedTableOverlap             // a write-pointer table cluster is also used by something else
 	ProblemL1Copied                      // L1 entry's OFLAG_COPIED wrong for its L2 table's refcount
+	ProblemZoneFaultPlan                 // zqimg's zone fault extension invalid
 )
 
 var problemNames = [...]string{
@@ -152,6 +153,7 @@ var problemNames = [...]string{
 	ProblemZonedFeatureBit:       "zoned-feature-bit",
 	ProblemZonedTableOverlap:     "zoned-table-overlap",
 	ProblemL1Copied:              "l1-copied-flag",
+	ProblemZoneFaultPlan:         "zone-fault-plan",
 }
 
 func (p Problem) String() string {

@@ -122,6 +122,11 @@ func (c *checker) checkZoned(fix Mode) error {
 	}
 	z := &zstate{h: zx.v, size: c.hdr.Size}
 	c.z = z
+	if zx.usable {
+		if err := c.checkFaultPlan(zx.v.NrZones, repair); err != nil {
+			return err
+		}
+	}
 	placed, err := c.placeTable(z, zx, repair)
 	if err != nil {
 		return err
