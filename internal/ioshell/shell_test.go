@@ -12,7 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/zqimg/zqimg/pkg/create"
+	"github.com/zqimg/zqimg/internal/testimg"
+
 	"github.com/zqimg/zqimg/pkg/image"
 	"github.com/zqimg/zqimg/pkg/zone"
 )
@@ -21,17 +22,7 @@ import (
 func newDevice(t *testing.T, size string, o image.Options, opts ...string) *zone.Device {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "t.qcow2")
-	co, err := create.ParseOptions(opts, size, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := create.Resolve(co)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := create.Create(p, s); err != nil {
-		t.Fatal(err)
-	}
+	testimg.File(t, p, size, opts...)
 	d, err := zone.Open(p, o)
 	if err != nil {
 		t.Fatal(err)

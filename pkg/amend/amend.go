@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/zqimg/zqimg/pkg/create"
 	"github.com/zqimg/zqimg/pkg/image"
 	"github.com/zqimg/zqimg/pkg/units"
 	"github.com/zqimg/zqimg/pkg/zone"
@@ -45,8 +46,8 @@ type Options struct {
 // Def is an option amend takes.
 type Def struct{ Name, Type, Help string }
 
-// Defs lists the options zqimg amend supports, as -o help prints them.
-var Defs = []Def{
+// defs lists the options zqimg amend supports, as -o help prints them.
+var defs = []Def{
 	{"compat", "str", "Compatibility level (v2 [0.10] or v3 [1.1]); only the current one"},
 	{"lazy_refcounts", "bool (on/off)", "Postpone refcount updates"},
 	{"refcount_bits", "num", "Width of a reference count entry in bits; only the current one"},
@@ -69,7 +70,7 @@ var qemuAmend = []string{"backing_file", "backing_fmt", "data_file", "data_file_
 func Help() string {
 	var b strings.Builder
 	b.WriteString("Amend options for 'qcow2':\n")
-	for _, d := range Defs {
+	for _, d := range defs {
 		fmt.Fprintf(&b, "  %-22s - %s\n", d.Name+"=<"+d.Type+">", d.Help)
 	}
 	return b.String()
@@ -82,33 +83,13 @@ func canonical(name string) string {
 	return name
 }
 
-// split splits a -o list at single commas (",," is a comma).
-func split(s string) []string {
-	var items []string
-	var cur strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == ',' {
-			if i+1 < len(s) && s[i+1] == ',' {
-				cur.WriteByte(',')
-				i++
-				continue
-			}
-			items = append(items, cur.String())
-			cur.Reset()
-			continue
-		}
-		cur.WriteByte(s[i])
-	}
-	return append(items, cur.String())
-}
-
 // ParseOptions parses the -o arguments (later values win).
 func ParseOptions(lists []string) (*Options, error) {
 	if len(lists) == 0 {
 		return nil, &OptionError{Msg: "Must specify options (-o)"}
 	}
 	for _, l := range lists {
-		for _, item := range split(l) {
+		for _, item := range create.SplitOptions(l) {
 			if item == "help" || item == "?" {
 				return nil, ErrHelp
 			}
@@ -119,7 +100,7 @@ func ParseOptions(lists []string) (*Options, error) {
 		if l == "" || l[0] == ',' {
 			return nil, &OptionError{Msg: "Invalid option list: " + l}
 		}
-		for _, item := range split(l) {
+		for _, item := range create.SplitOptions(l) {
 			if item == "" {
 				continue
 			}
@@ -132,7 +113,7 @@ func ParseOptions(lists []string) (*Options, error) {
 				return nil, &OptionError{Msg: fmt.Sprintf("Parameter '%s' is not supported by zqimg amend", name)}
 			}
 			if !hasVal && name != "lazy_refcounts" {
-				if !slices.ContainsFunc(Defs, func(d Def) bool { return d.Name == name }) {
+				if !slices.ContainsFunc(defs, func(d Def) bool { return d.Name == name }) {
 					return nil, &OptionError{Msg: fmt.Sprintf("Invalid parameter '%s'", name)}
 				}
 				return nil, &OptionError{Msg: fmt.Sprintf("Parameter '%s' expects a value", name)}

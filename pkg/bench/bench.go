@@ -158,7 +158,8 @@ func Run(d *zone.Device, o Options) (*Result, error) {
 // writes to it (a sequential write must be at the write pointer). The slot
 // keeps the zone's write pointer and capacity end: only it writes there.
 type zoneSlot struct {
-	assigned  bool // the slot holds a zone (zi is meaningful)
+	assigned  bool   // the slot holds a zone (zi is meaningful)
+	gen       uint64 // counts the zones the slot has held (see request)
 	mu        sync.Mutex
 	zi        uint32 // zone index
 	wp, limit uint64 // write pointer and end of the capacity, bytes
@@ -299,6 +300,7 @@ func (z *zoned) next(s *zoneSlot) error {
 			delete(z.inUse, s.zi)
 		}
 		s.assigned = true
+		s.gen++
 		z.inUse[zi] = true
 		s.zi = zi
 		s.start, s.zoneLen = zs[0].Start, zs[0].Len
@@ -332,7 +334,7 @@ func (z *zoned) request(s *zoneSlot, buf []byte) error {
 	}
 	for {
 		s.mu.Lock()
-		zi, start := s.zi, s.start
+		gen, start := s.gen, s.start
 		s.mu.Unlock()
 		// Appends need no ordering: several may be in flight for a zone.
 		_, err := z.d.Append([][]byte{buf}, int64(start))
@@ -341,7 +343,9 @@ func (z *zoned) request(s *zoneSlot, buf []byte) error {
 		}
 		s.mu.Lock()
 		err = nil
-		if s.zi == zi { // nobody moved the slot on yet
+		// Nobody moved the slot on yet (the generation, not the zone:
+		// the slot may have come back to the same zone since).
+		if s.gen == gen {
 			err = z.leave(s)
 		}
 		s.mu.Unlock()

@@ -5,27 +5,16 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/zqimg/zqimg/internal/testimg"
+
 	"github.com/zqimg/zqimg/pkg/bench"
-	"github.com/zqimg/zqimg/pkg/create"
 	"github.com/zqimg/zqimg/pkg/image"
 	"github.com/zqimg/zqimg/pkg/zone"
 )
 
 func newZoned(t *testing.T, opts ...string) string {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "z.qcow2")
-	o, err := create.ParseOptions(append([]string{"zone.mode=host-managed"}, opts...), "4M", true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	spec, err := create.Resolve(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := create.Create(path, spec); err != nil {
-		t.Fatal(err)
-	}
-	return path
+	return testimg.Zoned(t, "4M", opts...)
 }
 
 // TestZonedRunWithinLimits: zoned runs at several depths write every
@@ -61,7 +50,8 @@ func TestZonedRunWithinLimits(t *testing.T) {
 					t.Fatal(err)
 				}
 				if !bytes.Equal(got, bytes.Repeat([]byte{0x5c}, len(got))) {
-					t.Fatalf("%s depth %d: zone at %#x does not hold the pattern", mode, depth, z.Start)
+					i := bytes.IndexFunc(got, func(r rune) bool { return r != 0x5c })
+					t.Fatalf("%s depth %d: zone at %#x (wp %#x) does not hold the pattern: byte %#x is %#x", mode, depth, z.Start, z.WP, uint64(i)+z.Start, got[i])
 				}
 			}
 			if active > 3 {
@@ -77,11 +67,7 @@ func TestZonedRunWithinLimits(t *testing.T) {
 // TestPlainRunOffsets: requests go to OFFSET + i*STEP modulo the size.
 func TestPlainRunOffsets(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "p.qcow2")
-	o, _ := create.ParseOptions(nil, "1M", true)
-	spec, _ := create.Resolve(o)
-	if err := create.Create(path, spec); err != nil {
-		t.Fatal(err)
-	}
+	testimg.File(t, path, "1M")
 	d, err := zone.Open(path, image.Options{})
 	if err != nil {
 		t.Fatal(err)

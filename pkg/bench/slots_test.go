@@ -1,10 +1,10 @@
 package bench
 
 import (
-	"path/filepath"
 	"testing"
 
-	"github.com/zqimg/zqimg/pkg/create"
+	"github.com/zqimg/zqimg/internal/testimg"
+
 	"github.com/zqimg/zqimg/pkg/image"
 )
 
@@ -14,12 +14,7 @@ import (
 // many runs: the race showed in about one run in ten.
 func TestZonedWriteSlotsNeverShareAZone(t *testing.T) {
 	for i := 0; i < 60; i++ {
-		p := filepath.Join(t.TempDir(), "z.qcow2")
-		o, _ := create.ParseOptions([]string{"zone.mode=host-managed,zone.size=1M,zone.max_open_zones=3,zone.max_active_zones=4,zone.max_append_bytes=64k"}, "8M", true)
-		spec, _ := create.Resolve(o)
-		if err := create.Create(p, spec); err != nil {
-			t.Fatal(err)
-		}
+		p := testimg.Zoned(t, "8M", "zone.size=1M,zone.max_open_zones=3,zone.max_active_zones=4,zone.max_append_bytes=64k")
 		d, err := Open(p, Options{Zoned: ZonedWrite, Count: 300, Size: 64 << 10, Depth: 8, Pattern: 0xcd}, image.CacheWriteBack, false)
 		if err != nil {
 			t.Fatal(err)

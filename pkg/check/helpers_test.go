@@ -7,8 +7,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/zqimg/zqimg/internal/testimg"
+
 	"github.com/zqimg/zqimg/pkg/check"
-	"github.com/zqimg/zqimg/pkg/create"
 	"github.com/zqimg/zqimg/pkg/image"
 	"github.com/zqimg/zqimg/pkg/image/imagetest"
 	"github.com/zqimg/zqimg/pkg/zone"
@@ -18,23 +19,7 @@ import (
 // (e.g. "cluster_size=4k,zone.mode=host-managed,zone.size=1M").
 func newImage(t testing.TB, opts, size string) *imagetest.MemFile {
 	t.Helper()
-	var lists []string
-	if opts != "" {
-		lists = []string{opts}
-	}
-	o, err := create.ParseOptions(lists, size, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := create.Resolve(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := imagetest.NewMemFile(nil)
-	if err := image.Format(f, s.Image); err != nil {
-		t.Fatal(err)
-	}
-	return f
+	return imagetest.NewMemFile(testimg.Bytes(t, size, opts))
 }
 
 // write is one guest write: p (a pattern byte) repeated n times at off.

@@ -8,26 +8,17 @@ import (
 	"strconv"
 	"testing"
 
+	"github.com/zqimg/zqimg/internal/testimg"
+
 	"github.com/zqimg/zqimg/pkg/blockdev"
 	"github.com/zqimg/zqimg/pkg/compare"
-	"github.com/zqimg/zqimg/pkg/create"
 	"github.com/zqimg/zqimg/pkg/image"
 	"github.com/zqimg/zqimg/pkg/zone"
 )
 
 func mkImage(t *testing.T, path string, size int64, opts ...string) {
 	t.Helper()
-	o, err := create.ParseOptions(opts, strconv.FormatInt(size, 10), true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := create.Resolve(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := create.Create(path, s); err != nil {
-		t.Fatal(err)
-	}
+	testimg.File(t, path, strconv.FormatInt(size, 10), opts...)
 }
 
 func write(t *testing.T, path string, p []byte, off int64) {

@@ -10,12 +10,13 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/zqimg/zqimg/internal/testimg"
+
 	"github.com/zqimg/zqimg/pkg/blockdev"
 	"github.com/zqimg/zqimg/pkg/blockmap"
 	pcheck "github.com/zqimg/zqimg/pkg/check"
 	"github.com/zqimg/zqimg/pkg/compare"
 	"github.com/zqimg/zqimg/pkg/convert"
-	"github.com/zqimg/zqimg/pkg/create"
 	"github.com/zqimg/zqimg/pkg/image"
 	"github.com/zqimg/zqimg/pkg/zone"
 )
@@ -58,17 +59,7 @@ func parseSize(t testing.TB, s string) string {
 
 func createImage(t testing.TB, path string, opts []string, size string) {
 	t.Helper()
-	o, err := create.ParseOptions(opts, parseSize(t, size), true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	spec, err := create.Resolve(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := create.Create(path, spec); err != nil {
-		t.Fatal(err)
-	}
+	testimg.File(t, path, parseSize(t, size), opts...)
 }
 
 // zonedSource builds a zoned image with random writes at the write

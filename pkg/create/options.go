@@ -119,8 +119,9 @@ func lookup(name string) (OptionDef, bool) {
 // canonicalName accepts both '_' and '-' spellings of option names.
 func canonicalName(name string) string { return strings.ReplaceAll(name, "-", "_") }
 
-// splitOptions splits a -o list at single commas; ",," stands for a comma.
-func splitOptions(s string) []string {
+// SplitOptions splits a -o list at single commas; ",," stands for a comma
+// (QEMU's option syntax; amend parses its lists with it too).
+func SplitOptions(s string) []string {
 	var items []string
 	var cur strings.Builder
 	for i := 0; i < len(s); i++ {
@@ -147,14 +148,14 @@ func ParseOptions(lists []string, sizeArg string, haveSize bool) (*Options, erro
 		if !validOptionList(l) {
 			return nil, &OptionError{Msg: "Invalid option list: " + l, Global: true}
 		}
-		for _, item := range splitOptions(l) {
+		for _, item := range SplitOptions(l) {
 			if item == "help" || item == "?" {
 				return nil, ErrHelp
 			}
 		}
 	}
 	for _, l := range lists {
-		for _, item := range splitOptions(l) {
+		for _, item := range SplitOptions(l) {
 			if item == "" {
 				continue
 			}

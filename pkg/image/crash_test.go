@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/zqimg/zqimg/internal/testimg"
+
 	"github.com/zqimg/zqimg/pkg/create"
 	"github.com/zqimg/zqimg/pkg/image"
 	"github.com/zqimg/zqimg/pkg/image/imagetest"
@@ -41,19 +43,7 @@ var crashConfigs = []crashConfig{
 // formatImage returns the bytes of a freshly created image.
 func formatImage(t testing.TB, c crashConfig) []byte {
 	t.Helper()
-	o, err := create.ParseOptions(c.opts, c.size, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	spec, err := create.Resolve(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := imagetest.NewMemFile(nil)
-	if err := image.Format(m, spec.Image); err != nil {
-		t.Fatal(err)
-	}
-	return m.Bytes()
+	return testimg.Bytes(t, c.size, c.opts...)
 }
 
 type opKind int

@@ -9,7 +9,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/zqimg/zqimg/pkg/create"
+	"github.com/zqimg/zqimg/internal/testimg"
+
 	"github.com/zqimg/zqimg/pkg/image"
 	"github.com/zqimg/zqimg/pkg/info"
 	"github.com/zqimg/zqimg/pkg/zone"
@@ -18,17 +19,7 @@ import (
 func mk(t *testing.T, size string, opts ...string) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "i.qcow2")
-	o, err := create.ParseOptions(opts, size, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := create.Resolve(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := create.Create(p, s); err != nil {
-		t.Fatal(err)
-	}
+	testimg.File(t, p, size, opts...)
 	return p
 }
 

@@ -7,9 +7,10 @@ import (
 	"strconv"
 	"testing"
 
+	"github.com/zqimg/zqimg/internal/testimg"
+
 	"github.com/zqimg/zqimg/pkg/blockdev"
 	"github.com/zqimg/zqimg/pkg/convert"
-	"github.com/zqimg/zqimg/pkg/create"
 	"github.com/zqimg/zqimg/pkg/image"
 	"github.com/zqimg/zqimg/pkg/measure"
 	"github.com/zqimg/zqimg/pkg/zone"
@@ -52,17 +53,7 @@ func TestMeasureCountsWritePointerTable(t *testing.T) {
 
 func mkImage(t *testing.T, path string, opts []string, size uint64) {
 	t.Helper()
-	o, err := create.ParseOptions(opts, strconv.FormatUint(size, 10), true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := create.Resolve(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := create.Create(path, s); err != nil {
-		t.Fatal(err)
-	}
+	testimg.File(t, path, strconv.FormatUint(size, 10), opts...)
 }
 
 func fileSize(t *testing.T, path string) uint64 {

@@ -7,7 +7,8 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/zqimg/zqimg/pkg/create"
+	"github.com/zqimg/zqimg/internal/testimg"
+
 	"github.com/zqimg/zqimg/pkg/image"
 	"github.com/zqimg/zqimg/pkg/image/imagetest"
 	"github.com/zqimg/zqimg/pkg/zone"
@@ -23,18 +24,8 @@ import (
 // benchMakeImage creates an image with zqimg's create path and returns its path.
 func benchMakeImage(tb testing.TB, dir, name, opts, size string) string {
 	tb.Helper()
-	o, err := create.ParseOptions([]string{opts}, size, true)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	spec, err := create.Resolve(o)
-	if err != nil {
-		tb.Fatal(err)
-	}
 	path := filepath.Join(dir, name)
-	if err := create.Create(path, spec); err != nil {
-		tb.Fatal(err)
-	}
+	testimg.File(tb, path, size, opts)
 	return path
 }
 

@@ -10,7 +10,8 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/zqimg/zqimg/pkg/create"
+	"github.com/zqimg/zqimg/internal/testimg"
+
 	"github.com/zqimg/zqimg/pkg/image"
 	"github.com/zqimg/zqimg/pkg/image/imagetest"
 	"github.com/zqimg/zqimg/pkg/zone"
@@ -25,19 +26,7 @@ const (
 // its path.
 func newImage(t testing.TB, size string, opts ...string) string {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "z.qcow2")
-	o, err := create.ParseOptions(append([]string{"zone.mode=host-managed"}, opts...), size, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	spec, err := create.Resolve(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := create.Create(path, spec); err != nil {
-		t.Fatal(err)
-	}
-	return path
+	return testimg.Zoned(t, size, opts...)
 }
 
 func open(t testing.TB, path string) *zone.Device {
@@ -349,11 +338,7 @@ func TestWriteRules(t *testing.T) {
 
 func TestNotZoned(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "p.qcow2")
-	o, _ := create.ParseOptions(nil, "16M", true)
-	spec, _ := create.Resolve(o)
-	if err := create.Create(path, spec); err != nil {
-		t.Fatal(err)
-	}
+	testimg.File(t, path, "16M")
 	d := open(t, path)
 	defer d.Close()
 	if d.Zoned() || d.Header() != nil {

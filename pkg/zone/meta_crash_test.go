@@ -7,8 +7,9 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/zqimg/zqimg/internal/testimg"
+
 	"github.com/zqimg/zqimg/pkg/check"
-	"github.com/zqimg/zqimg/pkg/create"
 	"github.com/zqimg/zqimg/pkg/image"
 	"github.com/zqimg/zqimg/pkg/image/imagetest"
 	"github.com/zqimg/zqimg/pkg/zone"
@@ -16,19 +17,7 @@ import (
 
 func formatZoned(t *testing.T, size string, opts ...string) []byte {
 	t.Helper()
-	o, err := create.ParseOptions(append([]string{"zone.mode=host-managed"}, opts...), size, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	spec, err := create.Resolve(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := imagetest.NewMemFile(nil)
-	if err := image.Format(m, spec.Image); err != nil {
-		t.Fatal(err)
-	}
-	return m.Bytes()
+	return testimg.Bytes(t, size, append([]string{"zone.mode=host-managed"}, opts...)...)
 }
 
 func openDev(t *testing.T, f image.File, ro bool) *zone.Device {

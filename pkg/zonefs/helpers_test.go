@@ -10,8 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/zqimg/zqimg/internal/testimg"
+
 	"github.com/zqimg/zqimg/pkg/check"
-	"github.com/zqimg/zqimg/pkg/create"
 	"github.com/zqimg/zqimg/pkg/image"
 	"github.com/zqimg/zqimg/pkg/zone"
 	"github.com/zqimg/zqimg/pkg/zonefs"
@@ -38,19 +39,7 @@ func requireFUSE(t testing.TB) {
 // newImage creates a zoned image with the given -o options.
 func newImage(t testing.TB, size string, opts ...string) string {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "z.qcow2")
-	o, err := create.ParseOptions(append([]string{"zone.mode=host-managed"}, opts...), size, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	spec, err := create.Resolve(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := create.Create(path, spec); err != nil {
-		t.Fatal(err)
-	}
-	return path
+	return testimg.Zoned(t, size, opts...)
 }
 
 // fixture is a mounted image.
