@@ -34,12 +34,7 @@ zones now (an active limit below the zones active now is refused). The
 header changes in one atomic write.`,
 		Example: `  zqimg amend -o zone.max_open_zones=4,zone.max_active_zones=8 zbc.qcow2
   zqimg amend -o lazy_refcounts=on disk.qcow2`,
-		Args: func(cmd *cobra.Command, args []string) error {
-			if len(args) != 1 {
-				return fmt.Errorf("Expecting one image file name")
-			}
-			return nil
-		},
+		Args: cmdutil.ExactlyOneFile,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.File = args[0]
 			if len(o.Opts) == 0 {

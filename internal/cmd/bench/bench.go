@@ -58,12 +58,7 @@ that fills up is left FULL and the next one taken (reset first if it is
 full). Prints the throughput in MiB/s and operations per second.`,
 		Example: `  zqimg bench -c 100000 -d 32 -w disk.qcow2
   zqimg bench --zoned append -c 20000 -s 64k -d 32 zbc.qcow2`,
-		Args: func(cmd *cobra.Command, args []string) error {
-			if len(args) != 1 {
-				return fmt.Errorf("Expecting one image file name")
-			}
-			return nil
-		},
+		Args: cmdutil.ExactlyOneFile,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.File = args[0]
 			o.set = map[string]bool{}

@@ -54,12 +54,7 @@ the zones agree with the data afterwards.`,
 		Example: `  zqimg snapshot -c before-upgrade disk.qcow2
   zqimg snapshot -l disk.qcow2
   zqimg snapshot -a before-upgrade disk.qcow2`,
-		Args: func(cmd *cobra.Command, args []string) error {
-			if len(args) != 1 {
-				return fmt.Errorf("Expecting one image file name")
-			}
-			return nil
-		},
+		Args: cmdutil.ExactlyOneFile,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.File = args[0]
 			n := 0

@@ -27,3 +27,14 @@ func Run(cmd *cobra.Command, args string) error {
 	cmd.SetErr(&sink)
 	return cmd.Execute()
 }
+
+// Parse runs the command newCmd builds with args (a command line split on
+// spaces) and its run function replaced: it returns the options the flags
+// and arguments produced (nil when the run function was not reached) and
+// Cobra's error (argument and flag errors).
+func Parse[O any](newCmd func(*cmdutil.IOStreams, func(*O) error) *cobra.Command, args string) (*O, error) {
+	ios, _, _ := Streams()
+	var got *O
+	err := Run(newCmd(ios, func(o *O) error { got = o; return nil }), args)
+	return got, err
+}
