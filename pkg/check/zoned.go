@@ -31,9 +31,7 @@ type zstate struct {
 }
 
 // zoneLen returns the length of zone i (the last one may be short).
-func (z *zstate) zoneLen(i uint32) uint64 {
-	return min(z.h.ZoneSize, z.size-z.h.ZoneStart(i))
-}
+func (z *zstate) zoneLen(i uint32) uint64 { return z.h.ZoneLen(i, z.size) }
 
 // beyond returns the sequential zone whose write pointer the guest range
 // [g, g+n) lies wholly at or beyond (for every zone it touches), or -1.

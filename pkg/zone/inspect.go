@@ -111,7 +111,7 @@ func Inspect(img *image.Image) (*Inspection, error) {
 // countTable judges the entries of raw (a table of a valid h) and counts
 // the conditions.
 func (in *Inspection) countTable(h *Header, size uint64, raw []byte) {
-	zoneLen := func(i uint32) uint64 { return min(h.ZoneSize, size-h.ZoneStart(i)) }
+	zoneLen := func(i uint32) uint64 { return h.ZoneLen(i, size) }
 	judge := func(bo binary.ByteOrder) (bad uint32, first []string) {
 		for i := uint32(0); i < h.NrZones; i++ {
 			if p := h.EntryProblem(i, bo.Uint64(raw[8*i:]), zoneLen(i)); p != "" {

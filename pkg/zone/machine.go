@@ -156,7 +156,7 @@ func (m *machine) countClosed() {
 
 func (m *machine) start(i uint32) uint64 { return uint64(i) * m.zoneSize }
 
-// zoneLen is zone_size except for a smaller last zone.
+// zoneLen is zone_size except for a smaller last zone (Header.ZoneLen).
 func (m *machine) zoneLen(i uint32) uint64 { return min(m.zoneSize, m.size-m.start(i)) }
 
 // capEnd is the first byte past the writable part of zone i.

@@ -214,7 +214,7 @@ func (d *Device) ApplySnapshot(idOrName string) error {
 		return fmt.Errorf("snapshot %s (%s) cannot be applied to this zoned configuration: %w", sn.ID, sn.Name, err)
 	}
 	for i, wp := range saved.WP {
-		zl := min(nh.ZoneSize, size-nh.ZoneStart(uint32(i)))
+		zl := nh.ZoneLen(uint32(i), size)
 		e := wp
 		if uint32(i) < nh.ConventionalZones {
 			e |= ConvBit

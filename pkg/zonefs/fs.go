@@ -147,7 +147,7 @@ func New(dev *zone.Device, o Options) (*FS, error) {
 			id:    uint64(i) + 2,
 			idx:   i,
 			start: start,
-			zlen:  min(h.ZoneSize, size-start),
+			zlen:  h.ZoneLen(i, size),
 			seq:   i >= h.ConventionalZones,
 		}
 		f.max = f.zlen
