@@ -53,6 +53,10 @@
 #                     syncs once at the end, like dd conv=fdatasync and the
 #                     mount's fsync; writethrough would sync after each of
 #                     the 1,000,000 commands.
+#   BENCH_CACHE=writeback
+#                     cache modes (-t) of the bench section's runs, e.g.
+#                     "writeback none": with none (O_DIRECT) requests wait
+#                     for the disk and a deeper queue can overlap them.
 #   ZAP_CMDS=1000000  commands of the zap-1m session (at most 1048576).
 #   ZAP_QEMU=1        0: leave qemu-io out of zap-1m.
 #   MOUNT_MIB=256     MiB appended per mount-section run.
@@ -89,6 +93,7 @@ RAND_WRITES=${RAND_WRITES:-5000 20000}
 SESSION_CACHE=${SESSION_CACHE:-writeback}
 ZAP_CMDS=${ZAP_CMDS:-1000000}
 ZAP_QEMU=${ZAP_QEMU:-1}
+BENCH_CACHE=${BENCH_CACHE:-writeback}
 MOUNT_MIB=${MOUNT_MIB:-256}
 CONVERT_SIZE=${CONVERT_SIZE:-1G}
 CHECK_CLUSTER_SIZES=${CHECK_CLUSTER_SIZES:-64k 4k}
@@ -108,7 +113,7 @@ fi
 if ! [[ $MOUNT_MIB =~ ^[1-9][0-9]*$ ]] || [ $((MOUNT_MIB % 4)) -ne 0 ] || [ "$MOUNT_MIB" -gt 1024 ]; then
 	die "MOUNT_MIB must be a multiple of 4, at most 1024"
 fi
-for m in $CACHE_MODES $SESSION_CACHE; do
+for m in $CACHE_MODES $SESSION_CACHE $BENCH_CACHE; do
 	case $m in
 	writeback | writethrough | none | directsync | unsafe) ;;
 	*) die "unknown cache mode '$m'" ;;
@@ -796,6 +801,7 @@ section_zoned_fill() {
 # has 128 zones of 16 MiB, so that at depth 32 no zone needs a reset.
 BZ_OPTS=zone.mode=host-managed,zone.size=16M
 DEPTH=1
+BM=writeback
 
 # bench_reported: the run time the tool printed ("Run completed in X
 # seconds."), kept as a sample of KEY.rep.
@@ -811,7 +817,7 @@ prep_zq_bzw() {
 	"$ZQ" create -q -o "$BZ_OPTS" "$ZIMG" 2G
 	settle
 }
-run_zq_bzw() { timed "$ZQ" bench -t writeback --zoned write -c 16384 -s 64k -d "$DEPTH" "$ZIMG" >"$OUT" 2>&1; }
+run_zq_bzw() { timed "$ZQ" bench -t "$BM" --zoned write -c 16384 -s 64k -d "$DEPTH" "$ZIMG" >"$OUT" 2>&1; }
 post_zq_bzw() {
 	bench_reported zq_bzw
 	grep -q ' 0 zone resets' "$OUT" || die "$SEC: zoned write: zones were reset: $(tail -n 1 "$OUT")"
@@ -819,7 +825,7 @@ post_zq_bzw() {
 }
 
 prep_zq_bza() { prep_zq_bzw; }
-run_zq_bza() { timed "$ZQ" bench -t writeback --zoned append -c 16384 -s 64k -d "$DEPTH" "$ZIMG" >"$OUT" 2>&1; }
+run_zq_bza() { timed "$ZQ" bench -t "$BM" --zoned append -c 16384 -s 64k -d "$DEPTH" "$ZIMG" >"$OUT" 2>&1; }
 post_zq_bza() {
 	bench_reported zq_bza
 	grep -q ' 0 zone resets' "$OUT" || die "$SEC: zoned append: zones were reset: $(tail -n 1 "$OUT")"
@@ -831,7 +837,7 @@ prep_zq_bw() {
 	"$ZQ" create -q "$IMG" 2G
 	settle
 }
-run_zq_bw() { timed "$ZQ" bench -t writeback -w -c 16384 -s 64k -d "$DEPTH" "$IMG" >"$OUT" 2>&1; }
+run_zq_bw() { timed "$ZQ" bench -t "$BM" -w -c 16384 -s 64k -d "$DEPTH" "$IMG" >"$OUT" 2>&1; }
 post_zq_bw() {
 	bench_reported zq_bw
 	rm -f "$IMG"
@@ -842,33 +848,40 @@ prep_qemu_bw() {
 	qemu-img create -q -f qcow2 "$IMG" 2G
 	settle
 }
-run_qemu_bw() { timed qemu-img bench -f qcow2 -t writeback -w -c 16384 -s 64k -d "$DEPTH" "$IMG" >"$OUT" 2>&1; }
+run_qemu_bw() { timed qemu-img bench -f qcow2 -t "$BM" -w -c 16384 -s 64k -d "$DEPTH" "$IMG" >"$OUT" 2>&1; }
 post_qemu_bw() {
 	bench_reported qemu_bw
 	rm -f "$IMG"
 }
 
 section_bench() {
-	echo "bench: 16384 x 64 KiB requests, -t writeback, fresh 2 GiB images: zqimg bench --zoned write|append (128 zones of 16 MiB) vs zqimg bench -w vs qemu-img bench -w (plain images)" >&2
+	echo "bench: 16384 x 64 KiB requests, -t $BENCH_CACHE, fresh 2 GiB images: zqimg bench --zoned write|append (128 zones of 16 MiB) vs zqimg bench -w vs qemu-img bench -w (plain images)" >&2
 	local d s l
-	for DEPTH in 1 32; do
-		SEC=bench/d$DEPTH
-		s="bench d$DEPTH"
-		bench zq_bzw zq_bza zq_bw qemu_bw
-		row "$s" "$SEC/zq_bzw" "zqimg bench --zoned write -d $DEPTH (process)" "zoned-write/plain $(ratios "$SEC/zq_bzw" "$SEC/zq_bw")"
-		row "$s" "$SEC/zq_bza" "zqimg bench --zoned append -d $DEPTH (process)" "zoned-append/plain $(ratios "$SEC/zq_bza" "$SEC/zq_bw")"
-		row "$s" "$SEC/zq_bw" "zqimg bench -w -d $DEPTH (process)" "zqimg/qemu-img $(ratios "$SEC/zq_bw" "$SEC/qemu_bw")"
-		row "$s" "$SEC/qemu_bw" "qemu-img bench -w -d $DEPTH (process)" ""
-		for l in zq_bzw zq_bza zq_bw qemu_bw; do
-			d=$(awk -v t="$(med "$SEC/$l.rep")" 'BEGIN { printf "%.0f MiB/s", 1024 / t }')
-			case $l in
-			zq_bzw) row "$s" "$SEC/$l.rep" "  its 'Run completed' time: --zoned write" "$d; zoned-write/plain $(ratio "$(med "$SEC/zq_bzw.rep")" "$(med "$SEC/zq_bw.rep")")" ;;
-			zq_bza) row "$s" "$SEC/$l.rep" "  its 'Run completed' time: --zoned append" "$d; zoned-append/plain $(ratio "$(med "$SEC/zq_bza.rep")" "$(med "$SEC/zq_bw.rep")")" ;;
-			zq_bw) row "$s" "$SEC/$l.rep" "  its 'Run completed' time: zqimg -w" "$d; zqimg/qemu-img $(ratio "$(med "$SEC/zq_bw.rep")" "$(med "$SEC/qemu_bw.rep")")" ;;
-			qemu_bw) row "$s" "$SEC/$l.rep" "  its 'Run completed' time: qemu-img -w" "$d" ;;
-			esac
+	for BM in $BENCH_CACHE; do
+		for DEPTH in 1 32; do
+			if [ "$BM" = writeback ]; then
+				SEC=bench/d$DEPTH
+				s="bench d$DEPTH"
+			else
+				SEC=bench/$BM/d$DEPTH
+				s="bench $(short "$BM") d$DEPTH"
+			fi
+			bench zq_bzw zq_bza zq_bw qemu_bw
+			row "$s" "$SEC/zq_bzw" "zqimg bench --zoned write -d $DEPTH (process)" "zoned-write/plain $(ratios "$SEC/zq_bzw" "$SEC/zq_bw")"
+			row "$s" "$SEC/zq_bza" "zqimg bench --zoned append -d $DEPTH (process)" "zoned-append/plain $(ratios "$SEC/zq_bza" "$SEC/zq_bw")"
+			row "$s" "$SEC/zq_bw" "zqimg bench -w -d $DEPTH (process)" "zqimg/qemu-img $(ratios "$SEC/zq_bw" "$SEC/qemu_bw")"
+			row "$s" "$SEC/qemu_bw" "qemu-img bench -w -d $DEPTH (process)" ""
+			for l in zq_bzw zq_bza zq_bw qemu_bw; do
+				d=$(awk -v t="$(med "$SEC/$l.rep")" 'BEGIN { printf "%.0f MiB/s", 1024 / t }')
+				case $l in
+				zq_bzw) row "$s" "$SEC/$l.rep" "  its 'Run completed' time: --zoned write" "$d; zoned-write/plain $(ratio "$(med "$SEC/zq_bzw.rep")" "$(med "$SEC/zq_bw.rep")")" ;;
+				zq_bza) row "$s" "$SEC/$l.rep" "  its 'Run completed' time: --zoned append" "$d; zoned-append/plain $(ratio "$(med "$SEC/zq_bza.rep")" "$(med "$SEC/zq_bw.rep")")" ;;
+				zq_bw) row "$s" "$SEC/$l.rep" "  its 'Run completed' time: zqimg -w" "$d; zqimg/qemu-img $(ratio "$(med "$SEC/zq_bw.rep")" "$(med "$SEC/qemu_bw.rep")")" ;;
+				qemu_bw) row "$s" "$SEC/$l.rep" "  its 'Run completed' time: qemu-img -w" "$d" ;;
+				esac
+			done
+			SUMMARY+=("$s: zoned write/plain = $(ratios "$SEC/zq_bzw" "$SEC/zq_bw"), zoned append/plain = $(ratios "$SEC/zq_bza" "$SEC/zq_bw"), zqimg/qemu-img plain = $(ratios "$SEC/zq_bw" "$SEC/qemu_bw") (process wall; no target)")
 		done
-		SUMMARY+=("bench d$DEPTH: zoned write/plain = $(ratios "$SEC/zq_bzw" "$SEC/zq_bw"), zoned append/plain = $(ratios "$SEC/zq_bza" "$SEC/zq_bw"), zqimg/qemu-img plain = $(ratios "$SEC/zq_bw" "$SEC/qemu_bw") (process wall; no target)")
 	done
 	end_section
 }
