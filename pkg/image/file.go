@@ -50,6 +50,8 @@ type OSFile struct {
 	// zeroMode is how ZeroRange zeroes: 0 not probed, 1 FALLOC_FL_ZERO_RANGE,
 	// 2 punch a hole then allocate, 3 write zeroes.
 	zeroMode int
+
+	behind writeBehind
 }
 
 // FileOptions say how OpenFileOptions opens an image file.
@@ -181,6 +183,11 @@ func (o *OSFile) ReadAt(p []byte, off int64) (int, error) {
 // partial head and tail blocks, merges and writes whole blocks, then cuts
 // the file back if the rounding made it longer.
 func (o *OSFile) WriteAt(p []byte, off int64) (int, error) {
+	if o.align == 0 && !o.noSync {
+		n, err := o.f.WriteAt(p, off)
+		o.behind.wrote(o.f, off, int64(n))
+		return n, err
+	}
 	if o.align == 0 || o.aligned(p, off) {
 		return o.f.WriteAt(p, off)
 	}
@@ -228,6 +235,7 @@ func (o *OSFile) Sync() error {
 			if err != nil {
 				return fmt.Errorf("fdatasync %s: %w", o.path, err)
 			}
+			o.behind.synced()
 			return nil
 		}
 	}
@@ -318,4 +326,49 @@ func readFull(f io.ReaderAt, p []byte, off int64) error {
 		return fmt.Errorf("%w: %d of %d bytes at offset 0x%x lie beyond the end of the file", ErrTruncated, len(p)-n, len(p), off)
 	}
 	return err
+}
+
+// writeBehindBytes is how many bytes written through the page cache make
+// OSFile start their writeback (in bytes).
+const writeBehindBytes = 8 << 20
+
+// writeBehind starts the writeback of page-cache writes once
+// writeBehindBytes of them have accumulated, so that the disk works while
+// the caller produces more data and the next Sync has less to wait for.
+// It is only a hint (sync_file_range with SYNC_FILE_RANGE_WRITE): it
+// neither waits for the data nor makes anything durable; Sync still does.
+type writeBehind struct {
+	mu      sync.Mutex
+	lo, hi  int64 // the byte range written since the last hint
+	pending int64 // bytes written since the last hint
+	hints   int   // hints given (for tests)
+}
+
+func (w *writeBehind) wrote(f *os.File, off, n int64) {
+	if n <= 0 {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.pending == 0 {
+		w.lo, w.hi = off, off+n
+	} else {
+		w.lo, w.hi = min(w.lo, off), max(w.hi, off+n)
+	}
+	w.pending += n
+	if w.pending < writeBehindBytes {
+		return
+	}
+	// Errors are ignored: a failed hint changes nothing (Sync reports
+	// any write error).
+	_ = unix.SyncFileRange(int(f.Fd()), w.lo, w.hi-w.lo, unix.SYNC_FILE_RANGE_WRITE)
+	w.pending = 0
+	w.hints++
+}
+
+// synced forgets the writes a Sync has made durable.
+func (w *writeBehind) synced() {
+	w.mu.Lock()
+	w.pending = 0
+	w.mu.Unlock()
 }
