@@ -186,6 +186,20 @@ func SnapshotTableSize(entries []SnapshotEntry) uint64 {
 	return n
 }
 
+// snapshotsToChange checks that the image may be written, flushes what
+// is cached (a snapshot switch rewrites the tables from the disk) and
+// returns the snapshot table and its size in bytes. The caller holds
+// img.mu.
+func (img *Image) snapshotsToChange() ([]SnapshotEntry, uint64, error) {
+	if err := img.writable(); err != nil {
+		return nil, 0, err
+	}
+	if err := img.flush(); err != nil {
+		return nil, 0, err
+	}
+	return img.readSnapshots()
+}
+
 // readSnapshots reads and parses the snapshot table. Its size is not in
 // the header: it is read entry by entry.
 func (img *Image) readSnapshots() ([]SnapshotEntry, uint64, error) {
@@ -311,10 +325,7 @@ func (img *Image) CreateSnapshot(o SnapshotCreateOptions) (*SnapshotEntry, error
 	if SnapshotKnownExtraSize+len(o.OwnExtra) > MaxSnapshotExtraSize {
 		return nil, fmt.Errorf("snapshot extra data of %d bytes exceeds the %d bytes a snapshot table entry holds", SnapshotKnownExtraSize+len(o.OwnExtra), MaxSnapshotExtraSize)
 	}
-	if err := img.flush(); err != nil {
-		return nil, err
-	}
-	entries, tableSize, err := img.readSnapshots()
+	entries, tableSize, err := img.snapshotsToChange()
 	if err != nil {
 		return nil, err
 	}
@@ -403,13 +414,7 @@ type SnapshotApplyOptions struct {
 func (img *Image) ApplySnapshot(idOrName string, o SnapshotApplyOptions) error {
 	img.mu.Lock()
 	defer img.mu.Unlock()
-	if err := img.writable(); err != nil {
-		return err
-	}
-	if err := img.flush(); err != nil {
-		return err
-	}
-	entries, _, err := img.readSnapshots()
+	entries, _, err := img.snapshotsToChange()
 	if err != nil {
 		return err
 	}
@@ -507,13 +512,7 @@ func (img *Image) anyCopied(t []byte) bool {
 func (img *Image) DeleteSnapshot(name string) error {
 	img.mu.Lock()
 	defer img.mu.Unlock()
-	if err := img.writable(); err != nil {
-		return err
-	}
-	if err := img.flush(); err != nil {
-		return err
-	}
-	entries, tableSize, err := img.readSnapshots()
+	entries, tableSize, err := img.snapshotsToChange()
 	if err != nil {
 		return err
 	}

@@ -1,7 +1,6 @@
 package resize
 
 import (
-	"reflect"
 	"testing"
 
 	"github.com/zqimg/zqimg/internal/cmdutil/cmdtest"
@@ -11,27 +10,9 @@ import (
 // function replaced, as the GitHub CLI tests its commands), and argument
 // errors stop before Run.
 func TestFlags(t *testing.T) {
-	for _, c := range []struct {
-		args string
-		want *Options // nil: an error is expected
-	}{
-		{"img +1G", &Options{Format: "qcow2", File: "img", Size: "+1G"}},
-		{"--shrink -q img -512M", &Options{Shrink: true, Format: "qcow2", Quiet: true, File: "img", Size: "-512M"}},
-		{"img", nil},
-	} {
-		got, err := cmdtest.Parse(NewCmdResize, c.args)
-		if c.want == nil {
-			if err == nil || got != nil {
-				t.Errorf("%q: ran with %+v, want an error", c.args, got)
-			}
-			continue
-		}
-		if err != nil || got == nil {
-			t.Fatalf("%q: %v", c.args, err)
-		}
-		got.IO = nil
-		if !reflect.DeepEqual(*got, *c.want) {
-			t.Errorf("%q:\n got %+v\nwant %+v", c.args, *got, *c.want)
-		}
-	}
+	cmdtest.CheckFlags(t, NewCmdResize, func(o *Options) { o.IO = nil }, []cmdtest.Case[Options]{
+		{Args: "img +1G", Want: &Options{Format: "qcow2", File: "img", Size: "+1G"}},
+		{Args: "--shrink -q img -512M", Want: &Options{Shrink: true, Format: "qcow2", Quiet: true, File: "img", Size: "-512M"}},
+		{Args: "img", Want: nil},
+	})
 }

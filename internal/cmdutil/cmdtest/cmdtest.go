@@ -5,7 +5,9 @@ package cmdtest
 
 import (
 	"bytes"
+	"reflect"
 	"strings"
+	"testing"
 
 	"github.com/spf13/cobra"
 	"github.com/zqimg/zqimg/internal/cmdutil"
@@ -37,4 +39,36 @@ func Parse[O any](newCmd func(*cmdutil.IOStreams, func(*O) error) *cobra.Command
 	var got *O
 	err := Run(newCmd(ios, func(o *O) error { got = o; return nil }), args)
 	return got, err
+}
+
+// Case is a command line (split on spaces) and the options it must give
+// the run function; Want nil means the command must refuse the line
+// before running.
+type Case[O any] struct {
+	Args string
+	Want *O
+}
+
+// CheckFlags runs each case through Parse and compares the options with
+// reflect.DeepEqual, after clear has zeroed what a test cannot build (the
+// IOStreams).
+func CheckFlags[O any](t *testing.T, newCmd func(*cmdutil.IOStreams, func(*O) error) *cobra.Command, clear func(*O), cases []Case[O]) {
+	t.Helper()
+	for _, c := range cases {
+		got, err := Parse(newCmd, c.Args)
+		if c.Want == nil {
+			if err == nil || got != nil {
+				t.Errorf("%q: ran with %+v, want an error", c.Args, got)
+			}
+			continue
+		}
+		if err != nil || got == nil {
+			t.Errorf("%q: %v", c.Args, err)
+			continue
+		}
+		clear(got)
+		if !reflect.DeepEqual(*got, *c.Want) {
+			t.Errorf("%q:\n got %+v\nwant %+v", c.Args, *got, *c.Want)
+		}
+	}
 }
