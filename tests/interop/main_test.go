@@ -130,6 +130,16 @@ func qemuCompareRaw(t testing.TB, img, raw string) {
 	}
 }
 
+// qemuCompareModel asserts that qemu-img reads img (qcow2) exactly as
+// model, the bytes the test expects (written to a raw file beside img).
+func qemuCompareModel(t testing.TB, img string, model []byte) {
+	t.Helper()
+	raw := img + ".model.raw"
+	writeFile(t, raw, model)
+	qemuCompareRaw(t, img, raw)
+	os.Remove(raw)
+}
+
 // qemuToRaw converts img (any format qemu-img detects) to a raw file and
 // returns its content.
 func qemuToRaw(t testing.TB, img string) []byte {

@@ -323,9 +323,7 @@ func TestZonedInterop(t *testing.T) {
 			}
 			t.Logf("%d operations; zone conditions %v; write-pointer table clusters %v", len(z.log), cond, wantLeaks)
 
-			raw := filepath.Join(dir, "model.raw")
-			writeFile(t, raw, model)
-			qemuCompareRaw(t, plain, raw)
+			qemuCompareModel(t, plain, model)
 		})
 	}
 }
