@@ -119,6 +119,19 @@ func (f *fixture) zone(i uint32) zone.Zone {
 	return zs[0]
 }
 
+// waitCond polls zone i until it reaches want or 5 s pass, and returns its
+// last condition. The kernel sends FUSE RELEASE after close(2) returns, so a
+// condition that depends on a file being released is reached asynchronously.
+func (f *fixture) waitCond(i uint32, want zone.Cond) zone.Cond {
+	f.t.Helper()
+	c := f.zone(i).Cond
+	for tries := 0; c != want && tries < 500; tries++ {
+		unix.Nanosleep(&unix.Timespec{Nsec: 10e6}, nil)
+		c = f.zone(i).Cond
+	}
+	return c
+}
+
 // pwrite writes and returns the count and errno.
 func pwrite(fd int, p []byte, off int64) (int, error) {
 	n, err := unix.Pwrite(fd, p, off)

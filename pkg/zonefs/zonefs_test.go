@@ -396,13 +396,10 @@ func TestExplicitOpen(t *testing.T) {
 	}
 	wantOK(t, "open after closing the others", err)
 	unix.Close(fd)
-	for i := 0; i < 100 && f.zone(0).Cond != zone.CondClosed; i++ {
-		unix.Nanosleep(&unix.Timespec{Nsec: 10e6}, nil)
-	}
-	if c := f.zone(0).Cond; c != zone.CondClosed {
+	if c := f.waitCond(0, zone.CondClosed); c != zone.CondClosed {
 		t.Errorf("zone 0 is %v after its last writer closed, want CLOSED", c)
 	}
-	if c := f.zone(1).Cond; c != zone.CondEmpty {
+	if c := f.waitCond(1, zone.CondEmpty); c != zone.CondEmpty {
 		t.Errorf("zone 1 is %v after its writer closed without writing, want EMPTY", c)
 	}
 }
