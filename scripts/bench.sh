@@ -28,6 +28,10 @@
 #   bench        zqimg bench --zoned write / --zoned append against plain
 #                bench -w (and qemu-img bench -w), 16384 x 64 KiB requests,
 #                depth 1 and 32, fresh 2 GiB images
+#   bench-depth  requests really in flight at once: zqimg bench against
+#                qemu-img bench on a filled 1 GiB image, 100000 4 KiB reads
+#                and 50000 4 KiB overwrites, depth 1 and 32, in the cache
+#                modes of DEPTH_CACHE
 #   convert      zqimg convert -O qcow2 (and -c) of a plain 1 GiB image of
 #                random data against qemu-img convert (its default output
 #                cache mode, unsafe: no flush; and -t writeback)
@@ -53,6 +57,8 @@
 #                     syncs once at the end, like dd conv=fdatasync and the
 #                     mount's fsync; writethrough would sync after each of
 #                     the 1,000,000 commands.
+#   DEPTH_CACHE="none writeback"
+#                     cache modes of the bench-depth section.
 #   BENCH_CACHE=writeback
 #                     cache modes (-t) of the bench section's runs, e.g.
 #                     "writeback none": with none (O_DIRECT) requests wait
@@ -94,10 +100,11 @@ SESSION_CACHE=${SESSION_CACHE:-writeback}
 ZAP_CMDS=${ZAP_CMDS:-1000000}
 ZAP_QEMU=${ZAP_QEMU:-1}
 BENCH_CACHE=${BENCH_CACHE:-writeback}
+DEPTH_CACHE=${DEPTH_CACHE:-none writeback}
 MOUNT_MIB=${MOUNT_MIB:-256}
 CONVERT_SIZE=${CONVERT_SIZE:-1G}
 CHECK_CLUSTER_SIZES=${CHECK_CLUSTER_SIZES:-64k 4k}
-ALL_SECTIONS=(cache zrp zap-1m zoned-fill bench convert mount check)
+ALL_SECTIONS=(cache zrp zap-1m zoned-fill bench bench-depth convert mount check)
 
 die() {
 	echo "bench.sh: $*" >&2
@@ -113,7 +120,7 @@ fi
 if ! [[ $MOUNT_MIB =~ ^[1-9][0-9]*$ ]] || [ $((MOUNT_MIB % 4)) -ne 0 ] || [ "$MOUNT_MIB" -gt 1024 ]; then
 	die "MOUNT_MIB must be a multiple of 4, at most 1024"
 fi
-for m in $CACHE_MODES $SESSION_CACHE $BENCH_CACHE; do
+for m in $CACHE_MODES $SESSION_CACHE $BENCH_CACHE $DEPTH_CACHE; do
 	case $m in
 	writeback | writethrough | none | directsync | unsafe) ;;
 	*) die "unknown cache mode '$m'" ;;
@@ -131,14 +138,14 @@ for s in "$@"; do
 		exit 0
 		;;
 	cache) sections+=(cache-seq cache-randwrite cache-randread) ;;
-	cache-seq | cache-randwrite | cache-randread | zrp | zap-1m | zoned-fill | bench | convert | mount | check)
+	cache-seq | cache-randwrite | cache-randread | zrp | zap-1m | zoned-fill | bench | bench-depth | convert | mount | check)
 		sections+=("$s")
 		;;
 	*) die "unknown section '$s' (sections: ${ALL_SECTIONS[*]}; cache is cache-seq cache-randwrite cache-randread)" ;;
 	esac
 done
 if [ ${#sections[@]} -eq 0 ]; then
-	sections=(cache-seq cache-randwrite cache-randread zrp zap-1m zoned-fill bench convert mount check)
+	sections=(cache-seq cache-randwrite cache-randread zrp zap-1m zoned-fill bench bench-depth convert mount check)
 fi
 
 for tool in qemu-img qemu-io dd sync awk; do
@@ -894,6 +901,47 @@ section_bench() {
 			SUMMARY+=("$s: zoned write/plain = $(ratios "$SEC/zq_bzw" "$SEC/zq_bw"), zoned append/plain = $(ratios "$SEC/zq_bza" "$SEC/zq_bw"), zqimg/qemu-img plain = $(ratios "$SEC/zq_bw" "$SEC/qemu_bw") (process wall; no target)")
 		done
 	done
+	end_section
+}
+
+# ---- bench-depth -----------------------------------------------------------------
+# One filled 1 GiB image serves every run (reads, and overwrites of
+# allocated clusters: nothing allocates, so the runs do not change it).
+DEPTH_IMG=$WORK/depth.qcow2
+run_zq_dr() { timed "$ZQ" bench -t "$BM" -c 100000 -s 4k -S 4k -d "$DEPTH" "$DEPTH_IMG" >"$OUT" 2>&1; }
+post_zq_dr() { bench_reported zq_dr; }
+run_qemu_dr() { timed qemu-img bench -f qcow2 -t "$BM" -c 100000 -s 4k -S 4k -d "$DEPTH" "$DEPTH_IMG" >"$OUT" 2>&1; }
+post_qemu_dr() { bench_reported qemu_dr; }
+run_zq_dw() { timed "$ZQ" bench -t "$BM" -w -c 50000 -s 4k -S 4k -d "$DEPTH" "$DEPTH_IMG" >"$OUT" 2>&1; }
+post_zq_dw() { bench_reported zq_dw; }
+run_qemu_dw() { timed qemu-img bench -f qcow2 -t "$BM" -w -c 50000 -s 4k -S 4k -d "$DEPTH" "$DEPTH_IMG" >"$OUT" 2>&1; }
+post_qemu_dw() { bench_reported qemu_dw; }
+
+section_bench_depth() {
+	echo "bench-depth: a filled 1 GiB image; 100000 x 4 KiB reads and 50000 x 4 KiB overwrites, depth 1 and 32, -t $DEPTH_CACHE: zqimg bench vs qemu-img bench ('Run completed' times)" >&2
+	rm -f "$DEPTH_IMG"
+	qemu-img create -q -f qcow2 "$DEPTH_IMG" 1G
+	qemu-io -f qcow2 -t writeback -c 'write -P 0x5a 0 1G' "$DEPTH_IMG" >/dev/null
+	local s l kind
+	declare -A one
+	for BM in $DEPTH_CACHE; do
+		for DEPTH in 1 32; do
+			SEC=bench-depth/$BM/d$DEPTH
+			s="depth $(short "$BM") d$DEPTH"
+			bench zq_dr qemu_dr zq_dw qemu_dw
+			for l in zq_dr qemu_dr zq_dw qemu_dw; do
+				kind=reads
+				case $l in *_dw) kind=overwrites ;; esac
+				case $l in
+				zq_*) row "$s" "$SEC/$l.rep" "zqimg bench $kind -d $DEPTH ('Run completed')" "zqimg/qemu-img $(ratio "$(med "$SEC/$l.rep")" "$(med "$SEC/qemu_${l#zq_}.rep")")${one[$BM/$l]:+; d32/d1 $(ratio "$(med "$SEC/$l.rep")" "${one[$BM/$l]}")}" ;;
+				*) row "$s" "$SEC/$l.rep" "qemu-img bench $kind -d $DEPTH ('Run completed')" "${one[$BM/$l]:+d32/d1 $(ratio "$(med "$SEC/$l.rep")" "${one[$BM/$l]}")}" ;;
+				esac
+				[ "$DEPTH" = 1 ] && one[$BM/$l]=$(med "$SEC/$l.rep")
+			done
+			SUMMARY+=("$s: zqimg/qemu-img reads $(ratio "$(med "$SEC/zq_dr.rep")" "$(med "$SEC/qemu_dr.rep")"), overwrites $(ratio "$(med "$SEC/zq_dw.rep")" "$(med "$SEC/qemu_dw.rep")") ('Run completed' times)")
+		done
+	done
+	rm -f "$DEPTH_IMG"
 	end_section
 }
 

@@ -14,7 +14,8 @@ go vet ./...
 go test -count=1 ./...
 # The concurrency contract (Image, Device and the mount serve parallel
 # callers) under the race detector.
-go test -race -count=1 -run 'Concurrent' ./pkg/image ./pkg/zone
+go test -race -count=1 -run 'Concurrent|Parallel|AllocationsOfOneCluster' ./pkg/image ./pkg/zone
+go test -race -count=1 ./pkg/bench
 go test -race -count=1 ./pkg/zonefs
 # Each fuzz target for a few seconds: no panic on any input.
 fuzztime=${FUZZTIME:-4s}

@@ -39,8 +39,8 @@ func (img *Image) UpdateHeader(u HeaderUpdate) error {
 var errSpansSectors = fmt.Errorf("header changes span sectors")
 
 func (img *Image) updateHeader(u HeaderUpdate) error {
-	img.mu.Lock()
-	defer img.mu.Unlock()
+	img.lock()
+	defer img.unlock()
 	if err := img.writable(); err != nil {
 		return err
 	}

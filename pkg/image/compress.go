@@ -122,8 +122,8 @@ func (img *Image) CompressCluster(p []byte) (*Cluster, error) {
 // Ordering is that of every write: the stream is written before the
 // refcounts that count it, which reach the disk before the L2 entry.
 func (img *Image) WriteCompressed(c *Cluster, off int64) (bool, error) {
-	img.mu.Lock()
-	defer img.mu.Unlock()
+	img.lock()
+	defer img.unlock()
 	if c == nil || c.cs != img.cs || c.ctype != img.hdr.CompressionType {
 		return false, errors.New("compressed cluster was prepared for another image")
 	}

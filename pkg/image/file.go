@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -48,8 +49,9 @@ type OSFile struct {
 	// system refused O_DIRECT); nil otherwise.
 	directErr error
 	// zeroMode is how ZeroRange zeroes: 0 not probed, 1 FALLOC_FL_ZERO_RANGE,
-	// 2 punch a hole then allocate, 3 write zeroes.
-	zeroMode int
+	// 2 punch a hole then allocate, 3 write zeroes. Atomic: zeroing runs
+	// in parallel (the image allocates outside its lock).
+	zeroMode atomic.Int32
 
 	behind writeBehind
 }
@@ -251,7 +253,8 @@ func (o *OSFile) ZeroRange(off, n int64) error {
 	fd := int(o.f.Fd())
 	for {
 		var err error
-		switch o.zeroMode {
+		mode := o.zeroMode.Load()
+		switch mode {
 		case 0, 1:
 			err = unix.Fallocate(fd, unix.FALLOC_FL_ZERO_RANGE, off, n)
 		case 2:
@@ -265,16 +268,14 @@ func (o *OSFile) ZeroRange(off, n int64) error {
 		if errors.Is(err, unix.EINTR) {
 			continue
 		}
-		if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOSYS) || (errors.Is(err, unix.EINVAL) && o.zeroMode <= 1) {
-			o.zeroMode = max(o.zeroMode, 1) + 1
+		if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOSYS) || (errors.Is(err, unix.EINVAL) && mode <= 1) {
+			o.zeroMode.CompareAndSwap(mode, max(mode, 1)+1)
 			continue
 		}
 		if err != nil {
 			return fmt.Errorf("fallocate %s [0x%x, 0x%x): %w", o.path, off, off+n, err)
 		}
-		if o.zeroMode == 0 {
-			o.zeroMode = 1
-		}
+		o.zeroMode.CompareAndSwap(0, 1)
 		return nil
 	}
 }

@@ -72,8 +72,8 @@ func (img *Image) writeL1() error {
 // metadata in dependency order and syncs, then frees the clusters whose
 // last reference was dropped (their refcounts reach the disk with a sync).
 func (img *Image) Flush() error {
-	img.mu.Lock()
-	defer img.mu.Unlock()
+	img.lock()
+	defer img.unlock()
 	if img.ro && !img.closed {
 		return nil
 	}

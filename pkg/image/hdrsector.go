@@ -37,8 +37,8 @@ func (img *Image) ExtensionInFirstSector(magic uint32) bool {
 // only names feature bits for error messages (its tail may be garbled in
 // between). When that does not hold, nothing is written.
 func (img *Image) MoveExtensionFirst(magic uint32) error {
-	img.mu.Lock()
-	defer img.mu.Unlock()
+	img.lock()
+	defer img.unlock()
 	if err := img.writable(); err != nil {
 		return err
 	}

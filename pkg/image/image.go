@@ -60,8 +60,11 @@ func (e *BackingChainError) Error() string {
 	return fmt.Sprintf("backing chain is deeper than %d images (from %s)", MaxBackingDepth, e.Chain[0])
 }
 
-// Image is an open qcow2 image. It is safe for concurrent use: one mutex
-// serialises the public methods (reads too, since they fill the caches).
+// Image is an open qcow2 image. It is safe for concurrent use: mu
+// serialises the work on metadata and caches, while the transfer of guest
+// data to and from clusters that are already mapped runs outside it, so
+// that reads, and writes over allocated clusters, are in flight at once
+// (see io).
 //
 // Writes follow the order data, refcount blocks, L2 tables, L1 table, with a
 // sync before each structure that depends on what was just written. Metadata
@@ -71,6 +74,14 @@ func (e *BackingChainError) Error() string {
 // but never leave a reference to unwritten data or a refcount lower than
 // the references on disk.
 type Image struct {
+	// io fences the data transfers that run outside mu. ReadAt and the
+	// in-place path of WriteAt hold it shared: they map the request under
+	// mu, release mu, and move the data to or from clusters that stay
+	// theirs until they release io. Every operation that may free, move or
+	// reallocate a cluster, sync, or close holds it exclusively (lock), so
+	// that it never runs while such a transfer is in flight. Lock order:
+	// io, then mu.
+	io    sync.RWMutex
 	mu    sync.Mutex
 	raw   File        // the file as opened
 	f     guardedFile // every write goes through here (see writable)
@@ -97,6 +108,12 @@ type Image struct {
 
 	rc  refcounts
 	l2c *metaCache
+
+	// allocating holds the guest clusters (index) that a write is
+	// allocating with mu released (writeAllocating); allocDone (on mu)
+	// is signalled when such a write completes.
+	allocating map[uint64]struct{}
+	allocDone  *sync.Cond
 
 	pendingFree []extent // references dropped; freed after the next durable writeback
 	unsynced    bool     // the file was changed since the last sync
@@ -137,7 +154,8 @@ func OpenFile(f File, name string, opts Options) (*Image, error) {
 // openFile opens an image; checkMeta enables the metadata refcount check of
 // writable opens (Format opens images whose refcounts are not written yet).
 func openFile(f File, name string, opts Options, checkMeta bool) (*Image, error) {
-	img := &Image{raw: f, name: name, ro: opts.ReadOnly, l1Dirty: map[uint64]struct{}{}}
+	img := &Image{raw: f, name: name, ro: opts.ReadOnly, l1Dirty: map[uint64]struct{}{}, allocating: map[uint64]struct{}{}}
+	img.allocDone = sync.NewCond(&img.mu)
 	img.f = guardedFile{File: f, img: img}
 	fileSize, hc, err := readHeaderCluster(f)
 	if err != nil {
@@ -360,11 +378,22 @@ func (img *Image) backingPath() string {
 	return filepath.Join(filepath.Dir(img.name), img.backingName)
 }
 
+// lock takes the image exclusively: no data transfer is in flight.
+func (img *Image) lock() {
+	img.io.Lock()
+	img.mu.Lock()
+}
+
+func (img *Image) unlock() {
+	img.mu.Unlock()
+	img.io.Unlock()
+}
+
 // Close flushes (if writable) and releases the image, its backing file and
 // its locks. A failed flush is reported and the file is closed regardless.
 func (img *Image) Close() error {
-	img.mu.Lock()
-	defer img.mu.Unlock()
+	img.lock()
+	defer img.unlock()
 	if img.closed {
 		return nil
 	}
@@ -472,8 +501,8 @@ func (img *Image) HostReadAt(p []byte, off int64) error {
 // HostWriteAt writes raw bytes of the image file. The caller owns the
 // ordering of such writes relative to Flush.
 func (img *Image) HostWriteAt(p []byte, off int64) error {
-	img.mu.Lock()
-	defer img.mu.Unlock()
+	img.lock()
+	defer img.unlock()
 	_, err := img.f.WriteAt(p, off)
 	return err
 }
@@ -481,8 +510,8 @@ func (img *Image) HostWriteAt(p []byte, off int64) error {
 // Sync makes every completed write to the file durable. On a read-only
 // image there is nothing to sync.
 func (img *Image) Sync() error {
-	img.mu.Lock()
-	defer img.mu.Unlock()
+	img.lock()
+	defer img.unlock()
 	if img.ro && !img.closed {
 		return nil
 	}
@@ -595,8 +624,8 @@ func log2(v uint64) int { return arith.Log2(v) }
 // in one sector write, synced. Until then the image reads as before. It
 // fails if the extension exists or does not fit in the header cluster.
 func (img *Image) AppendExtension(magic uint32, data []byte) error {
-	img.mu.Lock()
-	defer img.mu.Unlock()
+	img.lock()
+	defer img.unlock()
 	if err := img.writable(); err != nil {
 		return err
 	}
@@ -636,8 +665,8 @@ func (img *Image) AppendExtension(magic uint32, data []byte) error {
 // existing header extension in place and syncs. The extension's own format
 // must make a torn write harmless (e.g. a slot with a checksum).
 func (img *Image) WriteExtensionData(magic uint32, off int, p []byte) error {
-	img.mu.Lock()
-	defer img.mu.Unlock()
+	img.lock()
+	defer img.unlock()
 	if err := img.writable(); err != nil {
 		return err
 	}

@@ -35,8 +35,8 @@ type ResizeOptions struct {
 // the L2 tables that change, and switches the same way. A crash leaves the
 // old or the new size, never a mixture.
 func (img *Image) Resize(size uint64, o ResizeOptions) error {
-	img.mu.Lock()
-	defer img.mu.Unlock()
+	img.lock()
+	defer img.unlock()
 	if err := img.writable(); err != nil {
 		return err
 	}

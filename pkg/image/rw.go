@@ -140,23 +140,46 @@ func (img *Image) classify(e L2Entry, inC uint64) (mapping, uint64, uint64) {
 }
 
 // ReadAt reads len(p) guest bytes at off. Unwritten bytes read as zeroes (or
-// from the backing file).
+// from the backing file). The request is mapped under mu; the data clusters
+// are read after mu is released, so that reads run in parallel.
 func (img *Image) ReadAt(p []byte, off int64) (int, error) {
+	img.io.RLock()
+	defer img.io.RUnlock()
 	img.mu.Lock()
-	defer img.mu.Unlock()
 	if err := img.checkRange(off, len(p)); err != nil {
+		img.mu.Unlock()
 		return 0, err
 	}
 	if err := img.maybeEvict(); err != nil {
+		img.mu.Unlock()
 		return 0, err
 	}
-	if err := img.readGuest(p, uint64(off)); err != nil {
+	var reads []transfer
+	err := img.readGuest(p, uint64(off), &reads)
+	img.mu.Unlock()
+	if err != nil {
 		return 0, err
+	}
+	for _, r := range reads {
+		if err := readData(img.raw, r.p, r.host); err != nil {
+			return 0, err
+		}
 	}
 	return len(p), nil
 }
 
-func (img *Image) readGuest(p []byte, g uint64) error {
+// transfer is guest data to move to or from host offset host once mu is
+// released (io is held shared meanwhile, so the cluster stays mapped).
+type transfer struct {
+	p    []byte
+	host uint64
+}
+
+// readGuest reads [g, g+len(p)). With deferred non-nil, the reads of data
+// clusters are appended there instead of performed (the caller performs
+// them after releasing mu); zero, unallocated, backing-file and compressed
+// parts are filled at once.
+func (img *Image) readGuest(p []byte, g uint64, deferred *[]transfer) error {
 	for len(p) > 0 {
 		l1i := g >> (img.cb + img.l2Bits)
 		t, err := img.l2Table(l1i)
@@ -203,7 +226,9 @@ func (img *Image) readGuest(p []byte, g uint64) error {
 					n = min(n+img.cs, uint64(len(p)))
 				}
 			}
-			if err := readData(img.f, p[:n], host); err != nil {
+			if deferred != nil {
+				*deferred = append(*deferred, transfer{p[:n], host})
+			} else if err := readData(img.f, p[:n], host); err != nil {
 				return err
 			}
 		}
@@ -235,9 +260,24 @@ func readData(f io.ReaderAt, p []byte, off uint64) error {
 }
 
 // WriteAt writes p at guest offset off, allocating clusters as needed.
+//
+// A write that lands entirely on allocated, unshared clusters (the common
+// overwrite) is mapped under mu and transferred after mu is released, in
+// parallel with other such writes and with reads; any other write (one
+// that allocates, copies on write, or changes subcluster or zero flags)
+// holds the image exclusively.
 func (img *Image) WriteAt(p []byte, off int64) (int, error) {
-	img.mu.Lock()
-	defer img.mu.Unlock()
+	if n, done, err := img.writeInPlace(p, off); done {
+		return n, err
+	}
+	if done, err := img.writeAllocating(p, off); done {
+		if err != nil {
+			return 0, err
+		}
+		return len(p), nil
+	}
+	img.lock()
+	defer img.unlock()
 	if err := img.checkWritable(off, len(p)); err != nil {
 		return 0, err
 	}
@@ -254,6 +294,205 @@ func (img *Image) WriteAt(p []byte, off int64) (int, error) {
 		done += int(n)
 	}
 	return len(p), nil
+}
+
+// writeInPlace performs a write whose every byte lies in an allocated,
+// unshared, normal cluster (no extended L2, no zero flag), holding io
+// shared and mu only to map it. done=false (nothing written) sends the
+// write to the exclusive path. The file counts as changed once the data
+// is written, so that a sync racing with the transfer cannot leave it
+// counted as synced.
+func (img *Image) writeInPlace(p []byte, off int64) (n int, done bool, err error) {
+	img.io.RLock()
+	defer img.io.RUnlock()
+	img.mu.Lock()
+	writes, ok, err := img.mapInPlace(p, off)
+	img.mu.Unlock()
+	if err != nil || !ok {
+		return 0, err != nil, err
+	}
+	for _, w := range writes {
+		if _, err = img.raw.WriteAt(w.p, int64(w.host)); err != nil {
+			break
+		}
+	}
+	img.mu.Lock()
+	img.unsynced = true
+	img.mu.Unlock()
+	if err != nil {
+		return 0, true, err
+	}
+	return len(p), true, nil
+}
+
+// mapInPlace maps a write for writeInPlace; ok=false when some part of it
+// needs the exclusive path (then nothing was changed). mu is held.
+func (img *Image) mapInPlace(p []byte, off int64) (writes []transfer, ok bool, err error) {
+	if err := img.checkWritable(off, len(p)); err != nil {
+		return nil, false, err
+	}
+	if img.extL2 || len(p) == 0 {
+		return nil, false, nil
+	}
+	if err := img.maybeEvict(); err != nil {
+		return nil, false, err
+	}
+	g, end := uint64(off), uint64(off)+uint64(len(p))
+	for g < end {
+		l1i := g >> (img.cb + img.l2Bits)
+		if l1i >= uint64(len(img.l1)) || !L1Entry(img.l1[l1i]).Copied() {
+			return nil, false, nil
+		}
+		t, err := img.l2Table(l1i)
+		if err != nil || t == nil {
+			return nil, false, err
+		}
+		i := (g >> img.cb) & (img.l2Ents - 1)
+		e := img.entry(t, i)
+		host := e.Offset()
+		if !img.inPlace(e) || e.Type(false) != ClusterNormal || host&(img.cs-1) != 0 {
+			return nil, false, nil
+		}
+		inC := g & (img.cs - 1)
+		n := min(img.cs-inC, end-g)
+		src := p[g-uint64(off) : g-uint64(off)+n]
+		if k := len(writes) - 1; k >= 0 && writes[k].host+uint64(len(writes[k].p)) == host+inC {
+			writes[k].p = p[g-uint64(off)-uint64(len(writes[k].p)) : g-uint64(off)+n]
+		} else {
+			writes = append(writes, transfer{src, host + inC})
+		}
+		g += n
+	}
+	return writes, true, nil
+}
+
+// allocation is a write in flight into new clusters (writeAllocating).
+type allocation struct {
+	l1i, i, k uint64 // L1 index, first L2 index, number of clusters
+	host      uint64 // the new clusters, contiguous
+	inC       uint64 // where the request starts in the first cluster
+	gc        uint64 // the first guest cluster
+	zero      bool   // the request covers the clusters in part: zero them first
+}
+
+// writeAllocating performs a write that needs new clusters for its whole
+// range, as QEMU does, without holding mu during the transfer: the range
+// lies in one L2 table whose L1 entry is in place, every old entry is
+// unallocated or plain zero, and what the request leaves of its first
+// and last cluster reads as zeroes. The clusters are allocated under mu,
+// zeroed (when covered in part) and written with mu released while their
+// guest clusters are marked in flight (no other write allocates them
+// meanwhile), and linked under mu once the data is written — the order
+// of the exclusive path. done=false (nothing changed) sends the write to
+// the exclusive path.
+func (img *Image) writeAllocating(p []byte, off int64) (done bool, err error) {
+	img.io.RLock()
+	defer img.io.RUnlock()
+	img.mu.Lock()
+	a, ok, err := img.planAllocation(p, off)
+	img.mu.Unlock()
+	if err != nil || !ok {
+		return err != nil, err
+	}
+	if a.zero {
+		err = img.raw.ZeroRange(int64(a.host), int64(a.k*img.cs))
+	}
+	if err == nil {
+		_, err = img.raw.WriteAt(p, int64(a.host+a.inC))
+	}
+	img.mu.Lock()
+	defer img.mu.Unlock()
+	return true, img.finishAllocation(a, err)
+}
+
+// planAllocation checks a write for writeAllocating and allocates its
+// clusters; ok=false when it does not qualify. mu is held (and released
+// while it waits for an overlapping allocation in flight).
+func (img *Image) planAllocation(p []byte, off int64) (a allocation, ok bool, err error) {
+	for {
+		if err := img.checkWritable(off, len(p)); err != nil {
+			return a, false, err
+		}
+		if img.extL2 || len(p) == 0 {
+			return a, false, nil
+		}
+		if err := img.maybeEvict(); err != nil {
+			return a, false, err
+		}
+		g, n := uint64(off), uint64(len(p))
+		shift := img.cb + img.l2Bits
+		l1i := g >> shift
+		if (g+n-1)>>shift != l1i || l1i >= uint64(len(img.l1)) || !L1Entry(img.l1[l1i]).Copied() {
+			return a, false, nil
+		}
+		t, err := img.l2Table(l1i)
+		if err != nil || t == nil {
+			return a, false, err
+		}
+		i, inC := (g>>img.cb)&(img.l2Ents-1), g&(img.cs-1)
+		k := (inC + n + img.cs - 1) / img.cs
+		for j := uint64(0); j < k; j++ {
+			if typ := img.entry(t, i+j).Type(false); typ != ClusterUnallocated && typ != ClusterZeroPlain {
+				return a, false, nil
+			}
+		}
+		zero := inC != 0 || (inC+n)%img.cs != 0
+		if zero && !img.cowReadsZero(t, i, k, inC, n) {
+			return a, false, nil
+		}
+		gc := g >> img.cb
+		if img.allocInFlight(gc, k) {
+			img.allocDone.Wait()
+			continue
+		}
+		host, err := img.rc.alloc(k * img.cs)
+		if err != nil {
+			return a, false, err
+		}
+		for j := uint64(0); j < k; j++ {
+			img.allocating[gc+j] = struct{}{}
+		}
+		return allocation{l1i: l1i, i: i, k: k, host: host, inC: inC, gc: gc, zero: zero}, true, nil
+	}
+}
+
+// allocInFlight reports whether a write is allocating any of the k guest
+// clusters from gc.
+func (img *Image) allocInFlight(gc, k uint64) bool {
+	if len(img.allocating) == 0 {
+		return false
+	}
+	for j := uint64(0); j < k; j++ {
+		if _, busy := img.allocating[gc+j]; busy {
+			return true
+		}
+	}
+	return false
+}
+
+// finishAllocation links the clusters of a once its data is written
+// (cause nil), or frees them, never referenced, when the transfer failed.
+// mu is held.
+func (img *Image) finishAllocation(a allocation, cause error) error {
+	for j := uint64(0); j < a.k; j++ {
+		delete(img.allocating, a.gc+j)
+	}
+	img.allocDone.Broadcast()
+	img.unsynced = true
+	if cause != nil {
+		return img.dropAllocation(a.host, a.k*img.cs, cause)
+	}
+	// The table may have been written back and evicted meanwhile; its
+	// L1 entry cannot have changed (that takes the image exclusively).
+	t, err := img.l2Table(a.l1i)
+	if err == nil && t == nil {
+		err = img.signalCorruption(int64(img.hdr.L1TableOffset+a.l1i*8), "L2 table of L1 entry %d vanished during a write", a.l1i)
+	}
+	if err != nil {
+		return img.dropAllocation(a.host, a.k*img.cs, err)
+	}
+	img.linkAllocated(t, a.i, a.k, a.host)
+	return nil
 }
 
 // inPlace reports whether the cluster of e can be overwritten where it is.
@@ -354,13 +593,13 @@ func (img *Image) writeAllocated(t *cacheEntry, i, k uint64, src []byte, g uint6
 		// keep their current content outside the written range.
 		buf = make([]byte, k*cs)
 		if inC != 0 {
-			if err := img.readGuest(buf[:cs], base); err != nil {
+			if err := img.readGuest(buf[:cs], base, nil); err != nil {
 				return 0, img.dropAllocation(host, k*cs, err)
 			}
 		}
 		if (inC+n)%cs != 0 && !(k == 1 && inC != 0) {
 			last := (k - 1) * cs
-			if err := img.readGuest(buf[last:], base+last); err != nil {
+			if err := img.readGuest(buf[last:], base+last, nil); err != nil {
 				return 0, img.dropAllocation(host, k*cs, err)
 			}
 		}
@@ -460,12 +699,12 @@ func (img *Image) writeSubclusters(t *cacheEntry, i, e, bm uint64, src []byte, g
 		buf := make([]byte, b-a)
 		base := g - inC
 		if inC != a {
-			if err := img.readGuest(buf[:sub], base+a); err != nil {
+			if err := img.readGuest(buf[:sub], base+a, nil); err != nil {
 				return 0, err
 			}
 		}
 		if inC+n != b {
-			if err := img.readGuest(buf[b-a-sub:], base+b-sub); err != nil {
+			if err := img.readGuest(buf[b-a-sub:], base+b-sub, nil); err != nil {
 				return 0, err
 			}
 		}
@@ -529,8 +768,8 @@ func (img *Image) Discard(off, n int64) error {
 }
 
 func (img *Image) zeroRange(off, n int64, unmap bool) error {
-	img.mu.Lock()
-	defer img.mu.Unlock()
+	img.lock()
+	defer img.unlock()
 	if n < 0 || n > 1<<62 {
 		return fmt.Errorf("%w: length %d", ErrOutOfRange, n)
 	}

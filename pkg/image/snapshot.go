@@ -314,8 +314,8 @@ type SnapshotCreateOptions struct {
 // write of the header's first sector switches to them (see txn), so a
 // crash leaves the image as it was before or after, never in between.
 func (img *Image) CreateSnapshot(o SnapshotCreateOptions) (*SnapshotEntry, error) {
-	img.mu.Lock()
-	defer img.mu.Unlock()
+	img.lock()
+	defer img.unlock()
 	if err := img.writable(); err != nil {
 		return nil, err
 	}
@@ -412,8 +412,8 @@ type SnapshotApplyOptions struct {
 // OFLAG_COPIED); the previous active tables and data lose a reference.
 // Like CreateSnapshot it switches in one header write.
 func (img *Image) ApplySnapshot(idOrName string, o SnapshotApplyOptions) error {
-	img.mu.Lock()
-	defer img.mu.Unlock()
+	img.lock()
+	defer img.unlock()
 	entries, _, err := img.snapshotsToChange()
 	if err != nil {
 		return err
@@ -510,8 +510,8 @@ func (img *Image) anyCopied(t []byte) bool {
 // active image's clusters it no longer shares, in copies of the active
 // tables that need it. One header write switches to the result.
 func (img *Image) DeleteSnapshot(name string) error {
-	img.mu.Lock()
-	defer img.mu.Unlock()
+	img.lock()
+	defer img.unlock()
 	entries, tableSize, err := img.snapshotsToChange()
 	if err != nil {
 		return err

@@ -28,8 +28,8 @@ type Limits struct {
 // active limit below the number of active (CLOSED or open) zones, or an
 // open limit below the open zones, is refused naming those zones.
 func (d *Device) Amend(l Limits, lazy *bool) (warnings []string, err error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	d.lock()
+	defer d.unlock()
 	if d.img.ReadOnly() {
 		return nil, fmt.Errorf("amend: %w", image.ErrReadOnly)
 	}

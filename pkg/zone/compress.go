@@ -16,8 +16,8 @@ func (d *Device) WriteCompressed(c *image.Cluster, off int64) (bool, error) {
 	if c == nil {
 		return false, errors.New("zone: no cluster to write")
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	d.lock()
+	defer d.unlock()
 	var compressed bool
 	write := func() error {
 		var err error

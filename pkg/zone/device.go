@@ -7,6 +7,7 @@ import (
 	"iter"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/zqimg/zqimg/pkg/image"
@@ -15,7 +16,9 @@ import (
 // Device is an open image seen as a block device: zoned when the image
 // carries the zoned format, plain otherwise (zone operations then fail with
 // ErrNotZoned). It is safe for concurrent use: one mutex serialises the
-// requests (zone state and the qcow2 engine change together).
+// data requests (ReadAt, WriteAt, WriteZeroes, Append) run in parallel,
+// one at a time per sequential zone; every other request runs alone (see
+// io).
 //
 // With a writethrough cache mode (image.Options.Cache) every request that
 // changes the device is flushed before it returns: a completed write is
@@ -26,8 +29,21 @@ import (
 // data and metadata are durable. A reset moves write pointers back, so it
 // writes them (and syncs) before discarding the zone's clusters.
 type Device struct {
-	mu    sync.Mutex
-	wt    bool // writethrough: flush after every changing request
+	// io fences the data requests, which hold it shared, against every
+	// other request, which holds it exclusively (lock). A data request
+	// holds mu only to check and update the zone state: its data moves
+	// with mu released. Lock order: io, a zone lock, mu.
+	io sync.RWMutex
+	// zl serialises the writes into one sequential zone (zone i takes
+	// zl[i%len(zl)]), so that each finds the write pointer the previous
+	// one left.
+	zl [64]sync.Mutex
+	mu sync.Mutex
+	// idle is signalled (with mu) when a zone write completes: a write
+	// that needs an open slot while every implicitly open zone has a
+	// write in flight waits for one.
+	idle  *sync.Cond
+	wt    atomic.Bool // writethrough: flush after every changing request
 	img   *image.Image
 	h     *Header // nil when the image is not zoned
 	t     *table
@@ -48,25 +64,43 @@ func Open(path string, opts image.Options) (*Device, error) {
 		img.Close()
 		return nil, err
 	}
-	d.wt = opts.Cache.WriteThrough()
+	d.wt.Store(opts.Cache.WriteThrough())
 	return d, nil
 }
 
 // SetWriteThrough makes every changing request durable before it returns
 // (on), or durable at Flush (off).
-func (d *Device) SetWriteThrough(on bool) {
+func (d *Device) SetWriteThrough(on bool) { d.wt.Store(on) }
+
+// lock takes the device exclusively: no data request is in flight.
+func (d *Device) lock() {
+	d.io.Lock()
 	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.wt = on
 }
 
-// done completes a changing request: with writethrough, a request that
-// succeeded is flushed before it is acknowledged.
+func (d *Device) unlock() {
+	d.mu.Unlock()
+	d.io.Unlock()
+}
+
+// done completes a changing request that holds the device exclusively:
+// with writethrough, a request that succeeded is flushed before it is
+// acknowledged.
 func (d *Device) done(err error) error {
-	if err != nil || !d.wt {
+	if err != nil || !d.wt.Load() {
 		return err
 	}
 	return d.flush()
+}
+
+// ack completes a data request (which no longer holds io) as done does.
+// Requests that complete together share the flush: the later ones find
+// nothing left to sync.
+func (d *Device) ack(err error) error {
+	if err != nil || !d.wt.Load() {
+		return err
+	}
+	return d.Flush()
 }
 
 // New wraps an image opened with image.IncompatZoned among its features.
@@ -76,6 +110,7 @@ func (d *Device) done(err error) error {
 // for 4 zones and for 4 million. On error the caller still owns img.
 func New(img *image.Image) (*Device, error) {
 	d := &Device{img: img, dirty: map[uint32]struct{}{}}
+	d.idle = sync.NewCond(&d.mu)
 	hdr := img.Header()
 	bit := hdr.IncompatibleFeatures&image.IncompatZoned != 0
 	ext, has := img.Extension(ExtMagic)
@@ -201,38 +236,58 @@ func (d *Device) Size() int64 { return d.img.Size() }
 // In a sequential zone, everything from the write pointer to the zone end
 // reads as zeroes, whatever clusters are still allocated there (data a
 // crash left beyond the write pointer was never acknowledged).
+//
+// The write pointers are taken before the data is read: a write in flight
+// moves its zone's pointer only after its data is written, so everything
+// below the pointers taken was written before the read began.
 func (d *Device) ReadAt(p []byte, off int64) (int, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	n, err := d.img.ReadAt(p, off)
-	if err != nil || d.h == nil || len(p) == 0 {
-		return n, err
+	d.io.RLock()
+	defer d.io.RUnlock()
+	if d.h == nil || len(p) == 0 || off < 0 || uint64(off)+uint64(len(p)) > uint64(d.Size()) {
+		return d.img.ReadAt(p, off)
 	}
 	first, last := d.zoneIndex(uint64(off)), d.zoneIndex(uint64(off)+uint64(len(p))-1)
-	if err := d.ensure(first, last+1); err != nil {
+	d.mu.Lock()
+	wps, err := d.readLimits(first, last)
+	d.mu.Unlock()
+	if err != nil {
 		return 0, err
 	}
-	for i := first; i <= last && d.m.faults != nil; i++ {
-		if d.m.faults.Cond(i) == CondOffline {
-			return 0, d.m.checkFault(i, "read")
-		}
+	n, err := d.img.ReadAt(p, off)
+	if err != nil {
+		return n, err
 	}
-	d.maskBeyondWP(p, uint64(off))
+	d.maskBeyondWP(p, uint64(off), first, wps)
 	return n, nil
 }
 
+// readLimits loads zones [first, last], refuses a read of an offline one,
+// and returns their write pointers. mu is held.
+func (d *Device) readLimits(first, last uint32) ([]uint64, error) {
+	if err := d.ensure(first, last+1); err != nil {
+		return nil, err
+	}
+	for i := first; i <= last && d.m.faults != nil; i++ {
+		if d.m.faults.Cond(i) == CondOffline {
+			return nil, d.m.checkFault(i, "read")
+		}
+	}
+	return slices.Clone(d.m.wp[first : last+1]), nil
+}
+
 // maskBeyondWP zeroes the bytes of p (read at off) that lie at or beyond
-// the write pointer, or beyond the capacity, of a sequential zone.
-func (d *Device) maskBeyondWP(p []byte, off uint64) {
+// the write pointer, or beyond the capacity, of a sequential zone; wps
+// holds the write pointers of the zones from first on.
+func (d *Device) maskBeyondWP(p []byte, off uint64, first uint32, wps []uint64) {
 	end := off + uint64(len(p))
-	for i := max(d.zoneIndex(off), d.m.conv); i < d.m.nr; i++ {
+	for i := max(first, d.m.conv); i < d.m.nr && int(i-first) < len(wps); i++ {
 		zs := d.m.start(i)
 		if zs >= end {
 			break
 		}
 		// Beyond the capacity nothing was ever written either (a FULL
 		// zone's write pointer may lie at the zone end).
-		lo, hi := max(min(d.m.wp[i], d.m.capEnd(i)), off), min(zs+d.m.zoneLen(i), end)
+		lo, hi := max(min(wps[i-first], d.m.capEnd(i)), off), min(zs+d.m.zoneLen(i), end)
 		if lo < hi {
 			clear(p[lo-off : hi-off])
 		}
@@ -300,30 +355,97 @@ func checkUnits(what string, off, n int64) error {
 // implicitly opened (closing the least recently written implicitly open
 // zone if the open limit is reached) or becomes FULL.
 func (d *Device) WriteAt(p []byte, off int64) (int, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.h == nil {
-		n, err := d.img.WriteAt(p, off)
-		return n, d.done(err)
-	}
-	n, err := d.zonedIO(off, int64(len(p)), func() error {
-		_, err := d.img.WriteAt(p, off)
+	var written int
+	err := d.dataWrite(off, int64(len(p)), func() error {
+		var err error
+		written, err = d.img.WriteAt(p, off)
 		return err
 	})
-	return n, d.done(err)
+	return written, d.ack(err)
 }
 
 // WriteZeroes writes n zero bytes at off under the same rules as WriteAt.
 func (d *Device) WriteZeroes(off, n int64) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.h == nil {
-		return d.done(d.img.WriteZeroes(off, n))
-	}
-	_, err := d.zonedIO(off, n, func() error { return d.img.WriteZeroes(off, n) })
-	return d.done(err)
+	return d.ack(d.dataWrite(off, n, func() error { return d.img.WriteZeroes(off, n) }))
 }
 
+// dataWrite runs a write or zero write of n bytes at off as a data
+// request (io held shared): checked against the zone rules under mu,
+// performed with mu released.
+func (d *Device) dataWrite(off, n int64, write func() error) error {
+	d.io.RLock()
+	defer d.io.RUnlock()
+	if d.h == nil {
+		return write()
+	}
+	if off >= 0 && off < d.Size() {
+		if zi := d.zoneIndex(uint64(off)); zi >= d.m.conv {
+			_, err := d.zoneWrite(zi, func() (uint64, uint64, error) {
+				if _, _, err := d.checkIO(off, n); err != nil {
+					return 0, 0, err
+				}
+				return uint64(off), uint64(n), nil
+			}, func(uint64) error { return write() })
+			return err
+		}
+	}
+	// Conventional zones (or a request the checks refuse).
+	d.mu.Lock()
+	_, _, err := d.checkIO(off, n)
+	d.mu.Unlock()
+	if err != nil || n == 0 {
+		return err
+	}
+	return write()
+}
+
+// zoneWrite runs a write into sequential zone zi with the zone's lock
+// held. check, called under mu (again after waiting for an open slot),
+// validates the request against the zone's state and returns where it
+// lands and its length; the zone's resources are then acquired and the
+// zone marked busy (it cannot be closed implicitly), write runs with mu
+// released, and the write pointer advances in memory once the data is
+// written (Flush persists it). A failed write leaves the write pointer
+// where it was and the zone in its former condition.
+func (d *Device) zoneWrite(zi uint32, check func() (off, n uint64, err error), write func(off uint64) error) (uint64, error) {
+	zl := &d.zl[zi%uint32(len(d.zl))]
+	zl.Lock()
+	defer zl.Unlock()
+	d.mu.Lock()
+	var off, n uint64
+	var prev Cond
+	for {
+		var err error
+		if off, n, err = check(); err != nil || n == 0 {
+			d.mu.Unlock()
+			return off, err
+		}
+		prev = d.m.cond(zi)
+		err = d.m.acquire(zi, syscall.EINVAL)
+		if errors.Is(err, errSlotsBusy) {
+			d.idle.Wait()
+			continue
+		}
+		if err != nil {
+			d.mu.Unlock()
+			return 0, err
+		}
+		break
+	}
+	d.m.begin(zi)
+	d.mu.Unlock()
+	err := write(off)
+	d.mu.Lock()
+	d.m.end(zi, prev, off+n, err == nil)
+	if err == nil {
+		d.dirty[zi] = struct{}{}
+	}
+	d.idle.Broadcast()
+	d.mu.Unlock()
+	return off, err
+}
+
+// zonedIO runs a write of n bytes at off on a device held exclusively.
 func (d *Device) zonedIO(off, n int64, write func() error) (int, error) {
 	zi, seq, err := d.checkIO(off, n)
 	if err != nil {
@@ -339,8 +461,9 @@ func (d *Device) zonedIO(off, n int64, write func() error) (int, error) {
 }
 
 // writeZone performs a validated write of n bytes at off in sequential
-// zone zi: it acquires the resources the zone needs, writes, and advances
-// the write pointer in memory (Flush persists it).
+// zone zi on a device held exclusively: it acquires the resources the
+// zone needs, writes, and advances the write pointer in memory (Flush
+// persists it).
 func (d *Device) writeZone(zi uint32, off, n uint64, write func() error) error {
 	if n == 0 {
 		return nil
@@ -359,8 +482,8 @@ func (d *Device) writeZone(zi uint32, off, n uint64, write func() error) error {
 // Discard deallocates a range; in a zoned image only conventional zones
 // allow it (sequential zones are emptied by a reset).
 func (d *Device) Discard(off, n int64) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	d.lock()
+	defer d.unlock()
 	if d.h != nil && n > 0 {
 		if off < 0 || uint64(off)+uint64(n) > uint64(d.Size()) {
 			return fmt.Errorf("%w: discard of %d bytes at offset 0x%x, device size 0x%x", image.ErrOutOfRange, n, off, d.Size())
@@ -377,8 +500,17 @@ func (d *Device) Discard(off, n int64) error {
 // Each buffer must be a multiple of 512 bytes and together at most
 // max_append_bytes.
 func (d *Device) Append(bufs [][]byte, off int64) (int64, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	pos, err := d.appendShared(bufs, off)
+	if err := d.ack(err); err != nil {
+		return 0, err
+	}
+	return pos, nil
+}
+
+// appendShared performs Append as a data request (io held shared).
+func (d *Device) appendShared(bufs [][]byte, off int64) (int64, error) {
+	d.io.RLock()
+	defer d.io.RUnlock()
 	if d.h == nil {
 		return 0, zerr(ErrNotZoned, syscall.ENOTSUP, "zone append: %s", ErrNotZoned)
 	}
@@ -408,29 +540,31 @@ func (d *Device) Append(bufs [][]byte, off int64) (int64, error) {
 	if d.img.ReadOnly() {
 		return 0, fmt.Errorf("zone append: %w", image.ErrReadOnly)
 	}
-	if err := d.ensure(zi, zi+1); err != nil {
-		return 0, err
-	}
-	if err := d.ensureCounts(); err != nil {
-		return 0, err
-	}
-	// The data goes to this zone's write pointer; validate against this
-	// zone (the pointer of a FULL zone is the next zone's start).
-	pos := d.m.wp[zi]
-	if err := d.m.checkWrite(zi, pos, uint64(total)); err != nil {
-		return 0, err
-	}
 	var data []byte // no buffers: an empty append
 	if len(bufs) == 1 {
 		data = bufs[0]
 	} else {
 		data = slices.Concat(bufs...)
 	}
-	err := d.writeZone(zi, pos, uint64(total), func() error {
+	pos, err := d.zoneWrite(zi, func() (uint64, uint64, error) {
+		if err := d.ensure(zi, zi+1); err != nil {
+			return 0, 0, err
+		}
+		if err := d.ensureCounts(); err != nil {
+			return 0, 0, err
+		}
+		// The data goes to this zone's write pointer; validate against
+		// this zone (the pointer of a FULL zone is the next zone's start).
+		pos := d.m.wp[zi]
+		if err := d.m.checkWrite(zi, pos, uint64(total)); err != nil {
+			return 0, 0, err
+		}
+		return pos, uint64(total), nil
+	}, func(pos uint64) error {
 		_, err := d.img.WriteAt(data, int64(pos))
 		return err
 	})
-	if err := d.done(err); err != nil {
+	if err != nil {
 		return 0, err
 	}
 	return int64(pos), nil
@@ -518,8 +652,8 @@ func (op Op) String() string {
 // device. Conventional zones refuse management, except that a reset of the
 // whole device skips them.
 func (d *Device) Manage(op Op, off, length int64) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	d.lock()
+	defer d.unlock()
 	return d.done(d.manage(op, off, length))
 }
 
@@ -687,8 +821,8 @@ func (d *Device) emptySeq(lo, hi uint64) bool {
 // Flush makes all acknowledged writes durable: data and qcow2 metadata
 // first, then the advanced write pointers, then a final sync.
 func (d *Device) Flush() error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	d.lock()
+	defer d.unlock()
 	return d.flush()
 }
 
@@ -727,8 +861,8 @@ func (d *Device) flush() error {
 
 // Close flushes a writable device and closes the image.
 func (d *Device) Close() error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	d.lock()
+	defer d.unlock()
 	var err error
 	if !d.img.ReadOnly() {
 		err = d.flush()
@@ -773,8 +907,8 @@ func (d *Device) Faults() *FaultPlan {
 // plan is stored in the image (FaultExtMagic) and is durable when
 // SetFault returns; open zones that become faulty stop being open.
 func (d *Device) SetFault(cond Cond, off, length int64) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	d.lock()
+	defer d.unlock()
 	if d.h == nil {
 		return zerr(ErrNotZoned, syscall.ENOTSUP, "zone fault: %s", ErrNotZoned)
 	}

@@ -2,6 +2,7 @@ package zone
 
 import (
 	"container/list"
+	"errors"
 	"fmt"
 	"syscall"
 )
@@ -118,6 +119,10 @@ type machine struct {
 	lru  *list.List
 	lrue map[uint32]*list.Element // implicitly open zones; front = most recently written
 
+	// busy counts the writes in flight per zone (Device.zoneWrite): a
+	// busy zone is open and is never closed implicitly.
+	busy map[uint32]int
+
 	nrImp, nrExp, nrClosed uint32
 	// faults holds the injected READ ONLY and OFFLINE zones (nil: none);
 	// such zones are never open or active.
@@ -137,6 +142,7 @@ func newMachine(h *Header, size uint64, wp []uint64) *machine {
 		maxOpen: h.MaxOpenZones, maxActive: h.MaxActiveZones,
 		wp: wp, open: make([]uint8, h.NrZones),
 		lru: list.New(), lrue: map[uint32]*list.Element{},
+		busy: map[uint32]int{},
 	}
 }
 
@@ -244,10 +250,46 @@ func (m *machine) openSlot(i uint32) error {
 	if m.nrImp == 0 {
 		return zerr(ErrTooManyOpen, syscall.EINVAL, "zone %d cannot be opened: all %d open zones (max_open_zones) are explicitly open", i, m.maxOpen)
 	}
-	j := m.lru.Back().Value.(uint32)
-	m.leave(j)
-	m.enter(j, CondClosed)
-	return nil
+	for el := m.lru.Back(); el != nil; el = el.Prev() {
+		if j := el.Value.(uint32); m.busy[j] == 0 {
+			m.leave(j)
+			m.enter(j, CondClosed)
+			return nil
+		}
+	}
+	return errSlotsBusy
+}
+
+// errSlotsBusy: the open limit is reached and every implicitly open zone
+// has a write in flight; the caller waits for one to complete.
+var errSlotsBusy = errors.New("every implicitly open zone has a write in flight")
+
+// begin marks zone i, whose resources acquire got, busy with a write in
+// flight: an EMPTY or CLOSED zone becomes implicitly open now, so that the
+// open and active counts hold while the data moves.
+func (m *machine) begin(i uint32) {
+	if c := m.cond(i); c == CondEmpty || c == CondClosed {
+		m.leave(i)
+		m.enter(i, CondImpOpen)
+	}
+	m.busy[i]++
+}
+
+// end completes a write begun at begin: on success the write pointer
+// moves to newWP (wrote); on failure the zone returns to prev, its
+// condition before begin, and the write pointer stays.
+func (m *machine) end(i uint32, prev Cond, newWP uint64, ok bool) {
+	if m.busy[i]--; m.busy[i] == 0 {
+		delete(m.busy, i)
+	}
+	if ok {
+		m.wrote(i, newWP)
+		return
+	}
+	if (prev == CondEmpty || prev == CondClosed) && m.cond(i) == CondImpOpen {
+		m.leave(i)
+		m.enter(i, prev)
+	}
 }
 
 // acquire gets the resources zone i needs to become open: an active slot

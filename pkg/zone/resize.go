@@ -21,8 +21,8 @@ var ErrResize = errors.New("zoned resize refused")
 // and zonedmeta_offset updated) in the same atomic header write that
 // switches the size and the L1 table.
 func (d *Device) Resize(size uint64, shrink bool) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	d.lock()
+	defer d.unlock()
 	if err := d.flush(); err != nil {
 		return err
 	}

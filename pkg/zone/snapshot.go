@@ -135,8 +135,8 @@ func DecodeSavedWP(b []byte, maxZones uint32) (s *SavedWP, ok bool, err error) {
 // CreateSnapshot takes an internal snapshot (qemu-img snapshot -c). On a
 // zoned device the write pointers are flushed and saved with it.
 func (d *Device) CreateSnapshot(name string) (*image.SnapshotEntry, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	d.lock()
+	defer d.unlock()
 	if err := d.flush(); err != nil {
 		return nil, err
 	}
@@ -161,8 +161,8 @@ func (d *Device) CreateSnapshot(name string) (*image.SnapshotEntry, error) {
 
 // DeleteSnapshot deletes the first snapshot named name (qemu-img snapshot -d).
 func (d *Device) DeleteSnapshot(name string) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	d.lock()
+	defer d.unlock()
 	if err := d.flush(); err != nil {
 		return err
 	}
@@ -176,8 +176,8 @@ func (d *Device) DeleteSnapshot(name string) error {
 // CLOSED, as after any reopen). A zoned snapshot without saved write
 // pointers (QEMU's) is refused with ErrNoSavedWP.
 func (d *Device) ApplySnapshot(idOrName string) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	d.lock()
+	defer d.unlock()
 	if err := d.flush(); err != nil {
 		return err
 	}

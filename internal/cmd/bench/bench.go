@@ -198,6 +198,7 @@ func Run(o *Options) error {
 	if b.FlushInterval > 0 {
 		fmt.Fprintf(out, "Sending flush every %d requests\n", b.FlushInterval)
 	}
+	cmdutil.ProcsForIO(b.Depth)
 	res, err := pbench.Run(d, b)
 	cerr := d.Close()
 	if err != nil {
