@@ -15,19 +15,20 @@ import (
 
 // Device is an open image seen as a block device: zoned when the image
 // carries the zoned format, plain otherwise (zone operations then fail with
-// ErrNotZoned). It is safe for concurrent use: one mutex serialises the
-// data requests (ReadAt, WriteAt, WriteZeroes, Append) run in parallel,
-// one at a time per sequential zone; every other request runs alone (see
-// io).
+// ErrNotZoned). It is safe for concurrent use: the data requests (ReadAt,
+// WriteAt, WriteZeroes, Append) run in parallel, one at a time per
+// sequential zone; every other request runs alone (see io, and
+// docs/architecture.md "Concurrency").
 //
 // With a writethrough cache mode (image.Options.Cache) every request that
 // changes the device is flushed before it returns: a completed write is
 // durable, as in qemu-io's default mode.
 //
 // Write pointers are persisted after the data they cover: a write advances
-// the write pointer in memory, and Flush writes it only after the image's
-// data and metadata are durable. A reset moves write pointers back, so it
-// writes them (and syncs) before discarding the zone's clusters.
+// the write pointer in memory once its data is written, and Flush writes
+// it only after the image's data and metadata are durable. A reset moves
+// write pointers back, so it writes them (and syncs) before discarding the
+// zone's clusters.
 type Device struct {
 	// io fences the data requests, which hold it shared, against every
 	// other request, which holds it exclusively (lock). A data request
