@@ -115,6 +115,26 @@ func (r *refcounts) get(ci uint64) (uint64, error) {
 	return GetRefcount(b.data, ci&(r.rbEnts-1), r.order), nil
 }
 
+// lastUsed returns the index of the last cluster whose refcount is not
+// zero (QEMU's qcow2_get_last_cluster), or -1 if none is.
+func (r *refcounts) lastUsed() (int64, error) {
+	for ti := int64(r.maxIdx); ti >= 0; ti-- {
+		b, err := r.block(uint64(ti))
+		if err != nil {
+			return 0, err
+		}
+		if b == nil {
+			continue
+		}
+		for j := int64(r.rbEnts) - 1; j >= 0; j-- {
+			if GetRefcount(b.data, uint64(j), r.order) != 0 {
+				return ti<<r.rbBits + j, nil
+			}
+		}
+	}
+	return -1, nil
+}
+
 // allocNoref finds n contiguous clusters with refcount 0 without taking
 // them (QEMU's alloc_clusters_noref).
 func (r *refcounts) allocNoref(bytes uint64) (uint64, error) {

@@ -77,6 +77,15 @@ func (img *Image) Resize(size uint64, o ResizeOptions) error {
 	if err := t.commit(); err != nil {
 		return err
 	}
+	if size < old {
+		// The tables the shrink rewrote, where they are now.
+		moved := make([]TableUpdate, len(o.Tables))
+		for i, u := range o.Tables {
+			u.OldOff, u.OldLen = t.placed[i], uint64(len(u.Data))
+			moved[i] = u
+		}
+		return img.giveBackTail(moved)
+	}
 	// A size that was not a whole number of clusters may leave bytes of
 	// the last cluster beyond the old end: they must read as zeroes now
 	// that they are part of the disk.
@@ -164,4 +173,68 @@ func (t *txn) dropBeyond(l1 []uint64, size uint64) (bool, error) {
 		l1[i], changed = off, true
 	}
 	return changed, nil
+}
+
+// giveBackTail cuts the file after its last cluster in use, as qemu-img
+// resize --shrink does. The clusters a shrink dropped are free once it
+// has committed, but the tables it rewrote (the L1 table, an L2 table
+// across the new end, tables of layers above: tables) and its refcount
+// structure went where clusters were free in both states, typically past
+// them. A second transaction that changes nothing else moves the active
+// L1 table, the unshared active L2 tables that have a free cluster below
+// them, the tables, and the refcount structure into the lowest free
+// clusters (first fit); then the file is truncated after the last cluster
+// whose refcount is not zero, and synced. Each step is crash-safe: a
+// crash leaves the file longer than it need be, never a reference beyond
+// its end.
+func (img *Image) giveBackTail(tables []TableUpdate) error {
+	t, err := img.beginTxn()
+	if err != nil {
+		return err
+	}
+	l1 := append([]uint64(nil), img.l1...)
+	for i, e := range l1 {
+		l2 := L1Entry(e).Offset()
+		if l2 == 0 || !L1Entry(e).Copied() || t.findFree(t.next, 1)*t.cs > l2 {
+			continue
+		}
+		tb, err := t.readTable(l2, fmt.Sprintf("the L2 table of L1 entry %d", i))
+		if err != nil {
+			return err
+		}
+		off, err := t.allocWrite(tb)
+		if err != nil {
+			return err
+		}
+		if err := t.inc(l2, t.cs, -1); err != nil {
+			return err
+		}
+		l1[i] = off | OflagCopied
+	}
+	if err := t.inc(img.hdr.L1TableOffset, uint64(len(img.l1))*8, -1); err != nil {
+		return err
+	}
+	if err := t.setL1(l1, img.hdr.Size); err != nil {
+		return err
+	}
+	t.tables = tables
+	if err := t.commit(); err != nil {
+		return err
+	}
+	last, err := img.rc.lastUsed()
+	if err != nil {
+		return err
+	}
+	fileSize, err := img.f.Size()
+	if err != nil {
+		return err
+	}
+	end := uint64(last+1) * img.cs
+	if uint64(fileSize) <= end {
+		return nil
+	}
+	if err := img.f.Truncate(int64(end)); err != nil {
+		return err
+	}
+	return img.f.Sync()
 }

@@ -47,6 +47,7 @@ type txn struct {
 	snapOff uint64
 
 	tables []TableUpdate
+	placed []uint64 // where commit put each of tables' Data
 }
 
 type txnWrite struct {
@@ -460,6 +461,7 @@ func (t *txn) commit() (err error) {
 		if err != nil {
 			return err
 		}
+		t.placed = append(t.placed, off)
 		d := u.Patch(off)
 		if at+len(d) > 512 {
 			return fmt.Errorf("header extension 0x%08x (bytes %d-%d of the header) does not lie in the first sector, which is the only one written atomically", u.Magic, at, at+len(d))
