@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand"
+	"os"
 	"testing"
 
 	"github.com/zqimg/zqimg/pkg/check"
@@ -205,6 +206,7 @@ func TestZonedResizeGrowShrink(t *testing.T) {
 	d = reopen(t, d, path)
 	orig := stateOf(t, d)
 	origHdr := *d.Header()
+	origLen := fileLen(t, path)
 	if err := d.Resize(640<<10, false); err != nil {
 		t.Fatal(err)
 	}
@@ -220,6 +222,16 @@ func TestZonedResizeGrowShrink(t *testing.T) {
 	}
 	d = reopen(t, d, path)
 	checkClean(t, "grown", path)
+	// Fill the new zones and reset them: their clusters are free, at the
+	// end of the file.
+	for i := int64(8); i < 10; i++ {
+		if _, err := d.WriteAt(fill(64<<10, 0x77), i*64<<10); err != nil {
+			t.Fatal(err)
+		}
+		if err := d.Manage(zone.OpReset, i*64<<10, 64<<10); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if err := d.Resize(384<<10, false); !errors.Is(err, image.ErrShrinkNotAllowed) {
 		t.Fatalf("shrink without --shrink: %v", err)
 	}
@@ -228,6 +240,11 @@ func TestZonedResizeGrowShrink(t *testing.T) {
 	}
 	got := stateOf(t, d)
 	sameState(t, "grown and shrunk", got, orig)
+	// The shrink gives the file's tail back: the file is no longer than
+	// before the growth.
+	if n := fileLen(t, path); n > origLen {
+		t.Fatalf("file of %d bytes after growing and shrinking back, %d before", n, origLen)
+	}
 	h := *d.Header()
 	h.MetaOffset = origHdr.MetaOffset
 	if h != origHdr {
@@ -249,6 +266,15 @@ func TestZonedResizeGrowShrink(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkClean(t, "shrunk", path)
+}
+
+func fileLen(t *testing.T, path string) int64 {
+	t.Helper()
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.Size()
 }
 
 // TestZonedApplyWithoutSavedWP: a snapshot of a zoned image taken without
