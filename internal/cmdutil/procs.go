@@ -10,7 +10,7 @@ const maxIOProcs = 256
 // the number of CPUs) until the runtime notices and hands the P on, so
 // with few CPUs fewer than n requests reach the file system together; as
 // QEMU's thread pool runs a thread per request in flight, bench -d n
-// raises GOMAXPROCS to n.
+// raises GOMAXPROCS to n, and mount to 16.
 // Measured with bench -t none -d 32 of 4 KiB reads on a 2-CPU machine:
 // 3.5 s at GOMAXPROCS 2, 1.1 s at 32 (README "Performance").
 func ProcsForIO(n int) {
