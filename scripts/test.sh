@@ -17,6 +17,11 @@ go test -count=1 ./...
 go test -race -count=1 -run 'Concurrent|Parallel|AllocationsOfOneCluster' ./pkg/image ./pkg/zone
 go test -race -count=1 ./pkg/bench
 go test -race -count=1 ./pkg/zonefs
+# The mount server under the race detector, driven by real processes (it
+# re-executes the test binary; a race makes it exit 66, which umount
+# checks). The kill -9 rounds are left to the run above: they take a
+# minute under -race.
+go test -race -count=1 -skip 'TestKill9DuringAppends' ./tests/mount
 # Each fuzz target for a few seconds: no panic on any input.
 fuzztime=${FUZZTIME:-4s}
 for pkg in $(go list ./...); do
