@@ -38,7 +38,10 @@ func TestQemuKeepsTheFaultExtension(t *testing.T) {
 	mustRun(t, "", "qemu-img", "amend", "-f", "qcow2", "-o", "lazy_refcounts=on", p)
 	mustRun(t, "", "qemu-img", "amend", "-f", "qcow2", "-o", "lazy_refcounts=off", p)
 	qemuCheckClean(t, p)
-	img, err = image.Open(p, image.Options{ReadOnly: true})
+	err = retryLocked(func() (err error) {
+		img, err = image.Open(p, image.Options{ReadOnly: true})
+		return err
+	})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -271,7 +271,11 @@ func TestZonedInterop(t *testing.T) {
 			}
 
 			// zqimg reads the model back.
-			dev, err := zone.Open(img, image.Options{ReadOnly: true})
+			var dev *zone.Device
+			err := retryLocked(func() (err error) {
+				dev, err = zone.Open(img, image.Options{ReadOnly: true})
+				return err
+			})
 			if err != nil {
 				t.Fatalf("zone.Open read-only: %v", err)
 			}
