@@ -14,7 +14,7 @@ go vet ./...
 go test -count=1 ./...
 # The concurrency contract (Image, Device and the mount serve parallel
 # callers) under the race detector.
-go test -race -count=1 -run 'Concurrent|Parallel|AllocationsOfOneCluster' ./pkg/image ./pkg/zone
+go test -race -count=1 -run 'Concurrent|Parallel|AllocationsOfOneCluster|InPlaceWriteIsSynced' ./pkg/image ./pkg/zone
 go test -race -count=1 ./pkg/bench
 go test -race -count=1 ./pkg/zonefs
 # The mount server under the race detector, driven by real processes (it
