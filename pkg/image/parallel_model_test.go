@@ -371,6 +371,31 @@ func replayCheck(got []byte, log []written) error {
 	return nil
 }
 
+// flusher flushes in a loop until stop is closed or a flush fails (the
+// power failed). mark runs before each flush and returns what to do once
+// that flush has succeeded (record what it made durable). Wait on the
+// result.
+func flusher(stop <-chan struct{}, flush func() error, mark func() func()) *sync.WaitGroup {
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			durable := mark()
+			if err := flush(); err != nil {
+				return
+			}
+			durable()
+		}
+	}()
+	return &wg
+}
+
 type atomicCount struct {
 	mu sync.Mutex
 	n  int
@@ -435,34 +460,23 @@ func TestParallelCrash(t *testing.T) {
 				}
 			}(w)
 		}
-		var fl sync.WaitGroup
-		fl.Add(1)
-		go func() {
-			defer fl.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
+		fl := flusher(stop, img.Flush, func() func() {
+			mu.Lock()
+			defer mu.Unlock()
+			snap := make([][]int, workers)
+			for w := range done {
+				snap[w] = append([]int(nil), done[w]...)
+			}
+			return func() {
 				mu.Lock()
-				snap := make([][]int, workers)
-				for w := range done {
-					snap[w] = append([]int(nil), done[w]...)
-				}
-				mu.Unlock()
-				if err := img.Flush(); err != nil {
-					return
-				}
-				mu.Lock()
+				defer mu.Unlock()
 				for w := range snap {
 					for _, i := range snap[w] {
 						logs[w][i].ok = true
 					}
 				}
-				mu.Unlock()
 			}
-		}()
+		})
 		wg.Wait()
 		close(stop)
 		fl.Wait()
@@ -566,27 +580,16 @@ func TestParallelZonedCrash(t *testing.T) {
 				}
 			}(w)
 		}
-		var fl sync.WaitGroup
-		fl.Add(1)
-		go func() {
-			defer fl.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
+		fl := flusher(stop, d.Flush, func() func() {
+			mu.Lock()
+			defer mu.Unlock()
+			snap := append([]int(nil), doneEnd...)
+			return func() {
 				mu.Lock()
-				snap := append([]int(nil), doneEnd...)
-				mu.Unlock()
-				if err := d.Flush(); err != nil {
-					return
-				}
-				mu.Lock()
+				defer mu.Unlock()
 				copy(durable, snap)
-				mu.Unlock()
 			}
-		}()
+		})
 		wg.Wait()
 		close(stop)
 		fl.Wait()
