@@ -12,7 +12,7 @@ const maxIOProcs = 256
 // QEMU's thread pool runs a thread per request in flight, bench -d n
 // raises GOMAXPROCS to n, and mount to 16.
 // Measured with bench -t none -d 32 of 4 KiB reads on a 2-CPU machine:
-// 3.5 s at GOMAXPROCS 2, 1.1 s at 32 (README "Performance").
+// 3.5 s at GOMAXPROCS 2, 1.1 s at 32 (docs/performance.md).
 func ProcsForIO(n int) {
 	n = min(n, maxIOProcs)
 	if n > runtime.GOMAXPROCS(0) {
