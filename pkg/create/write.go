@@ -44,7 +44,9 @@ type config struct {
 	wrap         func(Role, image.File) image.File
 	noTmpfile    bool
 	tempFallback bool
-	beforeLink   func() // called just before a new image is linked into place
+	rename       bool
+	syncDir      func(dir string) error // the directory sync (tests inject failures)
+	beforeLink   func()                 // called just before a new image is linked into place
 }
 
 func (c *config) file(r Role, f image.File) image.File {
@@ -67,6 +69,20 @@ func WithoutTmpfile() Option { return func(c *config) { c.noTmpfile = true } }
 // target, instead of memory, where the file system has no O_TMPFILE (for
 // files too large for memory, such as convert's output).
 func WithTempFallback() Option { return func(c *config) { c.tempFallback = true } }
+
+// WithRenameReplace makes Install replace an existing file by renaming the
+// complete, synced new file over it (then syncing the directory), instead
+// of replacing its content in place. For files without a magic that could
+// be written last (raw images): the target is then always the old file or
+// the new one. The new file takes the old one's permission bits (and, for
+// root, its owner); hard links to the old file keep the old content. The
+// new file is built in a hidden named file beside the target where there
+// is no O_TMPFILE.
+func WithRenameReplace() Option { return func(c *config) { c.rename = true } }
+
+// WithDirSync makes Install sync directories with fn (tests inject
+// failures this way).
+func WithDirSync(fn func(dir string) error) Option { return func(c *config) { c.syncDir = fn } }
 
 // Error is a failure to create the image file, worded as qemu-img's
 // "Could not create 'PATH': Reason".
@@ -160,7 +176,10 @@ func Install(path string, build func(f *BuildFile) error, opts ...Option) (err e
 			return err
 		}
 	}
-	bf, err := newBuildFile(target, cfg.noTmpfile, cfg.tempFallback)
+	if cfg.syncDir == nil {
+		cfg.syncDir = syncDir
+	}
+	bf, err := newBuildFile(target, cfg.noTmpfile, cfg.tempFallback || (cfg.rename && existing != nil))
 	if err != nil {
 		return &Error{Path: path, Err: err}
 	}
@@ -171,6 +190,11 @@ func Install(path string, build func(f *BuildFile) error, opts ...Option) (err e
 	}
 	sector := int64(512)
 	switch {
+	case existing != nil && cfg.rename:
+		if err := renameOver(bf, existing, target, &cfg); err != nil {
+			return fmt.Errorf("replacing %s (the old file is left as it was unless the directory sync failed): %w", path, err)
+		}
+		return nil
 	case existing != nil:
 		if err := replaceInPlace(cfg.file(RoleTarget, image.WrapOSFile(existing)), bf, sector); err != nil {
 			return fmt.Errorf("replacing the content of %s (it may now hold no image): %w", path, err)
@@ -186,7 +210,9 @@ func Install(path string, build func(f *BuildFile) error, opts ...Option) (err e
 			}
 			return &Error{Path: path, Err: err}
 		}
-		syncDir(filepath.Dir(target))
+		if err := cfg.syncDir(filepath.Dir(target)); err != nil {
+			return fmt.Errorf("%s was created but may not be durable: %w", path, err)
+		}
 		return nil
 	}
 	// No O_TMPFILE: create the file exclusively, hold the write lock, and
@@ -210,8 +236,67 @@ func Install(path string, build func(f *BuildFile) error, opts ...Option) (err e
 	if err := replaceInPlace(cfg.file(RoleTarget, image.WrapOSFile(f)), bf, sector); err != nil {
 		return err
 	}
-	syncDir(filepath.Dir(target))
+	if err := cfg.syncDir(filepath.Dir(target)); err != nil {
+		return fmt.Errorf("%s was created but may not be durable: %w", path, err)
+	}
 	return nil
+}
+
+// renameOver puts the complete build file bf in place of the existing file
+// old (named target) by rename: the build file gets a hidden name beside
+// target (unless it has one), old's permission bits (and owner, as root),
+// is synced, renamed over target, and the directory is synced. Until the
+// rename the target is untouched; the hidden name is removed on failure.
+func renameOver(bf *BuildFile, old *os.File, target string, cfg *config) error {
+	if bf.os == nil {
+		return errors.New("no file to rename over the target") // not reached: the fallback is named
+	}
+	if bf.named == "" {
+		name, err := linkHidden(bf.fd, target)
+		if err != nil {
+			return err
+		}
+		bf.named = name // removed by bf.close unless renamed
+	}
+	st, err := old.Stat()
+	if err != nil {
+		return err
+	}
+	if err := bf.os.Chmod(st.Mode().Perm() | st.Mode()&(fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky)); err != nil {
+		return err
+	}
+	if sys, ok := st.Sys().(*unix.Stat_t); ok && os.Geteuid() == 0 {
+		if err := bf.os.Chown(int(sys.Uid), int(sys.Gid)); err != nil {
+			return err
+		}
+	}
+	if err := bf.Sync(); err != nil {
+		return err
+	}
+	if err := os.Rename(bf.named, target); err != nil {
+		return err
+	}
+	bf.named = ""
+	if err := cfg.syncDir(filepath.Dir(target)); err != nil {
+		return fmt.Errorf("the new file is in place but may not be durable: %w", err)
+	}
+	return nil
+}
+
+// linkHidden gives the O_TMPFILE file fd a new hidden name beside target
+// and returns it.
+func linkHidden(fd int, target string) (string, error) {
+	dir, base := filepath.Dir(target), filepath.Base(target)
+	for i := 0; ; i++ {
+		name := filepath.Join(dir, fmt.Sprintf(".%s.zqimg-%d-%d", base, os.Getpid(), i))
+		err := linkTmpfile(fd, name)
+		if err == nil {
+			return name, nil
+		}
+		if !errors.Is(err, unix.EEXIST) || i >= 100 {
+			return "", err
+		}
+	}
 }
 
 // resolveLinks follows symbolic links at the end of path (path itself, the
@@ -444,12 +529,18 @@ func linkTmpfile(fd int, target string) error {
 	return err
 }
 
-// syncDir makes a new directory entry durable (best effort).
-func syncDir(dir string) {
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		d.Close()
+// syncDir makes the entries of dir durable. A file system that cannot sync
+// a directory (EINVAL) is not an error; any other failure is.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
 	}
+	defer d.Close()
+	if err := d.Sync(); err != nil && !errors.Is(err, unix.EINVAL) {
+		return fmt.Errorf("syncing directory %s: %w", dir, err)
+	}
+	return nil
 }
 
 // memFile is an image.File in memory.
