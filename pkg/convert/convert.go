@@ -227,8 +227,9 @@ func Convert(r Request) (res *Result, err error) {
 	if err := pcreate.Install(r.Dest, build, opts...); err != nil {
 		var ce *pcreate.Error
 		if errors.As(err, &ce) {
-			//lint:ignore ST1005 the message is qemu-img's
-			return nil, fmt.Errorf("Could not create '%s': %w", r.Dest, ce.Err)
+			// qemu-img: "error while converting raw: Could not create
+			// 'DST': Permission denied".
+			return nil, &CreateError{Format: r.Format, Err: ce}
 		}
 		return nil, err
 	}

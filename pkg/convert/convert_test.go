@@ -132,7 +132,7 @@ func TestConvertRefusals(t *testing.T) {
 		{"active limit", convert.Request{Source: zsrc, Format: "qcow2", Options: []string{"zone.max_active_zones=2"}}, "3 zones would be partially written (active), more than zone.max_active_zones 2"},
 		{"zoned v2", convert.Request{Source: zsrc, Format: "qcow2", Options: []string{"compat=0.10"}}, "requires compat=1.1"},
 		{"data beyond capacity", convert.Request{Source: src, Format: "qcow2", Options: []string{"zone.mode=host-managed,zone.size=1M,zone.capacity=512k"}}, "beyond its capacity"},
-		{"directory missing", convert.Request{Source: src, Format: "qcow2", Dest: filepath.Join(dir, "nodir", "x.qcow2")}, "no such file or directory"},
+		{"directory missing", convert.Request{Source: src, Format: "qcow2", Dest: filepath.Join(dir, "nodir", "x.qcow2")}, "error while converting qcow2: Could not create '" + filepath.Join(dir, "nodir", "x.qcow2") + "': No such file or directory"},
 	} {
 		if tc.req.Dest == "" {
 			tc.req.Dest = dst

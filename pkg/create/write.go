@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"unicode"
 
 	"github.com/zqimg/zqimg/pkg/image"
@@ -128,9 +127,12 @@ func reason(err error) string {
 //     uses the image, Create fails with the *image.LockError and writes
 //     nothing. The new image replaces the file's content in place, so the
 //     file keeps its inode, permissions and hard links, and a symbolic link
-//     at path stays a link to it.
-//   - A new file (or the missing target of a dangling symbolic link) gets
-//     mode 0666 minus the process umask, applied by the kernel.
+//     at path stays a link to it. Links are followed by the kernel, never
+//     by Create (see openTarget): fs.protected_symlinks applies (EACCES).
+//   - A new file (or the missing target of a dangling symbolic link, which
+//     is created empty through the link, then filled as an existing file
+//     and removed on failure) gets mode 0666 minus the process umask,
+//     applied by the kernel.
 //   - The image is first built completely in an anonymous O_TMPFILE file
 //     in the target's directory, which disappears with the process. A new
 //     image is then linked into place with linkat (never over a file that
@@ -162,16 +164,21 @@ func Install(path string, build func(f *BuildFile) error, opts ...Option) (err e
 	for _, o := range opts {
 		o(&cfg)
 	}
-	target, err := resolveLinks(path)
-	if err != nil {
-		return &Error{Path: path, Err: err}
-	}
-	existing, err := openExisting(target)
+	existing, target, created, err := openTarget(path)
 	if err != nil {
 		return &Error{Path: path, Err: err}
 	}
 	if existing != nil {
 		defer existing.Close() // releases the lock
+		if created {
+			// The missing target of a dangling link, made empty here:
+			// removed again unless the new file is put in place.
+			defer func() {
+				if err != nil {
+					os.Remove(target)
+				}
+			}()
+		}
 		if err := image.Lock(existing, path, false); err != nil {
 			return err
 		}
@@ -299,35 +306,47 @@ func linkHidden(fd int, target string) (string, error) {
 	}
 }
 
-// resolveLinks follows symbolic links at the end of path (path itself, the
-// link's target, ...) to the name the image goes to: the first name that is
-// not a symbolic link, existing or not. Directories on the way are left to
-// the kernel.
-func resolveLinks(path string) (string, error) {
-	p := path
-	for range 40 {
-		st, err := os.Lstat(p)
-		if err != nil || st.Mode()&fs.ModeSymlink == 0 {
-			return p, nil
-		}
-		dest, err := os.Readlink(p)
-		if err != nil {
-			return "", err
-		}
-		if !filepath.IsAbs(dest) {
-			// Relative to the link's directory, as the kernel resolves it
-			// (no lexical cleaning: a directory may be a link itself).
-			dest = p[:strings.LastIndexByte(p, '/')+1] + dest
-		}
-		p = dest
+// openTarget opens the file at path as the kernel resolves it, so that
+// the kernel's rules on following links apply (fs.protected_symlinks
+// refuses, with EACCES, a link in a sticky world-writable directory that
+// belongs to someone else): zqimg never resolves a link itself. It returns
+// the open file (nil when path names nothing), the name the file is
+// reached at (path itself, or the end of the links for a link) and
+// whether it created the file: a dangling link's missing target is
+// created empty through the link (O_CREAT), as qemu-img does.
+func openTarget(path string) (f *os.File, target string, created bool, err error) {
+	f, err = openExisting(path, false)
+	if err != nil {
+		return nil, "", false, err
 	}
-	return "", unix.ELOOP
+	st, lerr := os.Lstat(path)
+	isLink := lerr == nil && st.Mode()&fs.ModeSymlink != 0
+	if f == nil && isLink {
+		if f, err = openExisting(path, true); err != nil {
+			return nil, "", false, err
+		}
+		created = true
+	}
+	if f == nil || !isLink {
+		return f, path, false, nil
+	}
+	target, err = os.Readlink("/proc/self/fd/" + strconv.Itoa(int(f.Fd())))
+	if err != nil || !filepath.IsAbs(target) {
+		f.Close()
+		return nil, "", false, fmt.Errorf("finding the file the link %s names: %w", path, err)
+	}
+	return f, target, created, nil
 }
 
 // openExisting opens target for writing, or returns nil if it does not
-// exist. It refuses what is not a regular file.
-func openExisting(target string) (*os.File, error) {
-	f, err := os.OpenFile(target, os.O_RDWR|unix.O_NONBLOCK|unix.O_NOCTTY, 0)
+// exist (with create, creates it, mode 0666 minus the umask). It refuses
+// what is not a regular file.
+func openExisting(target string, create bool) (*os.File, error) {
+	flags := os.O_RDWR | unix.O_NONBLOCK | unix.O_NOCTTY
+	if create {
+		flags |= os.O_CREATE
+	}
+	f, err := os.OpenFile(target, flags, 0o666)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, nil
