@@ -18,7 +18,8 @@ var ErrResize = errors.New("zoned resize refused")
 // remove trailing sequential zones that are EMPTY, and must leave the open
 // and active limits within the number of zones. An active limit of at
 // least the number of sequential zones (no limit in effect) becomes the
-// new number of sequential zones. The write-pointer table
+// new number of sequential zones. No existing zone changes condition: a
+// FULL short last zone that grows stays FULL. The write-pointer table
 // is rewritten at a new place (the extension's nr_zones, zonedmeta_size
 // and zonedmeta_offset updated) in the same atomic header write that
 // switches the size and the L1 table.
@@ -89,6 +90,13 @@ func (d *Device) Resize(size uint64, shrink bool) error {
 		} else {
 			wp[i] = nh.ZoneStart(uint32(i))
 		}
+	}
+	if last := d.m.nr - 1; size > old && last >= nh.ConventionalZones && d.m.cond(last) == CondFull {
+		// A FULL short last zone that grows stays FULL: its write pointer
+		// becomes start + zone_size, as a finish writes it (otherwise the
+		// longer zone would turn CLOSED, an active zone beyond the limit).
+		// The grown part is new space and reads as zeroes.
+		wp[last] = nh.ZoneStart(last) + nh.ZoneSize
 	}
 	return d.swapTable(&nh, wp, func(u image.TableUpdate) error {
 		return d.img.Resize(size, image.ResizeOptions{Shrink: shrink, Tables: []image.TableUpdate{u}})
