@@ -60,3 +60,48 @@ func NeedRoot(t testing.TB, why string) {
 	}
 	t.Skipf("%s needs root", why)
 }
+
+// ProtectedSymlinks sets fs.protected_symlinks to 1 for the rest of the
+// test (restoring the old value at its end), and returns a new sticky,
+// world-writable (1777) directory, owned by root, holding real (a file of
+// content old, owned by root) and link, a symbolic link to real owned by
+// uid 1000: a link the kernel refuses to follow for root. It needs root
+// and a writable sysctl (skips, or fails in CI).
+func ProtectedSymlinks(t testing.TB, old []byte) (dir, real, link string) {
+	t.Helper()
+	NeedRoot(t, "fs.protected_symlinks")
+	const knob = "/proc/sys/fs/protected_symlinks"
+	prev, err := os.ReadFile(knob)
+	if err == nil {
+		err = os.WriteFile(knob, []byte("1"), 0o644)
+	}
+	if err != nil {
+		if Required() {
+			t.Fatalf("setting fs.protected_symlinks: %v", err)
+		}
+		t.Skipf("setting fs.protected_symlinks: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := os.WriteFile(knob, prev, 0o644); err != nil {
+			t.Errorf("restoring fs.protected_symlinks: %v", err)
+		}
+	})
+	dir = filepath.Join(t.TempDir(), "sticky")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o777|os.ModeSticky); err != nil {
+		t.Fatal(err)
+	}
+	real, link = filepath.Join(dir, "real"), filepath.Join(dir, "link")
+	if err := os.WriteFile(real, old, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("real", link); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Lchown(link, 1000, 1000); err != nil {
+		t.Fatal(err)
+	}
+	return dir, real, link
+}

@@ -69,11 +69,43 @@ func (r *Result) MiBps() float64 {
 // OpsPerSec returns the requests completed per second.
 func (r *Result) OpsPerSec() float64 { return float64(r.Requests) / r.Elapsed.Seconds() }
 
+// Validate checks o against d without sending a request: the queue
+// depth, and for a zoned run the image (zoned), the mode and the request
+// size (a multiple of 512 bytes, within the zone capacity and, for
+// appends, zone.max_append_bytes). Run checks the same; callers validate
+// first to report a bad option before announcing the run.
+func Validate(d *zone.Device, o Options) error {
+	if o.Depth < 1 {
+		return fmt.Errorf("queue depth %d: at least one request must be in flight", o.Depth)
+	}
+	if o.Zoned == ZonedNone {
+		return nil
+	}
+	h := d.Header()
+	if h == nil {
+		return fmt.Errorf("--zoned: %w", zone.ErrNotZoned)
+	}
+	if o.Zoned != ZonedWrite && o.Zoned != ZonedAppend {
+		return fmt.Errorf("--zoned must be 'write' or 'append', not '%s'", o.Zoned)
+	}
+	if o.Size <= 0 || o.Size%512 != 0 {
+		return fmt.Errorf("--zoned: the request size %d must be a positive multiple of 512 bytes", o.Size)
+	}
+	capacity := min(h.ZoneCapacity, uint64(d.Size())-h.ZoneStart(h.NrZones-1))
+	if uint64(o.Size) > capacity {
+		return fmt.Errorf("--zoned: the request size %d exceeds the zone capacity %d", o.Size, capacity)
+	}
+	if o.Zoned == ZonedAppend && uint64(o.Size) > uint64(h.MaxAppendBytes) {
+		return fmt.Errorf("--zoned append: the request size %d exceeds zone.max_append_bytes %d", o.Size, h.MaxAppendBytes)
+	}
+	return nil
+}
+
 // Run runs the benchmark on d. Requests go through d, which is safe for
 // concurrent use: o.Depth goroutines each keep one request in flight.
 func Run(d *zone.Device, o Options) (*Result, error) {
-	if o.Depth < 1 {
-		return nil, fmt.Errorf("queue depth %d: at least one request must be in flight", o.Depth)
+	if err := Validate(d, o); err != nil {
+		return nil, err
 	}
 	if o.Zoned != ZonedNone {
 		return runZoned(d, o)
@@ -186,23 +218,10 @@ type zoned struct {
 // (reset first when it is FULL). Appends to one zone may be in flight
 // together; writes to one zone are issued in order.
 func runZoned(d *zone.Device, o Options) (*Result, error) {
+	if err := Validate(d, o); err != nil {
+		return nil, err
+	}
 	h := d.Header()
-	if h == nil {
-		return nil, fmt.Errorf("--zoned: %w", zone.ErrNotZoned)
-	}
-	if o.Zoned != ZonedWrite && o.Zoned != ZonedAppend {
-		return nil, fmt.Errorf("--zoned must be 'write' or 'append', not '%s'", o.Zoned)
-	}
-	if o.Size <= 0 || o.Size%512 != 0 {
-		return nil, fmt.Errorf("--zoned: the request size %d must be a positive multiple of 512 bytes", o.Size)
-	}
-	capacity := min(h.ZoneCapacity, uint64(d.Size())-h.ZoneStart(h.NrZones-1))
-	if uint64(o.Size) > capacity {
-		return nil, fmt.Errorf("--zoned: the request size %d exceeds the zone capacity %d", o.Size, capacity)
-	}
-	if o.Zoned == ZonedAppend && uint64(o.Size) > uint64(h.MaxAppendBytes) {
-		return nil, fmt.Errorf("--zoned append: the request size %d exceeds zone.max_append_bytes %d", o.Size, h.MaxAppendBytes)
-	}
 	seq := h.NrZones - h.ConventionalZones
 	slots := min(uint32(o.Depth), seq)
 	if h.MaxOpenZones != 0 {
@@ -262,18 +281,24 @@ func runZoned(d *zone.Device, o Options) (*Result, error) {
 	return res, nil
 }
 
-// next moves slot s to the next zone nobody writes, resetting it when FULL.
+// next moves slot s to the next zone nobody writes, resetting it when
+// FULL; when every other zone is taken, it resets and reuses its own.
 func (z *zoned) next(s *zoneSlot) error {
 	z.mu.Lock()
 	defer z.mu.Unlock()
 	h := z.h
-	for tries := uint32(0); tries < h.NrZones; tries++ {
+	// Another slot's zone is never taken; the slot's own zone (FULL: leave
+	// finished it) is taken again, reset, only when no other zone is
+	// free: with as many slots as sequential zones, every zone is some
+	// slot's.
+	for tries := uint32(0); tries < 2*h.NrZones; tries++ {
 		zi := z.cursor
 		z.cursor++
 		if z.cursor >= h.NrZones {
 			z.cursor = h.ConventionalZones
 		}
-		if z.inUse[zi] {
+		own := s.assigned && zi == s.zi
+		if z.inUse[zi] && !(own && tries >= h.NrZones) {
 			continue
 		}
 		zs, err := z.d.Report(int64(h.ZoneStart(zi)), 1)

@@ -89,3 +89,54 @@ func TestPlainRunOffsets(t *testing.T) {
 		t.Fatal("a read beyond the end succeeded")
 	}
 }
+
+// TestZonedRunEveryZoneInUse: with as many zones written at once as there
+// are sequential zones (depth >= zones, no limit or an open limit alone),
+// a zone that fills up is reset and reused by its own slot: every request
+// completes (the run used to fail with "no zone free to write").
+func TestZonedRunEveryZoneInUse(t *testing.T) {
+	for _, mode := range []string{bench.ZonedWrite, bench.ZonedAppend} {
+		for _, limits := range [][]string{{"zone.max_open_zones=4"}, nil, {"zone.conventional_zones=2"}} {
+			path := newZoned(t, append([]string{"zone.size=1M", "zone.max_append_bytes=64k"}, limits...)...)
+			d, err := zone.Open(path, image.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			res, err := bench.Run(d, bench.Options{Count: 300, Depth: 32, Size: 64 << 10, Pattern: 0x3c, Zoned: mode})
+			if err != nil {
+				t.Fatalf("%s %v: %v", mode, limits, err)
+			}
+			if res.Requests != 300 || res.Resets == 0 {
+				t.Fatalf("%s %v: %+v", mode, limits, res)
+			}
+			if err := d.Close(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
+
+// TestValidateBeforeRun: bad zoned options are refused by Validate,
+// before any request.
+func TestValidateBeforeRun(t *testing.T) {
+	path := newZoned(t, "zone.size=256k", "zone.max_append_bytes=32k")
+	d, err := zone.Open(path, image.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	for _, o := range []bench.Options{
+		{Depth: 0, Size: 4096, Zoned: bench.ZonedWrite},
+		{Depth: 1, Size: 1000, Zoned: bench.ZonedWrite},
+		{Depth: 1, Size: 512 << 10, Zoned: bench.ZonedWrite},
+		{Depth: 1, Size: 64 << 10, Zoned: bench.ZonedAppend},
+		{Depth: 1, Size: 4096, Zoned: "fast"},
+	} {
+		if err := bench.Validate(d, o); err == nil {
+			t.Errorf("%+v: accepted", o)
+		}
+	}
+	if err := bench.Validate(d, bench.Options{Depth: 4, Size: 32 << 10, Zoned: bench.ZonedAppend}); err != nil {
+		t.Errorf("valid options: %v", err)
+	}
+}

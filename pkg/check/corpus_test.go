@@ -339,6 +339,18 @@ var corpus = []corpusCase{
 		wantExit: 2,
 		repairs:  []want{zonedExtBad.fixed()},
 		verify:   wantZoned(func(h *zone.Header) bool { return h.MaxOpenZones == 14 })},
+	// Zones 2 and 3 are CLOSED: two active zones, with a limit of 1 (what
+	// a resize that turned a FULL short last zone CLOSED left behind).
+	{name: "zoned-too-many-active", base: zonedBase,
+		mutate: func(t testing.TB, r *raw) {
+			h := r.zoned(t)
+			h.MaxActiveZones, h.MaxOpenZones = 1, 1
+			r.setZoned(t, h)
+		},
+		want:     []want{is(check.ProblemActiveZones, check.KindCorruption)},
+		wantExit: 2,
+		repairs:  []want{is(check.ProblemActiveZones, check.KindCorruption).fixed()},
+		verify:   wantZoned(func(h *zone.Header) bool { return h.MaxActiveZones == 2 && h.MaxOpenZones == 1 })},
 	{name: "zoned-max-append-bad", base: zonedBase,
 		mutate: func(t testing.TB, r *raw) {
 			h := r.zoned(t)

@@ -122,6 +122,7 @@ const (
 	ProblemZonedTableOverlap             // a write-pointer table cluster is also used by something else
 	ProblemL1Copied                      // L1 entry's OFLAG_COPIED wrong for its L2 table's refcount
 	ProblemZoneFaultPlan                 // zqimg's zone fault extension invalid
+	ProblemActiveZones                   // more active (CLOSED) zones than max_active_zones
 )
 
 var problemNames = [...]string{
@@ -154,6 +155,7 @@ var problemNames = [...]string{
 	ProblemZonedTableOverlap:     "zoned-table-overlap",
 	ProblemL1Copied:              "l1-copied-flag",
 	ProblemZoneFaultPlan:         "zone-fault-plan",
+	ProblemActiveZones:           "too-many-active-zones",
 }
 
 func (p Problem) String() string {

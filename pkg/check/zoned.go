@@ -150,6 +150,8 @@ func (c *checker) checkZoned(fix Mode) error {
 		if z.bad*2 > int(z.h.NrZones) {
 			// Mostly impossible entries: perhaps not the table at all.
 			c.needLocate = true
+		} else {
+			c.checkActive(z, zx, repair)
 		}
 	}
 	if !repair {
@@ -168,6 +170,52 @@ func (c *checker) checkZoned(fix Mode) error {
 		}
 	}
 	return c.writeZonedExt(zx)
+}
+
+// checkActive reports more active zones than max_active_zones allows.
+// On disk every zone that is neither EMPTY nor FULL (nor injected READ
+// ONLY or OFFLINE) is CLOSED, and CLOSED zones are active: a device
+// opening the image would hold more active zones than its limit. The
+// repair raises max_active_zones to the number of active zones (no zone
+// changes condition, no data moves).
+func (c *checker) checkActive(z *zstate, zx *zonedExt, repair bool) {
+	h := &z.h
+	if h.MaxActiveZones == 0 {
+		return
+	}
+	var faults *zone.FaultPlan
+	if e := c.ext(zone.FaultExtMagic); e != nil {
+		if p, err := zone.ParseFaultExtension(e.Data); err == nil && p.Validate(h.NrZones) == nil {
+			faults = p
+		}
+	}
+	var active uint32
+	var names []string
+	for i := h.ConventionalZones; i < h.NrZones; i++ {
+		start := h.ZoneStart(i)
+		capEnd := start + min(h.ZoneCapacity, z.zoneLen(i))
+		if wp := z.wp[i]; wp == start || wp >= capEnd || faults.Cond(i) != 0 {
+			continue
+		}
+		active++
+		if len(names) < 10 {
+			names = append(names, fmt.Sprint(i))
+		}
+	}
+	if active <= h.MaxActiveZones {
+		return
+	}
+	list := strings.Join(names, ", ")
+	if active > uint32(len(names)) {
+		list += fmt.Sprintf(" and %d more", active-uint32(len(names)))
+	}
+	f := finding(KindCorruption, ProblemActiveZones, "%s zoned: %d zones are active (CLOSED: zones %s), more than max_active_zones %d", verb(repair), active, list, h.MaxActiveZones)
+	if repair {
+		f.Msg += fmt.Sprintf("; max_active_zones set to %d", active)
+		zx.v.MaxActiveZones = active
+		zx.changed = true
+	}
+	c.zonedExtErr(f.repaired(repair))
 }
 
 // zonedExt is the zoned extension as checkZoned repairs it.

@@ -28,10 +28,14 @@
 // written (Result.Warnings says so); non-zero data beyond a zone's
 // capacity cannot be represented and is refused.
 //
-// Crash safety: the destination is built in a temporary file beside it,
-// flushed, and renamed over the destination path; on failure the
-// temporary file is removed, so no half-made destination is left (a crash
-// can leave the hidden temporary file, never a half-made destination).
+// Crash safety: the destination is built in an anonymous temporary file
+// beside it and put in place by pcreate.Install. An existing qcow2
+// destination keeps its inode (content replaced in place, magic last); an
+// existing raw destination, which has no magic to write last, is replaced
+// by renaming the complete, synced new file over it and syncing the
+// directory, so it is always the old file or the new one. On failure
+// nothing is left behind (a crash can leave a hidden temporary file, never
+// a half-made destination).
 package convert
 
 import (
@@ -64,6 +68,9 @@ type Request struct {
 	// Ctx, when set, cancels the conversion (checked between chunks);
 	// the partial destination is removed.
 	Ctx context.Context
+	// InstallOptions are passed to pcreate.Install (tests inject
+	// failures with them).
+	InstallOptions []pcreate.Option
 }
 
 // Result describes a finished conversion.
@@ -211,11 +218,18 @@ func Convert(r Request) (res *Result, err error) {
 		}
 		return err
 	}
-	if err := pcreate.Install(r.Dest, build, pcreate.WithTempFallback()); err != nil {
+	opts := append([]pcreate.Option{pcreate.WithTempFallback()}, r.InstallOptions...)
+	if spec == nil {
+		// A raw file has no magic to write last: an existing one is
+		// replaced by renaming the complete new file over it.
+		opts = append(opts, pcreate.WithRenameReplace())
+	}
+	if err := pcreate.Install(r.Dest, build, opts...); err != nil {
 		var ce *pcreate.Error
 		if errors.As(err, &ce) {
-			//lint:ignore ST1005 the message is qemu-img's
-			return nil, fmt.Errorf("Could not create '%s': %w", r.Dest, ce.Err)
+			// qemu-img: "error while converting raw: Could not create
+			// 'DST': Permission denied".
+			return nil, &CreateError{Format: r.Format, Err: ce}
 		}
 		return nil, err
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -131,7 +132,7 @@ func TestConvertRefusals(t *testing.T) {
 		{"active limit", convert.Request{Source: zsrc, Format: "qcow2", Options: []string{"zone.max_active_zones=2"}}, "3 zones would be partially written (active), more than zone.max_active_zones 2"},
 		{"zoned v2", convert.Request{Source: zsrc, Format: "qcow2", Options: []string{"compat=0.10"}}, "requires compat=1.1"},
 		{"data beyond capacity", convert.Request{Source: src, Format: "qcow2", Options: []string{"zone.mode=host-managed,zone.size=1M,zone.capacity=512k"}}, "beyond its capacity"},
-		{"directory missing", convert.Request{Source: src, Format: "qcow2", Dest: filepath.Join(dir, "nodir", "x.qcow2")}, "no such file or directory"},
+		{"directory missing", convert.Request{Source: src, Format: "qcow2", Dest: filepath.Join(dir, "nodir", "x.qcow2")}, "error while converting qcow2: Could not create '" + filepath.Join(dir, "nodir", "x.qcow2") + "': No such file or directory"},
 	} {
 		if tc.req.Dest == "" {
 			tc.req.Dest = dst
@@ -217,6 +218,121 @@ func TestConvertOutputMode(t *testing.T) {
 		}
 		if st.Mode().Perm() != 0o644 {
 			t.Errorf("%s output has mode %v, want 0644", format, st.Mode().Perm())
+		}
+	}
+}
+
+// faultFile fails the failAt-th change (write, truncation or sync) counted
+// over every file Install writes.
+type faultFile struct {
+	image.File
+	count  *int
+	failAt int
+}
+
+var errFault = errors.New("injected fault")
+
+func (f faultFile) change() error {
+	if *f.count++; *f.count == f.failAt {
+		return fmt.Errorf("%w: %w", errFault, syscall.EIO)
+	}
+	return nil
+}
+
+func (f faultFile) WriteAt(p []byte, off int64) (int, error) {
+	if err := f.change(); err != nil {
+		return 0, err
+	}
+	return f.File.WriteAt(p, off)
+}
+
+func (f faultFile) Truncate(n int64) error {
+	if err := f.change(); err != nil {
+		return err
+	}
+	return f.File.Truncate(n)
+}
+
+func (f faultFile) Sync() error {
+	if err := f.change(); err != nil {
+		return err
+	}
+	return f.File.Sync()
+}
+
+// TestConvertRawReplaceAtomic: a conversion to raw over an existing raw
+// file that fails at any write, truncation or sync leaves the old file
+// exactly as it was (and nothing else); once it succeeds the file is the
+// new content, with the old file's permissions.
+func TestConvertRawReplaceAtomic(t *testing.T) {
+	dir := t.TempDir()
+	srcPath := plainSource(t, dir)
+	src := openDisk(t, srcPath, "")
+	defer src.Close()
+	want := readDisk(t, src)
+	dst := filepath.Join(dir, "out.raw")
+	old := bytes.Repeat([]byte("old raw content "), 300000) // 4.8 MB
+	for failAt := 1; ; failAt++ {
+		if err := os.WriteFile(dst, old, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(dst, 0o640); err != nil {
+			t.Fatal(err)
+		}
+		count := 0
+		wrap := create.WithFileWrapper(func(_ create.Role, f image.File) image.File {
+			return faultFile{File: f, count: &count, failAt: failAt}
+		})
+		_, err := convert.Convert(convert.Request{Source: src, Dest: dst, Format: "raw", InstallOptions: []create.Option{wrap}})
+		got, rerr := os.ReadFile(dst)
+		if rerr != nil {
+			t.Fatal(rerr)
+		}
+		noLeftovers(t, dir, "plain.qcow2", "out.raw")
+		if err != nil {
+			if !errors.Is(err, errFault) {
+				t.Fatalf("fault %d: %v", failAt, err)
+			}
+			if !bytes.Equal(got, old) {
+				t.Fatalf("fault %d (%v): the old file was changed (%d bytes)", failAt, err, len(got))
+			}
+			continue
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("after %d changes: the new file differs from the source", count)
+		}
+		if st, _ := os.Stat(dst); st.Mode().Perm() != 0o640 {
+			t.Fatalf("mode %v, want the old file's 0640", st.Mode())
+		}
+		if failAt < 3 {
+			t.Fatalf("only %d faults tried", failAt)
+		}
+		break
+	}
+}
+
+// TestConvertRawDirSyncError: a failing directory sync after the rename
+// is returned, not ignored.
+func TestConvertRawDirSyncError(t *testing.T) {
+	dir := t.TempDir()
+	src := openDisk(t, plainSource(t, dir), "")
+	defer src.Close()
+	dst := filepath.Join(dir, "out.raw")
+	for _, existing := range []bool{true, false} {
+		os.Remove(dst)
+		if existing {
+			if err := os.WriteFile(dst, []byte("old"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		synced := 0
+		fail := create.WithDirSync(func(d string) error {
+			synced++
+			return &os.PathError{Op: "fsync", Path: d, Err: syscall.EIO}
+		})
+		_, err := convert.Convert(convert.Request{Source: src, Dest: dst, Format: "raw", InstallOptions: []create.Option{fail}})
+		if !errors.Is(err, syscall.EIO) || synced != 1 {
+			t.Fatalf("existing %v: err %v after %d directory syncs, want EIO", existing, err, synced)
 		}
 	}
 }

@@ -189,7 +189,9 @@ func zoneGeometry(o *Options, size uint64) (*zone.Header, error) {
 
 // zoneLimits sets h's open and active limits from zone.max_active_zones
 // and zone.max_open_zones, clamping (with a warning in s) the values the
-// reference clamps.
+// reference clamps. An open limit without an active limit (0) gets the
+// active limit "number of sequential zones" (no limit in effect), which
+// the reference can open (internal/refrules).
 func zoneLimits(o *Options, h *zone.Header, s *Spec) error {
 	for _, n := range []string{"zone.max_active_zones", "zone.max_open_zones"} {
 		if v := o.num(n, 0); v > 1<<32-1 {
@@ -215,6 +217,13 @@ func zoneLimits(o *Options, h *zone.Header, s *Spec) error {
 		}
 	} else {
 		open = min(open, seq)
+	}
+	if open != 0 && active == 0 {
+		// The reference refuses to open an image whose open limit exceeds
+		// its active limit, 0 included: "no active limit" is written as
+		// the number of sequential zones, which can never all be
+		// exceeded, so the meaning is the same.
+		active = seq
 	}
 	h.MaxActiveZones, h.MaxOpenZones = uint32(active), uint32(open)
 	return nil

@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"unicode"
 
 	"github.com/zqimg/zqimg/pkg/image"
@@ -44,7 +43,9 @@ type config struct {
 	wrap         func(Role, image.File) image.File
 	noTmpfile    bool
 	tempFallback bool
-	beforeLink   func() // called just before a new image is linked into place
+	rename       bool
+	syncDir      func(dir string) error // the directory sync (tests inject failures)
+	beforeLink   func()                 // called just before a new image is linked into place
 }
 
 func (c *config) file(r Role, f image.File) image.File {
@@ -67,6 +68,20 @@ func WithoutTmpfile() Option { return func(c *config) { c.noTmpfile = true } }
 // target, instead of memory, where the file system has no O_TMPFILE (for
 // files too large for memory, such as convert's output).
 func WithTempFallback() Option { return func(c *config) { c.tempFallback = true } }
+
+// WithRenameReplace makes Install replace an existing file by renaming the
+// complete, synced new file over it (then syncing the directory), instead
+// of replacing its content in place. For files without a magic that could
+// be written last (raw images): the target is then always the old file or
+// the new one. The new file takes the old one's permission bits (and, for
+// root, its owner); hard links to the old file keep the old content. The
+// new file is built in a hidden named file beside the target where there
+// is no O_TMPFILE.
+func WithRenameReplace() Option { return func(c *config) { c.rename = true } }
+
+// WithDirSync makes Install sync directories with fn (tests inject
+// failures this way).
+func WithDirSync(fn func(dir string) error) Option { return func(c *config) { c.syncDir = fn } }
 
 // Error is a failure to create the image file, worded as qemu-img's
 // "Could not create 'PATH': Reason".
@@ -112,9 +127,12 @@ func reason(err error) string {
 //     uses the image, Create fails with the *image.LockError and writes
 //     nothing. The new image replaces the file's content in place, so the
 //     file keeps its inode, permissions and hard links, and a symbolic link
-//     at path stays a link to it.
-//   - A new file (or the missing target of a dangling symbolic link) gets
-//     mode 0666 minus the process umask, applied by the kernel.
+//     at path stays a link to it. Links are followed by the kernel, never
+//     by Create (see openTarget): fs.protected_symlinks applies (EACCES).
+//   - A new file (or the missing target of a dangling symbolic link, which
+//     is created empty through the link, then filled as an existing file
+//     and removed on failure) gets mode 0666 minus the process umask,
+//     applied by the kernel.
 //   - The image is first built completely in an anonymous O_TMPFILE file
 //     in the target's directory, which disappears with the process. A new
 //     image is then linked into place with linkat (never over a file that
@@ -146,21 +164,29 @@ func Install(path string, build func(f *BuildFile) error, opts ...Option) (err e
 	for _, o := range opts {
 		o(&cfg)
 	}
-	target, err := resolveLinks(path)
-	if err != nil {
-		return &Error{Path: path, Err: err}
-	}
-	existing, err := openExisting(target)
+	existing, target, created, err := openTarget(path)
 	if err != nil {
 		return &Error{Path: path, Err: err}
 	}
 	if existing != nil {
 		defer existing.Close() // releases the lock
+		if created {
+			// The missing target of a dangling link, made empty here:
+			// removed again unless the new file is put in place.
+			defer func() {
+				if err != nil {
+					os.Remove(target)
+				}
+			}()
+		}
 		if err := image.Lock(existing, path, false); err != nil {
 			return err
 		}
 	}
-	bf, err := newBuildFile(target, cfg.noTmpfile, cfg.tempFallback)
+	if cfg.syncDir == nil {
+		cfg.syncDir = syncDir
+	}
+	bf, err := newBuildFile(target, cfg.noTmpfile, cfg.tempFallback || (cfg.rename && existing != nil))
 	if err != nil {
 		return &Error{Path: path, Err: err}
 	}
@@ -171,6 +197,11 @@ func Install(path string, build func(f *BuildFile) error, opts ...Option) (err e
 	}
 	sector := int64(512)
 	switch {
+	case existing != nil && cfg.rename:
+		if err := renameOver(bf, existing, target, &cfg); err != nil {
+			return fmt.Errorf("replacing %s (the old file is left as it was unless the directory sync failed): %w", path, err)
+		}
+		return nil
 	case existing != nil:
 		if err := replaceInPlace(cfg.file(RoleTarget, image.WrapOSFile(existing)), bf, sector); err != nil {
 			return fmt.Errorf("replacing the content of %s (it may now hold no image): %w", path, err)
@@ -186,7 +217,9 @@ func Install(path string, build func(f *BuildFile) error, opts ...Option) (err e
 			}
 			return &Error{Path: path, Err: err}
 		}
-		syncDir(filepath.Dir(target))
+		if err := cfg.syncDir(filepath.Dir(target)); err != nil {
+			return fmt.Errorf("%s was created but may not be durable: %w", path, err)
+		}
 		return nil
 	}
 	// No O_TMPFILE: create the file exclusively, hold the write lock, and
@@ -210,39 +243,110 @@ func Install(path string, build func(f *BuildFile) error, opts ...Option) (err e
 	if err := replaceInPlace(cfg.file(RoleTarget, image.WrapOSFile(f)), bf, sector); err != nil {
 		return err
 	}
-	syncDir(filepath.Dir(target))
+	if err := cfg.syncDir(filepath.Dir(target)); err != nil {
+		return fmt.Errorf("%s was created but may not be durable: %w", path, err)
+	}
 	return nil
 }
 
-// resolveLinks follows symbolic links at the end of path (path itself, the
-// link's target, ...) to the name the image goes to: the first name that is
-// not a symbolic link, existing or not. Directories on the way are left to
-// the kernel.
-func resolveLinks(path string) (string, error) {
-	p := path
-	for range 40 {
-		st, err := os.Lstat(p)
-		if err != nil || st.Mode()&fs.ModeSymlink == 0 {
-			return p, nil
-		}
-		dest, err := os.Readlink(p)
+// renameOver puts the complete build file bf in place of the existing file
+// old (named target) by rename: the build file gets a hidden name beside
+// target (unless it has one), old's permission bits (and owner, as root),
+// is synced, renamed over target, and the directory is synced. Until the
+// rename the target is untouched; the hidden name is removed on failure.
+func renameOver(bf *BuildFile, old *os.File, target string, cfg *config) error {
+	if bf.os == nil {
+		return errors.New("no file to rename over the target") // not reached: the fallback is named
+	}
+	if bf.named == "" {
+		name, err := linkHidden(bf.fd, target)
 		if err != nil {
+			return err
+		}
+		bf.named = name // removed by bf.close unless renamed
+	}
+	st, err := old.Stat()
+	if err != nil {
+		return err
+	}
+	if err := bf.os.Chmod(st.Mode().Perm() | st.Mode()&(fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky)); err != nil {
+		return err
+	}
+	if sys, ok := st.Sys().(*unix.Stat_t); ok && os.Geteuid() == 0 {
+		if err := bf.os.Chown(int(sys.Uid), int(sys.Gid)); err != nil {
+			return err
+		}
+	}
+	if err := bf.Sync(); err != nil {
+		return err
+	}
+	if err := os.Rename(bf.named, target); err != nil {
+		return err
+	}
+	bf.named = ""
+	if err := cfg.syncDir(filepath.Dir(target)); err != nil {
+		return fmt.Errorf("the new file is in place but may not be durable: %w", err)
+	}
+	return nil
+}
+
+// linkHidden gives the O_TMPFILE file fd a new hidden name beside target
+// and returns it.
+func linkHidden(fd int, target string) (string, error) {
+	dir, base := filepath.Dir(target), filepath.Base(target)
+	for i := 0; ; i++ {
+		name := filepath.Join(dir, fmt.Sprintf(".%s.zqimg-%d-%d", base, os.Getpid(), i))
+		err := linkTmpfile(fd, name)
+		if err == nil {
+			return name, nil
+		}
+		if !errors.Is(err, unix.EEXIST) || i >= 100 {
 			return "", err
 		}
-		if !filepath.IsAbs(dest) {
-			// Relative to the link's directory, as the kernel resolves it
-			// (no lexical cleaning: a directory may be a link itself).
-			dest = p[:strings.LastIndexByte(p, '/')+1] + dest
-		}
-		p = dest
 	}
-	return "", unix.ELOOP
+}
+
+// openTarget opens the file at path as the kernel resolves it, so that
+// the kernel's rules on following links apply (fs.protected_symlinks
+// refuses, with EACCES, a link in a sticky world-writable directory that
+// belongs to someone else): zqimg never resolves a link itself. It returns
+// the open file (nil when path names nothing), the name the file is
+// reached at (path itself, or the end of the links for a link) and
+// whether it created the file: a dangling link's missing target is
+// created empty through the link (O_CREAT), as qemu-img does.
+func openTarget(path string) (f *os.File, target string, created bool, err error) {
+	f, err = openExisting(path, false)
+	if err != nil {
+		return nil, "", false, err
+	}
+	st, lerr := os.Lstat(path)
+	isLink := lerr == nil && st.Mode()&fs.ModeSymlink != 0
+	if f == nil && isLink {
+		if f, err = openExisting(path, true); err != nil {
+			return nil, "", false, err
+		}
+		created = true
+	}
+	if f == nil || !isLink {
+		return f, path, false, nil
+	}
+	target, err = os.Readlink("/proc/self/fd/" + strconv.Itoa(int(f.Fd())))
+	if err != nil || !filepath.IsAbs(target) {
+		f.Close()
+		return nil, "", false, fmt.Errorf("finding the file the link %s names: %w", path, err)
+	}
+	return f, target, created, nil
 }
 
 // openExisting opens target for writing, or returns nil if it does not
-// exist. It refuses what is not a regular file.
-func openExisting(target string) (*os.File, error) {
-	f, err := os.OpenFile(target, os.O_RDWR|unix.O_NONBLOCK|unix.O_NOCTTY, 0)
+// exist (with create, creates it, mode 0666 minus the umask). It refuses
+// what is not a regular file.
+func openExisting(target string, create bool) (*os.File, error) {
+	flags := os.O_RDWR | unix.O_NONBLOCK | unix.O_NOCTTY
+	if create {
+		flags |= os.O_CREATE
+	}
+	f, err := os.OpenFile(target, flags, 0o666)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, nil
@@ -444,12 +548,18 @@ func linkTmpfile(fd int, target string) error {
 	return err
 }
 
-// syncDir makes a new directory entry durable (best effort).
-func syncDir(dir string) {
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		d.Close()
+// syncDir makes the entries of dir durable. A file system that cannot sync
+// a directory (EINVAL) is not an error; any other failure is.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
 	}
+	defer d.Close()
+	if err := d.Sync(); err != nil && !errors.Is(err, unix.EINVAL) {
+		return fmt.Errorf("syncing directory %s: %w", dir, err)
+	}
+	return nil
 }
 
 // memFile is an image.File in memory.

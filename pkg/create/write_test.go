@@ -13,6 +13,7 @@ import (
 	"testing"
 	"unsafe"
 
+	"github.com/zqimg/zqimg/internal/testbin"
 	"github.com/zqimg/zqimg/pkg/image"
 	"golang.org/x/sys/unix"
 )
@@ -527,4 +528,35 @@ func umaskChild() {
 		os.Remove(filepath.Join(dir, "x.qcow2"))
 	}
 	fmt.Println("umask child: ok")
+}
+
+// TestCreateProtectedSymlinks: create goes through a symbolic link as the
+// kernel does, so fs.protected_symlinks applies: a link in a sticky
+// world-writable directory owned by someone else is refused with
+// Permission denied (qemu-img's answer), whether it names a file or
+// nothing, and nothing is written or created.
+func TestCreateProtectedSymlinks(t *testing.T) {
+	dir, real, link := testbin.ProtectedSymlinks(t, []byte("old"))
+	dangling := filepath.Join(dir, "dangling")
+	if err := os.Symlink("missing", dangling); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Lchown(dangling, 1000, 1000); err != nil {
+		t.Fatal(err)
+	}
+	s := mustSpec(t, "16M")
+	for _, opts := range [][]Option{nil, {WithoutTmpfile()}, {WithRenameReplace()}} {
+		for _, p := range []string{link, dangling} {
+			err := Create(p, s, opts...)
+			if !errors.Is(err, syscall.EACCES) || !strings.HasSuffix(err.Error(), ": Permission denied") {
+				t.Fatalf("create through %s: %v, want Permission denied", filepath.Base(p), err)
+			}
+		}
+		if got, _ := os.ReadFile(real); string(got) != "old" {
+			t.Fatalf("the link's target was changed: %q", got)
+		}
+		if got := names(t, dir); strings.Join(got, " ") != "dangling link real" {
+			t.Fatalf("directory: %v", got)
+		}
+	}
 }

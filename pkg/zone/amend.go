@@ -26,7 +26,9 @@ type Limits struct {
 // The values are validated as create validates them (values create clamps
 // are clamped, with a warning returned), and against the zones now: an
 // active limit below the number of active (CLOSED or open) zones, or an
-// open limit below the open zones, is refused naming those zones.
+// open limit below the open zones, is refused naming those zones. An open
+// limit with no active limit (0) gets the active limit "number of
+// sequential zones", as at create.
 func (d *Device) Amend(l Limits, lazy *bool) (warnings []string, err error) {
 	d.lock()
 	defer d.unlock()
@@ -112,6 +114,11 @@ func (d *Device) newLimits(nh *Header, l Limits) ([]string, error) {
 			o = uint64(seq)
 		}
 		nh.MaxOpenZones = uint32(o)
+	}
+	if nh.MaxOpenZones != 0 && nh.MaxActiveZones == 0 {
+		// As create: "no active limit" with an open limit is written as
+		// the number of sequential zones, which the reference opens.
+		nh.MaxActiveZones = seq
 	}
 	if nh.MaxActiveZones != 0 && nh.MaxOpenZones > nh.MaxActiveZones {
 		warnings = append(warnings, fmt.Sprintf("zone.max_open_zones %d exceeds zone.max_active_zones %d; using %d", nh.MaxOpenZones, nh.MaxActiveZones, nh.MaxActiveZones))

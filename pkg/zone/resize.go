@@ -16,7 +16,10 @@ var ErrResize = errors.New("zoned resize refused")
 // A zoned image grows and shrinks by whole zones: size must be a multiple
 // of zone.size. New zones are sequential and EMPTY; shrinking may only
 // remove trailing sequential zones that are EMPTY, and must leave the open
-// and active limits within the number of zones. The write-pointer table
+// and active limits within the number of zones. An active limit of at
+// least the number of sequential zones (no limit in effect) becomes the
+// new number of sequential zones. No existing zone changes condition: a
+// FULL short last zone that grows stays FULL. The write-pointer table
 // is rewritten at a new place (the extension's nr_zones, zonedmeta_size
 // and zonedmeta_offset updated) in the same atomic header write that
 // switches the size and the L1 table.
@@ -65,6 +68,12 @@ func (d *Device) Resize(size uint64, shrink bool) error {
 	nh := *h
 	nh.NrZones = nr
 	nh.MetaSize = 8 * uint64(nr)
+	if oldSeq := h.NrZones - h.ConventionalZones; nh.MaxActiveZones != 0 && nh.MaxActiveZones >= oldSeq {
+		// An active limit of at least every sequential zone is no limit
+		// (it is how an open limit without an active limit is written,
+		// see create): it stays so, as the new number of sequential zones.
+		nh.MaxActiveZones = nr - nh.ConventionalZones
+	}
 	if nh.MaxActiveZones > nr {
 		return fmt.Errorf("%w: %d zones would be fewer than zone.max_active_zones %d (lower it with amend first)", ErrResize, nr, nh.MaxActiveZones)
 	}
@@ -81,6 +90,13 @@ func (d *Device) Resize(size uint64, shrink bool) error {
 		} else {
 			wp[i] = nh.ZoneStart(uint32(i))
 		}
+	}
+	if last := d.m.nr - 1; size > old && last >= nh.ConventionalZones && d.m.cond(last) == CondFull {
+		// A FULL short last zone that grows stays FULL: its write pointer
+		// becomes start + zone_size, as a finish writes it (otherwise the
+		// longer zone would turn CLOSED, an active zone beyond the limit).
+		// The grown part is new space and reads as zeroes.
+		wp[last] = nh.ZoneStart(last) + nh.ZoneSize
 	}
 	return d.swapTable(&nh, wp, func(u image.TableUpdate) error {
 		return d.img.Resize(size, image.ResizeOptions{Shrink: shrink, Tables: []image.TableUpdate{u}})

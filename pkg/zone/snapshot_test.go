@@ -326,3 +326,45 @@ func FuzzDecodeSavedWP(f *testing.F) {
 		}
 	})
 }
+
+// TestZonedResizeKeepsFullShortZone: growing an image whose short last
+// zone is FULL (written up to its end) keeps it FULL, so no zone becomes
+// active (with max_active_zones 1 and another zone CLOSED, a CLOSED last
+// zone would make two); its data stays and the grown part reads zeroes.
+func TestZonedResizeKeepsFullShortZone(t *testing.T) {
+	for _, capacity := range []string{"64k", "48k"} {
+		path := newImage(t, "224k", "zone.size=64k", "zone.capacity="+capacity, "zone.max_open_zones=1", "zone.max_active_zones=1", "zone.max_append_bytes=8k")
+		d := open(t, path)
+		if _, err := d.WriteAt(fill(32<<10, 0x5a), 3*64<<10); err != nil { // the short last zone: 32 KiB
+			t.Fatal(err)
+		}
+		if _, err := d.WriteAt(fill(4<<10, 0x11), 64<<10); err != nil { // zone 1: CLOSED later
+			t.Fatal(err)
+		}
+		d = reopen(t, d, path)
+		if z, _ := d.Report(3*64<<10, 1); z[0].Cond != zone.CondFull {
+			t.Fatalf("capacity %s: the short last zone before the resize: %+v", capacity, z[0])
+		}
+		if err := d.Resize(256<<10, false); err != nil {
+			t.Fatal(err)
+		}
+		for pass := 0; pass < 2; pass++ {
+			if pass == 1 {
+				d = reopen(t, d, path)
+			}
+			z, _ := d.Report(0, 4)
+			if z[3].Cond != zone.CondFull || z[1].Cond != zone.CondClosed {
+				t.Fatalf("capacity %s: after growing: %+v", capacity, z)
+			}
+			got := make([]byte, 64<<10)
+			if _, err := d.ReadAt(got, 3*64<<10); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got[:32<<10], fill(32<<10, 0x5a)) || !bytes.Equal(got[32<<10:], make([]byte, 32<<10)) {
+				t.Fatalf("capacity %s: the grown zone's data changed", capacity)
+			}
+		}
+		d.Close()
+		checkClean(t, "grown", path)
+	}
+}

@@ -164,7 +164,8 @@ func TestConvertErrorsMatchQemu(t *testing.T) {
 		{[]string{"convert", "-O", "qcow2", "-o", "cluster_size=3k", src, "out.qcow2"}, false},
 		{[]string{"convert", "-O", "qcow2", "-o", "compat=0.10,compression_type=zstd", src, "out.qcow2"}, false},
 		{[]string{"convert", "-c", "-O", "raw", src, "out.raw"}, true},
-		{[]string{"convert", "-O", "qcow2", src, "nodir/out.qcow2"}, false},
+		{[]string{"convert", "-O", "qcow2", src, "nodir/out.qcow2"}, true},
+		{[]string{"convert", "-O", "raw", src, "nodir/out.raw"}, true},
 		{[]string{"convert", src}, false},
 	} {
 		q := runQemu(t, dir, "qemu-img", tc.args...)

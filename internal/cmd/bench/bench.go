@@ -181,6 +181,11 @@ func Run(o *Options) error {
 	if err != nil {
 		return fail("%s", cmdutil.OpenError(o.File, err))
 	}
+	// Every option is checked before the run is announced.
+	if err := pbench.Validate(d, b); err != nil {
+		d.Close()
+		return fail("%s: %v", o.File, err)
+	}
 	out := ios.Out
 	if b.Zoned != pbench.ZonedNone {
 		what := "sequential write"

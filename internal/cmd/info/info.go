@@ -128,7 +128,11 @@ func printZoned(w io.Writer, z *pinfo.ZonedInfo) {
 		fmt.Fprintf(w, "        zone capacity: %s (%d bytes)\n", units.Human(z.ZoneCapacity), z.ZoneCapacity)
 		fmt.Fprintf(w, "        zones: %d (%d conventional, %d sequential)\n", z.NrZones, z.ConventionalZones, seq)
 		fmt.Fprintf(w, "        max open zones: %s\n", limit(z.MaxOpenZones))
-		fmt.Fprintf(w, "        max active zones: %s\n", limit(z.MaxActiveZones))
+		if z.MaxActiveZones != 0 && z.MaxActiveZones >= seq {
+			fmt.Fprintf(w, "        max active zones: %d (every sequential zone: no limit in effect)\n", z.MaxActiveZones)
+		} else {
+			fmt.Fprintf(w, "        max active zones: %s\n", limit(z.MaxActiveZones))
+		}
 		fmt.Fprintf(w, "        max append bytes: %d\n", z.MaxAppendBytes)
 		fmt.Fprintf(w, "        write-pointer table: %d bytes at offset 0x%x\n", z.TableSize, z.TableOffset)
 	}
