@@ -256,23 +256,21 @@ func (c *checker) open() error {
 	} else {
 		first = first[:n]
 	}
-	h, err := image.ParseHeader(first)
+	h, err := image.ParseHeaderForCheck(first)
 	if err != nil {
 		return err
 	}
 	c.hdr = h
 	c.cb = h.ClusterBits
 	c.cs = uint64(1) << c.cb
+	hc := make([]byte, c.cs)
+	copy(hc, first)
+	exts, err := image.HeaderExtensions(h, hc)
+	if err != nil {
+		return err
+	}
 	if h.Version >= 3 {
-		hc := make([]byte, c.cs)
-		copy(hc, first)
-		extEnd := c.cs
-		if h.BackingFileOffset != 0 {
-			extEnd = h.BackingFileOffset
-		}
-		if c.exts, err = image.ParseExtensions(hc, int(h.HeaderLength), int(extEnd)); err != nil {
-			return err
-		}
+		c.exts = exts
 	}
 	known := image.IncompatDirty | image.IncompatCorrupt | image.IncompatCompression | image.IncompatExtL2 | image.IncompatZoned
 	if unk := h.IncompatibleFeatures &^ known; unk != 0 {

@@ -78,14 +78,18 @@
 //     condition, otherwise cleared; entries pointing one cluster or more
 //     beyond the end of the file are cleared (the data is gone);
 //   - a table lying beyond the end of the file (a truncated file): the file
-//     is extended with zeroes over an L1 table (it then reads as empty); a
+//     is extended with zeroes over an L1 table (it then reads as empty;
+//     also for an active L1 table running past the end by less than a
+//     cluster, which QEMU reads as zeroes but zqimg refuses to open); a
 //     lost snapshot table is dropped from the header (its snapshots are
 //     gone); a refcount block outside the file makes the refcount
 //     structure be rebuilt (QEMU extends the file instead);
 //   - clears the dirty and corrupt bits when no corruption is left;
 //   - repairs the zoned extension where a field can be derived: reserved
 //     bytes are zeroed, nr_zones and zonedmeta_size recomputed from the
-//     virtual size (when the table's clusters can hold the result), and
+//     virtual size (when the table's clusters can hold the result; a
+//     zonedmeta_size of 0 or of 2^32-7 or more, which says nothing of
+//     the table, becomes 8 × nr_zones), and
 //     max_active_zones, max_open_zones and max_append_bytes clamped to
 //     their limits; a missing zoned-format bit is set; zonedmeta_offset is
 //     pointed to the write-pointer table found elsewhere (see above);

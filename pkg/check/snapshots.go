@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/zqimg/zqimg/pkg/image"
 	"github.com/zqimg/zqimg/pkg/internal/arith"
@@ -26,6 +27,13 @@ const (
 // check; incomplete entries are corruptions.
 func (c *checker) readSnapshots() error {
 	h := c.hdr
+	var se *image.SnapshotTableError
+	if err := h.SnapshotTableError(); errors.As(err, &se) {
+		// QEMU's words, as qemu-img check prints them: "ERROR snapshot
+		// table offset invalid", "ERROR snapshot table too large".
+		c.report(finding(KindCheckError, ProblemSnapshot, "ERROR %s%s", strings.ToLower(se.Msg[:1]), se.Msg[1:]).at(uint64(se.Off)))
+		return err
+	}
 	n := uint64(h.NbSnapshots)
 	if n == 0 {
 		return nil

@@ -18,6 +18,7 @@ func (c *checker) calculate(fix Mode) error {
 			return err
 		}
 	}
+	c.checkL1Overhang()
 	c.inc(0, c.cs)
 	if err := c.checkZoned(fix); err != nil {
 		return err
@@ -59,11 +60,12 @@ func (c *checker) calculate(fix Mode) error {
 }
 
 // bringTablesInside repairs the L1 tables and the snapshot table that lie
-// one cluster or more beyond the end of the file (a truncated file), before
-// anything is counted.
+// one cluster or more beyond the end of the file (a truncated file), and
+// an active L1 table that runs past it at all (which opening the image
+// refuses), before anything is counted.
 func (c *checker) bringTablesInside() error {
 	h := c.hdr
-	if err := c.extendOver(h.L1TableOffset, uint64(h.L1Size)*8, "the active L1 table"); err != nil {
+	if err := c.extendOver(h.L1TableOffset, uint64(h.L1Size)*8, "the active L1 table", true); err != nil {
 		return err
 	}
 	if err := c.dropLostSnapshots(); err != nil {
@@ -71,7 +73,7 @@ func (c *checker) bringTablesInside() error {
 	}
 	for _, sn := range c.snapshots {
 		if sn.l1Size <= maxL1Entries {
-			if err := c.extendOver(sn.l1Off, uint64(sn.l1Size)*8, "the L1 table of snapshot "+sn.id); err != nil {
+			if err := c.extendOver(sn.l1Off, uint64(sn.l1Size)*8, "the L1 table of snapshot "+sn.id, false); err != nil {
 				return err
 			}
 		}
@@ -80,12 +82,16 @@ func (c *checker) bringTablesInside() error {
 }
 
 // extendOver repairs a table that lies one cluster or more beyond the end
-// of the file (a truncated file): the file is extended with zeroes over
-// it, so that the table reads as empty and is counted, as QEMU does for a
+// of the file (a truncated file), or with overhang any part of it: the
+// file is extended with zeroes over it (to a cluster boundary), so that
+// the table reads as empty there and is counted, as QEMU does for a
 // refcount block outside the image. Growing a file is always safe; it is
 // not done by more than Options.MaxExtend bytes.
-func (c *checker) extendOver(off, size uint64, what string) error {
-	if size == 0 || !c.beyondEOF(off, size) || off+size < off || off+size > c.fileSize+c.maxExtend {
+func (c *checker) extendOver(off, size uint64, what string, overhang bool) error {
+	if size == 0 || off+size < off || off+size > c.fileSize+c.maxExtend {
+		return nil
+	}
+	if !c.beyondEOF(off, size) && !(overhang && off+size > c.fileSize) {
 		return nil
 	}
 	end := arith.RoundUp(off+size, c.cs)
@@ -94,9 +100,24 @@ func (c *checker) extendOver(off, size uint64, what string) error {
 	}
 	c.wrote = true
 	c.res.changed, c.res.extended = true, true
-	c.report(finding(KindCorruption, ProblemBeyondEOF, "Repairing %s at 0x%x lies beyond the end of the file (%d bytes); the file is extended to %d bytes, the table reads as zeroes", what, off, c.fileSize, end).at(off).repaired(true))
+	c.report(finding(KindCorruption, ProblemBeyondEOF, "Repairing %s at 0x%x runs past the end of the file (%d bytes); the file is extended to %d bytes, the table reads as zeroes", what, off, c.fileSize, end).at(off).repaired(true))
 	c.fileSize = end
 	return c.syncWrites()
+}
+
+// checkL1Overhang reports an active L1 table that runs past the end of the
+// file by less than a cluster (one cluster or more is reported when it is
+// counted, see inc). QEMU reads the part past the end as zeroes and
+// qemu-img check says nothing; zqimg refuses to open such an image, so it
+// is a corruption here, which -r all repairs by extending the file
+// (bringTablesInside).
+func (c *checker) checkL1Overhang() {
+	h := c.hdr
+	off, size := h.L1TableOffset, uint64(h.L1Size)*8
+	if size == 0 || off+size <= c.fileSize || c.beyondEOF(off, size) {
+		return
+	}
+	c.report(finding(KindCorruption, ProblemBeyondEOF, "ERROR the active L1 table [%#x, %#x) runs past the end of the file (%d bytes); the image cannot be opened", off, off+size, c.fileSize).at(off))
 }
 
 // l1Walk is the walk of one L1 table (checkL1).

@@ -328,6 +328,9 @@ func (c *checker) placeTable(z *zstate, zx *zonedExt, repair bool) (placed bool,
 	if placeErr != "" {
 		c.zonedExtErr(finding(KindCorruption, ProblemZonedTable, "ERROR zoned: %s", placeErr).at(off))
 		c.needLocate = true
+		// The table found where the extension points, but of another
+		// size, is kept all the same: never freed as leaked.
+		c.keepLocated()
 		return false, nil
 	}
 	c.inc(off, size)
@@ -515,8 +518,11 @@ func fixZoneField(v *zone.Header, field string, size, cs uint64) bool {
 		v.NrZones = uint32(want)
 		v.MetaSize = 8 * want
 	case "zonedmeta_size":
+		// nr_zones is valid here (Validate checks it first). A size of 0
+		// or of 2^32 - 7 or more says nothing of the table: the table is
+		// 8 × nr_zones. Another size must already span as many clusters.
 		need := 8 * uint64(v.NrZones)
-		if !fits(need) {
+		if v.MetaSize != 0 && v.MetaSize <= 8*zone.MaxZones && !fits(need) {
 			return false
 		}
 		v.MetaSize = need

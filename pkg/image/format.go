@@ -11,7 +11,9 @@ package image
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"math"
 	"slices"
 
 	"github.com/zqimg/zqimg/pkg/internal/arith"
@@ -204,7 +206,58 @@ func ParseHeader(b []byte) (*Header, error) {
 	if err := h.validateTables(); err != nil {
 		return nil, err
 	}
+	if err := h.SnapshotTableError(); err != nil {
+		return nil, err
+	}
 	return h, nil
+}
+
+// ParseHeaderForCheck is ParseHeader without the checks of the snapshot
+// table fields (SnapshotTableError): check opens an image as QEMU opens
+// one for qemu-img check, and reports a bad snapshot table itself.
+func ParseHeaderForCheck(b []byte) (*Header, error) {
+	h, err := ParseHeader(b)
+	var se *SnapshotTableError
+	if errors.As(err, &se) {
+		return se.Header, nil
+	}
+	return h, err
+}
+
+// SnapshotTableError reports snapshot table fields QEMU refuses when it
+// opens an image (qcow2_validate_table). Msg starts with QEMU's words:
+// "Snapshot table too large" or "Snapshot table offset invalid".
+type SnapshotTableError struct {
+	FormatError
+	Header *Header // the header, otherwise valid
+}
+
+func (e *SnapshotTableError) Unwrap() error { return &e.FormatError }
+
+// snapshotHeaderSize is the fixed part of a snapshot table entry in bytes
+// (sizeof(QCowSnapshotHeader)), the entry size QEMU's limits count in.
+const snapshotHeaderSize = 40
+
+// SnapshotTableError checks nb_snapshots and snapshots_offset as QEMU does
+// on open, whatever the number of snapshots: at most MaxSnapshots entries,
+// a cluster-aligned offset, and offset + nb_snapshots × 40 bytes not past
+// 2^63-1 (QEMU's file offsets are signed 64-bit). It returns nil or a
+// *SnapshotTableError.
+func (h *Header) SnapshotTableError() error {
+	fail := func(off int64, format string, args ...any) error {
+		return &SnapshotTableError{FormatError: FormatError{Off: off, Msg: fmt.Sprintf(format, args...)}, Header: h}
+	}
+	n := uint64(h.NbSnapshots)
+	if n > MaxSnapshots {
+		return fail(HdrNbSnapshots, "Snapshot table too large: %d snapshots, at most %d", n, MaxSnapshots)
+	}
+	if h.SnapshotsOffset%h.ClusterSize() != 0 {
+		return fail(HdrSnapshotsOffset, "Snapshot table offset invalid: 0x%x is not cluster aligned", h.SnapshotsOffset)
+	}
+	if h.SnapshotsOffset > math.MaxInt64-n*snapshotHeaderSize {
+		return fail(HdrSnapshotsOffset, "Snapshot table offset invalid: %d snapshots at 0x%x end past 2^63-1", n, h.SnapshotsOffset)
+	}
+	return nil
 }
 
 // parseV3 decodes and checks the version 3 fields of the header in b.
@@ -281,12 +334,6 @@ func (h *Header) validateTables() error {
 	}
 	if h.RefcountTableOffset > MaxHostOffset-uint64(h.RefcountTableClusters)*clusterSize {
 		return formatErr(HdrRefcountTableOffset, "refcount table offset 0x%x out of range", h.RefcountTableOffset)
-	}
-	if h.NbSnapshots > MaxSnapshots {
-		return formatErr(HdrNbSnapshots, "too many snapshots: %d", h.NbSnapshots)
-	}
-	if h.NbSnapshots != 0 && h.SnapshotsOffset%clusterSize != 0 {
-		return formatErr(HdrSnapshotsOffset, "snapshot table offset 0x%x is not cluster aligned", h.SnapshotsOffset)
 	}
 	if h.Size > 1<<62 {
 		return formatErr(HdrSize, "virtual size %d too large", h.Size)
@@ -380,23 +427,44 @@ type Extension struct {
 	Off int
 }
 
-// ParseExtensions decodes the header extensions in b[start:end]. It stops at
-// the end marker; a missing end marker at the end of the area is accepted.
+// ParseExtensions decodes the header extensions in b[start:end] as QEMU
+// does (qcow2_read_extensions). It stops at the end marker; a missing end
+// marker is accepted when the last extension ends at or past end. An
+// extension whose 8-byte header or data crosses end is refused with
+// "Header extension too large".
 func ParseExtensions(b []byte, start, end int) ([]Extension, error) {
-	if end > len(b) {
-		end = len(b)
+	return parseExtensions(b, start, end, "the end of the extension area")
+}
+
+// HeaderExtensions decodes the header extensions of the header cluster hc
+// (a whole cluster; a short file's is padded with zeroes): from the end of
+// the header to the backing file name, or to the end of the cluster when
+// there is none, as QEMU reads them.
+func HeaderExtensions(h *Header, hc []byte) ([]Extension, error) {
+	end, limit := h.ClusterSize(), "the end of the header cluster"
+	if h.BackingFileOffset != 0 {
+		end, limit = h.BackingFileOffset, "the backing file name"
 	}
+	return parseExtensions(hc, int(h.HeaderLength), int(end), fmt.Sprintf("%s at 0x%x", limit, end))
+}
+
+// parseExtensions is ParseExtensions; limit names what lies at end.
+func parseExtensions(b []byte, start, end int, limit string) ([]Extension, error) {
+	end = min(end, len(b))
 	var exts []Extension
 	off := start
-	for off+8 <= end {
+	for off < end {
+		if off+8 > end {
+			return nil, formatErr(int64(off), "Header extension too large: its 8-byte header crosses %s", limit)
+		}
 		magic := binary.BigEndian.Uint32(b[off:])
 		length := binary.BigEndian.Uint32(b[off+4:])
-		if magic == ExtEnd {
-			return exts, nil
-		}
 		dataOff := off + 8
 		if uint64(length) > uint64(end-dataOff) {
-			return nil, formatErr(int64(off), "header extension 0x%08x too large: %d bytes, %d left in the header cluster", magic, length, end-dataOff)
+			return nil, formatErr(int64(off), "Header extension too large: extension 0x%08x of %d bytes crosses %s", magic, length, limit)
+		}
+		if magic == ExtEnd {
+			return exts, nil
 		}
 		exts = append(exts, Extension{Magic: magic, Data: append([]byte(nil), b[dataOff:dataOff+int(length)]...), Off: off})
 		off = dataOff + int(roundUp(uint64(length), 8))

@@ -215,12 +215,27 @@ func TestParseHeaderErrors(t *testing.T) {
 		// 8M / 64K = 128 clusters is QEMU's limit.
 		{"refcount table of 129 clusters", func(b []byte) []byte { put32(b, 56, 129); return b }, 56, "129"},
 		{"refcount table beyond 2^56", func(b []byte) []byte { put64(b, 48, 1<<56-1<<16); return b }, 48, "out of range"},
-		{"65537 snapshots", func(b []byte) []byte { put32(b, 60, 65537); return b }, 60, "65537"},
+		// The snapshot table fields as QEMU's qcow2_validate_table checks
+		// them, with its words.
+		{"65537 snapshots", func(b []byte) []byte { put32(b, 60, 65537); return b }, 60, "Snapshot table too large: 65537"},
+		{"2^32-1 snapshots", func(b []byte) []byte { put32(b, 60, ^uint32(0)); return b }, 60, "Snapshot table too large: 4294967295"},
 		{"unaligned snapshot table", func(b []byte) []byte {
 			put32(b, 60, 1)
 			put64(b, 64, 0x40100)
 			return b
-		}, 64, "0x40100"},
+		}, 64, "Snapshot table offset invalid: 0x40100 is not cluster aligned"},
+		{"unaligned snapshot offset without snapshots", func(b []byte) []byte { put64(b, 64, 0x123); return b }, 64, "Snapshot table offset invalid: 0x123"},
+		{"snapshot table wrapping 2^64", func(b []byte) []byte {
+			put32(b, 60, 1)
+			put64(b, 64, 0xffffffffffff0000)
+			return b
+		}, 64, "Snapshot table offset invalid: 1 snapshots at 0xffffffffffff0000"},
+		{"snapshot table offset past 2^63 without snapshots", func(b []byte) []byte { put64(b, 64, 1<<63); return b }, 64, "Snapshot table offset invalid"},
+		{"snapshot table ending past 2^63-1", func(b []byte) []byte {
+			put32(b, 60, MaxSnapshots)
+			put64(b, 64, (1<<63-MaxSnapshots*40)&^0xffff+0x10000)
+			return b
+		}, 64, "Snapshot table offset invalid: 65536 snapshots"},
 		{"virtual size beyond 2^62", func(b []byte) []byte { put64(b, 24, 1<<62+512); return b }, 24, "too large"},
 		// 2^62 itself passes the size rule and fails on the L1 table instead.
 		{"virtual size 2^62", func(b []byte) []byte { put64(b, 24, 1<<62); return b }, 36, "L1 table too small"},
@@ -320,7 +335,12 @@ func TestParseHeaderAccepts(t *testing.T) {
 			put64(b, 64, 0x50000)
 			return b
 		}, nil},
-		{"unaligned snapshot offset without snapshots", func(b []byte) []byte { put64(b, 64, 0x123); return b }, nil},
+		// QEMU's bound is 2^63-1 for the end of 65536 entries of 40 bytes.
+		{"snapshot table ending at 2^63-1", func(b []byte) []byte {
+			put32(b, 60, MaxSnapshots)
+			put64(b, 64, (1<<63-1-MaxSnapshots*40)&^0xffff)
+			return b
+		}, nil},
 		{"unaligned L1 offset with an empty L1 table", func(b []byte) []byte {
 			put64(b, 24, 0)
 			put32(b, 36, 0)
@@ -527,7 +547,9 @@ func TestParseExtensions(t *testing.T) {
 	}{
 		{"empty area", cat(), -1, nil, -1},
 		{"only an end marker", cat(ext(0, 0, nil, nil)), -1, nil, -1},
-		{"end marker with a length", cat(ext(0, 99, nil, nil), ext(0xabcd, 0, nil, nil)), -1, nil, -1},
+		{"end marker with a length", cat(ext(0, 8, nil, nil), ext(0xabcd, 0, nil, nil)), -1, nil, -1},
+		// QEMU checks the length of the end marker too.
+		{"end marker with a length past the end", cat(ext(0, 99, nil, nil), ext(0xabcd, 0, nil, nil)), -1, nil, 16},
 		{"data padded to 8", cat(
 			ext(0x11111111, 5, unknown, []byte{0xee, 0xee, 0xee}),
 			ext(0x22222222, 8, []byte("abcdefgh"), nil),
@@ -537,8 +559,10 @@ func TestParseExtensions(t *testing.T) {
 			[]Extension{{0x33333333, []byte{}, 16}, {0x44444444, []byte{9}, 24}}, -1},
 		{"no end marker", cat(ext(0x55555555, 3, []byte{7, 8, 9}, make([]byte, 5))), -1,
 			[]Extension{{0x55555555, []byte{7, 8, 9}, 16}}, -1},
-		{"trailing bytes shorter than an extension header", cat(ext(0x55555555, 0, nil, nil), []byte{1, 2, 3, 4, 5, 6, 7}), -1,
-			[]Extension{{0x55555555, []byte{}, 16}}, -1},
+		// QEMU reads an extension header wherever the area goes on.
+		{"trailing bytes shorter than an extension header", cat(ext(0x55555555, 0, nil, nil), []byte{1, 2, 3, 4, 5, 6, 7}), -1, nil, 24},
+		{"padding past the end ends the area", cat(ext(0x55555555, 1, []byte{1}, nil)), -1,
+			[]Extension{{0x55555555, []byte{1}, 16}}, -1},
 		{"data after the end marker is ignored", cat(ext(0, 0, nil, nil), ext(0x66666666, 1, []byte{1}, make([]byte, 7))), -1, nil, -1},
 		{"too large", cat(ext(0x77777777, 9, []byte{1, 2, 3, 4, 5, 6, 7, 8}, nil)), -1, nil, 16},
 		{"second too large", cat(ext(0x77777777, 0, nil, nil), ext(0x88888888, 0xffffffff, nil, nil)), -1, nil, 24},
@@ -560,7 +584,7 @@ func TestParseExtensions(t *testing.T) {
 				if !errors.As(err, &fe) {
 					t.Fatalf("got %v, %v; want a *FormatError", got, err)
 				}
-				if fe.Off != tc.errOff || !strings.Contains(err.Error(), "too large") {
+				if fe.Off != tc.errOff || !strings.Contains(err.Error(), "Header extension too large") {
 					t.Errorf("error %v at %d, want offset %d", err, fe.Off, tc.errOff)
 				}
 				return

@@ -2,6 +2,7 @@ package image
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"reflect"
 	"testing"
@@ -25,8 +26,18 @@ func FuzzParseHeader(f *testing.F) {
 		f.Add(goldenPrefix(f, name, 1024))
 	}
 	f.Add(make([]byte, 72))
+	// Snapshot table fields QEMU refuses: too many, unaligned, wrapping.
+	for _, snap := range [][2]uint64{{MaxSnapshots + 1, 0}, {1, 0x30200}, {0, 0x1234}, {2, 0xffffffffffff0000}, {MaxSnapshots, 1<<63 - 0x10000}} {
+		b := goldenPrefix(f, "plain-default", 1024)
+		binary.BigEndian.PutUint32(b[HdrNbSnapshots:], uint32(snap[0]))
+		binary.BigEndian.PutUint64(b[HdrSnapshotsOffset:], snap[1])
+		f.Add(b)
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		h, err := ParseHeader(b)
+		if hc, cerr := ParseHeaderForCheck(b); (cerr == nil) != (err == nil || errors.As(err, new(*SnapshotTableError))) || (err == nil && !reflect.DeepEqual(h, hc)) {
+			t.Fatalf("ParseHeaderForCheck: %v; ParseHeader: %v", cerr, err)
+		}
 		if err != nil {
 			var fe *FormatError
 			if !errors.As(err, &fe) {
@@ -36,6 +47,9 @@ func FuzzParseHeader(f *testing.F) {
 				t.Fatalf("header returned with an error")
 			}
 			return
+		}
+		if n := uint64(h.NbSnapshots); n > MaxSnapshots || h.SnapshotsOffset%h.ClusterSize() != 0 || h.SnapshotsOffset+n*40 > 1<<63-1 {
+			t.Fatalf("accepted a snapshot table QEMU refuses: %d at 0x%x", n, h.SnapshotsOffset)
 		}
 		if h.ClusterBits < MinClusterBits || h.ClusterBits > MaxClusterBits || h.RefcountOrder > 6 {
 			t.Fatalf("accepted out-of-range fields: %+v", h)
@@ -71,6 +85,10 @@ func FuzzParseExtensions(f *testing.F) {
 		f.Add(b, 72, 600)
 	}
 	f.Add(ext(0x12345678, 3, []byte{1, 2, 3}, []byte{9, 9, 9, 9, 9}), 0, 16)
+	// QEMU's "Header extension too large": an extension header crossing
+	// the end, an end marker whose length crosses it.
+	f.Add(ext(0x12345678, 0, nil, []byte{1, 2, 3, 4}), 0, 12)
+	f.Add(ext(0, 9, nil, make([]byte, 8)), 0, 16)
 	f.Fuzz(func(t *testing.T, b []byte, start, end int) {
 		// Callers pass a start inside the buffer (the header length).
 		if start < 0 {

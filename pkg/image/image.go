@@ -255,11 +255,7 @@ func (img *Image) setGeometry() {
 // of the header cluster hc.
 func (img *Image) loadExtensions(hc []byte) error {
 	h := &img.hdr
-	extEnd := int(img.cs)
-	if h.BackingFileOffset != 0 {
-		extEnd = int(h.BackingFileOffset)
-	}
-	exts, err := ParseExtensions(hc, int(h.HeaderLength), extEnd)
+	exts, err := HeaderExtensions(h, hc)
 	if err != nil {
 		return err
 	}
