@@ -450,7 +450,9 @@ func (c *checker) markClean() error {
 func (c *checker) headerShared0() bool {
 	h := c.hdr
 	in0 := func(off, size uint64) bool { return arith.Overlaps(off, size, 0, c.cs) }
-	if c.used.get(0) > 1 || in0(h.L1TableOffset, uint64(h.L1Size)*8) ||
+	// References into the header from entries a repair clears do not
+	// count: the repair leaves the header alone.
+	if u := c.used.get(0); u-min(u, c.intoMeta[0]) > 1 || in0(h.L1TableOffset, uint64(h.L1Size)*8) ||
 		(h.NbSnapshots > 0 && h.SnapshotsOffset < c.cs) {
 		return true
 	}

@@ -11,7 +11,8 @@ import (
 //
 // An L1 entry whose L2 table, or an L2 entry whose data cluster, lies in
 // a metadata structure (the header, the active L1 table, the refcount
-// table or a refcount block, the snapshot table, the write-pointer table)
+// table or a refcount block, the snapshot table, a snapshot's L1 table,
+// the write-pointer table)
 // is wrong: QEMU's check only sees a refcount too low for the references
 // and, repairing, raises it, which makes guest writes go into the
 // metadata (or metadata updates into guest data). A repair clears such
@@ -85,6 +86,9 @@ func (c *checker) metadataClusters(final bool) *metaSet {
 	}
 	if h.NbSnapshots > 0 {
 		add(h.SnapshotsOffset, c.snapshotsSize, "the snapshot table")
+	}
+	for _, sn := range c.snapshots {
+		add(sn.l1Off, uint64(sn.l1Size)*8, fmt.Sprintf("the L1 table of snapshot ID %s", sn.id))
 	}
 	if z := c.z; z != nil && z.tableSize > 0 && !c.unsafeTable && (!final || z.plausible) {
 		add(z.tableOff, z.tableSize, "the write-pointer table")

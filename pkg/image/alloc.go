@@ -56,7 +56,9 @@ func (r *refcounts) init(img *Image, fileSize int64) error {
 	}
 	r.updateMaxIdx()
 	r.rbc = newMetaCache(img.f, int(img.cs), 4<<20, "refcount block")
+	r.rbc.guard = img.tableGuard(metaRefBlock)
 	r.dirtyTable = map[uint64]struct{}{}
+	img.metaChanged()
 	return nil
 }
 
@@ -277,6 +279,7 @@ func (r *refcounts) allocBlock(ci uint64) (*cacheEntry, error) {
 		// Hook the block up in memory; writeback writes the table entry
 		// once the block is durable (QEMU writes both synchronously).
 		r.table[ti] = newBlock
+		img.metaAdd(metaRefBlock, newBlock, ti)
 		r.dirtyTable[ti] = struct{}{}
 		r.maxIdx = max(r.maxIdx, ti)
 		return nil, errAgain
@@ -434,6 +437,7 @@ func (r *refcounts) installTable(table []uint64, off uint64) error {
 	img.hdr.RefcountTableOffset = off
 	img.hdr.RefcountTableClusters = uint32(clusters)
 	r.updateMaxIdx()
+	img.metaChanged()
 	// The header no longer points at the old table: free it now.
 	return r.update(oldOff, oldSize*8, 1, true)
 }

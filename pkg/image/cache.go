@@ -18,6 +18,9 @@ type metaCache struct {
 	lru   *list.List // front = most recently used
 	dirty int
 	what  string // "L2 table" or "refcount block", for errors
+	// guard, if set, is asked before a table is written back; an error
+	// stops the write-back (the metadata overlap check).
+	guard func(off uint64) error
 }
 
 type cacheEntry struct {
@@ -103,6 +106,11 @@ func (c *metaCache) writeDirty() error {
 	slices.Sort(offs)
 	for _, off := range offs {
 		e := c.m[off]
+		if c.guard != nil {
+			if err := c.guard(off); err != nil {
+				return err
+			}
+		}
 		if _, err := c.f.WriteAt(e.data, int64(off)); err != nil {
 			return fmt.Errorf("writing %s at offset 0x%x: %w", c.what, off, err)
 		}

@@ -142,8 +142,12 @@ func (img *Image) WriteCompressed(c *Cluster, off int64) (bool, error) {
 		return false, img.writeChunk(c.data, g)
 	}
 	l1i := g >> (img.cb + img.l2Bits)
-	t, err := img.l2ForWrite(l1i)
+	t, err := img.l2ForWrite(l1i, g)
 	if err != nil {
+		return false, err
+	}
+	i := (g >> img.cb) & (img.l2Ents - 1)
+	if err := img.checkDrop(img.entry(t, i), g); err != nil {
 		return false, err
 	}
 	size := uint64(len(c.stream))
@@ -151,10 +155,12 @@ func (img *Image) WriteCompressed(c *Cluster, off int64) (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	if err := img.checkDataWrite(host, size, g); err != nil {
+		return false, img.dropAllocation(host, size, err)
+	}
 	if _, err := img.f.WriteAt(c.stream, int64(host)); err != nil {
 		return false, img.dropAllocation(host, size, err)
 	}
-	i := (g >> img.cb) & (img.l2Ents - 1)
 	img.deferFreeEntry(img.entry(t, i))
 	shift := 62 - (img.cb - 8)
 	extra := (host+size-1)>>9 - host>>9 // 512-byte sectors after the first

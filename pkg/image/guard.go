@@ -63,3 +63,12 @@ func (g guardedFile) ZeroRange(off, n int64) error {
 	g.img.unsynced = true
 	return g.File.ZeroRange(off, n)
 }
+
+// Corrupt reports whether the image was marked corrupt while open (a
+// metadata inconsistency was found): nothing more is written to it, and
+// there is nothing left to flush.
+func (img *Image) Corrupt() bool {
+	img.mu.Lock()
+	defer img.mu.Unlock()
+	return img.corrupt
+}

@@ -119,6 +119,8 @@ type Image struct {
 	unsynced    bool     // the file was changed since the last sync
 	corrupt     bool
 	closed      bool
+	meta        *metaIndex   // the metadata clusters, for the overlap check (overlap.go); nil: to build
+	layers      []layerTable // metadata of layers above (SetLayerTable)
 	zbuf        zcache
 	cz          compressState // where the next compressed stream goes (compress.go)
 }
@@ -190,6 +192,7 @@ func openFile(f File, name string, opts Options, checkMeta bool) (*Image, error)
 		cache = 32 << 20
 	}
 	img.l2c = newMetaCache(img.f, int(img.cs), cache, "L2 table")
+	img.l2c.guard = img.tableGuard(metaActiveL2)
 	if !img.ro && checkMeta {
 		if err := img.checkMetadataRefcounts(); err != nil {
 			return nil, err
@@ -494,11 +497,22 @@ func (img *Image) HostReadAt(p []byte, off int64) error {
 	return readFull(img.f, p, off)
 }
 
-// HostWriteAt writes raw bytes of the image file. The caller owns the
-// ordering of such writes relative to Flush.
+// HostWriteAt writes raw bytes of the image file, within a table the
+// caller registered with SetLayerTable (a write reaching other metadata
+// is refused and the image marked corrupt). The caller owns the ordering
+// of such writes relative to Flush.
 func (img *Image) HostWriteAt(p []byte, off int64) error {
 	img.lock()
 	defer img.unlock()
+	if err := img.writable(); err != nil {
+		return err
+	}
+	if off < 0 {
+		return fmt.Errorf("%w: host offset %d", ErrOutOfRange, off)
+	}
+	if err := img.checkHostWrite(uint64(off), uint64(len(p))); err != nil {
+		return err
+	}
 	_, err := img.f.WriteAt(p, off)
 	return err
 }
@@ -529,16 +543,7 @@ func (img *Image) writeHeaderField(off, size int, v uint64) error {
 // further writes can damage it, and returns the error describing why.
 func (img *Image) signalCorruption(off int64, format string, args ...any) error {
 	err := &CorruptionError{Off: off, Msg: fmt.Sprintf(format, args...)}
-	if img.writable() == nil {
-		img.corrupt = true
-		img.hdr.IncompatibleFeatures |= IncompatCorrupt
-		// The guard now refuses writes: set the bit through the raw file.
-		var b [8]byte
-		binary.BigEndian.PutUint64(b[:], img.hdr.IncompatibleFeatures)
-		if _, werr := img.raw.WriteAt(b[:], HdrIncompatibleFeatures); werr == nil {
-			_ = img.raw.Sync()
-		}
-	}
+	img.markCorrupt()
 	return err
 }
 

@@ -65,13 +65,17 @@ func (img *Image) l2Table(l1i uint64) (*cacheEntry, error) {
 }
 
 // l2ForWrite returns a writable L2 table for l1i, allocating it, or copying
-// it if it is shared with a snapshot.
-func (img *Image) l2ForWrite(l1i uint64) (*cacheEntry, error) {
+// it if it is shared with a snapshot; g is the guest offset of the request
+// (for messages). A table lying in other metadata is refused (overlap.go).
+func (img *Image) l2ForWrite(l1i, g uint64) (*cacheEntry, error) {
 	if l1i >= uint64(len(img.l1)) {
 		return nil, img.signalCorruption(int64(img.hdr.L1TableOffset), "L1 table of %d entries is too small for the virtual size", len(img.l1))
 	}
 	l1e := L1Entry(img.l1[l1i])
 	old := l1e.Offset()
+	if err := img.checkL2Update(l1i, g); err != nil {
+		return nil, err
+	}
 	if old != 0 && l1e.Copied() {
 		return img.l2Table(l1i)
 	}
@@ -96,7 +100,9 @@ func (img *Image) l2ForWrite(l1i uint64) (*cacheEntry, error) {
 		img.deferFree(old, img.cs)
 	}
 	img.l2c.markDirty(t)
+	img.metaRemoveL2(old)
 	img.l1[l1i] = off | OflagCopied
+	img.metaAdd(metaActiveL2, off, l1i)
 	img.l1Dirty[l1i/64] = struct{}{}
 	return t, nil
 }
@@ -355,6 +361,9 @@ func (img *Image) mapInPlace(p []byte, off int64) (writes []transfer, ok bool, e
 		}
 		inC := g & (img.cs - 1)
 		n := min(img.cs-inC, end-g)
+		if err := img.checkDataWrite(host+inC, n, g); err != nil {
+			return nil, false, err
+		}
 		src := p[g-uint64(off) : g-uint64(off)+n]
 		if k := len(writes) - 1; k >= 0 && writes[k].host+uint64(len(writes[k].p)) == host+inC {
 			writes[k].p = p[g-uint64(off)-uint64(len(writes[k].p)) : g-uint64(off)+n]
@@ -429,6 +438,9 @@ func (img *Image) planAllocation(p []byte, off int64) (a allocation, ok bool, er
 		if err != nil || t == nil {
 			return a, false, err
 		}
+		if err := img.checkL2Update(l1i, g); err != nil {
+			return a, false, err
+		}
 		i, inC := (g>>img.cb)&(img.l2Ents-1), g&(img.cs-1)
 		k := (inC + n + img.cs - 1) / img.cs
 		for j := uint64(0); j < k; j++ {
@@ -447,6 +459,9 @@ func (img *Image) planAllocation(p []byte, off int64) (a allocation, ok bool, er
 		}
 		host, err := img.rc.alloc(k * img.cs)
 		if err != nil {
+			return a, false, err
+		}
+		if err := img.checkDataWrite(host, k*img.cs, g); err != nil {
 			return a, false, err
 		}
 		for j := uint64(0); j < k; j++ {
@@ -502,7 +517,7 @@ func (img *Image) inPlace(e L2Entry) bool {
 
 // writeChunk writes p at g; the range lies within one L2 table.
 func (img *Image) writeChunk(p []byte, g uint64) error {
-	t, err := img.l2ForWrite(g >> (img.cb + img.l2Bits))
+	t, err := img.l2ForWrite(g>>(img.cb+img.l2Bits), g)
 	if err != nil {
 		return err
 	}
@@ -516,6 +531,11 @@ func (img *Image) writeChunk(p []byte, g uint64) error {
 			host := e.Offset()
 			if host&(img.cs-1) != 0 {
 				return img.signalCorruption(int64(host), "data cluster offset 0x%x for guest offset 0x%x is not cluster aligned", host, g)
+			}
+			// The checks of the three ways below: their writes stay in
+			// this cluster (and in the contiguous ones checked there).
+			if err := img.checkDataWrite(host, img.cs, g); err != nil {
+				return err
 			}
 			var n uint64
 			var err error
@@ -531,6 +551,9 @@ func (img *Image) writeChunk(p []byte, g uint64) error {
 					ne := img.entry(t, j)
 					if !img.inPlace(ne) || ne.Type(false) != ClusterNormal || ne.Offset() != host+(j-i)*img.cs {
 						break
+					}
+					if err := img.checkDataWrite(ne.Offset(), img.cs, g+n); err != nil {
+						return err
 					}
 					n = min(n+img.cs, uint64(len(src)))
 				}
@@ -573,8 +596,16 @@ func (img *Image) writeAllocated(t *cacheEntry, i, k uint64, src []byte, g uint6
 	inC := g & (cs - 1)
 	base := g - inC
 	n := min(k*cs-inC, uint64(len(src)))
+	for j := uint64(0); j < k; j++ {
+		if err := img.checkDrop(img.entry(t, i+j), base+j*cs); err != nil {
+			return 0, err
+		}
+	}
 	host, err := img.rc.alloc(k * cs)
 	if err != nil {
+		return 0, err
+	}
+	if err := img.checkDataWrite(host, k*cs, g); err != nil {
 		return 0, err
 	}
 	if (inC != 0 || n != k*cs) && img.cowReadsZero(t, i, k, inC, n) {
@@ -844,14 +875,19 @@ func (img *Image) zeroChunk(g, end uint64, discard bool) error {
 			continue
 		}
 		if t == nil || !L1Entry(img.l1[l1i]).Copied() {
-			if t, err = img.l2ForWrite(l1i); err != nil {
+			if t, err = img.l2ForWrite(l1i, g); err != nil {
 				return err
 			}
+		} else if err := img.checkL2Update(l1i, g); err != nil {
+			return err
 		}
 		i := (g >> img.cb) & (img.l2Ents - 1)
 		e = img.entry(t, i)
 		ne, nbm, keep := img.zeroEntry(e, discard)
 		if !keep {
+			if err := img.checkDrop(e, g); err != nil {
+				return err
+			}
 			img.deferFreeEntry(e)
 		}
 		img.setEntry(t, i, ne, nbm)

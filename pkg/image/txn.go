@@ -441,6 +441,7 @@ func (t *txn) commit() (err error) {
 			// Tables of inactive snapshots may have been fixed in place
 			// behind the (clean) cache: forget what it holds.
 			img.l2c = newMetaCache(img.f, int(img.cs), img.l2c.max*img.l2c.size, "L2 table")
+			img.l2c.guard = img.tableGuard(metaActiveL2)
 		}
 	}()
 	// Extension data to patch in the header's first sector.
@@ -537,6 +538,10 @@ func (t *txn) commit() (err error) {
 		}
 	}
 	img.l2c = newMetaCache(img.f, int(img.cs), img.l2c.max*img.l2c.size, "L2 table")
+	img.l2c.guard = img.tableGuard(metaActiveL2)
+	for i, u := range t.tables {
+		img.moveLayerTable(u.OldOff, t.placed[i], uint64(len(u.Data)))
+	}
 	fileSize, ferr := img.f.Size()
 	if ferr != nil {
 		return ferr

@@ -136,6 +136,9 @@ func New(img *image.Image) (*Device, error) {
 	if err := checkTablePlacement(img, h); err != nil {
 		return nil, err
 	}
+	// Guest data written into the table is refused as a write on
+	// metadata, and the image marked corrupt.
+	img.SetLayerTable(TableName, h.MetaOffset, h.MetaSize)
 	d.h = h
 	d.t = newTable(img, h, hdr.Size)
 	d.m = newMachine(h, hdr.Size, d.t.wp)
@@ -214,6 +217,10 @@ func checkTablePlacement(img *image.Image, h *Header) error {
 	}
 	return nil
 }
+
+// TableName names the write-pointer table in the image's metadata
+// overlap check (image.SetLayerTable).
+const TableName = "zoned write-pointer table"
 
 // Image returns the underlying image.
 func (d *Device) Image() *image.Image { return d.img }
@@ -865,7 +872,9 @@ func (d *Device) Close() error {
 	d.lock()
 	defer d.unlock()
 	var err error
-	if !d.img.ReadOnly() {
+	if !d.img.ReadOnly() && !d.img.Corrupt() {
+		// A corrupt image was refused a write and said so: it is
+		// closed without writing.
 		err = d.flush()
 	}
 	if e := d.img.Close(); err == nil {

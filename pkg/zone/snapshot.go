@@ -269,6 +269,7 @@ func (d *Device) swapTable(nh *Header, wp []uint64, op func(image.TableUpdate) e
 	if err != nil {
 		return err
 	}
+	d.img.SetLayerTable(TableName, h.MetaOffset, h.MetaSize)
 	cur := make([]uint64, len(wp))
 	copy(cur, wp)
 	faults := d.m.faults
