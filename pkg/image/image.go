@@ -460,6 +460,24 @@ func (img *Image) Features() []Feature { return append([]Feature(nil), img.feats
 // header ("" when there is none).
 func (img *Image) BackingFile() (name, format string) { return img.backingName, img.backingFormat }
 
+// Backing returns the open backing file: its qcow2 image or its raw file
+// (both nil when the image has none, or was opened with NoBacking). They
+// belong to img, which closes them with itself; callers only read them,
+// so that a backing chain is opened once, by its top image.
+func (img *Image) Backing() (*Image, *OSFile) {
+	z, ok := img.backing.(*zeroPastEnd)
+	if !ok {
+		return nil, nil
+	}
+	switch b := z.r.(type) {
+	case *Image:
+		return b, nil
+	case *OSFile:
+		return nil, b
+	}
+	return nil, nil
+}
+
 // FileSize returns the length of the image file in bytes.
 func (img *Image) FileSize() (int64, error) {
 	img.mu.Lock()
