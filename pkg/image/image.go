@@ -103,7 +103,7 @@ type Image struct {
 	extL2   bool
 	subSize uint64 // subcluster size (cs/32 with extended L2, else cs)
 
-	l1      []uint64
+	l1      sparseTable         // the active L1 table
 	l1Dirty map[uint64]struct{} // dirty 512-byte sectors of the L1 table
 
 	rc  refcounts
@@ -353,7 +353,7 @@ func (img *Image) checkFeatures(opts Options) error {
 
 func (img *Image) loadL1(fileSize int64) error {
 	n := uint64(img.hdr.L1Size)
-	img.l1 = make([]uint64, n)
+	img.l1 = newSparseTable(n)
 	if n == 0 {
 		return nil
 	}
@@ -361,13 +361,11 @@ func (img *Image) loadL1(fileSize int64) error {
 	if off+n*8 > uint64(fileSize) {
 		return formatErr(int64(off), "L1 table (%d entries) extends past the end of the file (%d bytes)", n, fileSize)
 	}
-	b := make([]byte, n*8)
-	if err := readFull(img.f, b, int64(off)); err != nil {
+	l1, err := readSparseTable(img.f, int64(off), n)
+	if err != nil {
 		return err
 	}
-	for i := range img.l1 {
-		img.l1[i] = binary.BigEndian.Uint64(b[i*8:])
-	}
+	img.l1 = l1
 	return nil
 }
 

@@ -47,10 +47,10 @@ func (img *Image) setEntry(t *cacheEntry, i, e, bm uint64) {
 
 // l2Table returns the L2 table for L1 index l1i, or nil if unallocated.
 func (img *Image) l2Table(l1i uint64) (*cacheEntry, error) {
-	if l1i >= uint64(len(img.l1)) {
+	if l1i >= img.l1.len() {
 		return nil, nil
 	}
-	off := L1Entry(img.l1[l1i]).Offset()
+	off := L1Entry(img.l1.get(l1i)).Offset()
 	if off == 0 {
 		return nil, nil
 	}
@@ -67,10 +67,10 @@ func (img *Image) l2Table(l1i uint64) (*cacheEntry, error) {
 // l2ForWrite returns a writable L2 table for l1i, allocating it, or copying
 // it if it is shared with a snapshot.
 func (img *Image) l2ForWrite(l1i uint64) (*cacheEntry, error) {
-	if l1i >= uint64(len(img.l1)) {
-		return nil, img.signalCorruption(int64(img.hdr.L1TableOffset), "L1 table of %d entries is too small for the virtual size", len(img.l1))
+	if l1i >= img.l1.len() {
+		return nil, img.signalCorruption(int64(img.hdr.L1TableOffset), "L1 table of %d entries is too small for the virtual size", img.l1.len())
 	}
-	l1e := L1Entry(img.l1[l1i])
+	l1e := L1Entry(img.l1.get(l1i))
 	old := l1e.Offset()
 	if old != 0 && l1e.Copied() {
 		return img.l2Table(l1i)
@@ -96,7 +96,7 @@ func (img *Image) l2ForWrite(l1i uint64) (*cacheEntry, error) {
 		img.deferFree(old, img.cs)
 	}
 	img.l2c.markDirty(t)
-	img.l1[l1i] = off | OflagCopied
+	img.l1.set(l1i, off|OflagCopied)
 	img.l1Dirty[l1i/64] = struct{}{}
 	return t, nil
 }
@@ -340,7 +340,7 @@ func (img *Image) mapInPlace(p []byte, off int64) (writes []transfer, ok bool, e
 	g, end := uint64(off), uint64(off)+uint64(len(p))
 	for g < end {
 		l1i := g >> (img.cb + img.l2Bits)
-		if l1i >= uint64(len(img.l1)) || !L1Entry(img.l1[l1i]).Copied() {
+		if l1i >= img.l1.len() || !L1Entry(img.l1.get(l1i)).Copied() {
 			return nil, false, nil
 		}
 		t, err := img.l2Table(l1i)
@@ -422,7 +422,7 @@ func (img *Image) planAllocation(p []byte, off int64) (a allocation, ok bool, er
 		g, n := uint64(off), uint64(len(p))
 		shift := img.cb + img.l2Bits
 		l1i := g >> shift
-		if (g+n-1)>>shift != l1i || l1i >= uint64(len(img.l1)) || !L1Entry(img.l1[l1i]).Copied() {
+		if (g+n-1)>>shift != l1i || l1i >= img.l1.len() || !L1Entry(img.l1.get(l1i)).Copied() {
 			return a, false, nil
 		}
 		t, err := img.l2Table(l1i)
@@ -843,7 +843,7 @@ func (img *Image) zeroChunk(g, end uint64, discard bool) error {
 			g = stop
 			continue
 		}
-		if t == nil || !L1Entry(img.l1[l1i]).Copied() {
+		if t == nil || !L1Entry(img.l1.get(l1i)).Copied() {
 			if t, err = img.l2ForWrite(l1i); err != nil {
 				return err
 			}

@@ -81,7 +81,7 @@ func (img *Image) beginTxn() (*txn, error) {
 	n := ceilDiv(uint64(fileSize), img.cs)
 	t.old = make([]uint64, n)
 	blk := make([]byte, img.cs)
-	for ti, e := range r.table {
+	for ti, e := range r.table.nonZero() {
 		off := e & RefTableOffMask
 		if off == 0 {
 			continue
@@ -102,10 +102,10 @@ func (img *Image) beginTxn() (*txn, error) {
 	}
 	t.rc = append([]uint64(nil), t.old...)
 	// The refcount structures are rebuilt at commit: drop the old ones.
-	if err := t.inc(r.tableOff, uint64(len(r.table))*8, -1); err != nil {
+	if err := t.inc(r.tableOff, r.table.len()*8, -1); err != nil {
 		return nil, err
 	}
-	for ti, e := range r.table {
+	for ti, e := range r.table.nonZero() {
 		if off := e & RefTableOffMask; off != 0 {
 			if err := t.inc(off, img.cs, -1); err != nil {
 				return nil, fmt.Errorf("refcount block %d: %w", ti, err)
@@ -307,7 +307,7 @@ func (t *txn) dropTree(l1Off uint64, l1 []uint64) error {
 // activeL2s returns the L2 tables of the current active L1 table.
 func (t *txn) activeL2s() map[uint64]bool {
 	m := map[uint64]bool{}
-	for _, e := range t.img.l1 {
+	for _, e := range t.img.l1.nonZero() {
 		if l2 := e & L1OffsetMask; l2 != 0 {
 			m[l2] = true
 		}
@@ -371,9 +371,9 @@ func (t *txn) setSnapshots(entries []SnapshotEntry, oldSize uint64) error {
 // new refcount is 1, copying the tables that change (and then the L1 table).
 func (t *txn) fixActiveCopied() error {
 	img := t.img
-	l1 := append([]uint64(nil), img.l1...)
+	l1 := img.l1.slice()
 	changed := false
-	for i, e := range img.l1 {
+	for i, e := range img.l1.nonZero() {
 		l2 := e & L1OffsetMask
 		if l2 == 0 {
 			continue
@@ -403,7 +403,7 @@ func (t *txn) fixActiveCopied() error {
 	if !changed {
 		return nil
 	}
-	if err := t.inc(img.hdr.L1TableOffset, uint64(len(img.l1))*8, -1); err != nil {
+	if err := t.inc(img.hdr.L1TableOffset, img.l1.len()*8, -1); err != nil {
 		return err
 	}
 	return t.setL1(l1, t.size)
@@ -526,7 +526,7 @@ func (t *txn) commit() (err error) {
 	img.hdr.NbSnapshots = t.nbSnap
 	img.hdr.SnapshotsOffset = t.snapOff
 	if t.l1Set {
-		img.l1 = t.l1
+		img.l1 = sparseFrom(t.l1)
 	}
 	clear(img.l1Dirty)
 	for i, u := range t.tables {
