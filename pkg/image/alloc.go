@@ -99,7 +99,7 @@ func (r *refcounts) block(ti uint64) (*cacheEntry, error) {
 	}
 	b, err := r.rbc.get(off)
 	if errors.Is(err, ErrTruncated) {
-		return nil, r.img.signalCorruption(int64(r.tableOff+ti*8), "refcount block %d at offset 0x%x lies beyond the end of the file", ti, off)
+		return nil, r.img.beyondEOFError(off, fmt.Sprintf("refcount block %d (refcount table entry %d)", ti, ti))
 	}
 	return b, err
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 
 	"github.com/zqimg/zqimg/pkg/internal/arith"
 	"golang.org/x/sys/unix"
@@ -114,6 +115,11 @@ type Image struct {
 	// is signalled when such a write completes.
 	allocating map[uint64]struct{}
 	allocDone  *sync.Cond
+
+	// fileEnd is a lower bound of the file's length in bytes (0: not
+	// known), so that beyondEOF needs no fstat for offsets below it. The
+	// file only grows, except through guardedFile.Truncate, which resets it.
+	fileEnd atomic.Uint64
 
 	pendingFree []extent // references dropped; freed after the next durable writeback
 	unsynced    bool     // the file was changed since the last sync

@@ -34,6 +34,11 @@ type txn struct {
 	rc  []uint64 // after; the refcount structures are added at commit
 	// next is where the search for free clusters starts.
 	next uint64
+	// limit is the end of the host clusters that exist: the file, and
+	// the clusters this transaction allocates. A reference at or beyond
+	// it is corrupt, and refcounts beyond it are not kept, so that the
+	// arrays are sized by the file, not by an offset a table names.
+	limit uint64
 
 	writes []txnWrite
 
@@ -79,6 +84,7 @@ func (img *Image) beginTxn() (*txn, error) {
 	t := &txn{img: img, cs: img.cs, size: img.hdr.Size, l1Off: img.hdr.L1TableOffset,
 		nbSnap: img.hdr.NbSnapshots, snapOff: img.hdr.SnapshotsOffset}
 	n := ceilDiv(uint64(fileSize), img.cs)
+	t.limit = n * img.cs
 	t.old = make([]uint64, n)
 	blk := make([]byte, img.cs)
 	for ti, e := range r.table.nonZero() {
@@ -94,8 +100,12 @@ func (img *Image) beginTxn() (*txn, error) {
 		}
 		base := uint64(ti) << r.rbBits
 		for j := uint64(0); j < r.rbEnts; j++ {
+			if base+j >= n {
+				// Beyond the end of the file: no cluster, nothing to
+				// count (the new refcounts drop such a leak).
+				break
+			}
 			if v := GetRefcount(blk, j, r.order); v != 0 {
-				t.grow(base + j + 1)
 				t.old[base+j] = v
 			}
 		}
@@ -134,6 +144,9 @@ func (t *txn) inc(off, length uint64, delta int64) error {
 	if off > MaxHostOffset || length > MaxHostOffset-off {
 		return &CorruptionError{Off: int64(off & MaxHostOffset), Msg: fmt.Sprintf("host range 0x%x+%d is beyond the largest host offset", off, length)}
 	}
+	if off >= t.limit {
+		return t.beyond(off, length)
+	}
 	first, last := off/t.cs, (off+length-1)/t.cs
 	t.grow(last + 1)
 	max := t.img.rc.max
@@ -152,6 +165,11 @@ func (t *txn) inc(off, length uint64, delta int64) error {
 		t.rc[c] = v
 	}
 	return nil
+}
+
+// beyond describes a reference to [off, off+length) beyond t.limit.
+func (t *txn) beyond(off, length uint64) error {
+	return &CorruptionError{Off: -1, Msg: fmt.Sprintf("a reference to host offset 0x%x (%d bytes) lies beyond the end of the file (%d bytes); run 'zqimg check' on the image", off, length, t.limit)}
 }
 
 // free reports whether cluster c is unused both before and after.
@@ -184,6 +202,7 @@ func (t *txn) alloc(n uint64) (uint64, error) {
 		return 0, fmt.Errorf("image file would exceed the maximum host offset: %w", syscall.EFBIG)
 	}
 	t.grow(c + n)
+	t.limit = max(t.limit, (c+n)*t.cs)
 	for i := c; i < c+n; i++ {
 		t.rc[i] = 1
 	}
@@ -382,7 +401,11 @@ func (t *txn) fixActiveCopied() error {
 		if err != nil {
 			return err
 		}
-		if t.fixCopied(tb) {
+		fixed, err := t.fixCopied(tb)
+		if err != nil {
+			return fmt.Errorf("the L2 table of L1 entry %d: %w", i, err)
+		}
+		if fixed {
 			if err := t.inc(l2, t.cs, -1); err != nil {
 				return err
 			}
@@ -410,8 +433,9 @@ func (t *txn) fixActiveCopied() error {
 }
 
 // fixCopied sets OFLAG_COPIED on the entries of tb whose cluster has a new
-// refcount of 1 and clears it on the others; it reports a change.
-func (t *txn) fixCopied(tb []byte) bool {
+// refcount of 1 and clears it on the others; it reports a change. An
+// entry naming a cluster beyond the end of the file is refused.
+func (t *txn) fixCopied(tb []byte) (bool, error) {
 	img := t.img
 	changed := false
 	for i := uint64(0); i < img.l2Ents; i++ {
@@ -420,6 +444,9 @@ func (t *txn) fixCopied(tb []byte) bool {
 		host := e & L2OffsetMask
 		if e&OflagCompressed != 0 || host == 0 {
 			continue
+		}
+		if host >= t.limit {
+			return false, t.beyond(host, t.cs)
 		}
 		ne := e &^ OflagCopied
 		if c := host / t.cs; c < uint64(len(t.rc)) && t.rc[c] == 1 {
@@ -430,7 +457,7 @@ func (t *txn) fixCopied(tb []byte) bool {
 			changed = true
 		}
 	}
-	return changed
+	return changed, nil
 }
 
 // commit writes the new state and switches to it.
