@@ -20,7 +20,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 
 	"github.com/zqimg/zqimg/pkg/image"
 	"github.com/zqimg/zqimg/pkg/zone"
@@ -167,15 +166,7 @@ func backingDisks(path string, img *image.Image) (*Disk, error) {
 // BackingPath returns the path of a backing file named name in the image
 // at path: name itself when absolute, else name in path's directory
 // (QEMU's path_combine, which keeps the directory as written).
-func BackingPath(path, name string) string {
-	if strings.HasPrefix(name, "/") {
-		return name
-	}
-	if i := strings.LastIndexByte(path, '/'); i >= 0 {
-		return path[:i+1] + name
-	}
-	return name
-}
+func BackingPath(path, name string) string { return image.CombinePath(path, name) }
 
 func openRaw(path string, o Options) (*Disk, error) {
 	f, err := image.OpenOSFile(path, true, o.ForceShare)

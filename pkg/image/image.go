@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -375,11 +375,22 @@ func (img *Image) loadL1(fileSize int64) error {
 	return nil
 }
 
-func (img *Image) backingPath() string {
-	if filepath.IsAbs(img.backingName) {
-		return img.backingName
+func (img *Image) backingPath() string { return CombinePath(img.name, img.backingName) }
+
+// CombinePath returns the path of a file named name (a backing file) in
+// the image at path, as QEMU's path_combine does: name itself when
+// absolute, else name appended to path's directory as written, neither
+// cleaned nor resolved ("sub/ov.qcow2" and "../b.qcow2" give
+// "sub/../b.qcow2"), so that the file opened and the name printed are
+// the ones qemu-img opens and prints.
+func CombinePath(path, name string) string {
+	if strings.HasPrefix(name, "/") {
+		return name
 	}
-	return filepath.Join(filepath.Dir(img.name), img.backingName)
+	if i := strings.LastIndexByte(path, '/'); i >= 0 {
+		return path[:i+1] + name
+	}
+	return name
 }
 
 // lock takes the image exclusively: no data transfer is in flight.
