@@ -196,6 +196,12 @@ func openFile(f File, name string, opts Options, checkMeta bool) (*Image, error)
 		cache = 32 << 20
 	}
 	img.l2c = newMetaCache(img.f, int(img.cs), cache, "L2 table")
+	if img.ro {
+		// Nothing is ever dirty: a small budget may hold fewer tables
+		// than the 16 a writable image keeps (backing images, see
+		// backingCacheBytes).
+		img.l2c.max = max(4, cache/int(img.cs))
+	}
 	if !img.ro && checkMeta {
 		if err := img.checkMetadataRefcounts(); err != nil {
 			return nil, err
@@ -593,7 +599,7 @@ func openBacking(path, format string, opts Options) (backingFile, error) {
 			format = "qcow2"
 		}
 	}
-	bopts := Options{ReadOnly: true, NoLock: opts.NoLock, CacheBytes: opts.CacheBytes, Cache: opts.Cache, chain: opts.chain}
+	bopts := Options{ReadOnly: true, NoLock: opts.NoLock, CacheBytes: backingCacheBytes(opts.CacheBytes), Cache: opts.Cache, chain: opts.chain}
 	switch format {
 	case "qcow2":
 		img, err := Open(path, bopts)
@@ -615,6 +621,19 @@ func openBacking(path, format string, opts Options) (backingFile, error) {
 	default:
 		return nil, fmt.Errorf("backing file format %q is not supported (only qcow2 and raw)", format)
 	}
+}
+
+// backingCacheBytes returns the L2 cache budget of a backing image whose
+// overlay has budget c (0: the default 32 MiB): half of it, at least
+// 256 KiB (and 4 tables). A chain's caches then total about twice the
+// top's plus 256 KiB per level below the eighth, where a full budget per
+// level let a chain of 41 images whose tables fill their caches take
+// 1.3 GiB.
+func backingCacheBytes(c int) int {
+	if c <= 0 {
+		c = 32 << 20
+	}
+	return max(c/2, 256<<10)
 }
 
 // zeroPastEnd reads a backing file, returning zeroes beyond its size.

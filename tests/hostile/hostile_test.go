@@ -299,3 +299,34 @@ func TestBeyondEOF(t *testing.T) {
 		})
 	}
 }
+
+// TestHostileChainCaches: 41 chained images whose L1 tables each name 600
+// distinct (sparse, all-zero) L2 tables: map reads every table of every
+// layer. Each layer's L2 cache filling its own 32 MiB would cost 1.3 GiB;
+// backing images get a halving share, so the whole chain stays small.
+func TestHostileChainCaches(t *testing.T) {
+	const n, tables = 41, 600
+	dir := t.TempDir()
+	for i := range n {
+		name := "c" + strconv.Itoa(i) + ".qcow2"
+		mustRun(t, dir, "create", "-q", "-f", "qcow2", name, "1T")
+		path := filepath.Join(dir, name)
+		if i > 0 {
+			setBacking(t, path, "c"+strconv.Itoa(i-1)+".qcow2")
+		}
+		m := load(t, path)
+		l1 := m.u64(40)
+		for j := uint64(0); j < tables; j++ {
+			binary.BigEndian.PutUint64(m.b[l1+8*j:], 64<<20+j<<16)
+		}
+		if err := os.WriteFile(path, m.b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Truncate(path, 64<<20+tables<<16); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := mustRun(t, dir, "map", "c"+strconv.Itoa(n-1)+".qcow2")
+	t.Logf("zqimg map: peak RSS %d KiB", r.rss>>10)
+	checkRSS(t, r)
+}
