@@ -20,7 +20,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 
 	"github.com/zqimg/zqimg/pkg/image"
 	"github.com/zqimg/zqimg/pkg/zone"
@@ -59,8 +58,11 @@ type Disk struct {
 	zh      *zone.Header
 	backing *Disk // qcow2 with a backing file: the backing image, for block status
 
-	raw     *os.File // raw
-	rawSize int64    // length of the raw file
+	raw     *image.OSFile // raw
+	rawSize int64         // length of the raw file
+	// borrowed: a backing disk, whose files belong to the image above it
+	// (Close leaves them to that image).
+	borrowed bool
 }
 
 // Open opens the image at path read-only, taking reader locks unless
@@ -128,67 +130,69 @@ func openQcow2(path string, o Options) (*Disk, error) {
 			return nil, err
 		}
 	}
-	if name, format := d.img.BackingFile(); name != "" {
-		b, err := Open(BackingPath(path, name), Options{Format: format, ForceShare: o.ForceShare})
-		if err != nil {
-			dev.Close()
-			return nil, fmt.Errorf("could not open backing file %q: %w", name, err)
-		}
-		d.backing = b
+	if d.backing, err = backingDisks(path, d.img); err != nil {
+		dev.Close()
+		return nil, err
 	}
 	return d, nil
+}
+
+// backingDisks describes the backing chain that img (opened from path)
+// has already opened, without opening any file again: each image of a
+// chain is opened once, by the top image, which owns and closes them all.
+// Opening each level's chain anew made a chain of n images cost n²/2
+// opens, with their tables in memory.
+func backingDisks(path string, img *image.Image) (*Disk, error) {
+	name, _ := img.BackingFile()
+	bimg, braw := img.Backing()
+	bpath := BackingPath(path, name)
+	switch {
+	case bimg != nil:
+		d := &Disk{path: bpath, format: Qcow2, img: bimg, size: bimg.Size(), borrowed: true}
+		var err error
+		d.backing, err = backingDisks(bpath, bimg)
+		return d, err
+	case braw != nil:
+		n, err := braw.Size()
+		if err != nil {
+			return nil, fmt.Errorf("backing file %s: %w", bpath, err)
+		}
+		// QEMU sees a file as whole 512-byte sectors; the tail reads as zeroes.
+		return &Disk{path: bpath, format: Raw, raw: braw, rawSize: n, size: (n + 511) &^ 511, borrowed: true}, nil
+	}
+	return nil, nil
 }
 
 // BackingPath returns the path of a backing file named name in the image
 // at path: name itself when absolute, else name in path's directory
 // (QEMU's path_combine, which keeps the directory as written).
-func BackingPath(path, name string) string {
-	if strings.HasPrefix(name, "/") {
-		return name
-	}
-	if i := strings.LastIndexByte(path, '/'); i >= 0 {
-		return path[:i+1] + name
-	}
-	return name
-}
+func BackingPath(path, name string) string { return image.CombinePath(path, name) }
 
 func openRaw(path string, o Options) (*Disk, error) {
-	f, err := os.Open(path)
+	f, err := image.OpenOSFile(path, true, o.ForceShare)
 	if err != nil {
 		return nil, err
 	}
-	if !o.ForceShare {
-		if err := image.Lock(f, path, true); err != nil {
-			f.Close()
-			return nil, err
-		}
-	}
-	st, err := f.Stat()
+	n, err := f.Size()
 	if err != nil {
 		f.Close()
 		return nil, err
 	}
-	n := st.Size()
 	// QEMU sees a file as whole 512-byte sectors; the tail reads as zeroes.
 	return &Disk{path: path, format: Raw, raw: f, rawSize: n, size: (n + 511) &^ 511}, nil
 }
 
-// Close closes the disk and its backing chain.
+// Close closes the disk and its backing chain (a backing disk, as
+// returned by Backing, is closed with the disk on top of the chain: its
+// own Close does nothing).
 func (d *Disk) Close() error {
-	var err error
-	if d.backing != nil {
-		err = d.backing.Close()
+	if d.borrowed {
+		return nil
 	}
-	var e error
 	if d.dev != nil {
-		e = d.dev.Close()
-	} else {
-		e = d.raw.Close()
+		return d.dev.Close()
 	}
-	if err == nil {
-		err = e
-	}
-	return err
+	return d.raw.Close()
 }
 
 // Path returns the name the disk was opened with.
@@ -253,8 +257,15 @@ func (d *Disk) ReadAt(p []byte, off int64) (int, error) {
 		}
 		return len(p), nil
 	}
-	// The device reads zeroes at and beyond write pointers.
-	if _, err := d.dev.ReadAt(p, off); err != nil {
+	// The device reads zeroes at and beyond write pointers; a backing
+	// disk (never zoned) is read from its image.
+	var err error
+	if d.dev != nil {
+		_, err = d.dev.ReadAt(p, off)
+	} else {
+		_, err = d.img.ReadAt(p, off)
+	}
+	if err != nil {
 		return 0, err
 	}
 	return len(p), nil

@@ -234,3 +234,94 @@ func TestZonedClipping(t *testing.T) {
 		t.Errorf("finished zone: data ends at %#x", v)
 	}
 }
+
+// setBacking makes the qcow2 image at path name backing (no format: probed),
+// writing the name into the header cluster as qemu-img does.
+func setBacking(t *testing.T, path, backing string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	boff := 4096
+	copy(b[boff:], backing)
+	putBE64(b[8:], uint64(boff))
+	putBE32(b[16:], uint32(len(backing)))
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// openFDs counts the descriptors of this process open on each file.
+func openFDs(t *testing.T) map[string]int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skipf("no /proc/self/fd: %v", err)
+	}
+	m := map[string]int{}
+	for _, e := range ents {
+		if p, err := os.Readlink(filepath.Join("/proc/self/fd", e.Name())); err == nil {
+			m[p]++
+		}
+	}
+	return m
+}
+
+// TestChainOpensEachImageOnce: a backing chain of 40 images is opened with
+// one descriptor per image file, not once per overlay above it (which
+// made a chain of 41 sparse images cost gigabytes), and reads and block
+// status still descend the whole chain.
+func TestChainOpensEachImageOnce(t *testing.T) {
+	const n = 40
+	dir := t.TempDir()
+	paths := make([]string, n)
+	for i := range paths {
+		paths[i] = filepath.Join(dir, "i"+strconv.Itoa(i)+".qcow2")
+		mkImage(t, paths[i], 4<<20, "cluster_size=64k")
+		if i > 0 {
+			setBacking(t, paths[i], filepath.Base(paths[i-1]))
+		}
+	}
+	img, err := image.Open(paths[0], image.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := img.WriteAt(bytes.Repeat([]byte{7}, 512), 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	img.Close()
+	d := open(t, paths[n-1], "")
+	fds := openFDs(t)
+	for i, p := range paths {
+		if fds[p] != 1 {
+			t.Errorf("image %d of the chain is open %d times, want once", i, fds[p])
+		}
+	}
+	depth := 0
+	for b := d; b.Backing() != nil; b = b.Backing() {
+		depth++
+		if want := filepath.Join(dir, "i"+strconv.Itoa(n-1-depth)+".qcow2"); b.Backing().Path() != want {
+			t.Errorf("backing at depth %d is %s, want %s", depth, b.Backing().Path(), want)
+		}
+	}
+	if depth != n-1 {
+		t.Errorf("chain depth %d, want %d", depth, n-1)
+	}
+	p := make([]byte, 1024)
+	if _, err := d.ReadAt(p, 1<<20-512); err != nil || p[511] != 0 || p[512] != 7 || p[1023] != 7 {
+		t.Errorf("read through the chain: %v %v", p[511:513], err)
+	}
+	s, err := d.Status(1<<20, 512)
+	if err != nil || !s.Data || s.Depth != n-1 {
+		t.Errorf("status through the chain: %+v %v", s, err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for i, p := range paths {
+		if c := openFDs(t)[p]; c != 0 {
+			t.Errorf("image %d still open %d times after Close", i, c)
+		}
+	}
+}

@@ -19,7 +19,7 @@ type refcounts struct {
 	rbBits   uint32 // log2 of entries per refcount block
 	rbEnts   uint64 // entries per refcount block
 	max      uint64 // largest storable refcount
-	table    []uint64
+	table    sparseTable
 	tableOff uint64
 	maxIdx   uint64 // highest table index in use (QEMU's max_refcount_table_index)
 	freeIdx  uint64 // next cluster index to try when allocating
@@ -46,14 +46,11 @@ func (r *refcounts) init(img *Image, fileSize int64) error {
 	if r.tableOff+n*8 > uint64(fileSize) {
 		return formatErr(int64(r.tableOff), "refcount table (%d clusters) extends past the end of the file (%d bytes)", h.RefcountTableClusters, fileSize)
 	}
-	b := make([]byte, n*8)
-	if err := readFull(img.f, b, int64(r.tableOff)); err != nil {
+	t, err := readSparseTable(img.f, int64(r.tableOff), n)
+	if err != nil {
 		return err
 	}
-	r.table = make([]uint64, n)
-	for i := range r.table {
-		r.table[i] = binary.BigEndian.Uint64(b[i*8:])
-	}
+	r.table = t
 	r.updateMaxIdx()
 	r.rbc = newMetaCache(img.f, int(img.cs), 4<<20, "refcount block")
 	r.rbc.guard = img.tableGuard(metaRefBlock)
@@ -72,7 +69,7 @@ func (r *refcounts) writeTable() error {
 	slices.Sort(idx)
 	var b [8]byte
 	for _, i := range idx {
-		binary.BigEndian.PutUint64(b[:], r.table[i])
+		binary.BigEndian.PutUint64(b[:], r.table.get(i))
 		if _, err := r.img.f.WriteAt(b[:], int64(r.tableOff+i*8)); err != nil {
 			return fmt.Errorf("writing refcount table entry %d: %w", i, err)
 		}
@@ -82,19 +79,20 @@ func (r *refcounts) writeTable() error {
 }
 
 func (r *refcounts) updateMaxIdx() {
-	i := uint64(len(r.table)) - 1
-	for i > 0 && r.table[i]&RefTableOffMask == 0 {
-		i--
+	r.maxIdx = 0
+	for i, e := range r.table.nonZero() {
+		if e&RefTableOffMask != 0 {
+			r.maxIdx = i
+		}
 	}
-	r.maxIdx = i
 }
 
 // block returns the refcount block at table index ti, or nil if none.
 func (r *refcounts) block(ti uint64) (*cacheEntry, error) {
-	if ti >= uint64(len(r.table)) {
+	if ti >= r.table.len() {
 		return nil, nil
 	}
-	off := r.table[ti] & RefTableOffMask
+	off := r.table.get(ti) & RefTableOffMask
 	if off == 0 {
 		return nil, nil
 	}
@@ -103,7 +101,7 @@ func (r *refcounts) block(ti uint64) (*cacheEntry, error) {
 	}
 	b, err := r.rbc.get(off)
 	if errors.Is(err, ErrTruncated) {
-		return nil, r.img.signalCorruption(int64(r.tableOff+ti*8), "refcount block %d at offset 0x%x lies beyond the end of the file", ti, off)
+		return nil, r.img.beyondEOFError(off, fmt.Sprintf("refcount block %d (refcount table entry %d)", ti, ti))
 	}
 	return b, err
 }
@@ -275,10 +273,10 @@ func (r *refcounts) allocBlock(ci uint64) (*cacheEntry, error) {
 		blk = r.rbc.getEmpty(newBlock)
 	}
 	r.rbc.markDirty(blk)
-	if ti < uint64(len(r.table)) {
+	if ti < r.table.len() {
 		// Hook the block up in memory; writeback writes the table entry
 		// once the block is durable (QEMU writes both synchronously).
-		r.table[ti] = newBlock
+		r.table.set(ti, newBlock)
 		img.metaAdd(metaRefBlock, newBlock, ti)
 		r.dirtyTable[ti] = struct{}{}
 		r.maxIdx = max(r.maxIdx, ti)
@@ -338,7 +336,12 @@ func (r *refcounts) planArea(start, additional uint64, exact bool, newIdx, newOf
 		return nil, fmt.Errorf("refcount table would exceed %d bytes: %w", MaxRefTableBytes, syscall.EFBIG)
 	}
 	a := &refArea{start: start, table: make([]uint64, tableSize), areaIdx: (start / cs) / r.rbEnts, blocks: totalBlocks}
-	copy(a.table, r.table[:min(tableSize, r.maxIdx+1)])
+	for i, e := range r.table.nonZero() {
+		if i >= min(tableSize, r.maxIdx+1) {
+			break
+		}
+		a.table[i] = e
+	}
 	if newOff != 0 {
 		a.table[newIdx] = newOff
 	}
@@ -430,9 +433,9 @@ func (r *refcounts) installTable(table []uint64, off uint64) error {
 	if err := img.f.Sync(); err != nil {
 		return err
 	}
-	oldOff, oldSize := r.tableOff, uint64(len(r.table))
+	oldOff, oldSize := r.tableOff, r.table.len()
 	clear(r.dirtyTable) // the new table holds every entry
-	r.table = table
+	r.table = sparseFrom(table)
 	r.tableOff = off
 	img.hdr.RefcountTableOffset = off
 	img.hdr.RefcountTableClusters = uint32(clusters)

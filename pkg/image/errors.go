@@ -95,3 +95,27 @@ func Errno(err error) syscall.Errno {
 	}
 	return syscall.EIO
 }
+
+// beyondEOF reports whether host offset off lies at or beyond the end of
+// the image file. A table entry pointing there is corrupt: a read would
+// invent zeroes and a write would grow the file up to it (a terabyte for
+// an entry of 1 TiB), as would refcount bookkeeping sized by it.
+func (img *Image) beyondEOF(off uint64) bool {
+	if off < img.fileEnd.Load() {
+		return false
+	}
+	n, err := img.raw.Size()
+	if err != nil || n < 0 {
+		return false // the read or write that follows reports the error
+	}
+	img.fileEnd.Store(uint64(n))
+	return off >= uint64(n)
+}
+
+// beyondEOFError describes a host offset named by what that lies beyond
+// the end of the file. It does not mark the image corrupt: nothing is
+// written, so that the image stays as it was for check to report.
+func (img *Image) beyondEOFError(off uint64, what string) error {
+	n, _ := img.raw.Size()
+	return &CorruptionError{Off: -1, Msg: fmt.Sprintf("%s at host offset 0x%x lies beyond the end of the file (%d bytes); run 'zqimg check' on the image", what, off, n)}
+}

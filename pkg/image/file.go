@@ -304,6 +304,9 @@ func (o *OSFile) Size() (int64, error) {
 // Truncate sets the file length.
 func (o *OSFile) Truncate(size int64) error { return o.f.Truncate(size) }
 
+// Fd returns the file descriptor, for queries such as SEEK_DATA.
+func (o *OSFile) Fd() uintptr { return o.f.Fd() }
+
 // Close releases the locks and closes the file.
 func (o *OSFile) Close() error { return o.f.Close() }
 

@@ -55,10 +55,10 @@ func (img *Image) writeL1() error {
 	slices.Sort(secs)
 	for _, s := range secs {
 		first := s * 64
-		last := min(first+64, uint64(len(img.l1)))
+		last := min(first+64, img.l1.len())
 		b := make([]byte, (last-first)*8)
 		for i := first; i < last; i++ {
-			binary.BigEndian.PutUint64(b[(i-first)*8:], img.l1[i])
+			binary.BigEndian.PutUint64(b[(i-first)*8:], img.l1.get(i))
 		}
 		if _, err := img.f.WriteAt(b, int64(img.hdr.L1TableOffset+first*8)); err != nil {
 			return fmt.Errorf("writing L1 table: %w", err)

@@ -53,6 +53,7 @@ func (g guardedFile) Truncate(size int64) error {
 		return err
 	}
 	g.img.unsynced = true
+	g.img.fileEnd.Store(0) // re-read by beyondEOF
 	return g.File.Truncate(size)
 }
 

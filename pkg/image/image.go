@@ -6,8 +6,9 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
+	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/zqimg/zqimg/pkg/internal/arith"
 	"golang.org/x/sys/unix"
@@ -103,7 +104,7 @@ type Image struct {
 	extL2   bool
 	subSize uint64 // subcluster size (cs/32 with extended L2, else cs)
 
-	l1      []uint64
+	l1      sparseTable         // the active L1 table
 	l1Dirty map[uint64]struct{} // dirty 512-byte sectors of the L1 table
 
 	rc  refcounts
@@ -114,6 +115,11 @@ type Image struct {
 	// is signalled when such a write completes.
 	allocating map[uint64]struct{}
 	allocDone  *sync.Cond
+
+	// fileEnd is a lower bound of the file's length in bytes (0: not
+	// known), so that beyondEOF needs no fstat for offsets below it. The
+	// file only grows, except through guardedFile.Truncate, which resets it.
+	fileEnd atomic.Uint64
 
 	pendingFree []extent // references dropped; freed after the next durable writeback
 	unsynced    bool     // the file was changed since the last sync
@@ -193,6 +199,12 @@ func openFile(f File, name string, opts Options, checkMeta bool) (*Image, error)
 	}
 	img.l2c = newMetaCache(img.f, int(img.cs), cache, "L2 table")
 	img.l2c.guard = img.tableGuard(metaActiveL2)
+	if img.ro {
+		// Nothing is ever dirty: a small budget may hold fewer tables
+		// than the 16 a writable image keeps (backing images, see
+		// backingCacheBytes).
+		img.l2c.max = max(4, cache/int(img.cs))
+	}
 	if !img.ro && checkMeta {
 		if err := img.checkMetadataRefcounts(); err != nil {
 			return nil, err
@@ -352,7 +364,7 @@ func (img *Image) checkFeatures(opts Options) error {
 
 func (img *Image) loadL1(fileSize int64) error {
 	n := uint64(img.hdr.L1Size)
-	img.l1 = make([]uint64, n)
+	img.l1 = newSparseTable(n)
 	if n == 0 {
 		return nil
 	}
@@ -360,21 +372,30 @@ func (img *Image) loadL1(fileSize int64) error {
 	if off+n*8 > uint64(fileSize) {
 		return formatErr(int64(off), "L1 table (%d entries) extends past the end of the file (%d bytes)", n, fileSize)
 	}
-	b := make([]byte, n*8)
-	if err := readFull(img.f, b, int64(off)); err != nil {
+	l1, err := readSparseTable(img.f, int64(off), n)
+	if err != nil {
 		return err
 	}
-	for i := range img.l1 {
-		img.l1[i] = binary.BigEndian.Uint64(b[i*8:])
-	}
+	img.l1 = l1
 	return nil
 }
 
-func (img *Image) backingPath() string {
-	if filepath.IsAbs(img.backingName) {
-		return img.backingName
+func (img *Image) backingPath() string { return CombinePath(img.name, img.backingName) }
+
+// CombinePath returns the path of a file named name (a backing file) in
+// the image at path, as QEMU's path_combine does: name itself when
+// absolute, else name appended to path's directory as written, neither
+// cleaned nor resolved ("sub/ov.qcow2" and "../b.qcow2" give
+// "sub/../b.qcow2"), so that the file opened and the name printed are
+// the ones qemu-img opens and prints.
+func CombinePath(path, name string) string {
+	if strings.HasPrefix(name, "/") {
+		return name
 	}
-	return filepath.Join(filepath.Dir(img.name), img.backingName)
+	if i := strings.LastIndexByte(path, '/'); i >= 0 {
+		return path[:i+1] + name
+	}
+	return name
 }
 
 // lock takes the image exclusively: no data transfer is in flight.
@@ -458,6 +479,24 @@ func (img *Image) Features() []Feature { return append([]Feature(nil), img.feats
 // BackingFile returns the backing file name and format as stored in the
 // header ("" when there is none).
 func (img *Image) BackingFile() (name, format string) { return img.backingName, img.backingFormat }
+
+// Backing returns the open backing file: its qcow2 image or its raw file
+// (both nil when the image has none, or was opened with NoBacking). They
+// belong to img, which closes them with itself; callers only read them,
+// so that a backing chain is opened once, by its top image.
+func (img *Image) Backing() (*Image, *OSFile) {
+	z, ok := img.backing.(*zeroPastEnd)
+	if !ok {
+		return nil, nil
+	}
+	switch b := z.r.(type) {
+	case *Image:
+		return b, nil
+	case *OSFile:
+		return nil, b
+	}
+	return nil, nil
+}
 
 // FileSize returns the length of the image file in bytes.
 func (img *Image) FileSize() (int64, error) {
@@ -561,7 +600,7 @@ func openBacking(path, format string, opts Options) (backingFile, error) {
 			format = "qcow2"
 		}
 	}
-	bopts := Options{ReadOnly: true, NoLock: opts.NoLock, CacheBytes: opts.CacheBytes, Cache: opts.Cache, chain: opts.chain}
+	bopts := Options{ReadOnly: true, NoLock: opts.NoLock, CacheBytes: backingCacheBytes(opts.CacheBytes), Cache: opts.Cache, chain: opts.chain}
 	switch format {
 	case "qcow2":
 		img, err := Open(path, bopts)
@@ -583,6 +622,19 @@ func openBacking(path, format string, opts Options) (backingFile, error) {
 	default:
 		return nil, fmt.Errorf("backing file format %q is not supported (only qcow2 and raw)", format)
 	}
+}
+
+// backingCacheBytes returns the L2 cache budget of a backing image whose
+// overlay has budget c (0: the default 32 MiB): half of it, at least
+// 256 KiB (and 4 tables). A chain's caches then total about twice the
+// top's plus 256 KiB per level below the eighth, where a full budget per
+// level let a chain of 41 images whose tables fill their caches take
+// 1.3 GiB.
+func backingCacheBytes(c int) int {
+	if c <= 0 {
+		c = 32 << 20
+	}
+	return max(c/2, 256<<10)
 }
 
 // zeroPastEnd reads a backing file, returning zeroes beyond its size.

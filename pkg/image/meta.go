@@ -24,18 +24,18 @@ func (img *Image) MetadataOverlap(off, n uint64) string {
 	if over(0, img.cs) {
 		return "the header cluster"
 	}
-	if over(img.hdr.L1TableOffset, uint64(len(img.l1))*8) {
+	if over(img.hdr.L1TableOffset, img.l1.len()*8) {
 		return "the L1 table"
 	}
-	if over(img.rc.tableOff, uint64(len(img.rc.table))*8) {
+	if over(img.rc.tableOff, img.rc.table.len()*8) {
 		return "the refcount table"
 	}
-	for i, e := range img.rc.table {
+	for i, e := range img.rc.table.nonZero() {
 		if b := e & RefTableOffMask; b != 0 && over(b, img.cs) {
 			return fmt.Sprintf("refcount block %d", i)
 		}
 	}
-	for i, e := range img.l1 {
+	for i, e := range img.l1.nonZero() {
 		if t := L1Entry(e).Offset(); t != 0 && over(t, img.cs) {
 			return fmt.Sprintf("the L2 table of L1 entry %d", i)
 		}
@@ -108,13 +108,13 @@ func (img *Image) checkMetadataRefcounts() error {
 	if err := check(0, img.cs, "the header cluster"); err != nil {
 		return err
 	}
-	if err := check(img.hdr.L1TableOffset, uint64(len(img.l1))*8, "the L1 table"); err != nil {
+	if err := check(img.hdr.L1TableOffset, img.l1.len()*8, "the L1 table"); err != nil {
 		return err
 	}
-	if err := check(img.rc.tableOff, uint64(len(img.rc.table))*8, "the refcount table"); err != nil {
+	if err := check(img.rc.tableOff, img.rc.table.len()*8, "the refcount table"); err != nil {
 		return err
 	}
-	for i, e := range img.rc.table {
+	for i, e := range img.rc.table.nonZero() {
 		if b := e & RefTableOffMask; b != 0 {
 			if b&(img.cs-1) != 0 {
 				return fmt.Errorf("%w: refcount block %d offset 0x%x is not cluster aligned; run 'zqimg check -r all'", ErrCorrupt, i, b)
@@ -124,7 +124,7 @@ func (img *Image) checkMetadataRefcounts() error {
 			}
 		}
 	}
-	for i, e := range img.l1 {
+	for i, e := range img.l1.nonZero() {
 		if t := L1Entry(e).Offset(); t != 0 {
 			if t&(img.cs-1) != 0 {
 				return fmt.Errorf("%w: L2 table offset 0x%x (L1 entry %d) is not cluster aligned; run 'zqimg check -r all'", ErrCorrupt, t, i)

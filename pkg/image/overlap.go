@@ -191,16 +191,16 @@ func (img *Image) buildMeta() *metaIndex {
 	m := &metaIndex{c: map[uint64]metaOwner{}}
 	one := func(k metaKind, idx uint64) metaOwner { return metaOwner{kind: k, idx: idx, refs: 1} }
 	m.add(0, one(metaHeader, 0))
-	m.addRange(img.cb, img.hdr.L1TableOffset, uint64(len(img.l1))*8, one(metaActiveL1, 0))
-	m.addRange(img.cb, img.rc.tableOff, uint64(len(img.rc.table))*8, one(metaRefTable, 0))
-	for i, e := range img.rc.table {
+	m.addRange(img.cb, img.hdr.L1TableOffset, img.l1.len()*8, one(metaActiveL1, 0))
+	m.addRange(img.cb, img.rc.tableOff, img.rc.table.len()*8, one(metaRefTable, 0))
+	for i, e := range img.rc.table.nonZero() {
 		if b := e & RefTableOffMask; b != 0 {
-			m.add(b>>img.cb, one(metaRefBlock, uint64(i)))
+			m.add(b>>img.cb, one(metaRefBlock, i))
 		}
 	}
-	for i, e := range img.l1 {
+	for i, e := range img.l1.nonZero() {
 		if t := L1Entry(e).Offset(); t != 0 {
-			m.add(t>>img.cb, one(metaActiveL2, uint64(i)))
+			m.add(t>>img.cb, one(metaActiveL2, i))
 		}
 	}
 	if img.hdr.NbSnapshots > 0 {
@@ -320,10 +320,10 @@ func (img *Image) entryRange(e L2Entry) (off, n uint64) {
 // by another L1 entry too counts as other metadata when it would be
 // modified in place. mu is held.
 func (img *Image) checkL2Update(l1i, g uint64) error {
-	if l1i >= uint64(len(img.l1)) {
+	if l1i >= img.l1.len() {
 		return nil
 	}
-	l1e := L1Entry(img.l1[l1i])
+	l1e := L1Entry(img.l1.get(l1i))
 	off := l1e.Offset()
 	if off == 0 {
 		return nil
@@ -337,9 +337,9 @@ func (img *Image) checkL2Update(l1i, g uint64) error {
 	}
 	if o.kind == metaActiveL2 && o.idx == l1i {
 		// Shared with another L1 entry: name that one.
-		for j, e := range img.l1 {
-			if uint64(j) != l1i && L1Entry(e).Offset() == off {
-				o.idx = uint64(j)
+		for j, e := range img.l1.nonZero() {
+			if j != l1i && L1Entry(e).Offset() == off {
+				o.idx = j
 				break
 			}
 		}

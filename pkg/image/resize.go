@@ -57,14 +57,14 @@ func (img *Image) Resize(size uint64, o ResizeOptions) error {
 	if err != nil {
 		return err
 	}
-	l1 := append([]uint64(nil), img.l1...)
+	l1 := img.l1.slice()
 	changed, err := t.dropBeyond(l1, size)
 	if err != nil {
 		return err
 	}
 	need := ceilDiv(size, img.cs*img.l2Ents)
 	if changed || need > uint64(len(l1)) {
-		if err := t.inc(img.hdr.L1TableOffset, uint64(len(img.l1))*8, -1); err != nil {
+		if err := t.inc(img.hdr.L1TableOffset, img.l1.len()*8, -1); err != nil {
 			return err
 		}
 		if err := t.setL1(l1, size); err != nil {
@@ -192,7 +192,7 @@ func (img *Image) giveBackTail(tables []TableUpdate) error {
 	if err != nil {
 		return err
 	}
-	l1 := append([]uint64(nil), img.l1...)
+	l1 := img.l1.slice()
 	for i, e := range l1 {
 		l2 := L1Entry(e).Offset()
 		if l2 == 0 || !L1Entry(e).Copied() || t.findFree(t.next, 1)*t.cs > l2 {
@@ -211,7 +211,7 @@ func (img *Image) giveBackTail(tables []TableUpdate) error {
 		}
 		l1[i] = off | OflagCopied
 	}
-	if err := t.inc(img.hdr.L1TableOffset, uint64(len(img.l1))*8, -1); err != nil {
+	if err := t.inc(img.hdr.L1TableOffset, img.l1.len()*8, -1); err != nil {
 		return err
 	}
 	if err := t.setL1(l1, img.hdr.Size); err != nil {

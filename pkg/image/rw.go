@@ -47,10 +47,10 @@ func (img *Image) setEntry(t *cacheEntry, i, e, bm uint64) {
 
 // l2Table returns the L2 table for L1 index l1i, or nil if unallocated.
 func (img *Image) l2Table(l1i uint64) (*cacheEntry, error) {
-	if l1i >= uint64(len(img.l1)) {
+	if l1i >= img.l1.len() {
 		return nil, nil
 	}
-	off := L1Entry(img.l1[l1i]).Offset()
+	off := L1Entry(img.l1.get(l1i)).Offset()
 	if off == 0 {
 		return nil, nil
 	}
@@ -59,7 +59,7 @@ func (img *Image) l2Table(l1i uint64) (*cacheEntry, error) {
 	}
 	t, err := img.l2c.get(off)
 	if errors.Is(err, ErrTruncated) {
-		return nil, img.signalCorruption(int64(off), "L2 table (L1 entry %d) lies beyond the end of the file", l1i)
+		return nil, img.beyondEOFError(off, fmt.Sprintf("the L2 table of L1 entry %d", l1i))
 	}
 	return t, err
 }
@@ -68,10 +68,10 @@ func (img *Image) l2Table(l1i uint64) (*cacheEntry, error) {
 // it if it is shared with a snapshot; g is the guest offset of the request
 // (for messages). A table lying in other metadata is refused (overlap.go).
 func (img *Image) l2ForWrite(l1i, g uint64) (*cacheEntry, error) {
-	if l1i >= uint64(len(img.l1)) {
-		return nil, img.signalCorruption(int64(img.hdr.L1TableOffset), "L1 table of %d entries is too small for the virtual size", len(img.l1))
+	if l1i >= img.l1.len() {
+		return nil, img.signalCorruption(int64(img.hdr.L1TableOffset), "L1 table of %d entries is too small for the virtual size", img.l1.len())
 	}
-	l1e := L1Entry(img.l1[l1i])
+	l1e := L1Entry(img.l1.get(l1i))
 	old := l1e.Offset()
 	if err := img.checkL2Update(l1i, g); err != nil {
 		return nil, err
@@ -101,7 +101,7 @@ func (img *Image) l2ForWrite(l1i, g uint64) (*cacheEntry, error) {
 	}
 	img.l2c.markDirty(t)
 	img.metaRemoveL2(old)
-	img.l1[l1i] = off | OflagCopied
+	img.l1.set(l1i, off|OflagCopied)
 	img.metaAdd(metaActiveL2, off, l1i)
 	img.l1Dirty[l1i/64] = struct{}{}
 	return t, nil
@@ -213,6 +213,9 @@ func (img *Image) readGuest(p []byte, g uint64, deferred *[]transfer) error {
 				return err
 			}
 		case mapCompressed:
+			if err := img.checkEntryHost(e, g); err != nil {
+				return err
+			}
 			data, err := img.decompress(e.Desc, g)
 			if err != nil {
 				return err
@@ -222,11 +225,14 @@ func (img *Image) readGuest(p []byte, g uint64, deferred *[]transfer) error {
 			if (host-inC)&(img.cs-1) != 0 {
 				return img.signalCorruption(int64(host-inC), "data cluster offset 0x%x for guest offset 0x%x is not cluster aligned", host-inC, g)
 			}
+			if err := img.checkEntryHost(e, g); err != nil {
+				return err
+			}
 			// Extend the read over following clusters stored contiguously.
 			if !img.extL2 && n == img.cs-inC {
 				for j := i + 1; j < img.l2Ents && n < uint64(len(p)); j++ {
 					nm, nh, _ := img.classify(img.entry(t, j), 0)
-					if nm != mapData || nh != host+n {
+					if nm != mapData || nh != host+n || img.beyondEOF(nh) {
 						break
 					}
 					n = min(n+img.cs, uint64(len(p)))
@@ -346,7 +352,7 @@ func (img *Image) mapInPlace(p []byte, off int64) (writes []transfer, ok bool, e
 	g, end := uint64(off), uint64(off)+uint64(len(p))
 	for g < end {
 		l1i := g >> (img.cb + img.l2Bits)
-		if l1i >= uint64(len(img.l1)) || !L1Entry(img.l1[l1i]).Copied() {
+		if l1i >= img.l1.len() || !L1Entry(img.l1.get(l1i)).Copied() {
 			return nil, false, nil
 		}
 		t, err := img.l2Table(l1i)
@@ -358,6 +364,9 @@ func (img *Image) mapInPlace(p []byte, off int64) (writes []transfer, ok bool, e
 		host := e.Offset()
 		if !img.inPlace(e) || e.Type(false) != ClusterNormal || host&(img.cs-1) != 0 {
 			return nil, false, nil
+		}
+		if err := img.checkEntryHost(e, g); err != nil {
+			return nil, false, err
 		}
 		inC := g & (img.cs - 1)
 		n := min(img.cs-inC, end-g)
@@ -431,7 +440,7 @@ func (img *Image) planAllocation(p []byte, off int64) (a allocation, ok bool, er
 		g, n := uint64(off), uint64(len(p))
 		shift := img.cb + img.l2Bits
 		l1i := g >> shift
-		if (g+n-1)>>shift != l1i || l1i >= uint64(len(img.l1)) || !L1Entry(img.l1[l1i]).Copied() {
+		if (g+n-1)>>shift != l1i || l1i >= img.l1.len() || !L1Entry(img.l1.get(l1i)).Copied() {
 			return a, false, nil
 		}
 		t, err := img.l2Table(l1i)
@@ -517,6 +526,9 @@ func (img *Image) inPlace(e L2Entry) bool {
 
 // writeChunk writes p at g; the range lies within one L2 table.
 func (img *Image) writeChunk(p []byte, g uint64) error {
+	if err := img.checkChunkHosts(g, g+uint64(len(p))); err != nil {
+		return err
+	}
 	t, err := img.l2ForWrite(g>>(img.cb+img.l2Bits), g)
 	if err != nil {
 		return err
@@ -830,6 +842,9 @@ func (img *Image) zeroRange(off, n int64, unmap bool) error {
 // alone. What is left (parts of clusters holding data, version 2 images
 // with a backing file) is written with zeroes.
 func (img *Image) zeroChunk(g, end uint64, discard bool) error {
+	if err := img.checkChunkHosts(g, end); err != nil {
+		return err
+	}
 	l1i := g >> (img.cb + img.l2Bits)
 	t, err := img.l2Table(l1i)
 	if err != nil {
@@ -874,7 +889,7 @@ func (img *Image) zeroChunk(g, end uint64, discard bool) error {
 			g = stop
 			continue
 		}
-		if t == nil || !L1Entry(img.l1[l1i]).Copied() {
+		if t == nil || !L1Entry(img.l1.get(l1i)).Copied() {
 			if t, err = img.l2ForWrite(l1i, g); err != nil {
 				return err
 			}
@@ -950,4 +965,39 @@ func (img *Image) readsZero(e L2Entry, inC, n uint64) bool {
 		inC, n = inC+run, n-run
 	}
 	return true
+}
+
+// checkEntryHost refuses an L2 entry (of guest offset g) whose data
+// cluster or compressed stream starts at or beyond the end of the file.
+func (img *Image) checkEntryHost(e L2Entry, g uint64) error {
+	var host uint64
+	switch t := e.Type(img.extL2); {
+	case t == ClusterCompressed:
+		host, _ = e.CompressedRange(img.cb)
+	case t.Allocated():
+		host = e.Offset()
+	default:
+		return nil
+	}
+	if host != 0 && img.beyondEOF(host) {
+		return img.beyondEOFError(host, fmt.Sprintf("the cluster of guest offset 0x%x (L2 entry 0x%x)", g&^(img.cs-1), e.Desc))
+	}
+	return nil
+}
+
+// checkChunkHosts checks every L2 entry of [g, end), which lies within one
+// L2 table, with checkEntryHost, before a write or a zeroing changes
+// anything: a write must neither grow the file up to such an entry nor
+// free a cluster beyond the end of the file.
+func (img *Image) checkChunkHosts(g, end uint64) error {
+	t, err := img.l2Table(g >> (img.cb + img.l2Bits))
+	if err != nil || t == nil {
+		return err
+	}
+	for c := g &^ (img.cs - 1); c < end; c += img.cs {
+		if err := img.checkEntryHost(img.entry(t, (c>>img.cb)&(img.l2Ents-1)), c); err != nil {
+			return err
+		}
+	}
+	return nil
 }

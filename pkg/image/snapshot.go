@@ -354,8 +354,8 @@ func (img *Image) CreateSnapshot(o SnapshotCreateOptions) (*SnapshotEntry, error
 	}
 	// The snapshot keeps the active L1 table and L2 tables; the active
 	// image gets copies.
-	newL1 := make([]uint64, len(img.l1))
-	for i, l1e := range img.l1 {
+	newL1 := make([]uint64, img.l1.len())
+	for i, l1e := range img.l1.nonZero() {
 		l2 := l1e & L1OffsetMask
 		if l2 == 0 {
 			continue
@@ -439,7 +439,7 @@ func (img *Image) ApplySnapshot(idOrName string, o SnapshotApplyOptions) error {
 		return err
 	}
 	// The old active tree loses its references.
-	if err := t.dropTree(img.hdr.L1TableOffset, img.l1); err != nil {
+	if err := t.dropTree(img.hdr.L1TableOffset, img.l1.slice()); err != nil {
 		return err
 	}
 	active := t.activeL2s()

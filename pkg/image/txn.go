@@ -34,6 +34,11 @@ type txn struct {
 	rc  []uint64 // after; the refcount structures are added at commit
 	// next is where the search for free clusters starts.
 	next uint64
+	// limit is the end of the host clusters that exist: the file, and
+	// the clusters this transaction allocates. A reference at or beyond
+	// it is corrupt, and refcounts beyond it are not kept, so that the
+	// arrays are sized by the file, not by an offset a table names.
+	limit uint64
 
 	writes []txnWrite
 
@@ -79,9 +84,10 @@ func (img *Image) beginTxn() (*txn, error) {
 	t := &txn{img: img, cs: img.cs, size: img.hdr.Size, l1Off: img.hdr.L1TableOffset,
 		nbSnap: img.hdr.NbSnapshots, snapOff: img.hdr.SnapshotsOffset}
 	n := ceilDiv(uint64(fileSize), img.cs)
+	t.limit = n * img.cs
 	t.old = make([]uint64, n)
 	blk := make([]byte, img.cs)
-	for ti, e := range r.table {
+	for ti, e := range r.table.nonZero() {
 		off := e & RefTableOffMask
 		if off == 0 {
 			continue
@@ -94,18 +100,22 @@ func (img *Image) beginTxn() (*txn, error) {
 		}
 		base := uint64(ti) << r.rbBits
 		for j := uint64(0); j < r.rbEnts; j++ {
+			if base+j >= n {
+				// Beyond the end of the file: no cluster, nothing to
+				// count (the new refcounts drop such a leak).
+				break
+			}
 			if v := GetRefcount(blk, j, r.order); v != 0 {
-				t.grow(base + j + 1)
 				t.old[base+j] = v
 			}
 		}
 	}
 	t.rc = append([]uint64(nil), t.old...)
 	// The refcount structures are rebuilt at commit: drop the old ones.
-	if err := t.inc(r.tableOff, uint64(len(r.table))*8, -1); err != nil {
+	if err := t.inc(r.tableOff, r.table.len()*8, -1); err != nil {
 		return nil, err
 	}
-	for ti, e := range r.table {
+	for ti, e := range r.table.nonZero() {
 		if off := e & RefTableOffMask; off != 0 {
 			if err := t.inc(off, img.cs, -1); err != nil {
 				return nil, fmt.Errorf("refcount block %d: %w", ti, err)
@@ -134,6 +144,9 @@ func (t *txn) inc(off, length uint64, delta int64) error {
 	if off > MaxHostOffset || length > MaxHostOffset-off {
 		return &CorruptionError{Off: int64(off & MaxHostOffset), Msg: fmt.Sprintf("host range 0x%x+%d is beyond the largest host offset", off, length)}
 	}
+	if off >= t.limit {
+		return t.beyond(off, length)
+	}
 	first, last := off/t.cs, (off+length-1)/t.cs
 	t.grow(last + 1)
 	max := t.img.rc.max
@@ -152,6 +165,11 @@ func (t *txn) inc(off, length uint64, delta int64) error {
 		t.rc[c] = v
 	}
 	return nil
+}
+
+// beyond describes a reference to [off, off+length) beyond t.limit.
+func (t *txn) beyond(off, length uint64) error {
+	return &CorruptionError{Off: -1, Msg: fmt.Sprintf("a reference to host offset 0x%x (%d bytes) lies beyond the end of the file (%d bytes); run 'zqimg check' on the image", off, length, t.limit)}
 }
 
 // free reports whether cluster c is unused both before and after.
@@ -184,6 +202,7 @@ func (t *txn) alloc(n uint64) (uint64, error) {
 		return 0, fmt.Errorf("image file would exceed the maximum host offset: %w", syscall.EFBIG)
 	}
 	t.grow(c + n)
+	t.limit = max(t.limit, (c+n)*t.cs)
 	for i := c; i < c+n; i++ {
 		t.rc[i] = 1
 	}
@@ -307,7 +326,7 @@ func (t *txn) dropTree(l1Off uint64, l1 []uint64) error {
 // activeL2s returns the L2 tables of the current active L1 table.
 func (t *txn) activeL2s() map[uint64]bool {
 	m := map[uint64]bool{}
-	for _, e := range t.img.l1 {
+	for _, e := range t.img.l1.nonZero() {
 		if l2 := e & L1OffsetMask; l2 != 0 {
 			m[l2] = true
 		}
@@ -371,9 +390,9 @@ func (t *txn) setSnapshots(entries []SnapshotEntry, oldSize uint64) error {
 // new refcount is 1, copying the tables that change (and then the L1 table).
 func (t *txn) fixActiveCopied() error {
 	img := t.img
-	l1 := append([]uint64(nil), img.l1...)
+	l1 := img.l1.slice()
 	changed := false
-	for i, e := range img.l1 {
+	for i, e := range img.l1.nonZero() {
 		l2 := e & L1OffsetMask
 		if l2 == 0 {
 			continue
@@ -382,7 +401,11 @@ func (t *txn) fixActiveCopied() error {
 		if err != nil {
 			return err
 		}
-		if t.fixCopied(tb) {
+		fixed, err := t.fixCopied(tb)
+		if err != nil {
+			return fmt.Errorf("the L2 table of L1 entry %d: %w", i, err)
+		}
+		if fixed {
 			if err := t.inc(l2, t.cs, -1); err != nil {
 				return err
 			}
@@ -403,15 +426,16 @@ func (t *txn) fixActiveCopied() error {
 	if !changed {
 		return nil
 	}
-	if err := t.inc(img.hdr.L1TableOffset, uint64(len(img.l1))*8, -1); err != nil {
+	if err := t.inc(img.hdr.L1TableOffset, img.l1.len()*8, -1); err != nil {
 		return err
 	}
 	return t.setL1(l1, t.size)
 }
 
 // fixCopied sets OFLAG_COPIED on the entries of tb whose cluster has a new
-// refcount of 1 and clears it on the others; it reports a change.
-func (t *txn) fixCopied(tb []byte) bool {
+// refcount of 1 and clears it on the others; it reports a change. An
+// entry naming a cluster beyond the end of the file is refused.
+func (t *txn) fixCopied(tb []byte) (bool, error) {
 	img := t.img
 	changed := false
 	for i := uint64(0); i < img.l2Ents; i++ {
@@ -420,6 +444,9 @@ func (t *txn) fixCopied(tb []byte) bool {
 		host := e & L2OffsetMask
 		if e&OflagCompressed != 0 || host == 0 {
 			continue
+		}
+		if host >= t.limit {
+			return false, t.beyond(host, t.cs)
 		}
 		ne := e &^ OflagCopied
 		if c := host / t.cs; c < uint64(len(t.rc)) && t.rc[c] == 1 {
@@ -430,7 +457,7 @@ func (t *txn) fixCopied(tb []byte) bool {
 			changed = true
 		}
 	}
-	return changed
+	return changed, nil
 }
 
 // commit writes the new state and switches to it.
@@ -527,7 +554,7 @@ func (t *txn) commit() (err error) {
 	img.hdr.NbSnapshots = t.nbSnap
 	img.hdr.SnapshotsOffset = t.snapOff
 	if t.l1Set {
-		img.l1 = t.l1
+		img.l1 = sparseFrom(t.l1)
 	}
 	clear(img.l1Dirty)
 	for i, u := range t.tables {

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"syscall"
 
 	"github.com/zqimg/zqimg/pkg/image"
@@ -75,10 +74,7 @@ func DescribeChain(path string, forceShare bool) ([]ChainEntry, error) {
 		if name == "" {
 			break
 		}
-		next := name
-		if !filepath.IsAbs(name) {
-			next = filepath.Join(filepath.Dir(cur.path), name)
-		}
+		next := image.CombinePath(cur.path, name)
 		if id, ok := fileID(next); ok && seen[id] {
 			return nil, &ChainError{Backing: name, Loop: true}
 		}

@@ -4,7 +4,6 @@ package info
 
 import (
 	"fmt"
-	"path/filepath"
 
 	"github.com/zqimg/zqimg/pkg/image"
 	"github.com/zqimg/zqimg/pkg/zone"
@@ -202,10 +201,7 @@ func describe(img *image.Image) (*ImageInfo, error) {
 	if name, format := img.BackingFile(); name != "" {
 		inf.BackingFilename = name
 		inf.BackingFormat = format
-		inf.FullBackingFilename = name
-		if !filepath.IsAbs(name) {
-			inf.FullBackingFilename = filepath.Join(filepath.Dir(img.Name()), name)
-		}
+		inf.FullBackingFilename = image.CombinePath(img.Name(), name)
 	}
 	d := QCow2Info{Compat: "0.10", CompressionType: "zlib", RefcountBits: 1 << h.RefcountOrder}
 	if h.CompressionType == image.CompressionZstd {
