@@ -115,12 +115,13 @@ type Image struct {
 	allocating map[uint64]struct{}
 	allocDone  *sync.Cond
 
-	pendingFree []extent // references dropped; freed after the next durable writeback
-	unsynced    bool     // the file was changed since the last sync
-	corrupt     bool
-	closed      bool
-	zbuf        zcache
-	cz          compressState // where the next compressed stream goes (compress.go)
+	deallocating bool     // MakeEmpty is running (under mu): zeroed entries become unallocated
+	pendingFree  []extent // references dropped; freed after the next durable writeback
+	unsynced     bool     // the file was changed since the last sync
+	corrupt      bool
+	closed       bool
+	zbuf         zcache
+	cz           compressState // where the next compressed stream goes (compress.go)
 }
 
 type extent struct{ off, len uint64 }

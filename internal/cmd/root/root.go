@@ -10,6 +10,7 @@ import (
 	"github.com/zqimg/zqimg/internal/cmd/amend"
 	"github.com/zqimg/zqimg/internal/cmd/bench"
 	"github.com/zqimg/zqimg/internal/cmd/check"
+	"github.com/zqimg/zqimg/internal/cmd/commit"
 	"github.com/zqimg/zqimg/internal/cmd/compare"
 	"github.com/zqimg/zqimg/internal/cmd/convert"
 	"github.com/zqimg/zqimg/internal/cmd/create"
@@ -68,6 +69,7 @@ device. Its options and output follow qemu-img and qemu-io.`,
 	root.AddCommand(amend.NewCmdAmend(ios, nil))
 	root.AddCommand(bench.NewCmdBench(ios, nil))
 	root.AddCommand(rebase.NewCmdRebase(ios, nil))
+	root.AddCommand(commit.NewCmdCommit(ios, nil))
 	root.AddCommand(oneshot.NewCmds(ios)...)
 	return root
 }
