@@ -58,6 +58,13 @@ type Request struct {
 	Options []string
 	// Compress writes compressed clusters (qcow2 destinations).
 	Compress bool
+	// SparseSize is the zero detection unit (-S), bytes, a multiple of 512
+	// up to MaxSparseSize: blocks of zeroes that long, aligned on guest
+	// offsets, are not written; 0 selects 4 KiB (qemu-img's default).
+	SparseSize int64
+	// FullyAllocated (-S 0) writes every byte, zeroes and the source's
+	// unallocated space included (plain outputs only).
+	FullyAllocated bool
 	// Progress, when set, is called with the bytes processed so far and
 	// the total (the source's size).
 	Progress func(done, total int64)
@@ -75,6 +82,18 @@ type Result struct {
 	// compressed conversion, stored compressed or not.
 	Compressed, Uncompressed int64
 }
+
+// MaxSparseSize is the largest -S value, as in qemu-img.
+const MaxSparseSize = 16 << 20
+
+// ErrSparseSize refuses a -S value that is not a multiple of 512 up to
+// MaxSparseSize (qemu-img's message).
+//
+//lint:ignore ST1005 the message is qemu-img's
+var ErrSparseSize = errors.New("Invalid buffer size for sparse output specified. Valid sizes are multiples of 512 up to 16777216. Select 0 to disable sparse detection (fully allocates output).")
+
+// ErrFullyAllocatedZoned refuses -S 0 for a zoned output.
+var ErrFullyAllocatedZoned = errors.New("-S 0 cannot fully allocate a zoned image: sequential zones hold data only up to their write pointers")
 
 // ErrCompressRaw is returned for a compressed conversion to raw.
 //
@@ -172,7 +191,13 @@ func Convert(r Request) (res *Result, err error) {
 	default:
 		return nil, &UnknownFormatError{Format: r.Format}
 	}
+	if r.SparseSize < 0 || r.SparseSize%512 != 0 || r.SparseSize > MaxSparseSize {
+		return nil, ErrSparseSize
+	}
 	var zplan *zonePlan
+	if spec != nil && spec.Zone != nil && r.FullyAllocated {
+		return nil, ErrFullyAllocatedZoned
+	}
 	if spec != nil && spec.Zone != nil {
 		if zplan, err = planZones(src, spec.Zone); err != nil {
 			return nil, err

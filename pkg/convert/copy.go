@@ -52,6 +52,7 @@ type copier struct {
 	cs       int64 // destination cluster size when compressing, else 0
 	srcAlign int64 // source cluster size (qcow2), or 512
 	buf      []byte
+	sparse   int64 // zero detection block (bytes); 0: fully allocated, every byte written
 	done     int64
 	ctx      context.Context
 
@@ -62,7 +63,12 @@ type copier struct {
 }
 
 func newCopier(src *blockdev.Disk, t target, r Request, res *Result) *copier {
-	c := &copier{src: src, t: t, res: res, progress: r.Progress, size: src.Size(), srcAlign: 512, buf: make([]byte, bufSize), ctx: r.Ctx}
+	c := &copier{src: src, t: t, res: res, progress: r.Progress, size: src.Size(), srcAlign: 512, buf: make([]byte, bufSize), ctx: r.Ctx, sparse: sparseBlock}
+	if r.FullyAllocated {
+		c.sparse = 0
+	} else if r.SparseSize > 0 {
+		c.sparse = r.SparseSize
+	}
 	if c.ctx == nil {
 		c.ctx = context.Background()
 	}
@@ -97,7 +103,7 @@ func (c *copier) chunk(off, hi int64) (int64, bool, error) {
 		if tail := (off + n) % c.srcAlign; n > tail {
 			n -= tail
 		}
-		c.stData = !s.Zero
+		c.stData = !s.Zero || c.sparse == 0
 		c.stEnd = off + n
 	}
 	n := min(c.stEnd, hi) - off
@@ -164,9 +170,10 @@ func writeErr(off int64, err error) error {
 	return fmt.Errorf("error while writing at byte %d: %w", off, err)
 }
 
-// writeSparse writes p (guest offset off) without its 4 KiB blocks of
-// zeroes (blocks aligned on guest offsets): those are skipped, or, in a
-// sequential zone, written as zeroes.
+// writeSparse writes p (guest offset off) without its blocks of zeroes
+// (c.sparse bytes, 4 KiB by default, aligned on guest offsets): those are
+// skipped, or, in a sequential zone, written as zeroes. With c.sparse 0
+// everything is written.
 func (c *copier) writeSparse(p []byte, off int64, m mode) error {
 	end := off + int64(len(p))
 	for pos := off; pos < end; {
@@ -174,7 +181,11 @@ func (c *copier) writeSparse(p []byte, off int64, m mode) error {
 		zero := false
 		next := pos
 		for first := true; next < end; first = false {
-			b := min((next/sparseBlock+1)*sparseBlock, end)
+			if c.sparse == 0 {
+				next = end // fully allocated: zeroes are written as data
+				break
+			}
+			b := min((next/c.sparse+1)*c.sparse, end)
 			z := isZero(p[next-off : b-off])
 			if first {
 				zero = z

@@ -15,6 +15,7 @@ import (
 	"github.com/zqimg/zqimg/pkg/blockdev"
 	pconvert "github.com/zqimg/zqimg/pkg/convert"
 	pcreate "github.com/zqimg/zqimg/pkg/create"
+	"github.com/zqimg/zqimg/pkg/units"
 )
 
 // Options are the parsed flags and arguments of `zqimg convert`.
@@ -29,6 +30,9 @@ type Options struct {
 	ForceShare bool
 	Src        string
 	Dest       string
+	// Sparse is -S as given ("" when not given): the zero detection size;
+	// "0" writes every byte.
+	Sparse string
 }
 
 // NewCmdConvert returns the convert command; runF replaces the default
@@ -36,7 +40,7 @@ type Options struct {
 func NewCmdConvert(ios *cmdutil.IOStreams, runF func(*Options) error) *cobra.Command {
 	o := &Options{IO: ios}
 	cmd := &cobra.Command{
-		Use:   "convert [-p] [-c] [-q] [-f FMT] [-O qcow2|raw] [-o OPTIONS]... [-U] SRC DST",
+		Use:   "convert [-p] [-c] [-q] [-f FMT] [-O qcow2|raw] [-o OPTIONS]... [-S SIZE] [-U] SRC DST",
 		Short: "Copy an image into a new qcow2 or raw image, compressed or not, keeping zones and write pointers",
 		Long: `Copy the image SRC into a new image DST (replaced if it exists) as
 qemu-img convert does: -O names the output format (qcow2 or raw; default
@@ -84,6 +88,7 @@ complete and flushed; a failed conversion leaves no output behind.`,
 	f.StringVarP(&o.OutFormat, "output-format", "O", "raw", "output format: qcow2 or raw")
 	f.StringArrayVarP(&o.Opts, "options", "o", nil, "comma-separated creation options of a qcow2 output; repeatable; 'help' lists them")
 	f.BoolVarP(&o.ForceShare, "force-share", "U", false, "open the source without taking locks")
+	f.StringVarP(&o.Sparse, "sparse-size", "S", "", "zero runs this long (multiple of 512; default 4k) are not written; 0 fully allocates the output")
 	return cmd
 }
 
@@ -117,6 +122,14 @@ func Run(o *Options) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	req := pconvert.Request{Source: src, Dest: o.Dest, Format: o.OutFormat, Options: o.Opts, Compress: o.Compress, Ctx: ctx}
+	if o.Sparse != "" {
+		n, err := units.ParseSize(o.Sparse)
+		if err != nil || n > pconvert.MaxSparseSize || n%512 != 0 {
+			ios.Errorf("%v", pconvert.ErrSparseSize)
+			return cmdutil.Exit(1)
+		}
+		req.SparseSize, req.FullyAllocated = int64(n), n == 0
+	}
 	var bar *progress.Bar
 	if o.Progress && !o.Quiet {
 		bar = progress.New(ios.Out, src.Size())
