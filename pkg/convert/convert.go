@@ -38,10 +38,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strconv"
 
 	"github.com/zqimg/zqimg/pkg/blockdev"
 	pcreate "github.com/zqimg/zqimg/pkg/create"
+	"github.com/zqimg/zqimg/pkg/image"
 	"github.com/zqimg/zqimg/pkg/zone"
 )
 
@@ -62,6 +64,11 @@ type Request struct {
 	// up to MaxSparseSize: blocks of zeroes that long, aligned on guest
 	// offsets, are not written; 0 selects 4 KiB (qemu-img's default).
 	SparseSize int64
+	// Existing (-n) writes into the existing image at Dest (qcow2 or raw,
+	// not zoned, at least as large as the source) instead of creating
+	// one: zeroes are written as zeroes (unmapping where possible), and
+	// Options are not used.
+	Existing bool
 	// FullyAllocated (-S 0) writes every byte, zeroes and the source's
 	// unallocated space included (plain outputs only).
 	FullyAllocated bool
@@ -94,6 +101,17 @@ var ErrSparseSize = errors.New("Invalid buffer size for sparse output specified.
 
 // ErrFullyAllocatedZoned refuses -S 0 for a zoned output.
 var ErrFullyAllocatedZoned = errors.New("-S 0 cannot fully allocate a zoned image: sequential zones hold data only up to their write pointers")
+
+// ErrTargetTooSmall refuses -n into an image smaller than the source.
+//
+//lint:ignore ST1005 the message is qemu-img's
+var ErrTargetTooSmall = errors.New("output file is smaller than input file")
+
+// ErrExistingZoned refuses -n with a zoned source or target.
+var ErrExistingZoned = errors.New("convert -n does not write into zoned images nor copy zoned sources (use convert without -n)")
+
+// ErrExistingCompress refuses -n with -c.
+var ErrExistingCompress = errors.New("convert -n does not write compressed clusters")
 
 // ErrCompressRaw is returned for a compressed conversion to raw.
 //
@@ -173,6 +191,9 @@ func Convert(r Request) (res *Result, err error) {
 	src := r.Source
 	res = &Result{}
 	var spec *pcreate.Spec
+	if r.Existing {
+		return res, convertExisting(r, res)
+	}
 	switch r.Format {
 	case blockdev.Qcow2:
 		if spec, err = Spec(src, r.Options); err != nil {
@@ -246,3 +267,73 @@ func Convert(r Request) (res *Result, err error) {
 	}
 	return res, nil
 }
+
+// convertExisting copies r.Source into the existing image r.Dest (-n).
+func convertExisting(r Request, res *Result) error {
+	src := r.Source
+	if r.SparseSize < 0 || r.SparseSize%512 != 0 || r.SparseSize > MaxSparseSize {
+		return ErrSparseSize
+	}
+	if r.Compress {
+		return ErrExistingCompress
+	}
+	if src.Zoned() {
+		return ErrExistingZoned
+	}
+	var t interface {
+		target
+		size() int64
+	}
+	switch r.Format {
+	case blockdev.Qcow2:
+		dev, err := zone.Open(r.Dest, image.Options{Cache: image.CacheWriteBack})
+		if err != nil {
+			return openErr(r.Dest, err)
+		}
+		if dev.Zoned() {
+			dev.Close()
+			return ErrExistingZoned
+		}
+		t = &existingQcow{qcowTarget{dev: dev, cs: dev.Image().ClusterSize()}}
+	case blockdev.Raw:
+		f, err := os.OpenFile(r.Dest, os.O_RDWR, 0)
+		if err != nil {
+			return openErr(r.Dest, err)
+		}
+		if err := image.Lock(f, r.Dest, false); err != nil {
+			f.Close()
+			return err
+		}
+		t = &existingRaw{f: f}
+	default:
+		return &UnknownFormatError{Format: r.Format}
+	}
+	if t.size() < src.Size() {
+		t.close()
+		return ErrTargetTooSmall
+	}
+	c := newCopier(src, t, r, res)
+	err := c.copyRange(0, src.Size(), modePlain)
+	if cerr := t.close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// OpenTargetError is an existing target (-n) that cannot be opened,
+// worded as qemu-img's "Could not open 'PATH': ...".
+type OpenTargetError struct {
+	Path string
+	Err  error
+}
+
+func (e *OpenTargetError) Error() string {
+	if errors.Is(e.Err, os.ErrNotExist) {
+		return fmt.Sprintf("Could not open '%s': Could not open '%s': No such file or directory", e.Path, e.Path)
+	}
+	return fmt.Sprintf("Could not open '%s': %v", e.Path, e.Err)
+}
+
+func (e *OpenTargetError) Unwrap() error { return e.Err }
+
+func openErr(path string, err error) error { return &OpenTargetError{Path: path, Err: err} }

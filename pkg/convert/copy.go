@@ -53,6 +53,7 @@ type copier struct {
 	srcAlign int64 // source cluster size (qcow2), or 512
 	buf      []byte
 	sparse   int64 // zero detection block (bytes); 0: fully allocated, every byte written
+	existing bool  // the target existed (-n): zeroes must be written as zeroes
 	done     int64
 	ctx      context.Context
 
@@ -64,6 +65,7 @@ type copier struct {
 
 func newCopier(src *blockdev.Disk, t target, r Request, res *Result) *copier {
 	c := &copier{src: src, t: t, res: res, progress: r.Progress, size: src.Size(), srcAlign: 512, buf: make([]byte, bufSize), ctx: r.Ctx, sparse: sparseBlock}
+	c.existing = r.Existing
 	if r.FullyAllocated {
 		c.sparse = 0
 	} else if r.SparseSize > 0 {
@@ -141,7 +143,7 @@ func (c *copier) copyRange(lo, hi int64, m mode) error {
 		}
 		switch {
 		case !data:
-			if m == modeSeq {
+			if m == modeSeq || c.existing {
 				if err := c.t.zero(off, n); err != nil {
 					return writeErr(off, err)
 				}
@@ -198,7 +200,7 @@ func (c *copier) writeSparse(p []byte, off int64, m mode) error {
 		switch {
 		case !zero:
 			err = c.t.write(p[pos-off:next-off], pos)
-		case m == modeSeq:
+		case m == modeSeq || c.existing:
 			err = c.t.zero(pos, next-pos)
 		}
 		if err != nil {

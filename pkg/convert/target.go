@@ -148,3 +148,62 @@ func (t *rawTarget) finish(off, n int64) error {
 func (t *rawTarget) clusterSize() int64 { return 0 }
 
 func (t *rawTarget) close() error { return t.f.Sync() }
+
+// existingQcow is a qcow2 image that existed before the conversion (-n):
+// zeroes are written with unmap (zero flag, clusters freed), as qemu-img
+// writes them.
+type existingQcow struct{ qcowTarget }
+
+func (t *existingQcow) zero(off, n int64) error { return t.dev.Image().Discard(off, n) }
+
+func (t *existingQcow) size() int64 { return t.dev.Size() }
+
+// existingRaw is a raw file that existed before the conversion (-n):
+// zeroes punch holes where the file system can, else are written.
+type existingRaw struct{ f *os.File }
+
+func (t *existingRaw) write(p []byte, off int64) error {
+	_, err := t.f.WriteAt(p, off)
+	return err
+}
+
+func (t *existingRaw) zero(off, n int64) error {
+	if unix.Fallocate(int(t.f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n) == nil {
+		return nil
+	}
+	z := make([]byte, min(n, bufSize))
+	for n > 0 {
+		k := min(n, int64(len(z)))
+		if _, err := t.f.WriteAt(z[:k], off); err != nil {
+			return err
+		}
+		off, n = off+k, n-k
+	}
+	return nil
+}
+
+func (t *existingRaw) compress(p []byte) (*image.Cluster, error) { return nil, ErrCompressRaw }
+
+func (t *existingRaw) writeCompressed(c *image.Cluster, off int64) (bool, error) {
+	return false, ErrCompressRaw
+}
+
+func (t *existingRaw) finish(off, n int64) error { return fmt.Errorf("a raw image has no zones") }
+
+func (t *existingRaw) clusterSize() int64 { return 0 }
+
+func (t *existingRaw) size() int64 {
+	st, err := t.f.Stat()
+	if err != nil {
+		return 0
+	}
+	return st.Size()
+}
+
+func (t *existingRaw) close() error {
+	err := t.f.Sync()
+	if cerr := t.f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}

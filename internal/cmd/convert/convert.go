@@ -33,6 +33,8 @@ type Options struct {
 	// Sparse is -S as given ("" when not given): the zero detection size;
 	// "0" writes every byte.
 	Sparse string
+	// Existing (-n) writes into the existing DST instead of creating it.
+	Existing bool
 }
 
 // NewCmdConvert returns the convert command; runF replaces the default
@@ -40,7 +42,7 @@ type Options struct {
 func NewCmdConvert(ios *cmdutil.IOStreams, runF func(*Options) error) *cobra.Command {
 	o := &Options{IO: ios}
 	cmd := &cobra.Command{
-		Use:   "convert [-p] [-c] [-q] [-f FMT] [-O qcow2|raw] [-o OPTIONS]... [-S SIZE] [-U] SRC DST",
+		Use:   "convert [-p] [-c] [-q] [-f FMT] [-O qcow2|raw] [-o OPTIONS]... [-S SIZE] [-n] [-U] SRC DST",
 		Short: "Copy an image into a new qcow2 or raw image, compressed or not, keeping zones and write pointers",
 		Long: `Copy the image SRC into a new image DST (replaced if it exists) as
 qemu-img convert does: -O names the output format (qcow2 or raw; default
@@ -88,6 +90,7 @@ complete and flushed; a failed conversion leaves no output behind.`,
 	f.StringVarP(&o.OutFormat, "output-format", "O", "raw", "output format: qcow2 or raw")
 	f.StringArrayVarP(&o.Opts, "options", "o", nil, "comma-separated creation options of a qcow2 output; repeatable; 'help' lists them")
 	f.BoolVarP(&o.ForceShare, "force-share", "U", false, "open the source without taking locks")
+	f.BoolVarP(&o.Existing, "no-create", "n", false, "write into the existing DST (not zoned, at least SRC's size) instead of creating it")
 	f.StringVarP(&o.Sparse, "sparse-size", "S", "", "zero runs this long (multiple of 512; default 4k) are not written; 0 fully allocates the output")
 	return cmd
 }
@@ -121,7 +124,7 @@ func Run(o *Options) error {
 	// An interrupt stops the copy and removes the partial output.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	req := pconvert.Request{Source: src, Dest: o.Dest, Format: o.OutFormat, Options: o.Opts, Compress: o.Compress, Ctx: ctx}
+	req := pconvert.Request{Source: src, Dest: o.Dest, Format: o.OutFormat, Options: o.Opts, Compress: o.Compress, Ctx: ctx, Existing: o.Existing}
 	if o.Sparse != "" {
 		n, err := units.ParseSize(o.Sparse)
 		if err != nil || n > pconvert.MaxSparseSize || n%512 != 0 {
