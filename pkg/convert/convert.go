@@ -64,6 +64,11 @@ type Request struct {
 	// up to MaxSparseSize: blocks of zeroes that long, aligned on guest
 	// offsets, are not written; 0 selects 4 KiB (qemu-img's default).
 	SparseSize int64
+	// Backing (-B) and BackingFormat (-F, required) give the output a
+	// backing file (qcow2 outputs): only the source's top layer is copied
+	// (data, and zeroes as zeroes), what its backing chain provides is
+	// left to the output's backing file, as qemu-img convert -B does.
+	Backing, BackingFormat string
 	// Existing (-n) writes into the existing image at Dest (qcow2 or raw,
 	// not zoned, at least as large as the source) instead of creating
 	// one: zeroes are written as zeroes (unmapping where possible), and
@@ -192,12 +197,26 @@ func Convert(r Request) (res *Result, err error) {
 	res = &Result{}
 	var spec *pcreate.Spec
 	if r.Existing {
+		if r.Backing != "" {
+			return nil, errors.New("convert -n with -B is not supported by zqimg")
+		}
 		return res, convertExisting(r, res)
+	}
+	if r.Backing != "" {
+		if err := checkBacking(r); err != nil {
+			return nil, err
+		}
 	}
 	switch r.Format {
 	case blockdev.Qcow2:
 		if spec, err = Spec(src, r.Options); err != nil {
 			return nil, &CreateError{Format: r.Format, Err: err}
+		}
+		if r.Backing != "" {
+			if spec.Zone != nil {
+				return nil, &CreateError{Format: r.Format, Err: pcreate.ErrZonedBacking}
+			}
+			spec.Image.BackingFile, spec.Image.BackingFormat = r.Backing, r.BackingFormat
 		}
 		res.Warnings = append(res.Warnings, spec.Warnings...)
 	case blockdev.Raw:
@@ -233,7 +252,7 @@ func Convert(r Request) (res *Result, err error) {
 	build := func(f *pcreate.BuildFile) error {
 		var t target
 		if spec != nil {
-			qt, err := newQcowTarget(f, spec)
+			qt, err := newQcowTarget(f, spec, r.Dest)
 			if err != nil {
 				return &CreateError{Format: r.Format, Err: err}
 			}
@@ -337,3 +356,31 @@ func (e *OpenTargetError) Error() string {
 func (e *OpenTargetError) Unwrap() error { return e.Err }
 
 func openErr(path string, err error) error { return &OpenTargetError{Path: path, Err: err} }
+
+// checkBacking applies qemu-img convert's rules to -B: a format is
+// required, the output must be qcow2, the source not zoned, and the
+// backing file (relative to the output's directory) must open and not be
+// zoned.
+func checkBacking(r Request) error {
+	if r.BackingFormat == "" {
+		//lint:ignore ST1005 the message is qemu-img's
+		return errors.New("Use of backing file requires explicit backing format")
+	}
+	if r.Format != blockdev.Qcow2 {
+		//lint:ignore ST1005 the message is qemu-img's
+		return fmt.Errorf("Backing file not supported for file format '%s'", r.Format)
+	}
+	if r.Source.Zoned() {
+		return errors.New("convert -B does not copy zoned sources: a zoned image has no backing file (docs/zones.md)")
+	}
+	path := blockdev.BackingPath(r.Dest, r.Backing)
+	d, err := blockdev.Open(path, blockdev.Options{Format: r.BackingFormat, ForceShare: true})
+	if err != nil {
+		return fmt.Errorf("Could not open '%s': Could not open backing file: %w", r.Dest, &pcreate.BackingOpenError{Path: path, Err: err})
+	}
+	defer d.Close()
+	if d.Zoned() {
+		return fmt.Errorf("backing file '%s': %w", path, pcreate.ErrZonedBacking)
+	}
+	return nil
+}

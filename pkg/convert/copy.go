@@ -54,6 +54,8 @@ type copier struct {
 	buf      []byte
 	sparse   int64 // zero detection block (bytes); 0: fully allocated, every byte written
 	existing bool  // the target existed (-n): zeroes must be written as zeroes
+	topOnly  bool  // the target has a backing file (-B): copy the source's top layer only
+	stZero   bool  // topOnly: the current run reads as zeroes in the top layer (written as zeroes)
 	done     int64
 	ctx      context.Context
 
@@ -66,6 +68,7 @@ type copier struct {
 func newCopier(src *blockdev.Disk, t target, r Request, res *Result) *copier {
 	c := &copier{src: src, t: t, res: res, progress: r.Progress, size: src.Size(), srcAlign: 512, buf: make([]byte, bufSize), ctx: r.Ctx, sparse: sparseBlock}
 	c.existing = r.Existing
+	c.topOnly = r.Backing != ""
 	if r.FullyAllocated {
 		c.sparse = 0
 	} else if r.SparseSize > 0 {
@@ -97,7 +100,13 @@ func (c *copier) advance(n int64) {
 // cluster is then read as data, whatever its status).
 func (c *copier) chunk(off, hi int64) (int64, bool, error) {
 	if off >= c.stEnd {
-		s, err := c.src.Status(off, c.size-off)
+		status := c.src.Status
+		if c.topOnly {
+			// What the source's backing chain provides, the target's
+			// backing file is taken to provide (qemu-img convert -B).
+			status = c.src.LayerStatus
+		}
+		s, err := status(off, c.size-off)
 		if err != nil {
 			return 0, false, fmt.Errorf("error while reading block status at offset %d: %w", off, err)
 		}
@@ -105,7 +114,8 @@ func (c *copier) chunk(off, hi int64) (int64, bool, error) {
 		if tail := (off + n) % c.srcAlign; n > tail {
 			n -= tail
 		}
-		c.stData = !s.Zero || c.sparse == 0
+		c.stData = (!s.Zero || c.sparse == 0) && (!c.topOnly || s.Data)
+		c.stZero = s.Zero
 		c.stEnd = off + n
 	}
 	n := min(c.stEnd, hi) - off
@@ -143,7 +153,7 @@ func (c *copier) copyRange(lo, hi int64, m mode) error {
 		}
 		switch {
 		case !data:
-			if m == modeSeq || c.existing {
+			if m == modeSeq || c.existing || (c.topOnly && c.stZero) {
 				if err := c.t.zero(off, n); err != nil {
 					return writeErr(off, err)
 				}
@@ -200,7 +210,7 @@ func (c *copier) writeSparse(p []byte, off int64, m mode) error {
 		switch {
 		case !zero:
 			err = c.t.write(p[pos-off:next-off], pos)
-		case m == modeSeq || c.existing:
+		case m == modeSeq || c.existing || c.topOnly:
 			err = c.t.zero(pos, next-pos)
 		}
 		if err != nil {

@@ -61,12 +61,16 @@ func (w *earlyWriteback) wrote(n int64) {
 }
 
 // newQcowTarget lays out the image of spec in f and opens it as a device.
-func newQcowTarget(f *pcreate.BuildFile, spec *pcreate.Spec) (*qcowTarget, error) {
+// dest is the image's final path: a backing file name is resolved
+// against its directory.
+func newQcowTarget(f *pcreate.BuildFile, spec *pcreate.Spec, dest string) (*qcowTarget, error) {
 	if err := image.Format(f, spec.Image); err != nil {
 		return nil, err
 	}
 	// The build file is anonymous (or private to this process): no lock.
-	img, err := image.OpenFile(f, "(new image)", image.Options{Features: image.IncompatZoned, NoLock: true, NoBacking: true})
+	// A backing file is attached (for the copy-on-write of partial
+	// clusters), read-only.
+	img, err := image.OpenFile(f, dest, image.Options{Features: image.IncompatZoned, NoLock: true, NoBacking: spec.Image.BackingFile == ""})
 	if err != nil {
 		return nil, err
 	}
