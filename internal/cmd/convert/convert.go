@@ -61,6 +61,10 @@ device: each sequential zone's write pointer goes after its last non-zero
 512-byte sector (zeroes at a zone's end cannot be told from unwritten
 space: a warning says so).
 
+-B BACKING -F FMT gives a qcow2 output a backing file and copies only the
+source's top layer; -n writes into an existing DST instead of creating
+it; -S SIZE sets the zero detection size (0: fully allocated output).
+
 The output is built in a temporary file and renamed into place when
 complete and flushed; a failed conversion leaves no output behind.`,
 		Example: `  zqimg convert -O qcow2 disk.raw disk.qcow2
