@@ -42,10 +42,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strconv"
 
 	"github.com/zqimg/zqimg/pkg/blockdev"
 	pcreate "github.com/zqimg/zqimg/pkg/create"
+	"github.com/zqimg/zqimg/pkg/image"
 	"github.com/zqimg/zqimg/pkg/zone"
 )
 
@@ -62,6 +64,23 @@ type Request struct {
 	Options []string
 	// Compress writes compressed clusters (qcow2 destinations).
 	Compress bool
+	// SparseSize is the zero detection unit (-S), bytes, a multiple of 512
+	// up to MaxSparseSize: blocks of zeroes that long, aligned on guest
+	// offsets, are not written; 0 selects 4 KiB (qemu-img's default).
+	SparseSize int64
+	// Backing (-B) and BackingFormat (-F, required) give the output a
+	// backing file (qcow2 outputs): only the source's top layer is copied
+	// (data, and zeroes as zeroes), what its backing chain provides is
+	// left to the output's backing file, as qemu-img convert -B does.
+	Backing, BackingFormat string
+	// Existing (-n) writes into the existing image at Dest (qcow2 or raw,
+	// not zoned, at least as large as the source) instead of creating
+	// one: zeroes are written as zeroes (unmapping where possible), and
+	// Options are not used.
+	Existing bool
+	// FullyAllocated (-S 0) writes every byte, zeroes and the source's
+	// unallocated space included (plain outputs only).
+	FullyAllocated bool
 	// Progress, when set, is called with the bytes processed so far and
 	// the total (the source's size).
 	Progress func(done, total int64)
@@ -82,6 +101,29 @@ type Result struct {
 	// compressed conversion, stored compressed or not.
 	Compressed, Uncompressed int64
 }
+
+// MaxSparseSize is the largest -S value, as in qemu-img.
+const MaxSparseSize = 16 << 20
+
+// ErrSparseSize refuses a -S value that is not a multiple of 512 up to
+// MaxSparseSize (qemu-img's message).
+//
+//lint:ignore ST1005 the message is qemu-img's
+var ErrSparseSize = errors.New("Invalid buffer size for sparse output specified. Valid sizes are multiples of 512 up to 16777216. Select 0 to disable sparse detection (fully allocates output).")
+
+// ErrFullyAllocatedZoned refuses -S 0 for a zoned output.
+var ErrFullyAllocatedZoned = errors.New("-S 0 cannot fully allocate a zoned image: sequential zones hold data only up to their write pointers")
+
+// ErrTargetTooSmall refuses -n into an image smaller than the source.
+//
+//lint:ignore ST1005 the message is qemu-img's
+var ErrTargetTooSmall = errors.New("output file is smaller than input file")
+
+// ErrExistingZoned refuses -n with a zoned source or target.
+var ErrExistingZoned = errors.New("convert -n does not write into zoned images nor copy zoned sources (use convert without -n)")
+
+// ErrExistingCompress refuses -n with -c.
+var ErrExistingCompress = errors.New("convert -n does not write compressed clusters")
 
 // ErrCompressRaw is returned for a compressed conversion to raw.
 //
@@ -161,10 +203,27 @@ func Convert(r Request) (res *Result, err error) {
 	src := r.Source
 	res = &Result{}
 	var spec *pcreate.Spec
+	if r.Existing {
+		if r.Backing != "" {
+			return nil, errors.New("convert -n with -B is not supported by zqimg")
+		}
+		return res, convertExisting(r, res)
+	}
+	if r.Backing != "" {
+		if err := checkBacking(r); err != nil {
+			return nil, err
+		}
+	}
 	switch r.Format {
 	case blockdev.Qcow2:
 		if spec, err = Spec(src, r.Options); err != nil {
 			return nil, &CreateError{Format: r.Format, Err: err}
+		}
+		if r.Backing != "" {
+			if spec.Zone != nil {
+				return nil, &CreateError{Format: r.Format, Err: pcreate.ErrZonedBacking}
+			}
+			spec.Image.BackingFile, spec.Image.BackingFormat = r.Backing, r.BackingFormat
 		}
 		res.Warnings = append(res.Warnings, spec.Warnings...)
 	case blockdev.Raw:
@@ -179,7 +238,13 @@ func Convert(r Request) (res *Result, err error) {
 	default:
 		return nil, &UnknownFormatError{Format: r.Format}
 	}
+	if r.SparseSize < 0 || r.SparseSize%512 != 0 || r.SparseSize > MaxSparseSize {
+		return nil, ErrSparseSize
+	}
 	var zplan *zonePlan
+	if spec != nil && spec.Zone != nil && r.FullyAllocated {
+		return nil, ErrFullyAllocatedZoned
+	}
 	if spec != nil && spec.Zone != nil {
 		if zplan, err = planZones(src, spec.Zone); err != nil {
 			return nil, err
@@ -194,7 +259,7 @@ func Convert(r Request) (res *Result, err error) {
 	build := func(f *pcreate.BuildFile) error {
 		var t target
 		if spec != nil {
-			qt, err := newQcowTarget(f, spec)
+			qt, err := newQcowTarget(f, spec, r.Dest)
 			if err != nil {
 				return &CreateError{Format: r.Format, Err: err}
 			}
@@ -234,4 +299,102 @@ func Convert(r Request) (res *Result, err error) {
 		return nil, err
 	}
 	return res, nil
+}
+
+// convertExisting copies r.Source into the existing image r.Dest (-n).
+func convertExisting(r Request, res *Result) error {
+	src := r.Source
+	if r.SparseSize < 0 || r.SparseSize%512 != 0 || r.SparseSize > MaxSparseSize {
+		return ErrSparseSize
+	}
+	if r.Compress {
+		return ErrExistingCompress
+	}
+	if src.Zoned() {
+		return ErrExistingZoned
+	}
+	var t interface {
+		target
+		size() int64
+	}
+	switch r.Format {
+	case blockdev.Qcow2:
+		dev, err := zone.Open(r.Dest, image.Options{Cache: image.CacheWriteBack})
+		if err != nil {
+			return openErr(r.Dest, err)
+		}
+		if dev.Zoned() {
+			dev.Close()
+			return ErrExistingZoned
+		}
+		t = &existingQcow{qcowTarget{dev: dev, cs: dev.Image().ClusterSize()}}
+	case blockdev.Raw:
+		f, err := os.OpenFile(r.Dest, os.O_RDWR, 0)
+		if err != nil {
+			return openErr(r.Dest, err)
+		}
+		if err := image.Lock(f, r.Dest, false); err != nil {
+			f.Close()
+			return err
+		}
+		t = &existingRaw{f: f}
+	default:
+		return &UnknownFormatError{Format: r.Format}
+	}
+	if t.size() < src.Size() {
+		t.close()
+		return ErrTargetTooSmall
+	}
+	c := newCopier(src, t, r, res)
+	err := c.copyRange(0, src.Size(), modePlain)
+	if cerr := t.close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// OpenTargetError is an existing target (-n) that cannot be opened,
+// worded as qemu-img's "Could not open 'PATH': ...".
+type OpenTargetError struct {
+	Path string
+	Err  error
+}
+
+func (e *OpenTargetError) Error() string {
+	if errors.Is(e.Err, os.ErrNotExist) {
+		return fmt.Sprintf("Could not open '%s': Could not open '%s': No such file or directory", e.Path, e.Path)
+	}
+	return fmt.Sprintf("Could not open '%s': %v", e.Path, e.Err)
+}
+
+func (e *OpenTargetError) Unwrap() error { return e.Err }
+
+func openErr(path string, err error) error { return &OpenTargetError{Path: path, Err: err} }
+
+// checkBacking applies qemu-img convert's rules to -B: a format is
+// required, the output must be qcow2, the source not zoned, and the
+// backing file (relative to the output's directory) must open and not be
+// zoned.
+func checkBacking(r Request) error {
+	if r.BackingFormat == "" {
+		//lint:ignore ST1005 the message is qemu-img's
+		return errors.New("Use of backing file requires explicit backing format")
+	}
+	if r.Format != blockdev.Qcow2 {
+		//lint:ignore ST1005 the message is qemu-img's
+		return fmt.Errorf("Backing file not supported for file format '%s'", r.Format)
+	}
+	if r.Source.Zoned() {
+		return errors.New("convert -B does not copy zoned sources: a zoned image has no backing file (docs/zones.md)")
+	}
+	path := blockdev.BackingPath(r.Dest, r.Backing)
+	d, err := blockdev.Open(path, blockdev.Options{Format: r.BackingFormat, ForceShare: true})
+	if err != nil {
+		return fmt.Errorf("Could not open '%s': Could not open backing file: %w", r.Dest, &pcreate.BackingOpenError{Path: path, Err: err})
+	}
+	defer d.Close()
+	if d.Zoned() {
+		return fmt.Errorf("backing file '%s': %w", path, pcreate.ErrZonedBacking)
+	}
+	return nil
 }

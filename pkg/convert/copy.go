@@ -52,6 +52,10 @@ type copier struct {
 	cs       int64 // destination cluster size when compressing, else 0
 	srcAlign int64 // source cluster size (qcow2), or 512
 	buf      []byte
+	sparse   int64 // zero detection block (bytes); 0: fully allocated, every byte written
+	existing bool  // the target existed (-n): zeroes must be written as zeroes
+	topOnly  bool  // the target has a backing file (-B): copy the source's top layer only
+	stZero   bool  // topOnly: the current run reads as zeroes in the top layer (written as zeroes)
 	done     int64
 	ctx      context.Context
 
@@ -62,7 +66,14 @@ type copier struct {
 }
 
 func newCopier(src *blockdev.Disk, t target, r Request, res *Result) *copier {
-	c := &copier{src: src, t: t, res: res, progress: r.Progress, size: src.Size(), srcAlign: 512, buf: make([]byte, bufSize), ctx: r.Ctx}
+	c := &copier{src: src, t: t, res: res, progress: r.Progress, size: src.Size(), srcAlign: 512, buf: make([]byte, bufSize), ctx: r.Ctx, sparse: sparseBlock}
+	c.existing = r.Existing
+	c.topOnly = r.Backing != ""
+	if r.FullyAllocated {
+		c.sparse = 0
+	} else if r.SparseSize > 0 {
+		c.sparse = r.SparseSize
+	}
 	if c.ctx == nil {
 		c.ctx = context.Background()
 	}
@@ -89,7 +100,13 @@ func (c *copier) advance(n int64) {
 // cluster is then read as data, whatever its status).
 func (c *copier) chunk(off, hi int64) (int64, bool, error) {
 	if off >= c.stEnd {
-		s, err := c.src.Status(off, c.size-off)
+		status := c.src.Status
+		if c.topOnly {
+			// What the source's backing chain provides, the target's
+			// backing file is taken to provide (qemu-img convert -B).
+			status = c.src.LayerStatus
+		}
+		s, err := status(off, c.size-off)
 		if err != nil {
 			return 0, false, fmt.Errorf("error while reading block status at offset %d: %w", off, err)
 		}
@@ -97,7 +114,8 @@ func (c *copier) chunk(off, hi int64) (int64, bool, error) {
 		if tail := (off + n) % c.srcAlign; n > tail {
 			n -= tail
 		}
-		c.stData = !s.Zero
+		c.stData = (!s.Zero || c.sparse == 0) && (!c.topOnly || s.Data)
+		c.stZero = s.Zero
 		c.stEnd = off + n
 	}
 	n := min(c.stEnd, hi) - off
@@ -135,7 +153,7 @@ func (c *copier) copyRange(lo, hi int64, m mode) error {
 		}
 		switch {
 		case !data:
-			if m == modeSeq {
+			if m == modeSeq || c.existing || (c.topOnly && c.stZero) {
 				if err := c.t.zero(off, n); err != nil {
 					return writeErr(off, err)
 				}
@@ -164,9 +182,10 @@ func writeErr(off int64, err error) error {
 	return fmt.Errorf("error while writing at byte %d: %w", off, err)
 }
 
-// writeSparse writes p (guest offset off) without its 4 KiB blocks of
-// zeroes (blocks aligned on guest offsets): those are skipped, or, in a
-// sequential zone, written as zeroes.
+// writeSparse writes p (guest offset off) without its blocks of zeroes
+// (c.sparse bytes, 4 KiB by default, aligned on guest offsets): those are
+// skipped, or, in a sequential zone, written as zeroes. With c.sparse 0
+// everything is written.
 func (c *copier) writeSparse(p []byte, off int64, m mode) error {
 	end := off + int64(len(p))
 	for pos := off; pos < end; {
@@ -174,7 +193,11 @@ func (c *copier) writeSparse(p []byte, off int64, m mode) error {
 		zero := false
 		next := pos
 		for first := true; next < end; first = false {
-			b := min((next/sparseBlock+1)*sparseBlock, end)
+			if c.sparse == 0 {
+				next = end // fully allocated: zeroes are written as data
+				break
+			}
+			b := min((next/c.sparse+1)*c.sparse, end)
 			z := isZero(p[next-off : b-off])
 			if first {
 				zero = z
@@ -187,7 +210,7 @@ func (c *copier) writeSparse(p []byte, off int64, m mode) error {
 		switch {
 		case !zero:
 			err = c.t.write(p[pos-off:next-off], pos)
-		case m == modeSeq:
+		case m == modeSeq || c.existing || c.topOnly:
 			err = c.t.zero(pos, next-pos)
 		}
 		if err != nil {

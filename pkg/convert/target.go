@@ -61,12 +61,16 @@ func (w *earlyWriteback) wrote(n int64) {
 }
 
 // newQcowTarget lays out the image of spec in f and opens it as a device.
-func newQcowTarget(f *pcreate.BuildFile, spec *pcreate.Spec) (*qcowTarget, error) {
+// dest is the image's final path: a backing file name is resolved
+// against its directory.
+func newQcowTarget(f *pcreate.BuildFile, spec *pcreate.Spec, dest string) (*qcowTarget, error) {
 	if err := image.Format(f, spec.Image); err != nil {
 		return nil, err
 	}
 	// The build file is anonymous (or private to this process): no lock.
-	img, err := image.OpenFile(f, "(new image)", image.Options{Features: image.IncompatZoned, NoLock: true, NoBacking: true})
+	// A backing file is attached (for the copy-on-write of partial
+	// clusters), read-only.
+	img, err := image.OpenFile(f, dest, image.Options{Features: image.IncompatZoned, NoLock: true, NoBacking: spec.Image.BackingFile == ""})
 	if err != nil {
 		return nil, err
 	}
@@ -148,3 +152,62 @@ func (t *rawTarget) finish(off, n int64) error {
 func (t *rawTarget) clusterSize() int64 { return 0 }
 
 func (t *rawTarget) close() error { return t.f.Sync() }
+
+// existingQcow is a qcow2 image that existed before the conversion (-n):
+// zeroes are written with unmap (zero flag, clusters freed), as qemu-img
+// writes them.
+type existingQcow struct{ qcowTarget }
+
+func (t *existingQcow) zero(off, n int64) error { return t.dev.Image().Discard(off, n) }
+
+func (t *existingQcow) size() int64 { return t.dev.Size() }
+
+// existingRaw is a raw file that existed before the conversion (-n):
+// zeroes punch holes where the file system can, else are written.
+type existingRaw struct{ f *os.File }
+
+func (t *existingRaw) write(p []byte, off int64) error {
+	_, err := t.f.WriteAt(p, off)
+	return err
+}
+
+func (t *existingRaw) zero(off, n int64) error {
+	if unix.Fallocate(int(t.f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n) == nil {
+		return nil
+	}
+	z := make([]byte, min(n, bufSize))
+	for n > 0 {
+		k := min(n, int64(len(z)))
+		if _, err := t.f.WriteAt(z[:k], off); err != nil {
+			return err
+		}
+		off, n = off+k, n-k
+	}
+	return nil
+}
+
+func (t *existingRaw) compress(p []byte) (*image.Cluster, error) { return nil, ErrCompressRaw }
+
+func (t *existingRaw) writeCompressed(c *image.Cluster, off int64) (bool, error) {
+	return false, ErrCompressRaw
+}
+
+func (t *existingRaw) finish(off, n int64) error { return fmt.Errorf("a raw image has no zones") }
+
+func (t *existingRaw) clusterSize() int64 { return 0 }
+
+func (t *existingRaw) size() int64 {
+	st, err := t.f.Stat()
+	if err != nil {
+		return 0
+	}
+	return st.Size()
+}
+
+func (t *existingRaw) close() error {
+	err := t.f.Sync()
+	if cerr := t.f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}

@@ -97,6 +97,9 @@ func Resolve(o *Options) (*Spec, error) {
 	if err := resolveZone(o, s); err != nil {
 		return nil, err
 	}
+	if err := resolveBacking(o, s); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 

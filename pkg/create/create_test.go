@@ -49,7 +49,7 @@ func TestParseOptionErrors(t *testing.T) {
 		want string
 	}{
 		{[]string{"foo=bar"}, "1G", "Invalid parameter 'foo'"},
-		{[]string{"backing_file=x"}, "1G", "Parameter 'backing_file' is not supported by zqimg"},
+		{[]string{"data_file=x"}, "1G", "Parameter 'data_file' is not supported by zqimg"},
 		{[]string{"lazy_refcounts=maybe"}, "1G", "Parameter 'lazy_refcounts' expects 'on' or 'off'"},
 		{[]string{"refcount_bits=16k"}, "1G", "Parameter 'refcount_bits' expects a number"},
 		{[]string{"cluster_size="}, "1G", "Parameter 'cluster_size' expects a non-negative number below 2^64"},

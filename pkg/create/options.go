@@ -51,12 +51,14 @@ var defs = []OptionDef{
 	{"zone.max_open_zones", kindNumber, "max open zones (default: max active zones, or 0: no limit)", ""},
 	{"size", kindSize, "Virtual disk size", ""},
 	{"compat", kindString, "Compatibility level (v2 [0.10] or v3 [1.1])", ""},
+	{"backing_file", kindString, "File name of a base image", ""},
+	{"backing_fmt", kindString, "Image format of the base image (qcow2 or raw)", ""},
 	{"lazy_refcounts", kindBool, "Postpone refcount updates", "off"},
 	{"refcount_bits", kindNumber, "Width of a reference count entry in bits", "16"},
 }
 
 // qemuOnly are qemu-img qcow2 options that zqimg does not implement.
-var qemuOnly = []string{"backing_file", "backing_fmt", "data_file", "data_file_raw", "encryption",
+var qemuOnly = []string{"data_file", "data_file_raw", "encryption",
 	"encrypt.format", "encrypt.key-secret", "encrypt.cipher-alg", "encrypt.cipher-mode",
 	"encrypt.ivgen-alg", "encrypt.ivgen-hash-alg", "encrypt.hash-alg", "encrypt.iter-time"}
 
@@ -195,11 +197,15 @@ func ParseOptions(lists []string, sizeArg string, haveSize bool) (*Options, erro
 		}
 		o.set["size"] = value{text: strconv.FormatUint(n, 10), num: n}
 	}
-	if _, ok := o.set["size"]; !ok {
-		return nil, &OptionError{Msg: "Image creation needs a size parameter"}
+	if _, ok := o.set["size"]; !ok && !o.has("backing_file") {
+		return nil, ErrNoSize
 	}
 	return o, nil
 }
+
+// ErrNoSize is the error of options that give no size and no backing file
+// to take it from.
+var ErrNoSize error = &OptionError{Msg: "Image creation needs a size parameter"}
 
 func parseValue(def OptionDef, s string) (value, error) {
 	switch def.kind {

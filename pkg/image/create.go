@@ -19,6 +19,12 @@ type CreateOptions struct {
 	Incompatible uint64
 	// Tables are refcounted metadata areas owned by such a feature.
 	Tables []Table
+	// BackingFile, when not empty, is stored as the backing file name, as
+	// given (a relative name is resolved against the image's directory
+	// when the image is opened); BackingFormat, when not empty, goes in
+	// the backing format extension.
+	BackingFile   string
+	BackingFormat string
 }
 
 // Table is a metadata area allocated at creation time, right after the
@@ -75,7 +81,11 @@ func Format(f File, o CreateOptions) error {
 	if err := img.rc.writeBlocksSync(); err != nil {
 		return err
 	}
-	hc, err := marshalHeaderCluster(&img.hdr, exts, cs)
+	if o.BackingFormat != "" {
+		// qcow2_update_header writes the backing format extension first.
+		exts = append([]Extension{{Magic: ExtBackingFormat, Data: []byte(o.BackingFormat)}}, exts...)
+	}
+	hc, err := marshalHeaderCluster(&img.hdr, exts, o.BackingFile, cs)
 	if err != nil {
 		return err
 	}
@@ -154,15 +164,22 @@ func (img *Image) formatTables(o CreateOptions) ([]Extension, error) {
 	return exts, nil
 }
 
-// marshalHeaderCluster encodes the header, its extensions and the end
-// marker into one cluster, as qcow2_update_header does (images made here
-// have no backing file).
-func marshalHeaderCluster(h *Header, exts []Extension, cs uint64) ([]byte, error) {
+// marshalHeaderCluster encodes the header, its extensions, the end marker
+// and the backing file name (right after the end marker, unpadded) into
+// one cluster, as qcow2_update_header does; it sets h's backing file
+// offset and size.
+func marshalHeaderCluster(h *Header, exts []Extension, backing string, cs uint64) ([]byte, error) {
+	h.BackingFileOffset, h.BackingFileSize = 0, 0
 	b := h.Marshal()
 	for _, e := range exts {
 		b = AppendExtension(b, e)
 	}
 	b = AppendExtension(b, Extension{Magic: ExtEnd})
+	if backing != "" {
+		h.BackingFileOffset, h.BackingFileSize = uint64(len(b)), uint32(len(backing))
+		copy(b, h.Marshal())
+		b = append(b, backing...)
+	}
 	if uint64(len(b)) > cs {
 		return nil, fmt.Errorf("header and extensions (%d bytes) do not fit in a cluster of %d bytes", len(b), cs)
 	}

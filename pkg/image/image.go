@@ -121,14 +121,15 @@ type Image struct {
 	// file only grows, except through guardedFile.Truncate, which resets it.
 	fileEnd atomic.Uint64
 
-	pendingFree []extent // references dropped; freed after the next durable writeback
-	unsynced    bool     // the file was changed since the last sync
-	corrupt     bool
-	closed      bool
-	meta        *metaIndex   // the metadata clusters, for the overlap check (overlap.go); nil: to build
-	layers      []layerTable // metadata of layers above (SetLayerTable)
-	zbuf        zcache
-	cz          compressState // where the next compressed stream goes (compress.go)
+	deallocating bool     // MakeEmpty is running (under mu): zeroed entries become unallocated
+	pendingFree  []extent // references dropped; freed after the next durable writeback
+	unsynced     bool     // the file was changed since the last sync
+	corrupt      bool
+	closed       bool
+	meta         *metaIndex   // the metadata clusters, for the overlap check (overlap.go); nil: to build
+	layers       []layerTable // metadata of layers above (SetLayerTable)
+	zbuf         zcache
+	cz           compressState // where the next compressed stream goes (compress.go)
 }
 
 type extent struct{ off, len uint64 }

@@ -810,6 +810,35 @@ func (img *Image) Discard(off, n int64) error {
 	return img.zeroRange(off, n, true)
 }
 
+// MakeEmpty deallocates every cluster of an image opened with NoBacking,
+// so that the image reads through to its backing file (qcow2's
+// make_empty, as qemu-img commit leaves an overlay): every L2 entry
+// becomes unallocated (no zero flag), and the clusters are freed once the
+// entries are durable, as a discard frees them.
+func (img *Image) MakeEmpty() error {
+	img.lock()
+	defer img.unlock()
+	if img.backing != nil {
+		return fmt.Errorf("MakeEmpty needs the image opened without its backing file")
+	}
+	if err := img.checkWritable(0, 0); err != nil {
+		return err
+	}
+	img.deallocating = true
+	defer func() { img.deallocating = false }()
+	for g, end := uint64(0), img.hdr.Size; g < end; {
+		if err := img.maybeEvict(); err != nil {
+			return err
+		}
+		chunkEnd := min(end, g-g%img.l2Span()+img.l2Span())
+		if err := img.zeroChunk(g, chunkEnd, true); err != nil {
+			return err
+		}
+		g = chunkEnd
+	}
+	return nil
+}
+
 func (img *Image) zeroRange(off, n int64, unmap bool) error {
 	img.lock()
 	defer img.unlock()
@@ -916,6 +945,9 @@ func (img *Image) zeroChunk(g, end uint64, discard bool) error {
 // cluster (without a backing file), or an entry that already is what
 // zeroEntry makes.
 func (img *Image) entryUnchanged(e L2Entry, discard bool) bool {
+	if img.deallocating && e.Desc == 0 && e.Bitmap == 0 {
+		return true
+	}
 	if discard && img.backing == nil && e.Type(img.extL2) == ClusterUnallocated && (!img.extL2 || e.Bitmap == 0) {
 		return true
 	}
@@ -931,6 +963,9 @@ func (img *Image) entryUnchanged(e L2Entry, discard bool) bool {
 // flag alone; extended L2: all subclusters zero; version 2 without a
 // backing file: unallocated). keep reports that the host cluster stays.
 func (img *Image) zeroEntry(e L2Entry, unmap bool) (ne, nbm uint64, keep bool) {
+	if img.deallocating {
+		return 0, 0, false // MakeEmpty: unallocated, reads the backing file
+	}
 	host := e.Offset()
 	if !unmap && img.hdr.Version >= 3 && !e.Compressed() && e.Copied() && host != 0 {
 		if img.extL2 {

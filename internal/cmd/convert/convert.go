@@ -15,6 +15,7 @@ import (
 	"github.com/zqimg/zqimg/pkg/blockdev"
 	pconvert "github.com/zqimg/zqimg/pkg/convert"
 	pcreate "github.com/zqimg/zqimg/pkg/create"
+	"github.com/zqimg/zqimg/pkg/units"
 )
 
 // Options are the parsed flags and arguments of `zqimg convert`.
@@ -29,6 +30,13 @@ type Options struct {
 	ForceShare bool
 	Src        string
 	Dest       string
+	// Sparse is -S as given ("" when not given): the zero detection size;
+	// "0" writes every byte.
+	Sparse string
+	// Existing (-n) writes into the existing DST instead of creating it.
+	Existing bool
+	// Backing (-B) and BackingFormat (-F) give DST a backing file.
+	Backing, BackingFormat string
 }
 
 // NewCmdConvert returns the convert command; runF replaces the default
@@ -36,7 +44,7 @@ type Options struct {
 func NewCmdConvert(ios *cmdutil.IOStreams, runF func(*Options) error) *cobra.Command {
 	o := &Options{IO: ios}
 	cmd := &cobra.Command{
-		Use:   "convert [-p] [-c] [-q] [-f FMT] [-O qcow2|raw] [-o OPTIONS]... [-U] SRC DST",
+		Use:   "convert [-p] [-c] [-q] [-f FMT] [-O qcow2|raw] [-o OPTIONS]... [-S SIZE] [-n] [-B BACKING -F FMT] [-U] SRC DST",
 		Short: "Copy an image into a new qcow2 or raw image, compressed or not, keeping zones and write pointers",
 		Long: `Copy the image SRC into a new image DST (replaced if it exists) as
 qemu-img convert does: -O names the output format (qcow2 or raw; default
@@ -52,6 +60,10 @@ image converted with -o zone.mode=host-managed,... is imported as a zoned
 device: each sequential zone's write pointer goes after its last non-zero
 512-byte sector (zeroes at a zone's end cannot be told from unwritten
 space: a warning says so).
+
+-B BACKING -F FMT gives a qcow2 output a backing file and copies only the
+source's top layer; -n writes into an existing DST instead of creating
+it; -S SIZE sets the zero detection size (0: fully allocated output).
 
 The output is built in a temporary file and renamed into place when
 complete and flushed; a failed conversion leaves no output behind.`,
@@ -84,6 +96,10 @@ complete and flushed; a failed conversion leaves no output behind.`,
 	f.StringVarP(&o.OutFormat, "output-format", "O", "raw", "output format: qcow2 or raw")
 	f.StringArrayVarP(&o.Opts, "options", "o", nil, "comma-separated creation options of a qcow2 output; repeatable; 'help' lists them")
 	f.BoolVarP(&o.ForceShare, "force-share", "U", false, "open the source without taking locks")
+	f.StringVarP(&o.Backing, "backing", "B", "", "give DST this backing file (relative to DST's directory): only SRC's top layer is copied")
+	f.StringVarP(&o.BackingFormat, "backing-format", "F", "", "format of the -B backing file (qcow2 or raw)")
+	f.BoolVarP(&o.Existing, "no-create", "n", false, "write into the existing DST (not zoned, at least SRC's size) instead of creating it")
+	f.StringVarP(&o.Sparse, "sparse-size", "S", "", "zero runs this long (multiple of 512; default 4k) are not written; 0 fully allocates the output")
 	return cmd
 }
 
@@ -116,7 +132,15 @@ func Run(o *Options) error {
 	// An interrupt stops the copy and removes the partial output.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	req := pconvert.Request{Source: src, Dest: o.Dest, Format: o.OutFormat, Options: o.Opts, Compress: o.Compress, Ctx: ctx}
+	req := pconvert.Request{Source: src, Dest: o.Dest, Format: o.OutFormat, Options: o.Opts, Compress: o.Compress, Ctx: ctx, Existing: o.Existing, Backing: o.Backing, BackingFormat: o.BackingFormat}
+	if o.Sparse != "" {
+		n, err := units.ParseSize(o.Sparse)
+		if err != nil || n > pconvert.MaxSparseSize || n%512 != 0 {
+			ios.Errorf("%v", pconvert.ErrSparseSize)
+			return cmdutil.Exit(1)
+		}
+		req.SparseSize, req.FullyAllocated = int64(n), n == 0
+	}
 	var bar *progress.Bar
 	if o.Progress && !o.Quiet {
 		bar = progress.New(ios.Out, src.Size())

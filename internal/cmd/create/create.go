@@ -19,6 +19,12 @@ type Options struct {
 	File    string
 	Size    string
 	HasSize bool
+	// Backing (-b, set when HasBacking) and BackingFormat (-F) name the
+	// backing file; NoBackingOpen (-u) creates without opening it.
+	Backing       string
+	HasBacking    bool
+	BackingFormat string
+	NoBackingOpen bool
 }
 
 // NewCmdCreate returns the create command; runF replaces the default run
@@ -26,13 +32,16 @@ type Options struct {
 func NewCmdCreate(ios *cmdutil.IOStreams, runF func(*Options) error) *cobra.Command {
 	o := &Options{IO: ios}
 	cmd := &cobra.Command{
-		Use:   "create [-f qcow2] [-o OPTIONS]... [-q] FILE [SIZE]",
+		Use:   "create [-f qcow2] [-b BACKING -F FMT [-u]] [-o OPTIONS]... [-q] FILE [SIZE]",
 		Short: "Create a qcow2 image, optionally a zoned one",
 		Long: `Create a new qcow2 image FILE of SIZE bytes (suffixes k, M, G, T, P, E;
 base 1024). Options are given as -o key=value[,key=value...], as with
 qemu-img; "-o help" lists them. With -o zone.mode=host-managed the image
-emulates a host-managed zoned block device.`,
+emulates a host-managed zoned block device. With -b BACKING -F FMT the image
+is an overlay of BACKING (its size taken from BACKING when SIZE is omitted);
+-u stores the name without opening BACKING.`,
 		Example: `  zqimg create -f qcow2 disk.qcow2 1G
+  zqimg create -f qcow2 -b base.qcow2 -F qcow2 overlay.qcow2
   zqimg create -o size=768M -o zone.mode=host-managed,zone.size=64M,zone.max_open_zones=6 zbc.qcow2`,
 		// FILE may be missing when -o help is given; Run reports it.
 		Args: cmdutil.AtMostFileAndSize,
@@ -43,6 +52,7 @@ emulates a host-managed zoned block device.`,
 			if len(args) > 1 {
 				o.Size, o.HasSize = args[1], true
 			}
+			o.HasBacking = cmd.Flags().Changed("backing")
 			if runF != nil {
 				return runF(o)
 			}
@@ -52,6 +62,9 @@ emulates a host-managed zoned block device.`,
 	cmd.Flags().StringVarP(&o.Format, "format", "f", "qcow2", "image format (only qcow2)")
 	cmd.Flags().StringArrayVarP(&o.Opts, "options", "o", nil, "comma-separated create options; repeatable; 'help' lists them")
 	cmd.Flags().BoolVarP(&o.Quiet, "quiet", "q", false, "do not print the Formatting line")
+	cmd.Flags().StringVarP(&o.Backing, "backing", "b", "", "backing file (relative names are relative to FILE's directory)")
+	cmd.Flags().StringVarP(&o.BackingFormat, "backing-format", "F", "", "format of the backing file (qcow2 or raw)")
+	cmd.Flags().BoolVarP(&o.NoBackingOpen, "unsafe", "u", false, "do not open the backing file (SIZE is then required)")
 	return cmd
 }
 
@@ -62,7 +75,14 @@ func Run(o *Options) error {
 		ios.Errorf("Unknown file format '%s' (zqimg creates qcow2 images only)", o.Format)
 		return cmdutil.Exit(1)
 	}
-	opts, err := pcreate.ParseOptions(o.Opts, o.Size, o.HasSize)
+	lists := o.Opts
+	if l := pcreate.BackingList(o.Backing, o.HasBacking, o.BackingFormat); l != "" {
+		lists = append(append([]string(nil), lists...), l)
+	}
+	opts, err := pcreate.ParseOptions(lists, o.Size, o.HasSize)
+	if err == nil {
+		err = pcreate.ResolveBacking(opts, o.File, o.NoBackingOpen)
+	}
 	if errors.Is(err, pcreate.ErrHelp) {
 		fmt.Fprint(ios.Out, pcreate.Help())
 		return nil
@@ -85,6 +105,12 @@ func Run(o *Options) error {
 			} else if oe.Hint != "" {
 				fmt.Fprintln(ios.ErrOut, oe.Hint)
 			}
+			return cmdutil.Exit(1)
+		}
+		var be *pcreate.BackingOpenError
+		if errors.As(err, &be) {
+			ios.Errorf("%s: %v", o.File, be)
+			fmt.Fprintln(ios.ErrOut, be.Hint())
 			return cmdutil.Exit(1)
 		}
 		ios.Errorf("%s: %v", o.File, err)

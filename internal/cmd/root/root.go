@@ -10,6 +10,7 @@ import (
 	"github.com/zqimg/zqimg/internal/cmd/amend"
 	"github.com/zqimg/zqimg/internal/cmd/bench"
 	"github.com/zqimg/zqimg/internal/cmd/check"
+	"github.com/zqimg/zqimg/internal/cmd/commit"
 	"github.com/zqimg/zqimg/internal/cmd/compare"
 	"github.com/zqimg/zqimg/internal/cmd/convert"
 	"github.com/zqimg/zqimg/internal/cmd/create"
@@ -18,6 +19,7 @@ import (
 	"github.com/zqimg/zqimg/internal/cmd/measure"
 	"github.com/zqimg/zqimg/internal/cmd/mount"
 	"github.com/zqimg/zqimg/internal/cmd/oneshot"
+	"github.com/zqimg/zqimg/internal/cmd/rebase"
 	"github.com/zqimg/zqimg/internal/cmd/resize"
 	"github.com/zqimg/zqimg/internal/cmd/session"
 	"github.com/zqimg/zqimg/internal/cmd/snapshot"
@@ -66,6 +68,8 @@ device. Its options and output follow qemu-img and qemu-io.`,
 	root.AddCommand(resize.NewCmdResize(ios, nil))
 	root.AddCommand(amend.NewCmdAmend(ios, nil))
 	root.AddCommand(bench.NewCmdBench(ios, nil))
+	root.AddCommand(rebase.NewCmdRebase(ios, nil))
+	root.AddCommand(commit.NewCmdCommit(ios, nil))
 	root.AddCommand(oneshot.NewCmds(ios)...)
 	return root
 }
