@@ -25,10 +25,13 @@ const Prompt = "zqimg> "
 
 // Shell executes commands on one device.
 type Shell struct {
-	Dev    *zone.Device
-	Out    *bufio.Writer
-	Err    io.Writer
-	Prog   string // program name for messages on Err ("zqimg")
+	Dev  *zone.Device
+	Out  *bufio.Writer
+	Err  io.Writer
+	Prog string // program name for messages on Err ("zqimg")
+	// Prompt is printed before each command read by Loop (default Prompt;
+	// "qemu-io> " when zqimg runs as qemu-io).
+	Prompt string
 	quit   bool
 	failed bool
 	now    func() time.Time
@@ -43,7 +46,7 @@ type Shell struct {
 
 // New returns a shell writing command output to out and diagnostics to errOut.
 func New(dev *zone.Device, out, errOut io.Writer) *Shell {
-	return &Shell{Dev: dev, Out: bufio.NewWriterSize(out, 64<<10), Err: errOut, Prog: "zqimg", now: time.Now}
+	return &Shell{Dev: dev, Out: bufio.NewWriterSize(out, 64<<10), Err: errOut, Prog: "zqimg", Prompt: Prompt, now: time.Now}
 }
 
 // Failed reports whether any command failed.
@@ -245,7 +248,7 @@ func (s *Shell) Loop(in io.Reader) {
 	r := bufio.NewReaderSize(in, 64<<10)
 	defer s.Out.Flush()
 	for !s.quit {
-		fmt.Fprint(s.Out, Prompt)
+		fmt.Fprint(s.Out, s.Prompt)
 		if !lineBuffered(r) {
 			s.Out.Flush()
 		}

@@ -21,6 +21,13 @@ type Options struct {
 	Format     string
 	Cache      string // qemu-io's -t mode; -n sets "none"
 	File       string
+	// AIO is qemu-io's --aio/-i mode (threads, native or io_uring): checked
+	// and accepted; zqimg's I/O is synchronous whatever it is.
+	AIO string
+	// Ignored holds qemu-io options that are accepted and have no effect
+	// on zqimg (-m misalign, -d discard mode, -T trace, -k native AIO).
+	misalign, nativeAIO bool
+	discard, trace      string
 }
 
 // NewCmdIO returns the io command.
@@ -64,6 +71,11 @@ write are refused.`,
 	cmd.Flags().BoolVarP(&o.ForceShare, "force-share", "U", false, "open the image read-only without taking locks")
 	cmd.Flags().StringVarP(&o.Format, "format", "f", "qcow2", "image format (only qcow2)")
 	cmdutil.CacheFlags(cmd.Flags(), &o.Cache, true)
+	cmd.Flags().StringVarP(&o.AIO, "aio", "i", "threads", "AIO mode, as qemu-io's: threads, native or io_uring (zqimg's I/O is synchronous in each)")
+	cmd.Flags().BoolVarP(&o.misalign, "misalign", "m", false, "accepted for qemu-io compatibility; no effect")
+	cmd.Flags().BoolVarP(&o.nativeAIO, "native-aio", "k", false, "short for --aio native")
+	cmd.Flags().StringVarP(&o.discard, "discard", "d", "ignore", "discard mode, as qemu-io's: ignore/off or unmap/on (accepted; discard always deallocates)")
+	cmd.Flags().StringVarP(&o.trace, "trace", "T", "", "accepted for qemu-io compatibility; no effect")
 	return cmd
 }
 
@@ -73,9 +85,29 @@ func Run(o *Options) error {
 		o.IO.Errorf("Unknown file format '%s'", o.Format)
 		return cmdutil.Exit(1)
 	}
+	switch o.AIO {
+	case "", "threads", "native", "io_uring":
+	default:
+		o.IO.Errorf("Invalid aio option: %s", o.AIO)
+		return cmdutil.Exit(1)
+	}
+	switch o.discard {
+	case "", "ignore", "off", "unmap", "on":
+	default:
+		o.IO.Errorf("Invalid discard option: %s", o.discard)
+		return cmdutil.Exit(1)
+	}
 	mode, err := image.ParseCacheMode(o.Cache)
 	if err != nil {
 		o.IO.Errorf("%v", err)
+		return cmdutil.Exit(1)
+	}
+	if o.nativeAIO {
+		o.AIO = "native"
+	}
+	if o.AIO == "native" && o.Cache != "none" && o.Cache != "directsync" {
+		// qemu refuses Linux native AIO through the page cache.
+		o.IO.Errorf("can't open device %s: aio=native was specified, but it requires cache.direct=on, which was not specified.", o.File)
 		return cmdutil.Exit(1)
 	}
 	if o.ForceShare {
@@ -96,6 +128,10 @@ func Run(o *Options) error {
 	o.IO.WarnDirectIO(dev.Image())
 	sh := ioshell.New(dev, o.IO.Out, o.IO.ErrOut)
 	sh.ForceShare = o.ForceShare
+	sh.Prog = o.IO.ProgName()
+	if o.IO.Prog == "qemu-io" {
+		sh.Prompt = "qemu-io> "
+	}
 	if len(o.Commands) > 0 {
 		for _, c := range o.Commands {
 			sh.Run(c)
