@@ -1,0 +1,73 @@
+package interop
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestArgv0AgainstStock: zqimg run through links named qemu-img and
+// qemu-io (as QEMU's iotests run it, see scripts/iotests.sh) prints what
+// the stock programs print: the "qemu-io> " prompt before each command
+// read from standard input, messages prefixed "qemu-io: " or "qemu-img: ",
+// qemu-io's --aio/-i modes accepted (an unknown one refused), and the same
+// exit status.
+func TestArgv0AgainstStock(t *testing.T) {
+	requireQemu(t)
+	bin := t.TempDir()
+	for _, name := range []string{"qemu-img", "qemu-io"} {
+		if err := os.Symlink(zqimgBin, filepath.Join(bin, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stockImg, err := exec.LookPath("qemu-img")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stock := filepath.Dir(stockImg)
+	zqWork, stockWork := t.TempDir(), t.TempDir()
+	script := "write -q -P 0x5a 0 4k\nread -q -P 0x5a 0 4k\nread -q -P 0x11 0 512\nbogus\nlength\n"
+	for _, c := range []struct {
+		name  string
+		args  []string
+		stdin string
+	}{
+		{"qemu-img", []string{"create", "-q", "-f", "qcow2", "x.qcow2", "1M"}, ""},
+		{"qemu-io", []string{"--aio", "threads", "-f", "qcow2", "x.qcow2"}, script},
+		{"qemu-io", []string{"--aio", "io_uring", "x.qcow2"}, script},
+		{"qemu-io", []string{"-i", "threads", "-t", "writeback", "-c", "read -q -P 0x5a 0 4k", "-c", "bogus", "x.qcow2"}, ""},
+		{"qemu-io", []string{"-i", "posix", "-c", "read 0 512", "x.qcow2"}, ""},
+		{"qemu-io", []string{"-d", "trim", "-c", "read 0 512", "x.qcow2"}, ""},
+		{"qemu-io", []string{"--aio", "native", "-c", "read 0 512", "x.qcow2"}, ""},
+		{"qemu-img", []string{"check", "x.qcow2"}, ""},
+	} {
+		got := runIn(t, bin, zqWork, c.name, c.args, c.stdin)
+		want := runIn(t, stock, stockWork, c.name, c.args, c.stdin)
+		got.cmdline, want.cmdline = "", ""
+		if got != want {
+			t.Errorf("%s %s:\nzqimg:\n%s\nstock:\n%s", c.name, strings.Join(c.args, " "), got, want)
+		}
+	}
+}
+
+// runIn runs the program name of directory dir with args and stdin in the
+// working directory work.
+func runIn(t *testing.T, dir, work, name string, args []string, stdin string) result {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(dir, name), args...)
+	cmd.Dir = work
+	cmd.Env = append(os.Environ(), "LC_ALL=C")
+	cmd.Stdin = strings.NewReader(stdin)
+	var out, errb strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	r := result{stdout: out.String(), stderr: errb.String()}
+	if ee, ok := err.(*exec.ExitError); ok {
+		r.code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	return r
+}
