@@ -81,6 +81,56 @@ func init() {
  -C, -- print the statistics in a machine parsable form
  -q, -- quiet: do not print the statistics
 `, writes: true, run: (*Shell).discard},
+		{name: "readv", argmin: 2, argmax: -1, opts: "CP:qv",
+			args: "[-Cqv] [-P pattern] off len [len..]", oneline: "reads a number of bytes at a specified offset",
+			help: ` reads a range of bytes at the given offset into several buffers
+
+ Example:
+ 'readv -v 512 1k 1k' - reads 2 KiB at offset 512 and dumps it in hexadecimal
+
+ The buffers are read one after the other from the offset, as one request.
+ -C, -P, -q, -v, -- as for read
+`, run: vectored((*Shell).read)},
+		{name: "writev", argmin: 2, argmax: -1, opts: "CfqP:",
+			args: "[-Cfq] [-P pattern] off len [len..]", oneline: "writes a number of bytes at a specified offset",
+			help: ` writes a range of bytes at the given offset from several buffers
+
+ Example:
+ 'writev 512 1k 1k' - writes 2 KiB of 0xcd bytes at offset 512
+
+ The buffers are written one after the other from the offset, as one request.
+ -C, -f, -P, -q, -- as for write
+`, writes: true, run: vectored((*Shell).write)},
+		{name: "aio_read", argmin: 2, argmax: -1, opts: "CiP:qv",
+			args: "[-Ciqv] [-P pattern] off len [len..]", oneline: "asynchronously reads a number of bytes",
+			help: ` reads a range of bytes at the given offset into several buffers
+
+ Example:
+ 'aio_read -P 0x5a 0 64k' - reads 64 KiB at offset 0 and checks the pattern
+
+ zqimg's requests are synchronous: the read has completed, and its result
+ is printed, when the command returns. -i is accepted and ignored.
+ -C, -P, -q, -v, -- as for read
+`, run: vectored((*Shell).read)},
+		{name: "aio_write", argmin: 2, argmax: -1, opts: "CfiqP:uz",
+			args: "[-Cfiquz] [-P pattern] off len [len..]", oneline: "asynchronously writes a number of bytes",
+			help: ` writes a range of bytes at the given offset from several buffers
+
+ Example:
+ 'aio_write -P 0x5a 0 64k' - writes 64 KiB of 0x5a at offset 0
+
+ zqimg's requests are synchronous: the write has completed, and its result
+ is printed, when the command returns. -i is accepted and ignored.
+ -C, -f, -P, -q, -u, -z, -- as for write
+`, writes: true, run: vectored((*Shell).write)},
+		{name: "aio_flush", argmin: 0, argmax: 0, args: "", oneline: "completes all outstanding aio requests",
+			help: ` waits for every outstanding aio request
+
+ Example:
+ 'aio_flush' - returns when every aio_read and aio_write has completed
+
+ zqimg's requests complete before their command returns: this does nothing.
+`, run: func(*Shell, *parsedArgs) error { return nil }},
 		{name: "flush", alt: "f", argmin: 0, argmax: 0, args: "", oneline: "flush all in-core file state to disk",
 			help: ` makes everything written so far durable
 
