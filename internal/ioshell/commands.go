@@ -89,7 +89,10 @@ func init() {
  'readv -v 512 1k 1k' - reads 2 KiB at offset 512 and dumps it in hexadecimal
 
  The buffers are read one after the other from the offset, as one request.
- -C, -P, -q, -v, -- as for read
+ -C, -- print the statistics in a machine parsable form
+ -P, -- check that every byte read is the given pattern byte
+ -q, -- quiet: do not print the statistics
+ -v, -- dump the data read in hexadecimal on standard output
 `, run: vectored((*Shell).read)},
 		{name: "writev", argmin: 2, argmax: -1, opts: "CfqP:",
 			args: "[-Cfq] [-P pattern] off len [len..]", oneline: "writes a number of bytes at a specified offset",
@@ -99,7 +102,10 @@ func init() {
  'writev 512 1k 1k' - writes 2 KiB of 0xcd bytes at offset 512
 
  The buffers are written one after the other from the offset, as one request.
- -C, -f, -P, -q, -- as for write
+ -C, -- print the statistics in a machine parsable form
+ -f, -- flush the image once the write is done (force unit access)
+ -P, -- fill the buffers with the given pattern byte instead of 0xcd
+ -q, -- quiet: do not print the statistics
 `, writes: true, run: vectored((*Shell).write)},
 		{name: "aio_read", argmin: 2, argmax: -1, opts: "CiP:qv",
 			args: "[-Ciqv] [-P pattern] off len [len..]", oneline: "asynchronously reads a number of bytes",
@@ -109,8 +115,12 @@ func init() {
  'aio_read -P 0x5a 0 64k' - reads 64 KiB at offset 0 and checks the pattern
 
  zqimg's requests are synchronous: the read has completed, and its result
- is printed, when the command returns. -i is accepted and ignored.
- -C, -P, -q, -v, -- as for read
+ is printed, when the command returns.
+ -C, -- print the statistics in a machine parsable form
+ -P, -- check that every byte read is the given pattern byte
+ -q, -- quiet: do not print the statistics
+ -v, -- dump the data read in hexadecimal on standard output
+ -i, -- ignored (qemu-io's io_uring/native flag)
 `, run: vectored((*Shell).read)},
 		{name: "aio_write", argmin: 2, argmax: -1, opts: "CfiqP:uz",
 			args: "[-Cfiquz] [-P pattern] off len [len..]", oneline: "asynchronously writes a number of bytes",
@@ -120,8 +130,14 @@ func init() {
  'aio_write -P 0x5a 0 64k' - writes 64 KiB of 0x5a at offset 0
 
  zqimg's requests are synchronous: the write has completed, and its result
- is printed, when the command returns. -i is accepted and ignored.
- -C, -f, -P, -q, -u, -z, -- as for write
+ is printed, when the command returns.
+ -C, -- print the statistics in a machine parsable form
+ -f, -- flush the image once the write is done (force unit access)
+ -P, -- fill the buffers with the given pattern byte instead of 0xcd
+ -q, -- quiet: do not print the statistics
+ -i, -- ignored (qemu-io's io_uring/native flag)
+ -u, -- with -z: the range may be deallocated
+ -z, -- write zeroes (no data buffer)
 `, writes: true, run: vectored((*Shell).write)},
 		{name: "aio_flush", argmin: 0, argmax: 0, args: "", oneline: "completes all outstanding aio requests",
 			help: ` waits for every outstanding aio request
