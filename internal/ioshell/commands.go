@@ -93,7 +93,7 @@ func init() {
  -P, -- check that every byte read is the given pattern byte
  -q, -- quiet: do not print the statistics
  -v, -- dump the data read in hexadecimal on standard output
-`, run: vectored((*Shell).read)},
+`, run: vectored("readv", false, (*Shell).read)},
 		{name: "writev", argmin: 2, argmax: -1, opts: "CfqP:",
 			args: "[-Cfq] [-P pattern] off len [len..]", oneline: "writes a number of bytes at a specified offset",
 			help: ` writes a range of bytes at the given offset from several buffers
@@ -106,7 +106,7 @@ func init() {
  -f, -- flush the image once the write is done (force unit access)
  -P, -- fill the buffers with the given pattern byte instead of 0xcd
  -q, -- quiet: do not print the statistics
-`, writes: true, run: vectored((*Shell).write)},
+`, writes: true, run: vectored("writev", false, (*Shell).write)},
 		{name: "aio_read", argmin: 2, argmax: -1, opts: "CiP:qv",
 			args: "[-Ciqv] [-P pattern] off len [len..]", oneline: "asynchronously reads a number of bytes",
 			help: ` reads a range of bytes at the given offset into several buffers
@@ -121,7 +121,7 @@ func init() {
  -q, -- quiet: do not print the statistics
  -v, -- dump the data read in hexadecimal on standard output
  -i, -- ignored (qemu-io's io_uring/native flag)
-`, run: vectored((*Shell).read)},
+`, run: vectored("aio_read", true, (*Shell).read)},
 		{name: "aio_write", argmin: 2, argmax: -1, opts: "CfiqP:uz",
 			args: "[-Cfiquz] [-P pattern] off len [len..]", oneline: "asynchronously writes a number of bytes",
 			help: ` writes a range of bytes at the given offset from several buffers
@@ -138,7 +138,7 @@ func init() {
  -i, -- ignored (qemu-io's io_uring/native flag)
  -u, -- with -z: the range may be deallocated
  -z, -- write zeroes (no data buffer)
-`, writes: true, run: vectored((*Shell).write)},
+`, writes: true, run: vectored("aio_write", true, (*Shell).write)},
 		{name: "aio_flush", argmin: 0, argmax: 0, args: "", oneline: "completes all outstanding aio requests",
 			help: ` waits for every outstanding aio request
 

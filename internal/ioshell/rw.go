@@ -73,7 +73,7 @@ func (s *Shell) read(p *parsedArgs) error {
 	_, err = s.Dev.ReadAt(buf, offset)
 	d := s.now().Sub(t1)
 	if err != nil {
-		return s.fail("read", err)
+		return s.fail(p.verbOr("read"), err)
 	}
 	var ret error
 	if pflag && !bytes.Equal(buf[patOff:patOff+patCount], s.patternBuf(patCount, pattern)) {
@@ -144,7 +144,7 @@ func (s *Shell) write(p *parsedArgs) error {
 	}
 	d := s.now().Sub(t1)
 	if err != nil {
-		return s.fail("write", err)
+		return s.fail(p.verbOr("write"), err)
 	}
 	if !p.has('q') {
 		s.report("wrote", d, offset, count, count, 1, p.has('C'))

@@ -29,6 +29,10 @@ type Shell struct {
 	Out  *bufio.Writer
 	Err  io.Writer
 	Prog string // program name for messages on Err ("zqimg")
+	// Terse leaves out zqimg's explanation of a failed request on Err
+	// (after qemu-io's "write failed: ..." line), so that the output is
+	// qemu-io's exactly: set when zqimg runs as qemu-io.
+	Terse bool
 	// Prompt is printed before each command read by Loop (default Prompt;
 	// "qemu-io> " when zqimg runs as qemu-io).
 	Prompt string
@@ -57,6 +61,10 @@ func (s *Shell) Quit() bool { return s.quit }
 
 // errCommandFailed marks a command whose failure was already reported.
 var errCommandFailed = errors.New("command failed")
+
+// errRequestFailed marks a command whose request to the device failed
+// (after its arguments were accepted); the failure was already reported.
+var errRequestFailed = fmt.Errorf("%w: request", errCommandFailed)
 
 // MsgForceShare is qemu's refusal of force-share (-U) for an image opened
 // for writing.
@@ -169,8 +177,10 @@ func (s *Shell) usage(c *command) {
 func (s *Shell) fail(what string, err error) error {
 	fmt.Fprintf(s.Out, "%s failed: %s\n", what, strerror(image.Errno(err)))
 	s.Out.Flush()
-	fmt.Fprintf(s.Err, "%s: %v\n", s.Prog, err)
-	return errCommandFailed
+	if !s.Terse {
+		fmt.Fprintf(s.Err, "%s: %v\n", s.Prog, err)
+	}
+	return errRequestFailed
 }
 
 // strerror returns glibc's message for an errno ("Invalid argument").

@@ -1,6 +1,9 @@
 package ioshell
 
-import "strconv"
+import (
+	"errors"
+	"strconv"
+)
 
 // vectored turns read or write into qemu-io's readv/writev/aio_read/
 // aio_write: the operands are an offset and one or more lengths (the
@@ -8,7 +11,12 @@ import "strconv"
 // request of their total length, which is what the statistics report.
 // zqimg's I/O is synchronous, so an aio_ request has completed, and its
 // output is printed, when the command returns.
-func vectored(run func(*Shell, *parsedArgs) error) func(*Shell, *parsedArgs) error {
+//
+// name is the command's name, which its failure line names. For an aio_
+// command (async) a failed request is reported but does not fail the
+// command, as in qemu-io, where the request completes after the command
+// has returned.
+func vectored(name string, async bool, run func(*Shell, *parsedArgs) error) func(*Shell, *parsedArgs) error {
 	return func(s *Shell, p *parsedArgs) error {
 		var total int64
 		for _, a := range p.operands[1:] {
@@ -20,6 +28,11 @@ func vectored(run func(*Shell, *parsedArgs) error) func(*Shell, *parsedArgs) err
 		}
 		q := *p
 		q.operands = []string{p.operands[0], strconv.FormatInt(total, 10)}
-		return run(s, &q)
+		q.verb = name
+		err := run(s, &q)
+		if async && errors.Is(err, errRequestFailed) {
+			return nil
+		}
+		return err
 	}
 }

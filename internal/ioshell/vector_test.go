@@ -57,3 +57,54 @@ Pattern verification failed at offset 512, 2048 bytes
 		t.Errorf("readv 0: stderr %q", errb.String())
 	}
 }
+
+// TestTerseFailure: a failed request prints qemu-io's failure line on the
+// output and, unless Terse (zqimg run as qemu-io), zqimg's explanation on
+// the error stream.
+func TestTerseFailure(t *testing.T) {
+	d := newDevice(t, "1M", image.Options{})
+	for _, terse := range []bool{false, true} {
+		var out, errb bytes.Buffer
+		s := New(d, &out, &errb)
+		s.Terse = terse
+		if s.Run("write 1M 512") {
+			t.Fatalf("write beyond the end succeeded")
+		}
+		s.Flush()
+		if out.String() != "write failed: Input/output error\n" {
+			t.Errorf("terse %v: stdout %q", terse, out.String())
+		}
+		if terse != (errb.Len() == 0) {
+			t.Errorf("terse %v: stderr %q", terse, errb.String())
+		}
+	}
+}
+
+// TestVectoredFailure: a failed request of readv/writev/aio_* is reported
+// under the command's own name; an aio_ request's failure does not fail
+// the command (qemu-io reports it when the request completes, after the
+// command returned), a readv/writev one does.
+func TestVectoredFailure(t *testing.T) {
+	d := newDevice(t, "1M", image.Options{})
+	for _, c := range []struct {
+		line string
+		ok   bool
+	}{
+		{"writev 1020k 4k 1k", false},
+		{"readv 1M 512", false},
+		{"aio_write -q 1M 512", true},
+		{"aio_read 1M 512", true},
+	} {
+		var out, errb bytes.Buffer
+		s := New(d, &out, &errb)
+		s.Terse = true
+		if ok := s.Run(c.line); ok != c.ok {
+			t.Errorf("%s: ok %v, want %v", c.line, ok, c.ok)
+		}
+		s.Flush()
+		name, _, _ := bytes.Cut([]byte(c.line), []byte(" "))
+		if want := string(name) + " failed: Input/output error\n"; out.String() != want {
+			t.Errorf("%s: stdout %q, want %q", c.line, out.String(), want)
+		}
+	}
+}

@@ -131,6 +131,7 @@ func Run(o *Options) error {
 	sh.Prog = o.IO.ProgName()
 	if o.IO.Prog == "qemu-io" {
 		sh.Prompt = "qemu-io> "
+		sh.Terse = true
 	}
 	if len(o.Commands) > 0 {
 		for _, c := range o.Commands {
