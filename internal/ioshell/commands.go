@@ -19,6 +19,7 @@ type command struct {
 	// line and a blank line: lines starting with a space, as qemu-io's.
 	help   string
 	writes bool // needs the image opened for writing
+	noDev  bool // runs without an open image (help, quit)
 	run    func(s *Shell, p *parsedArgs) error
 }
 
@@ -239,14 +240,23 @@ func init() {
  moves past it.
  -p, -- print the sector where the data landed
 `, writes: true, run: (*Shell).zoneAppend},
-		{name: "help", alt: "?", argmin: 0, argmax: 1, args: "[command]", oneline: "help for one or all commands",
+		{name: "close", alt: "c", argmin: 0, argmax: 0, args: "", oneline: "close the current open file",
+			help: ` closes the image
+
+ Example:
+ 'close' - flushes and closes the image; later commands find no image open
+
+ The image is flushed and closed, and its locks released, before the next
+ command runs; a failure to flush is reported as close's failure.
+`, run: (*Shell).close},
+		{name: "help", alt: "?", noDev: true, argmin: 0, argmax: 1, args: "[command]", oneline: "help for one or all commands",
 			help: ` prints help for one command, or lists every command
 
  Example:
  'help' - lists every command with a one-line description
  'help zrp' - describes zone_report, with examples and its options
 `, run: (*Shell).help},
-		{name: "quit", alt: "q", argmin: 0, argmax: 0, args: "", oneline: "exit the program",
+		{name: "quit", alt: "q", noDev: true, argmin: 0, argmax: 0, args: "", oneline: "exit the program",
 			help: ` ends the session
 
  Example:

@@ -147,6 +147,11 @@ func (s *Shell) checkCount(c *command, name string, n int) bool {
 // succeeded. Commands that write are refused before they run when the
 // shell was opened with force-share (-U) or read-only (-r).
 func (s *Shell) Exec(c *Call) bool {
+	if s.Dev == nil && !c.cmd.noDev {
+		s.Out.Flush()
+		fmt.Fprintf(s.Err, "no file open, try 'help open'\n")
+		return false
+	}
 	if c.cmd.writes && s.ForceShare {
 		s.Out.Flush()
 		fmt.Fprintf(s.Err, "%s: %s: %s\n", s.Prog, c.name, MsgForceShare)
@@ -230,6 +235,16 @@ func (s *Shell) help(p *parsedArgs) error {
 		fmt.Fprintf(s.Out, "%s -- %s\n", strings.TrimSpace(name+" "+c.args), c.oneline)
 	}
 	fmt.Fprintf(s.Out, "\nUse 'help commandname' for extended help.\n")
+	return nil
+}
+
+// close closes the device; the shell has none afterwards (Dev is nil).
+func (s *Shell) close(_ *parsedArgs) error {
+	dev := s.Dev
+	s.Dev = nil
+	if err := dev.Close(); err != nil {
+		return s.fail("close", err)
+	}
 	return nil
 }
 

@@ -2,10 +2,13 @@ package ioshell
 
 import (
 	"bytes"
+	"path/filepath"
 	"regexp"
 	"testing"
 
+	"github.com/zqimg/zqimg/internal/testimg"
 	"github.com/zqimg/zqimg/pkg/image"
+	"github.com/zqimg/zqimg/pkg/zone"
 )
 
 // TestVectoredCommands: readv, writev, aio_read and aio_write take an
@@ -106,5 +109,40 @@ func TestVectoredFailure(t *testing.T) {
 		if want := string(name) + " failed: Input/output error\n"; out.String() != want {
 			t.Errorf("%s: stdout %q, want %q", c.line, out.String(), want)
 		}
+	}
+}
+
+// TestClose: close flushes and closes the image; every later command but
+// help and quit fails with qemu-io's "no file open" message.
+func TestClose(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.qcow2")
+	testimg.File(t, path, "1M")
+	d, err := zone.Open(path, image.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	s := New(d, &out, &errb)
+	if !s.Run("write -q -P 0x77 0 512") || !s.Run("close") || s.Dev != nil {
+		t.Fatalf("write, close: stderr %q", errb.String())
+	}
+	for _, line := range []string{"read 0 512", "close", "length"} {
+		errb.Reset()
+		if s.Run(line) || errb.String() != "no file open, try 'help open'\n" {
+			t.Errorf("%s after close: stderr %q", line, errb.String())
+		}
+	}
+	if !s.Run("help close") || !s.Run("quit") {
+		t.Errorf("help, quit after close failed")
+	}
+	// The write reached the file: reopen and read it back.
+	d2, err := zone.Open(path, image.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d2.Close()
+	buf := make([]byte, 512)
+	if _, err := d2.ReadAt(buf, 0); err != nil || !bytes.Equal(buf, bytes.Repeat([]byte{0x77}, 512)) {
+		t.Errorf("after close: read %v, %x...", err, buf[:4])
 	}
 }

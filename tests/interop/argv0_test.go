@@ -43,6 +43,8 @@ func TestArgv0AgainstStock(t *testing.T) {
 		{"qemu-io", []string{"--aio", "native", "-c", "read 0 512", "x.qcow2"}, ""},
 		{"qemu-io", []string{"-c", "write -q 1M 512", "-c", "writev -q 1020k 4k 1k", "x.qcow2"}, ""},
 		{"qemu-io", []string{"-c", "readv -q -P 0x5a 0 1k 3k", "-c", "aio_write -q 1M 4k", "-c", "aio_flush", "x.qcow2"}, ""},
+		{"qemu-io", []string{"-c", "write -q -P 0x66 8k 4k", "-c", "close", "-c", "read 0 512", "-c", "close", "x.qcow2"}, ""},
+		{"qemu-io", []string{"-c", "read -q -P 0x66 8k 4k", "-c", "c", "x.qcow2"}, ""},
 		{"qemu-img", []string{"check", "x.qcow2"}, ""},
 	} {
 		got := runIn(t, bin, zqWork, c.name, c.args, c.stdin)

@@ -144,7 +144,9 @@ func Run(o *Options) error {
 	} else {
 		sh.Loop(o.IO.In)
 	}
-	if err := dev.Close(); err != nil {
+	if sh.Dev == nil {
+		// closed by the close command
+	} else if err := dev.Close(); err != nil {
 		o.IO.Errorf("closing %s: %v", o.File, err)
 		return cmdutil.Exit(1)
 	}
