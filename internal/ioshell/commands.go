@@ -46,7 +46,7 @@ func init() {
  -v, -- dump the data read in hexadecimal on standard output
 `, run: (*Shell).read},
 		{name: "write", alt: "w", argmin: 2, argmax: -1, exact: 2, opts: "bcCfnpP:quzs:",
-			args: "[-Cfnquz] [-P pattern] off len", oneline: "writes a number of bytes at a specified offset",
+			args: "[-cCfnquz] [-P pattern] off len", oneline: "writes a number of bytes at a specified offset",
 			help: ` writes a range of bytes at the given offset
 
  Example:
@@ -59,6 +59,8 @@ func init() {
  length multiples of 512, and the write must stay within the zone's
  capacity. With the default cache mode the data is durable when "wrote" is
  printed.
+ -c, -- write compressed clusters (the offset a cluster start, the length
+        whole clusters or up to the end of the image)
  -C, -- print the statistics in a machine parsable form
  -f, -- flush the image once the write is done (force unit access)
  -n, -- with -z: never fall back to writing a buffer of zeroes (zqimg never
