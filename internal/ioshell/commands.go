@@ -242,6 +242,24 @@ func init() {
  moves past it.
  -p, -- print the sector where the data landed
 `, writes: true, run: (*Shell).zoneAppend},
+		{name: "open", alt: "o", noDev: true, argmin: 1, argmax: -1, exact: 1, opts: "rsnkUt:d:i:o:",
+			args: "[-rsnkU] [-t cache] [-d discard] [-i aio] [-o options] [path]", oneline: "open the file specified by path",
+			help: ` opens a new file when none is open
+
+ Example:
+ 'open -r /tmp/data' - opens /tmp/data read-only
+ 'open -n -o driver=qcow2 /tmp/data' - opens /tmp/data with the host page cache bypassed
+
+ -r, -- open read-only
+ -n, -- bypass the host page cache (-t none)
+ -k, -- accepted (native AIO); zqimg's I/O is synchronous
+ -U, -- force share: no locks, reading only
+ -t, -- cache mode, as the session's -t
+ -d, -- accepted (discard mode)
+ -i, -- accepted (AIO mode)
+ -o, -- options: only driver=qcow2
+ -s, -- refused: snapshot mode is not supported
+`, run: (*Shell).open},
 		{name: "close", alt: "c", argmin: 0, argmax: 0, args: "", oneline: "close the current open file",
 			help: ` closes the image
 

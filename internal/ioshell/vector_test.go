@@ -187,3 +187,45 @@ func TestWriteCompressed(t *testing.T) {
 		}
 	}
 }
+
+// TestOpen: open opens an image when none is open (through Shell.Open,
+// with -r and -t passed on), refuses a second one and -o options other
+// than driver=qcow2 and -s, with qemu-io's messages.
+func TestOpen(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "o.qcow2")
+	testimg.File(t, path, "1M")
+	var out, errb bytes.Buffer
+	s := New(nil, &out, &errb)
+	s.Prog, s.Terse = "qemu-io", true
+	var gotRO bool
+	var gotCache string
+	s.Open = func(p string, ro, fs bool, cache string) (*zone.Device, error) {
+		gotRO, gotCache = ro, cache
+		return zone.Open(p, image.Options{ReadOnly: ro})
+	}
+	for _, c := range []struct{ line, stderr string }{
+		{"read 0 512", "no file open, try 'help open'\n"},
+		{"open -o driver=raw " + path, "qemu-io: can't open device " + path + ": option 'driver=raw' is not supported by zqimg\n"},
+		{"open -s " + path, "qemu-io: can't open device " + path + ": snapshot mode (-s) is not supported by zqimg\n"},
+	} {
+		errb.Reset()
+		if s.Run(c.line) || errb.String() != c.stderr {
+			t.Errorf("%s: stderr %q, want %q", c.line, errb.String(), c.stderr)
+		}
+	}
+	errb.Reset()
+	if !s.Run("open -r -t writeback -o driver=qcow2 "+path) || s.Dev == nil || !gotRO || gotCache != "writeback" {
+		t.Fatalf("open -r: stderr %q, read-only %v, cache %q", errb.String(), gotRO, gotCache)
+	}
+	defer func() { s.Dev.Close() }()
+	if s.Run("open "+path) || errb.String() != "qemu-io: file open already, try 'help close'\n" {
+		t.Errorf("second open: stderr %q", errb.String())
+	}
+	errb.Reset()
+	if s.Run("write 0 512") || errb.String() != "qemu-io: Block node is read-only\n" {
+		t.Errorf("write after open -r: stderr %q", errb.String())
+	}
+	if !s.Run("read -q 0 512") {
+		t.Errorf("read after open failed: %q", errb.String())
+	}
+}

@@ -47,6 +47,10 @@ func TestArgv0AgainstStock(t *testing.T) {
 		{"qemu-io", []string{"-c", "read -q -P 0x66 8k 4k", "-c", "c", "x.qcow2"}, ""},
 		{"qemu-io", []string{"-c", "write -c -q -P 0x21 64k 128k", "-c", "read -q -P 0x21 64k 128k", "-c", "write -c -q 1k 512",
 			"-c", "write -c -q 3 512", "-c", "write -c -f 0 64k", "x.qcow2"}, ""},
+		{"qemu-io", []string{"-c", "read -q 0 512", "-c", "open -o driver=qcow2 x.qcow2", "-c", "read -q -P 0x66 8k 4k", "-c", "close",
+			"-c", "open -r x.qcow2", "-c", "write 0 512"}, ""},
+		{"qemu-io", nil, "open x.qcow2\nopen x.qcow2\nread -q -P 0x66 8k 4k\n"},
+		{"qemu-io", []string{"-c", "open nonexist.qcow2"}, ""},
 		{"qemu-img", []string{"check", "x.qcow2"}, ""},
 	} {
 		got := runIn(t, bin, zqWork, c.name, c.args, c.stdin)

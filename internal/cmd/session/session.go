@@ -3,6 +3,9 @@
 package session
 
 import (
+	"errors"
+	"fmt"
+	"io/fs"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -57,9 +60,16 @@ write are refused.`,
 		Example: `  zqimg io -c 'write -P 0x5a 0 64k' -c 'read -P 0x5a 0 64k' disk.qcow2
   printf 'zap -p 0 4k\nzrp 0 1\n' | zqimg io zbc.qcow2
   zqimg io -U -c 'zrp 0' zbc.qcow2`,
-		Args: cmdutil.ExactlyOneFile,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if ios.Prog == "qemu-io" && len(args) == 0 {
+				return nil // qemu-io starts without an image: see open
+			}
+			return cmdutil.ExactlyOneFile(cmd, args)
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			o.File = args[0]
+			if len(args) > 0 {
+				o.File = args[0]
+			}
 			if runF != nil {
 				return runF(o)
 			}
@@ -120,13 +130,34 @@ func Run(o *Options) error {
 			}
 		}
 	}
-	dev, err := zone.Open(o.File, image.Options{ReadOnly: o.ReadOnly || o.ForceShare, NoLock: o.ForceShare, Cache: mode})
-	if err != nil {
-		o.IO.Errorf("can't open device %s: %v", o.File, err)
-		return cmdutil.Exit(1)
+	var dev *zone.Device
+	if o.File != "" {
+		dev, err = zone.Open(o.File, image.Options{ReadOnly: o.ReadOnly || o.ForceShare, NoLock: o.ForceShare, Cache: mode})
+		if err != nil {
+			o.IO.Errorf("can't open device %s: %v", o.File, err)
+			return cmdutil.Exit(1)
+		}
+		o.IO.WarnDirectIO(dev.Image())
 	}
-	o.IO.WarnDirectIO(dev.Image())
 	sh := ioshell.New(dev, o.IO.Out, o.IO.ErrOut)
+	sh.Open = func(path string, readOnly, forceShare bool, cache string) (*zone.Device, error) {
+		if cache == "" {
+			cache = o.Cache
+		}
+		m, err := image.ParseCacheMode(cache)
+		if err != nil {
+			return nil, err
+		}
+		d, err := zone.Open(path, image.Options{ReadOnly: readOnly || forceShare, NoLock: forceShare, Cache: m})
+		if errors.Is(err, fs.ErrNotExist) {
+			//lint:ignore ST1005 qemu's message
+			return nil, fmt.Errorf("Could not open '%s': No such file or directory", path)
+		}
+		if err == nil {
+			o.IO.WarnDirectIO(d.Image())
+		}
+		return d, err
+	}
 	sh.ForceShare = o.ForceShare
 	sh.Prog = o.IO.ProgName()
 	if o.IO.Prog == "qemu-io" {
@@ -145,8 +176,8 @@ func Run(o *Options) error {
 		sh.Loop(o.IO.In)
 	}
 	if sh.Dev == nil {
-		// closed by the close command
-	} else if err := dev.Close(); err != nil {
+		// none opened, or closed by the close command
+	} else if err := sh.Dev.Close(); err != nil {
 		o.IO.Errorf("closing %s: %v", o.File, err)
 		return cmdutil.Exit(1)
 	}

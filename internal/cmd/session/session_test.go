@@ -129,7 +129,30 @@ func TestRunAsQemuIO(t *testing.T) {
 	cmd := NewCmdIO(ios, nil)
 	cmd.SilenceErrors = true
 	cmd.SetArgs([]string{"-r", "-c", "write 0 512", path})
-	if err := cmd.Execute(); exitCode(err) != 1 || !strings.HasPrefix(errb.String(), "qemu-io: write: ") {
+	if err := cmd.Execute(); exitCode(err) != 1 || errb.String() != "qemu-io: Block node is read-only\n" {
 		t.Errorf("read-only write: exit %d, stderr %q, want 1 and a qemu-io: message", exitCode(err), errb.String())
+	}
+}
+
+// TestQemuIOWithoutImage: as qemu-io, the session starts without an image
+// (commands fail with "no file open") and open opens one; zqimg io still
+// wants exactly one file.
+func TestQemuIOWithoutImage(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "a.qcow2")
+	testimg.File(t, path, "1M")
+	var out, errb bytes.Buffer
+	ios := &cmdutil.IOStreams{In: strings.NewReader(""), Out: &out, ErrOut: &errb, Prog: "qemu-io"}
+	cmd := NewCmdIO(ios, nil)
+	cmd.SilenceErrors = true
+	cmd.SetArgs([]string{"-c", "read -q 0 512", "-c", "open -o driver=qcow2 " + path, "-c", "write -q -P 0x3c 0 512", "-c", "close", "-c", "open -r " + path, "-c", "read -q -P 0x3c 0 512"})
+	if err := cmd.Execute(); exitCode(err) != 1 || errb.String() != "no file open, try 'help open'\n" || out.Len() != 0 {
+		t.Errorf("exit %d, stderr %q, stdout %q", exitCode(err), errb.String(), out.String())
+	}
+	ios = &cmdutil.IOStreams{In: strings.NewReader(""), Out: &out, ErrOut: &errb}
+	cmd = NewCmdIO(ios, nil)
+	cmd.SilenceErrors = true
+	cmd.SetArgs([]string{"-c", "length"})
+	if err := cmd.Execute(); err == nil || err.Error() != "Expecting one image file name" {
+		t.Errorf("zqimg io without a file: %v", err)
 	}
 }
