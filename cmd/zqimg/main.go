@@ -5,10 +5,13 @@ package main
 
 import (
 	"os"
+	"path/filepath"
 
 	"github.com/zqimg/zqimg/internal/cmd/root"
 )
 
 func main() {
-	os.Exit(root.Main(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+	// Run as qemu-img or qemu-io (a link of that name), zqimg behaves as
+	// that program.
+	os.Exit(root.MainAs(filepath.Base(os.Args[0]), os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }

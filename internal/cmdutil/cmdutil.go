@@ -12,7 +12,7 @@ import (
 	"github.com/spf13/pflag"
 )
 
-// Prog is the program name used as the prefix of messages.
+// Prog is the default program name used as the prefix of messages.
 const Prog = "zqimg"
 
 // IOStreams are a command's standard streams.
@@ -20,6 +20,18 @@ type IOStreams struct {
 	In     io.Reader
 	Out    io.Writer
 	ErrOut io.Writer
+	// Prog is the program name prefixed to messages; "" means Prog
+	// ("zqimg"). It is "qemu-img" or "qemu-io" when zqimg runs under
+	// those names.
+	Prog string
+}
+
+// ProgName returns the program name messages are prefixed with.
+func (s *IOStreams) ProgName() string {
+	if s.Prog == "" {
+		return Prog
+	}
+	return s.Prog
 }
 
 // ExitError ends the command with Code; its messages were already printed.
@@ -37,12 +49,12 @@ func Exit(code int) error {
 
 // Errorf prints "zqimg: message" on the error stream.
 func (s *IOStreams) Errorf(format string, args ...any) {
-	fmt.Fprintf(s.ErrOut, Prog+": "+format+"\n", args...)
+	fmt.Fprintf(s.ErrOut, s.ProgName()+": "+format+"\n", args...)
 }
 
 // Warnf prints "zqimg: warning: message" on the error stream.
 func (s *IOStreams) Warnf(format string, args ...any) {
-	fmt.Fprintf(s.ErrOut, Prog+": warning: "+format+"\n", args...)
+	fmt.Fprintf(s.ErrOut, s.ProgName()+": warning: "+format+"\n", args...)
 }
 
 // Fail prints err as "zqimg: message" and returns an exit status of 1.

@@ -19,6 +19,7 @@ type command struct {
 	// line and a blank line: lines starting with a space, as qemu-io's.
 	help   string
 	writes bool // needs the image opened for writing
+	noDev  bool // runs without an open image (help, quit)
 	run    func(s *Shell, p *parsedArgs) error
 }
 
@@ -45,7 +46,7 @@ func init() {
  -v, -- dump the data read in hexadecimal on standard output
 `, run: (*Shell).read},
 		{name: "write", alt: "w", argmin: 2, argmax: -1, exact: 2, opts: "bcCfnpP:quzs:",
-			args: "[-Cfnquz] [-P pattern] off len", oneline: "writes a number of bytes at a specified offset",
+			args: "[-cCfnquz] [-P pattern] off len", oneline: "writes a number of bytes at a specified offset",
 			help: ` writes a range of bytes at the given offset
 
  Example:
@@ -58,6 +59,8 @@ func init() {
  length multiples of 512, and the write must stay within the zone's
  capacity. With the default cache mode the data is durable when "wrote" is
  printed.
+ -c, -- write compressed clusters (the offset a cluster start, the length
+        whole clusters or up to the end of the image)
  -C, -- print the statistics in a machine parsable form
  -f, -- flush the image once the write is done (force unit access)
  -n, -- with -z: never fall back to writing a buffer of zeroes (zqimg never
@@ -81,6 +84,72 @@ func init() {
  -C, -- print the statistics in a machine parsable form
  -q, -- quiet: do not print the statistics
 `, writes: true, run: (*Shell).discard},
+		{name: "readv", argmin: 2, argmax: -1, opts: "CP:qv",
+			args: "[-Cqv] [-P pattern] off len [len..]", oneline: "reads a number of bytes at a specified offset",
+			help: ` reads a range of bytes at the given offset into several buffers
+
+ Example:
+ 'readv -v 512 1k 1k' - reads 2 KiB at offset 512 and dumps it in hexadecimal
+
+ The buffers are read one after the other from the offset, as one request.
+ -C, -- print the statistics in a machine parsable form
+ -P, -- check that every byte read is the given pattern byte
+ -q, -- quiet: do not print the statistics
+ -v, -- dump the data read in hexadecimal on standard output
+`, run: vectored("readv", false, (*Shell).read)},
+		{name: "writev", argmin: 2, argmax: -1, opts: "CfqP:",
+			args: "[-Cfq] [-P pattern] off len [len..]", oneline: "writes a number of bytes at a specified offset",
+			help: ` writes a range of bytes at the given offset from several buffers
+
+ Example:
+ 'writev 512 1k 1k' - writes 2 KiB of 0xcd bytes at offset 512
+
+ The buffers are written one after the other from the offset, as one request.
+ -C, -- print the statistics in a machine parsable form
+ -f, -- flush the image once the write is done (force unit access)
+ -P, -- fill the buffers with the given pattern byte instead of 0xcd
+ -q, -- quiet: do not print the statistics
+`, writes: true, run: vectored("writev", false, (*Shell).write)},
+		{name: "aio_read", argmin: 2, argmax: -1, opts: "CiP:qv",
+			args: "[-Ciqv] [-P pattern] off len [len..]", oneline: "asynchronously reads a number of bytes",
+			help: ` reads a range of bytes at the given offset into several buffers
+
+ Example:
+ 'aio_read -P 0x5a 0 64k' - reads 64 KiB at offset 0 and checks the pattern
+
+ zqimg's requests are synchronous: the read has completed, and its result
+ is printed, when the command returns.
+ -C, -- print the statistics in a machine parsable form
+ -P, -- check that every byte read is the given pattern byte
+ -q, -- quiet: do not print the statistics
+ -v, -- dump the data read in hexadecimal on standard output
+ -i, -- ignored (qemu-io's io_uring/native flag)
+`, run: vectored("aio_read", true, (*Shell).read)},
+		{name: "aio_write", argmin: 2, argmax: -1, opts: "CfiqP:uz",
+			args: "[-Cfiquz] [-P pattern] off len [len..]", oneline: "asynchronously writes a number of bytes",
+			help: ` writes a range of bytes at the given offset from several buffers
+
+ Example:
+ 'aio_write -P 0x5a 0 64k' - writes 64 KiB of 0x5a at offset 0
+
+ zqimg's requests are synchronous: the write has completed, and its result
+ is printed, when the command returns.
+ -C, -- print the statistics in a machine parsable form
+ -f, -- flush the image once the write is done (force unit access)
+ -P, -- fill the buffers with the given pattern byte instead of 0xcd
+ -q, -- quiet: do not print the statistics
+ -i, -- ignored (qemu-io's io_uring/native flag)
+ -u, -- with -z: the range may be deallocated
+ -z, -- write zeroes (no data buffer)
+`, writes: true, run: vectored("aio_write", true, (*Shell).write)},
+		{name: "aio_flush", argmin: 0, argmax: 0, args: "", oneline: "completes all outstanding aio requests",
+			help: ` waits for every outstanding aio request
+
+ Example:
+ 'aio_flush' - returns when every aio_read and aio_write has completed
+
+ zqimg's requests complete before their command returns: this does nothing.
+`, run: func(*Shell, *parsedArgs) error { return nil }},
 		{name: "flush", alt: "f", argmin: 0, argmax: 0, args: "", oneline: "flush all in-core file state to disk",
 			help: ` makes everything written so far durable
 
@@ -173,14 +242,41 @@ func init() {
  moves past it.
  -p, -- print the sector where the data landed
 `, writes: true, run: (*Shell).zoneAppend},
-		{name: "help", alt: "?", argmin: 0, argmax: 1, args: "[command]", oneline: "help for one or all commands",
+		{name: "open", alt: "o", noDev: true, argmin: 1, argmax: -1, exact: 1, opts: "rsnkUt:d:i:o:",
+			args: "[-rsnkU] [-t cache] [-d discard] [-i aio] [-o options] [path]", oneline: "open the file specified by path",
+			help: ` opens a new file when none is open
+
+ Example:
+ 'open -r /tmp/data' - opens /tmp/data read-only
+ 'open -n -o driver=qcow2 /tmp/data' - opens /tmp/data with the host page cache bypassed
+
+ -r, -- open read-only
+ -n, -- bypass the host page cache (-t none)
+ -k, -- accepted (native AIO); zqimg's I/O is synchronous
+ -U, -- force share: no locks, reading only
+ -t, -- cache mode, as the session's -t
+ -d, -- accepted (discard mode)
+ -i, -- accepted (AIO mode)
+ -o, -- options: only driver=qcow2
+ -s, -- refused: snapshot mode is not supported
+`, run: (*Shell).open},
+		{name: "close", alt: "c", argmin: 0, argmax: 0, args: "", oneline: "close the current open file",
+			help: ` closes the image
+
+ Example:
+ 'close' - flushes and closes the image; later commands find no image open
+
+ The image is flushed and closed, and its locks released, before the next
+ command runs; a failure to flush is reported as close's failure.
+`, run: (*Shell).close},
+		{name: "help", alt: "?", noDev: true, argmin: 0, argmax: 1, args: "[command]", oneline: "help for one or all commands",
 			help: ` prints help for one command, or lists every command
 
  Example:
  'help' - lists every command with a one-line description
  'help zrp' - describes zone_report, with examples and its options
 `, run: (*Shell).help},
-		{name: "quit", alt: "q", argmin: 0, argmax: 0, args: "", oneline: "exit the program",
+		{name: "quit", alt: "q", noDev: true, argmin: 0, argmax: 0, args: "", oneline: "exit the program",
 			help: ` ends the session
 
  Example:

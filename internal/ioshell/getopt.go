@@ -10,6 +10,17 @@ type parsedArgs struct {
 	flags    map[byte]string // short options; "" for those without argument
 	long     map[string]string
 	operands []string
+	// verb names the request in a failure line ("writev failed: ..."); ""
+	// means the command's own (read or write).
+	verb string
+}
+
+// verbOr returns p.verb, or def when it is not set.
+func (p *parsedArgs) verbOr(def string) string {
+	if p.verb != "" {
+		return p.verb
+	}
+	return def
 }
 
 func (p *parsedArgs) has(c byte) bool { _, ok := p.flags[c]; return ok }

@@ -73,7 +73,7 @@ func (s *Shell) read(p *parsedArgs) error {
 	_, err = s.Dev.ReadAt(buf, offset)
 	d := s.now().Sub(t1)
 	if err != nil {
-		return s.fail("read", err)
+		return s.fail(p.verbOr("read"), err)
 	}
 	var ret error
 	if pflag && !bytes.Equal(buf[patOff:patOff+patCount], s.patternBuf(patCount, pattern)) {
@@ -94,8 +94,6 @@ func (s *Shell) write(p *parsedArgs) error {
 	switch {
 	case p.has('b'):
 		return s.fail("write", fmt.Errorf("vmstate writes (-b) are not supported: %w", syscall.ENOTSUP))
-	case p.has('c'):
-		return s.fail("write", fmt.Errorf("compressed writes (-c) are not supported: %w", syscall.ENOTSUP))
 	case p.has('s'):
 		return s.fail("write", fmt.Errorf("pattern files (-s) are not supported: %w", syscall.ENOTSUP))
 	}
@@ -110,6 +108,11 @@ func (s *Shell) write(p *parsedArgs) error {
 	}
 	if zflag && pflag {
 		fmt.Fprintf(s.Out, "Only one of -z, -P, and -s can be specified at the same time\n")
+		return errCommandFailed
+	}
+	cflag := p.has('c') && !zflag
+	if p.has('f') && p.has('c') {
+		fmt.Fprintf(s.Out, "-f and -b or -c cannot be specified at the same time\n")
 		return errCommandFailed
 	}
 	pattern := byte(0xcd)
@@ -133,10 +136,23 @@ func (s *Shell) write(p *parsedArgs) error {
 		fmt.Fprintf(s.Out, "length cannot exceed %d, given %s\n", maxRequest, p.operands[1])
 		return errCommandFailed
 	}
+	if cflag {
+		if offset%512 != 0 {
+			fmt.Fprintf(s.Out, "%d is not a sector-aligned value for 'offset'\n", offset)
+			return errCommandFailed
+		}
+		if count%512 != 0 {
+			fmt.Fprintf(s.Out, "%d is not a sector-aligned value for 'count'\n", count)
+			return errCommandFailed
+		}
+	}
 	t1 := s.now()
-	if zflag {
+	switch {
+	case zflag:
 		err = s.Dev.WriteZeroes(offset, count)
-	} else {
+	case cflag:
+		err = s.writeCompressed(s.patternBuf(count, pattern), offset)
+	default:
 		_, err = s.Dev.WriteAt(s.patternBuf(count, pattern), offset)
 	}
 	if err == nil && p.has('f') {
@@ -144,7 +160,7 @@ func (s *Shell) write(p *parsedArgs) error {
 	}
 	d := s.now().Sub(t1)
 	if err != nil {
-		return s.fail("write", err)
+		return s.fail(p.verbOr("write"), err)
 	}
 	if !p.has('q') {
 		s.report("wrote", d, offset, count, count, 1, p.has('C'))
@@ -169,6 +185,29 @@ func (s *Shell) discard(p *parsedArgs) error {
 	}
 	if !p.has('q') {
 		s.report("discard", d, offset, count, count, 1, p.has('C'))
+	}
+	return nil
+}
+
+// writeCompressed writes p at off as compressed clusters (qemu-io's write
+// -c): off must be a cluster start and p whole clusters, or end at the end
+// of the image; a cluster that does not compress is stored as data.
+func (s *Shell) writeCompressed(p []byte, off int64) error {
+	cs := s.Dev.Image().ClusterSize()
+	if off%cs != 0 || (int64(len(p))%cs != 0 && off+int64(len(p)) != s.Dev.Size()) {
+		return fmt.Errorf("%w: a compressed write covers whole clusters of %d bytes (or ends at the end of the image), not %d bytes at offset %d",
+			syscall.EINVAL, cs, len(p), off)
+	}
+	for len(p) > 0 {
+		n := min(int64(len(p)), cs)
+		c, err := s.Dev.Image().CompressCluster(p[:n])
+		if err != nil {
+			return err
+		}
+		if _, err := s.Dev.WriteCompressed(c, off); err != nil {
+			return err
+		}
+		p, off = p[n:], off+n
 	}
 	return nil
 }

@@ -25,10 +25,20 @@ const Prompt = "zqimg> "
 
 // Shell executes commands on one device.
 type Shell struct {
-	Dev    *zone.Device
-	Out    *bufio.Writer
-	Err    io.Writer
-	Prog   string // program name for messages on Err ("zqimg")
+	Dev  *zone.Device
+	Out  *bufio.Writer
+	Err  io.Writer
+	Prog string // program name for messages on Err ("zqimg")
+	// Terse leaves out zqimg's explanation of a failed request on Err
+	// (after qemu-io's "write failed: ..." line), so that the output is
+	// qemu-io's exactly: set when zqimg runs as qemu-io.
+	Terse bool
+	// Open opens an image for the open command (nil: open is refused);
+	// cache "" means the session's cache mode.
+	Open func(path string, readOnly, forceShare bool, cache string) (*zone.Device, error)
+	// Prompt is printed before each command read by Loop (default Prompt;
+	// "qemu-io> " when zqimg runs as qemu-io).
+	Prompt string
 	quit   bool
 	failed bool
 	now    func() time.Time
@@ -43,7 +53,7 @@ type Shell struct {
 
 // New returns a shell writing command output to out and diagnostics to errOut.
 func New(dev *zone.Device, out, errOut io.Writer) *Shell {
-	return &Shell{Dev: dev, Out: bufio.NewWriterSize(out, 64<<10), Err: errOut, Prog: "zqimg", now: time.Now}
+	return &Shell{Dev: dev, Out: bufio.NewWriterSize(out, 64<<10), Err: errOut, Prog: "zqimg", Prompt: Prompt, now: time.Now}
 }
 
 // Failed reports whether any command failed.
@@ -54,6 +64,10 @@ func (s *Shell) Quit() bool { return s.quit }
 
 // errCommandFailed marks a command whose failure was already reported.
 var errCommandFailed = errors.New("command failed")
+
+// errRequestFailed marks a command whose request to the device failed
+// (after its arguments were accepted); the failure was already reported.
+var errRequestFailed = fmt.Errorf("%w: request", errCommandFailed)
 
 // MsgForceShare is qemu's refusal of force-share (-U) for an image opened
 // for writing.
@@ -136,6 +150,11 @@ func (s *Shell) checkCount(c *command, name string, n int) bool {
 // succeeded. Commands that write are refused before they run when the
 // shell was opened with force-share (-U) or read-only (-r).
 func (s *Shell) Exec(c *Call) bool {
+	if s.Dev == nil && !c.cmd.noDev {
+		s.Out.Flush()
+		fmt.Fprintf(s.Err, "no file open, try 'help open'\n")
+		return false
+	}
 	if c.cmd.writes && s.ForceShare {
 		s.Out.Flush()
 		fmt.Fprintf(s.Err, "%s: %s: %s\n", s.Prog, c.name, MsgForceShare)
@@ -144,7 +163,11 @@ func (s *Shell) Exec(c *Call) bool {
 	if c.cmd.writes && s.Dev.Image().ReadOnly() {
 		// qemu-io refuses such a command before running it.
 		s.Out.Flush()
-		fmt.Fprintf(s.Err, "%s: %s: the image is opened read-only (-r)\n", s.Prog, c.name)
+		if s.Terse {
+			fmt.Fprintf(s.Err, "%s: Block node is read-only\n", s.Prog)
+		} else {
+			fmt.Fprintf(s.Err, "%s: %s: the image is opened read-only (-r)\n", s.Prog, c.name)
+		}
 		return false
 	}
 	if err := c.cmd.run(s, c.args); err != nil {
@@ -166,8 +189,10 @@ func (s *Shell) usage(c *command) {
 func (s *Shell) fail(what string, err error) error {
 	fmt.Fprintf(s.Out, "%s failed: %s\n", what, strerror(image.Errno(err)))
 	s.Out.Flush()
-	fmt.Fprintf(s.Err, "%s: %v\n", s.Prog, err)
-	return errCommandFailed
+	if !s.Terse {
+		fmt.Fprintf(s.Err, "%s: %v\n", s.Prog, err)
+	}
+	return errRequestFailed
 }
 
 // strerror returns glibc's message for an errno ("Invalid argument").
@@ -220,6 +245,59 @@ func (s *Shell) help(p *parsedArgs) error {
 	return nil
 }
 
+// open opens an image when none is open (qemu-io's open). Of -o, only
+// driver=qcow2 is accepted: zqimg has no other drivers or run-time options.
+func (s *Shell) open(p *parsedArgs) error {
+	if s.Dev != nil {
+		s.Out.Flush()
+		fmt.Fprintf(s.Err, "%s: file open already, try 'help close'\n", s.Prog)
+		return errCommandFailed
+	}
+	if s.Open == nil || len(p.operands) == 0 {
+		s.usage(lookup("open"))
+		return errCommandFailed
+	}
+	path := p.operands[0]
+	cache := p.flags['t']
+	if p.has('n') {
+		cache = "none"
+	}
+	var err error
+	if p.has('s') {
+		err = errors.New("snapshot mode (-s) is not supported by zqimg")
+	}
+	if o, ok := p.flags['o']; ok && err == nil {
+		for _, kv := range strings.Split(o, ",") {
+			if kv != "driver=qcow2" {
+				err = fmt.Errorf("option '%s' is not supported by zqimg", kv)
+				break
+			}
+		}
+	}
+	var d *zone.Device
+	if err == nil {
+		d, err = s.Open(path, p.has('r'), p.has('U'), cache)
+	}
+	if err != nil {
+		s.Out.Flush()
+		fmt.Fprintf(s.Err, "%s: can't open device %s: %v\n", s.Prog, path, err)
+		return errCommandFailed
+	}
+	s.Dev = d
+	s.ForceShare = s.ForceShare || p.has('U')
+	return nil
+}
+
+// close closes the device; the shell has none afterwards (Dev is nil).
+func (s *Shell) close(_ *parsedArgs) error {
+	dev := s.Dev
+	s.Dev = nil
+	if err := dev.Close(); err != nil {
+		return s.fail("close", err)
+	}
+	return nil
+}
+
 func (s *Shell) flush(_ *parsedArgs) error {
 	if err := s.Dev.Flush(); err != nil {
 		return s.fail("flush", err)
@@ -245,7 +323,7 @@ func (s *Shell) Loop(in io.Reader) {
 	r := bufio.NewReaderSize(in, 64<<10)
 	defer s.Out.Flush()
 	for !s.quit {
-		fmt.Fprint(s.Out, Prompt)
+		fmt.Fprint(s.Out, s.Prompt)
 		if !lineBuffered(r) {
 			s.Out.Flush()
 		}

@@ -225,7 +225,7 @@ func TestForceShareRefusesWrites(t *testing.T) {
 // layout; every flag it lists is accepted, and every flag the command
 // accepts is listed, except those that are always refused.
 func TestHelpListsWorkingFlags(t *testing.T) {
-	refused := map[string]string{"read": "b", "write": "bcs"}
+	refused := map[string]string{"read": "b", "write": "bs"}
 	flagRE := regexp.MustCompile(`(?m)^ -([A-Za-z]), -- `)
 	for _, c := range commands {
 		if c.help == "" || !strings.HasPrefix(c.help, " ") || !strings.Contains(c.help, "\n Example:\n '") {

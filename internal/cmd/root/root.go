@@ -39,7 +39,7 @@ Copyright (c) 2026 the zqimg developers
 // NewCmdRoot returns the root command with every subcommand.
 func NewCmdRoot(ios *cmdutil.IOStreams) *cobra.Command {
 	root := &cobra.Command{
-		Use:   "zqimg <command> [flags]",
+		Use:   ios.ProgName() + " <command> [flags]",
 		Short: "Create, inspect, check and drive qcow2 images that emulate zoned block devices",
 		Long: `zqimg creates, inspects, checks and drives qcow2 images, including images
 with the zoned format extension that emulate a host-managed zoned block
@@ -76,7 +76,23 @@ device. Its options and output follow qemu-img and qemu-io.`,
 
 // Main runs zqimg with args and returns the exit status.
 func Main(args []string, in io.Reader, out, errOut io.Writer) int {
+	return MainAs(cmdutil.Prog, args, in, out, errOut)
+}
+
+// MainAs runs zqimg invoked under the program name prog (argv[0]'s base
+// name) and returns the exit status. As "qemu-img" it is zqimg with
+// "qemu-img: " prefixed to its messages; as "qemu-io" it is `zqimg io`
+// (qemu-io's options, "qemu-io: " messages and the "qemu-io> " prompt).
+// Any other name is zqimg.
+func MainAs(prog string, args []string, in io.Reader, out, errOut io.Writer) int {
 	ios := &cmdutil.IOStreams{In: in, Out: out, ErrOut: errOut}
+	switch prog {
+	case "qemu-img":
+		ios.Prog = prog
+	case "qemu-io":
+		ios.Prog = prog
+		args = append([]string{"io"}, args...)
+	}
 	root := NewCmdRoot(ios)
 	root.SetArgs(args)
 	cmd, err := root.ExecuteC()

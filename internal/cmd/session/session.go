@@ -3,6 +3,9 @@
 package session
 
 import (
+	"errors"
+	"fmt"
+	"io/fs"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -21,6 +24,13 @@ type Options struct {
 	Format     string
 	Cache      string // qemu-io's -t mode; -n sets "none"
 	File       string
+	// AIO is qemu-io's --aio/-i mode (threads, native or io_uring): checked
+	// and accepted; zqimg's I/O is synchronous whatever it is.
+	AIO string
+	// Ignored holds qemu-io options that are accepted and have no effect
+	// on zqimg (-m misalign, -d discard mode, -T trace, -k native AIO).
+	misalign, nativeAIO bool
+	discard, trace      string
 }
 
 // NewCmdIO returns the io command.
@@ -50,9 +60,16 @@ write are refused.`,
 		Example: `  zqimg io -c 'write -P 0x5a 0 64k' -c 'read -P 0x5a 0 64k' disk.qcow2
   printf 'zap -p 0 4k\nzrp 0 1\n' | zqimg io zbc.qcow2
   zqimg io -U -c 'zrp 0' zbc.qcow2`,
-		Args: cmdutil.ExactlyOneFile,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if ios.Prog == "qemu-io" && len(args) == 0 {
+				return nil // qemu-io starts without an image: see open
+			}
+			return cmdutil.ExactlyOneFile(cmd, args)
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			o.File = args[0]
+			if len(args) > 0 {
+				o.File = args[0]
+			}
 			if runF != nil {
 				return runF(o)
 			}
@@ -64,6 +81,11 @@ write are refused.`,
 	cmd.Flags().BoolVarP(&o.ForceShare, "force-share", "U", false, "open the image read-only without taking locks")
 	cmd.Flags().StringVarP(&o.Format, "format", "f", "qcow2", "image format (only qcow2)")
 	cmdutil.CacheFlags(cmd.Flags(), &o.Cache, true)
+	cmd.Flags().StringVarP(&o.AIO, "aio", "i", "threads", "AIO mode, as qemu-io's: threads, native or io_uring (zqimg's I/O is synchronous in each)")
+	cmd.Flags().BoolVarP(&o.misalign, "misalign", "m", false, "accepted for qemu-io compatibility; no effect")
+	cmd.Flags().BoolVarP(&o.nativeAIO, "native-aio", "k", false, "short for --aio native")
+	cmd.Flags().StringVarP(&o.discard, "discard", "d", "ignore", "discard mode, as qemu-io's: ignore/off or unmap/on (accepted; discard always deallocates)")
+	cmd.Flags().StringVarP(&o.trace, "trace", "T", "", "accepted for qemu-io compatibility; no effect")
 	return cmd
 }
 
@@ -73,9 +95,29 @@ func Run(o *Options) error {
 		o.IO.Errorf("Unknown file format '%s'", o.Format)
 		return cmdutil.Exit(1)
 	}
+	switch o.AIO {
+	case "", "threads", "native", "io_uring":
+	default:
+		o.IO.Errorf("Invalid aio option: %s", o.AIO)
+		return cmdutil.Exit(1)
+	}
+	switch o.discard {
+	case "", "ignore", "off", "unmap", "on":
+	default:
+		o.IO.Errorf("Invalid discard option: %s", o.discard)
+		return cmdutil.Exit(1)
+	}
 	mode, err := image.ParseCacheMode(o.Cache)
 	if err != nil {
 		o.IO.Errorf("%v", err)
+		return cmdutil.Exit(1)
+	}
+	if o.nativeAIO {
+		o.AIO = "native"
+	}
+	if o.AIO == "native" && o.Cache != "none" && o.Cache != "directsync" {
+		// qemu refuses Linux native AIO through the page cache.
+		o.IO.Errorf("can't open device %s: aio=native was specified, but it requires cache.direct=on, which was not specified.", o.File)
 		return cmdutil.Exit(1)
 	}
 	if o.ForceShare {
@@ -88,14 +130,40 @@ func Run(o *Options) error {
 			}
 		}
 	}
-	dev, err := zone.Open(o.File, image.Options{ReadOnly: o.ReadOnly || o.ForceShare, NoLock: o.ForceShare, Cache: mode})
-	if err != nil {
-		o.IO.Errorf("can't open device %s: %v", o.File, err)
-		return cmdutil.Exit(1)
+	var dev *zone.Device
+	if o.File != "" {
+		dev, err = zone.Open(o.File, image.Options{ReadOnly: o.ReadOnly || o.ForceShare, NoLock: o.ForceShare, Cache: mode})
+		if err != nil {
+			o.IO.Errorf("can't open device %s: %v", o.File, err)
+			return cmdutil.Exit(1)
+		}
+		o.IO.WarnDirectIO(dev.Image())
 	}
-	o.IO.WarnDirectIO(dev.Image())
 	sh := ioshell.New(dev, o.IO.Out, o.IO.ErrOut)
+	sh.Open = func(path string, readOnly, forceShare bool, cache string) (*zone.Device, error) {
+		if cache == "" {
+			cache = o.Cache
+		}
+		m, err := image.ParseCacheMode(cache)
+		if err != nil {
+			return nil, err
+		}
+		d, err := zone.Open(path, image.Options{ReadOnly: readOnly || forceShare, NoLock: forceShare, Cache: m})
+		if errors.Is(err, fs.ErrNotExist) {
+			//lint:ignore ST1005 qemu's message
+			return nil, fmt.Errorf("Could not open '%s': No such file or directory", path)
+		}
+		if err == nil {
+			o.IO.WarnDirectIO(d.Image())
+		}
+		return d, err
+	}
 	sh.ForceShare = o.ForceShare
+	sh.Prog = o.IO.ProgName()
+	if o.IO.Prog == "qemu-io" {
+		sh.Prompt = "qemu-io> "
+		sh.Terse = true
+	}
 	if len(o.Commands) > 0 {
 		for _, c := range o.Commands {
 			sh.Run(c)
@@ -107,7 +175,9 @@ func Run(o *Options) error {
 	} else {
 		sh.Loop(o.IO.In)
 	}
-	if err := dev.Close(); err != nil {
+	if sh.Dev == nil {
+		// none opened, or closed by the close command
+	} else if err := sh.Dev.Close(); err != nil {
 		o.IO.Errorf("closing %s: %v", o.File, err)
 		return cmdutil.Exit(1)
 	}
