@@ -118,7 +118,11 @@ func Rebase(r Request) (err error) {
 			err = cerr
 		}
 	}()
-	if oldSize, ok := img.BackingSize(); ok && !r.Unsafe {
+	oldSize, hasOld := img.BackingSize()
+	if !r.Unsafe && (hasOld || r.Backing != "") {
+		// Without an old backing file, what the image leaves unallocated
+		// reads as zeroes (oldSize 0): where the new backing file holds
+		// data, zeroes are written so that nothing the guest sees changes.
 		var nb *blockdev.Disk
 		if r.Backing != "" {
 			path := blockdev.BackingPath(r.File, r.Backing)
@@ -130,7 +134,7 @@ func Rebase(r Request) (err error) {
 				return &NewBackingError{Path: path, Err: errors.New("a zoned image cannot be a backing file (docs/zones.md)")}
 			}
 		}
-		if err := copyDiffering(img, oldSize, nb, r.Progress); err != nil {
+		if err := copyDiffering(img, oldSize, hasOld, nb, r.Progress); err != nil {
 			return err
 		}
 		if err := img.Flush(); err != nil {
@@ -157,8 +161,9 @@ func refuseZoned(path string) error {
 
 // copyDiffering writes into img, in every range img leaves to its backing
 // file, the sectors whose content differs between the old backing chain
-// (oldSize bytes; zeroes beyond) and nb (nil: none, all zeroes).
-func copyDiffering(img *image.Image, oldSize int64, nb *blockdev.Disk, progress func(done, total int64)) error {
+// (oldSize bytes; zeroes beyond; hasOld false: none) and nb (nil: none,
+// all zeroes).
+func copyDiffering(img *image.Image, oldSize int64, hasOld bool, nb *blockdev.Disk, progress func(done, total int64)) error {
 	size := img.Size()
 	var newSize int64
 	if nb != nil {
@@ -199,9 +204,12 @@ func copyDiffering(img *image.Image, oldSize int64, nb *blockdev.Disk, progress 
 		for w := int64(0); w < n; {
 			differ, run := compareSectors(bufOld[w:n], bufNew[w:n])
 			if differ {
-				if oldZero {
+				switch {
+				case oldZero && !hasOld:
+					err = writeZeroesOverUnallocated(img, off+w, run)
+				case oldZero:
 					err = img.WriteZeroes(off+w, run)
-				} else {
+				default:
 					_, err = img.WriteAt(bufOld[w:w+run], off+w)
 				}
 				if err != nil {
@@ -215,6 +223,42 @@ func copyDiffering(img *image.Image, oldSize int64, nb *blockdev.Disk, progress 
 		progress(size, size)
 	}
 	return nil
+}
+
+// writeZeroesOverUnallocated makes n unallocated bytes at off, in an image
+// opened without a backing file, read as zeroes once a backing file is
+// attached: whole clusters of a version 3 image get the zero flag (as
+// qemu-img's write of zeroes leaves them); the rest is written as zero
+// data, since without a backing file the image thinks it already reads
+// as zeroes there and would change nothing.
+func writeZeroesOverUnallocated(img *image.Image, off, n int64) error {
+	cs := img.ClusterSize()
+	end := off + n
+	if img.Header().Version >= 3 {
+		lo, hi := (off+cs-1)/cs*cs, end/cs*cs
+		if end == img.Size() {
+			hi = end
+		}
+		if lo < hi {
+			if err := writeZeroData(img, off, lo-off); err != nil {
+				return err
+			}
+			if err := img.WriteZeroes(lo, hi-lo); err != nil {
+				return err
+			}
+			off = hi
+		}
+	}
+	return writeZeroData(img, off, end-off)
+}
+
+// writeZeroData writes n zero bytes at off as data.
+func writeZeroData(img *image.Image, off, n int64) error {
+	if n <= 0 {
+		return nil
+	}
+	_, err := img.WriteAt(make([]byte, n), off)
+	return err
 }
 
 // compareSectors reports whether the first 512-byte sectors of a and b

@@ -116,3 +116,43 @@ func TestRebaseRefusals(t *testing.T) {
 		}
 	}
 }
+
+// TestRebaseFromNoBackingKeepsContent: an image without a backing file
+// rebased onto one keeps reading zeroes where it holds no data, in whole
+// and in partly written clusters, version 2 and 3 (qemu iotest 252).
+func TestRebaseFromNoBackingKeepsContent(t *testing.T) {
+	for _, compat := range []string{"0.10", "1.1"} {
+		t.Run(compat, func(t *testing.T) {
+			dir := t.TempDir()
+			base, ov := filepath.Join(dir, "base.qcow2"), filepath.Join(dir, "ov.qcow2")
+			mkImage(t, base, "1M")
+			write(t, base, 0x11, 0, 1<<20)
+			mkImage(t, ov, "1M", "compat="+compat, "cluster_size=64k")
+			write(t, ov, 0x22, 0, 128<<10)
+			write(t, ov, 0x33, 200<<10, 1000) // part of a cluster, unaligned
+			want, _ := content(t, ov)
+			if err := Rebase(Request{File: ov, Backing: "base.qcow2", BackingFormat: "qcow2"}); err != nil {
+				t.Fatal(err)
+			}
+			got, name := content(t, ov)
+			if name != "base.qcow2" {
+				t.Fatalf("backing %q", name)
+			}
+			if i := firstDiff(got, want); i >= 0 {
+				t.Fatalf("content changed at offset %#x: %#x, want %#x", i, got[i], want[i])
+			}
+		})
+	}
+}
+
+func firstDiff(a, b []byte) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	if len(a) != len(b) {
+		return min(len(a), len(b))
+	}
+	return -1
+}
