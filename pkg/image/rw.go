@@ -896,7 +896,7 @@ func (img *Image) zeroChunk(g, end uint64, discard bool) error {
 		// otherwise reads as zeroes zeroes the whole cluster (QEMU).
 		clusterLen := min(img.cs, img.hdr.Size-(g-inC))
 		if !full && !discard && v3 && !img.extL2 && !e.Compressed() &&
-			(e.Offset() == 0 || e.Desc&OflagZero != 0) && img.readsZero(e, 0, clusterLen) {
+			(e.Offset() == 0 || e.Desc&OflagZero != 0) && img.othersReadZero(e, g-inC, clusterLen, inC, stop-(g-inC)) {
 			full = true
 		}
 		if full && img.entryUnchanged(e, discard) && img.readsZero(e, 0, clusterLen) {
@@ -980,6 +980,72 @@ func (img *Image) zeroEntry(e L2Entry, unmap bool) (ne, nbm uint64, keep bool) {
 		return OflagZero, 0, false
 	}
 	return 0, 0, false // version 2: only without a backing file (see zeroChunk)
+}
+
+// othersReadZero reports whether the cluster of e at guest cluster offset
+// gc (clusterLen bytes) reads as zeroes outside the in-cluster range
+// [from, to) a write of zeroes covers, without looking at data; unallocated
+// parts are asked of the backing chain's block status (QEMU's is_zero of
+// the head and tail of a request): unallocated down the chain, zero
+// clusters and bytes past a backing file's end read as zeroes.
+func (img *Image) othersReadZero(e L2Entry, gc, clusterLen, from, to uint64) bool {
+	for inC := uint64(0); inC < clusterLen; {
+		if inC == from && to > from {
+			inC = to
+			continue
+		}
+		m, _, run := img.classify(e, inC)
+		run = min(run, clusterLen-inC)
+		if inC < from {
+			run = min(run, from-inC)
+		}
+		switch m {
+		case mapZero:
+		case mapUnallocated:
+			if img.backing != nil && !backingReadsZero(img.backing, int64(gc+inC), int64(run)) {
+				return false
+			}
+		default:
+			return false
+		}
+		inC += run
+	}
+	return true
+}
+
+// backingReadsZero reports whether n bytes at off of a backing file read
+// as zeroes by block status alone; a raw backing file is asked nothing
+// (false) but past its end.
+func backingReadsZero(b backingFile, off, n int64) bool {
+	z, ok := b.(*zeroPastEnd)
+	if !ok {
+		return false
+	}
+	if off >= z.size {
+		return true
+	}
+	n = min(n, z.size-off)
+	img, ok := z.r.(*Image)
+	if !ok {
+		return false
+	}
+	for n > 0 {
+		x, err := img.BlockStatus(off, n)
+		if err != nil {
+			return false
+		}
+		switch x.Kind {
+		case Zero:
+		case Unallocated:
+			if img.backing != nil && !backingReadsZero(img.backing, off, x.Len) {
+				return false
+			}
+		default:
+			return false
+		}
+		off, n = off+x.Len, n-x.Len
+	}
+	return true
 }
 
 // readsZero reports whether n bytes at in-cluster offset inC of the cluster
