@@ -130,6 +130,24 @@ func (b *Bar) Finish() {
 	io.WriteString(b.out, "\n")
 }
 
+// Complete ends the bar at 100% whatever was reported, and draws that
+// frame even when the last one showed 100% already: qemu-img convert's
+// final print, after its copy loop printed 100% on the last data chunk.
+// It waits until everything is written.
+func (b *Bar) Complete() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.done {
+		return
+	}
+	b.done = true
+	b.finished.Store(true)
+	b.lw.again.Store(true)
+	b.bar.SetTotal(-1, true)
+	b.p.Wait()
+	io.WriteString(b.out, "\n")
+}
+
 // lineWriter is the mpb console writer that draws each frame on the same
 // line with a carriage return, like qemu-img. A frame identical to the
 // previous one is not drawn again.
@@ -138,6 +156,7 @@ type lineWriter struct {
 	buf   bytes.Buffer
 	last  []byte
 	drawn chan struct{} // signalled after every flush
+	again atomic.Bool   // draw the next frame even if identical (Complete)
 }
 
 func (w *lineWriter) Write(p []byte) (int, error) { return w.buf.Write(p) }
@@ -159,7 +178,7 @@ func (w *lineWriter) Flush(lines int) error {
 	}()
 	frame := bytes.TrimRight(w.buf.Bytes(), " \n")
 	w.buf.Reset()
-	if len(frame) == 0 || bytes.Equal(frame, w.last) {
+	if len(frame) == 0 || bytes.Equal(frame, w.last) && !w.again.Swap(false) {
 		return nil
 	}
 	w.last = append(w.last[:0], frame...)

@@ -85,3 +85,29 @@ func fmtSscan(frame string, pct *float64) (int, error) {
 	*pct, err = strconvParse(s)
 	return 1, err
 }
+
+// Complete ends at 100% and draws that frame again after a 100% frame
+// (qemu-img convert: the last data chunk, then the final print), once
+// when nothing was reported.
+func TestBarComplete(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		updates [][2]int64
+		want    string
+	}{
+		{"nothing", nil, "    (0.00/100%)\r    (100.00/100%)\r\n"},
+		{"data", [][2]int64{{0, 4}, {2, 4}, {4, 4}}, "    (0.00/100%)\r    (50.00/100%)\r    (100.00/100%)\r    (100.00/100%)\r\n"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var out bytes.Buffer
+			b := New(&out, 1000)
+			for _, u := range c.updates {
+				b.Update(u[0], u[1])
+			}
+			b.Complete()
+			if got := out.String(); got != c.want {
+				t.Errorf("output %q, want %q", got, c.want)
+			}
+		})
+	}
+}

@@ -276,7 +276,7 @@ func Convert(r Request) (res *Result, err error) {
 		if zplan != nil {
 			err = c.copyZoned(zplan)
 		} else {
-			err = c.copyRange(0, src.Size(), modePlain)
+			err = c.copyAll()
 		}
 		if cerr := t.close(); err == nil {
 			err = cerr
@@ -346,7 +346,7 @@ func convertExisting(r Request, res *Result) error {
 		return ErrTargetTooSmall
 	}
 	c := newCopier(src, t, r, res)
-	err := c.copyRange(0, src.Size(), modePlain)
+	err := c.copyAll()
 	if cerr := t.close(); err == nil {
 		err = cerr
 	}

@@ -336,3 +336,36 @@ func TestConvertRawDirSyncError(t *testing.T) {
 		}
 	}
 }
+
+// Progress counts the data to copy only, as qemu-img convert's: the total
+// is the allocated bytes of the source (whole 64 KiB clusters here), not
+// its virtual size, and the last call reports all of it done.
+func TestConvertProgressCountsData(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "src.qcow2")
+	createImage(t, path, nil, "128M")
+	img, err := image.Open(path, image.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, off := range []int64{0, 2 << 20, 32 << 20} {
+		if _, err := img.WriteAt(bytes.Repeat([]byte{1}, 1<<20), off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := img.Close(); err != nil {
+		t.Fatal(err)
+	}
+	src := openDisk(t, path, "")
+	defer src.Close()
+	var last [2]int64
+	calls := 0
+	_, err = convert.Convert(convert.Request{Source: src, Dest: filepath.Join(dir, "out.qcow2"), Format: "qcow2",
+		Progress: func(done, total int64) { calls, last = calls+1, [2]int64{done, total} }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := int64(3 << 20); last != [2]int64{want, want} || calls < 3 {
+		t.Errorf("last progress %v after %d calls, want [%d %d]", last, calls, want, want)
+	}
+}

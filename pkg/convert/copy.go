@@ -48,6 +48,7 @@ type copier struct {
 	t        target
 	res      *Result
 	progress func(done, total int64)
+	work     int64 // progress: the bytes of data to copy (qemu-img's allocated sectors)
 	size     int64
 	cs       int64 // destination cluster size when compressing, else 0
 	srcAlign int64 // source cluster size (qcow2), or 512
@@ -86,11 +87,43 @@ func newCopier(src *blockdev.Disk, t target, r Request, res *Result) *copier {
 	return c
 }
 
-func (c *copier) advance(n int64) {
-	c.done += n
-	if c.progress != nil {
-		c.progress(c.done, c.size)
+// countWork adds to c.work the bytes of [lo, hi) that copyRange will copy
+// as data, so that progress counts those only, as qemu-img convert's
+// does (a first pass over the block status); nothing when no progress
+// is asked for.
+func (c *copier) countWork(lo, hi int64) error {
+	if c.progress == nil {
+		return nil
 	}
+	c.stEnd = lo
+	for off := lo; off < hi; {
+		n, data, err := c.chunk(off, hi)
+		if err != nil {
+			return err
+		}
+		if data {
+			c.work += n
+		}
+		off += n
+	}
+	c.stEnd = 0
+	return nil
+}
+
+// advance records n bytes handled; data ones count for progress.
+func (c *copier) advance(n int64, data bool) {
+	if c.progress != nil && data {
+		c.done += n
+		c.progress(c.done, c.work)
+	}
+}
+
+// copyAll copies the whole source (progress counted first).
+func (c *copier) copyAll() error {
+	if err := c.countWork(0, c.size); err != nil {
+		return err
+	}
+	return c.copyRange(0, c.size, modePlain)
 }
 
 // chunk returns the next piece of [off, hi) to copy and whether it holds
@@ -173,7 +206,7 @@ func (c *copier) copyRange(lo, hi int64, m mode) error {
 			}
 		}
 		off += n
-		c.advance(n)
+		c.advance(n, data)
 	}
 	return nil
 }
@@ -378,6 +411,14 @@ func lastNonZero(src *blockdev.Disk, lo, hi int64) (int64, error) {
 // those that stay partially written, so that zones finished while empty
 // find an active slot free.
 func (c *copier) copyZoned(p *zonePlan) error {
+	if err := c.countWork(0, p.convEnd); err != nil {
+		return err
+	}
+	for _, j := range p.jobs {
+		if err := c.countWork(j.start, j.dataEnd); err != nil {
+			return err
+		}
+	}
 	if p.convEnd > 0 {
 		if err := c.copyRange(0, p.convEnd, modePlain); err != nil {
 			return err
@@ -398,7 +439,6 @@ func (c *copier) copyZoned(p *zonePlan) error {
 					return fmt.Errorf("zone %d: finishing: %w", j.idx, err)
 				}
 			}
-			c.advance(j.end - j.dataEnd)
 		}
 	}
 	return nil

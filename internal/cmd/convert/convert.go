@@ -147,7 +147,11 @@ func Run(o *Options) error {
 		req.Progress = func(done, total int64) { bar.Update(done, total) }
 	}
 	res, err := pconvert.Convert(req)
-	if bar != nil {
+	switch {
+	case bar == nil:
+	case err == nil:
+		bar.Complete() // qemu-img ends a conversion with a 100% frame
+	default:
 		bar.Finish()
 	}
 	if err != nil {
