@@ -28,8 +28,9 @@
 # QEMU_SRC's (so check finds its sources there and the build root beside
 # the link), qemu-img and qemu-io are symbolic links to a freshly built
 # zqimg (it dispatches on its name), and qemu-system-x86_64, qemu-nbd and
-# storage-daemon/qemu-storage-daemon are stand-ins that fail (check only
-# asks qemu-system for its machine list). QEMU_SRC is not written to; the
+# storage-daemon/qemu-storage-daemon are stand-ins that fail (check asks
+# qemu-system for its machine list, python tests for the formats the
+# qemu-img under test supports: its `--help` line, or qcow2 raw file). QEMU_SRC is not written to; the
 # scratch images go to the temporary directory, removed at the end
 # (KEEP=1 keeps it: scratch/NNN.out.bad is a failing test's output).
 #
@@ -103,8 +104,21 @@ mkdir -p "$build/tests/qemu-iotests" "$build/storage-daemon" "$tmp/scratch" "$tm
 ln -s "$iot/check" "$build/tests/qemu-iotests/check"
 cat >"$build/qemu-system-x86_64" <<'EOF'
 #!/bin/sh
-# Stand-in for the system emulator: check asks it for its machine list only.
+# Stand-in for the system emulator: check asks it for its machine list,
+# python tests (iotests.supported_formats) for the block formats, which
+# are those of the qemu-img under test, and for its devices.
 if [ "$1 $2" = "-machine help" ]; then echo "pc (default)"; exit 0; fi
+case " $* " in *" -drive format=help "*)
+	f=$("$(dirname "$0")/qemu-img" --help 2>/dev/null | sed -n 's/^Supported formats: //p')
+	[ -n "$f" ] || f="file qcow2 raw"
+	printf 'Supported formats: %s\nSupported formats (read-only): %s\n' "$f" "$f"
+	exit 0;;
+*" -device help "*)
+	# Python tests refuse to start without virtio-blk; those of the
+	# selection never launch a machine.
+	echo 'name "virtio-blk-pci", bus PCI'
+	exit 0;;
+esac
 echo "qemu-system is not available to these tests" >&2
 exit 1
 EOF

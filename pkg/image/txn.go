@@ -581,9 +581,14 @@ func (t *txn) commit() (err error) {
 }
 
 // placeRefcounts lays out a refcount structure for the new refcounts in
-// clusters free before and after: refcount blocks covering every cluster
-// in use (themselves included), then the refcount table. It returns the
-// table's offset and clusters, and the writes of blocks and table.
+// clusters free before and after: a refcount block for every range of
+// clusters holding a cluster in use (the structure's own clusters
+// included), then the refcount table. A block that would hold only zeroes
+// is left out (its table entry 0), as qcow2_shrink_reftable leaves it,
+// but to fill the space reserved when the structure's own placement
+// needed fewer blocks than first thought. Blocks lie in index order from
+// the first cluster of the area. It returns the table's offset and
+// clusters, and the writes of blocks and table.
 func (t *txn) placeRefcounts() (rtOff, rtClusters uint64, writes []txnWrite, err error) {
 	img := t.img
 	r := &img.rc
@@ -592,19 +597,60 @@ func (t *txn) placeRefcounts() (rtOff, rtClusters uint64, writes []txnWrite, err
 	for usedEnd > 0 && t.rc[usedEnd-1] == 0 {
 		usedEnd--
 	}
-	end := usedEnd
-	var start, nb, nt uint64
-	for {
-		nb = max(1, ceilDiv(end, r.rbEnts))
-		nt = ceilDiv(nb, perTable)
-		start = t.findFree(1, nb+nt)
-		if e := start + nb + nt; e > end {
-			if ceilDiv(e, r.rbEnts) > nb {
-				end = e
-				continue
+	// base: the blocks holding a cluster in use before the structure.
+	var base []bool
+	for c := uint64(0); c < usedEnd; c++ {
+		if t.rc[c] != 0 {
+			bi := c / r.rbEnts
+			for uint64(len(base)) <= bi {
+				base = append(base, false)
+			}
+			base[bi] = true
+			c = (bi+1)*r.rbEnts - 1 // next block
+		}
+	}
+	count := func(set []bool) (n, hi uint64) {
+		for i, in := range set {
+			if in {
+				n, hi = n+1, uint64(i)+1
 			}
 		}
-		break
+		return n, hi
+	}
+	with := func(start, n uint64) []bool {
+		set := append([]bool(nil), base...)
+		for bi := start / r.rbEnts; bi <= (start+n-1)/r.rbEnts; bi++ {
+			for uint64(len(set)) <= bi {
+				set = append(set, false)
+			}
+			set[bi] = true
+		}
+		return set
+	}
+	nb, hi := count(base)
+	nb = max(1, nb)
+	nt := max(1, ceilDiv(hi, perTable))
+	var start uint64
+	var set []bool
+	for {
+		start = t.findFree(1, nb+nt)
+		set = with(start, nb+nt)
+		needB, needHi := count(set)
+		needT := ceilDiv(needHi, perTable)
+		if needB <= nb && needT <= nt {
+			break
+		}
+		nb, nt = max(nb, needB), max(nt, needT)
+	}
+	// Fill the reservation: zero blocks at the lowest free indices.
+	n, _ := count(set)
+	for bi := uint64(0); n < nb; bi++ {
+		for uint64(len(set)) <= bi {
+			set = append(set, false)
+		}
+		if !set[bi] {
+			set[bi], n = true, n+1
+		}
 	}
 	if nt*t.cs > MaxRefTableBytes && nt > 1 {
 		return 0, 0, nil, fmt.Errorf("refcount table would exceed %d bytes: %w", MaxRefTableBytes, syscall.EFBIG)
@@ -614,15 +660,20 @@ func (t *txn) placeRefcounts() (rtOff, rtClusters uint64, writes []txnWrite, err
 		t.rc[c] = 1
 	}
 	table := make([]byte, nt*t.cs)
-	for ti := uint64(0); ti < nb; ti++ {
+	k := uint64(0)
+	for ti, in := range set {
+		if !in {
+			continue
+		}
 		b := make([]byte, t.cs)
-		base := ti * r.rbEnts
+		base := uint64(ti) * r.rbEnts
 		for j := uint64(0); j < r.rbEnts && base+j < uint64(len(t.rc)); j++ {
 			if v := t.rc[base+j]; v != 0 {
 				SetRefcount(b, j, r.order, v)
 			}
 		}
-		off := (start + ti) * t.cs
+		off := (start + k) * t.cs
+		k++
 		binary.BigEndian.PutUint64(table[ti*8:], off)
 		writes = append(writes, txnWrite{off: off, data: b})
 	}
