@@ -9,7 +9,9 @@
 // through to the backing file), unless Keep (-d). A crash before the
 // backing file is durable leaves the overlay as it was; after it, the
 // guest view through the overlay is the same whether or not the emptying
-// completed. Zoned images have no backing file and are refused. Offsets
+// completed. With a base deeper in the chain (-b), the base gets what
+// every image above it stores, and nothing else changes. Zoned images
+// have no backing file and are refused. Offsets
 // and lengths are bytes.
 package commit
 
@@ -38,9 +40,6 @@ var ErrNoBacking = errors.New("Image does not have a backing file")
 
 // ErrZoned refuses zoned images (docs/zones.md, "Backing files").
 var ErrZoned = errors.New("a zoned image has no backing file (docs/zones.md)")
-
-// ErrDeepBase refuses a base below the overlay's own backing file.
-var ErrDeepBase = errors.New("zqimg commits into the image's own backing file only (use rebase or convert for deeper chains)")
 
 // BaseNotFoundError is a -b base that is not in the backing chain.
 type BaseNotFoundError struct{ Base, File string }
@@ -138,9 +137,25 @@ func Commit(r Request) (err error) {
 		return ErrNoBacking
 	}
 	path := blockdev.BackingPath(r.File, name)
+	// layers: the images whose data goes into the base, top first.
+	layers := []*image.Image{top}
+	defer func() {
+		for _, l := range layers[1:] {
+			l.Close()
+		}
+	}()
 	if r.Base != "" {
-		if err := checkBase(r.File, r.Base, path, format); err != nil {
+		between, err := findBase(r.File, r.Base, path, format)
+		if err != nil {
 			return err
+		}
+		for _, in := range between {
+			img, err := image.Open(in.path, image.Options{ReadOnly: true, NoBacking: true, Features: image.IncompatZoned})
+			if err != nil {
+				return fmt.Errorf("could not open backing file '%s': %w", in.path, err)
+			}
+			layers = append(layers, img)
+			path, format = in.backing, in.backingFormat
 		}
 	}
 	if format == "" {
@@ -169,7 +184,7 @@ func Commit(r Request) (err error) {
 	default:
 		return fmt.Errorf("could not open backing file '%s': %w", path, &blockdev.UnknownFormatError{Format: format})
 	}
-	if err := copyInto(top, b, r.Progress); err != nil {
+	if err := copyInto(layers, b, r.Progress); err != nil {
 		b.Close()
 		return err
 	}
@@ -182,23 +197,26 @@ func Commit(r Request) (err error) {
 	return top.MakeEmpty()
 }
 
-// checkBase accepts a -b base that is the overlay's own backing file
-// (found at path), and tells a deeper one or a stranger apart.
-func checkBase(file, want, path, format string) error {
+// layer is an image between the overlay and a -b base: its path and the
+// backing file it names (resolved) with that file's format.
+type layer struct{ path, backing, backingFormat string }
+
+// findBase finds a -b base in the backing chain of file, whose own
+// backing file is found at path (format: its recorded format), and
+// returns the images between them (none for the own backing file).
+func findBase(file, want, path, format string) ([]layer, error) {
 	wst, err := os.Stat(want)
 	if err != nil {
-		return &BaseNotFoundError{Base: want, File: file}
+		return nil, &BaseNotFoundError{Base: want, File: file}
 	}
+	var between []layer
 	for depth := 0; depth < image.MaxBackingDepth && path != ""; depth++ {
 		st, err := os.Stat(path)
 		if err != nil {
 			break
 		}
 		if os.SameFile(st, wst) {
-			if depth == 0 {
-				return nil
-			}
-			return ErrDeepBase
+			return between, nil
 		}
 		if format == blockdev.Raw {
 			break
@@ -212,14 +230,21 @@ func checkBase(file, want, path, format string) error {
 		if name == "" {
 			break
 		}
-		path, format = blockdev.BackingPath(path, name), f
+		next := blockdev.BackingPath(path, name)
+		between = append(between, layer{path: path, backing: next, backingFormat: f})
+		path, format = next, f
 	}
-	return &BaseNotFoundError{Base: want, File: file}
+	return nil, &BaseNotFoundError{Base: want, File: file}
 }
 
-// copyInto writes every range top stores into b, growing b first when it
-// is shorter.
-func copyInto(top *image.Image, b base, progress func(done, total int64)) error {
+// copyInto writes into b every range that one of layers (top first, each
+// opened without its backing file) stores, from the topmost layer that
+// stores it: data as data, zeroes as zero writes (qemu-img commit copies
+// what is allocated above the base). Bytes past the end of an
+// intermediate layer shorter than the top read as zeroes through it, and
+// are committed as such. b grows first when it is shorter than the top.
+func copyInto(layers []*image.Image, b base, progress func(done, total int64)) error {
+	top := layers[0]
 	size := top.Size()
 	if b.size() < size {
 		if err := b.grow(size); err != nil {
@@ -232,19 +257,32 @@ func copyInto(top *image.Image, b base, progress func(done, total int64)) error 
 		if progress != nil {
 			progress(off, size)
 		}
-		ext, err := top.BlockStatus(off, min(ioBuf, size-off))
-		if err != nil {
-			return err
+		n = min(ioBuf, size-off)
+		var from *image.Image
+		kind := image.Unallocated
+		for _, l := range layers {
+			if off >= l.Size() {
+				kind = image.Zero // past the end of an intermediate layer
+				break
+			}
+			ext, err := l.BlockStatus(off, min(n, l.Size()-off))
+			if err != nil {
+				return err
+			}
+			n = min(n, ext.Len)
+			if ext.Kind != image.Unallocated {
+				kind, from = ext.Kind, l
+				break
+			}
 		}
-		n = ext.Len
-		switch ext.Kind {
+		switch kind {
 		case image.Unallocated:
 		case image.Zero:
 			if err := b.zero(off, n); err != nil {
 				return err
 			}
 		default:
-			if _, err := top.ReadAt(buf[:n], off); err != nil {
+			if _, err := from.ReadAt(buf[:n], off); err != nil {
 				return err
 			}
 			if _, err := b.WriteAt(buf[:n], off); err != nil {

@@ -107,3 +107,50 @@ func TestCommitRefusals(t *testing.T) {
 		}
 	}
 }
+
+// TestCommitIntoDeeperBase: commit -b with a base below the overlay's own
+// backing file writes what the overlay and the intermediate image store
+// (the overlay's where both do) into the base; overlay and intermediate
+// stay as they were (qemu iotest 097).
+func TestCommitIntoDeeperBase(t *testing.T) {
+	dir := t.TempDir()
+	b, m, o := filepath.Join(dir, "b.qcow2"), filepath.Join(dir, "m.qcow2"), filepath.Join(dir, "o.qcow2")
+	mk(t, b, "4M")
+	rw(t, b, func(img *image.Image) { img.WriteAt(bytes.Repeat([]byte{1}, 192<<10), 1<<20) })
+	mk(t, m, "4M", "backing_file=b.qcow2", "backing_fmt=qcow2")
+	rw(t, m, func(img *image.Image) {
+		img.WriteAt(bytes.Repeat([]byte{2}, 128<<10), 1<<20+64<<10)
+		img.WriteZeroes(2<<20, 64<<10)
+	})
+	mk(t, o, "4M", "backing_file=m.qcow2", "backing_fmt=qcow2")
+	rw(t, o, func(img *image.Image) {
+		img.WriteAt(bytes.Repeat([]byte{3}, 64<<10), 1<<20+128<<10)
+		img.WriteAt(bytes.Repeat([]byte{4}, 512), 4<<20-512)
+	})
+	want := read(t, o, image.Options{})
+	beforeO, _ := os.ReadFile(o)
+	beforeM, _ := os.ReadFile(m)
+	if err := Commit(Request{File: o, Base: b}); err != nil {
+		t.Fatal(err)
+	}
+	if got := read(t, b, image.Options{}); !bytes.Equal(got, want) {
+		t.Fatal("the base does not read what the overlay read before the commit")
+	}
+	if after, _ := os.ReadFile(o); !bytes.Equal(after, beforeO) {
+		t.Error("the overlay changed")
+	}
+	if after, _ := os.ReadFile(m); !bytes.Equal(after, beforeM) {
+		t.Error("the intermediate image changed")
+	}
+	// A file that is not in the chain is refused, nothing written.
+	x := filepath.Join(dir, "x.qcow2")
+	mk(t, x, "4M")
+	beforeB, _ := os.ReadFile(b)
+	var nf *BaseNotFoundError
+	if err := Commit(Request{File: o, Base: x}); !errors.As(err, &nf) {
+		t.Errorf("commit -b a stranger: %v", err)
+	}
+	if after, _ := os.ReadFile(b); !bytes.Equal(after, beforeB) {
+		t.Error("the base changed on a refused commit")
+	}
+}
