@@ -44,6 +44,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 
 	"github.com/zqimg/zqimg/pkg/blockdev"
 	pcreate "github.com/zqimg/zqimg/pkg/create"
@@ -73,6 +74,9 @@ type Request struct {
 	// (data, and zeroes as zeroes), what its backing chain provides is
 	// left to the output's backing file, as qemu-img convert -B does.
 	Backing, BackingFormat string
+	// backingSize is the size in bytes of the output's backing file (set
+	// by Convert when Backing is): zeroes beyond it need no writing.
+	backingSize int64
 	// Existing (-n) writes into the existing image at Dest (qcow2 or raw,
 	// not zoned, at least as large as the source) instead of creating
 	// one: zeroes are written as zeroes (unmapping where possible), and
@@ -203,6 +207,21 @@ func Convert(r Request) (res *Result, err error) {
 	src := r.Source
 	res = &Result{}
 	var spec *pcreate.Spec
+	if r.Format == blockdev.Qcow2 {
+		// -o backing_file and backing_fmt are -B and -F by other names
+		// (the -o name wins, as in qemu-img convert).
+		if o, perr := pcreate.ParseOptions(append(r.Options[:len(r.Options):len(r.Options)], "size=0"), "", false); perr == nil {
+			if file, format, set := o.Backing(); set {
+				r.Backing = file
+				if format != "" {
+					r.BackingFormat = format
+				}
+			} else if _, format, _ := o.Backing(); format != "" && r.Backing != "" {
+				r.BackingFormat = format
+			}
+			r.Options = withoutBackingOptions(r.Options)
+		}
+	}
 	if r.Existing {
 		if r.Backing != "" {
 			return nil, errors.New("convert -n with -B is not supported by zqimg")
@@ -210,9 +229,11 @@ func Convert(r Request) (res *Result, err error) {
 		return res, convertExisting(r, res)
 	}
 	if r.Backing != "" {
-		if err := checkBacking(r); err != nil {
+		n, err := checkBacking(r)
+		if err != nil {
 			return nil, err
 		}
+		r.backingSize = n
 	}
 	switch r.Format {
 	case blockdev.Qcow2:
@@ -371,30 +392,51 @@ func (e *OpenTargetError) Unwrap() error { return e.Err }
 
 func openErr(path string, err error) error { return &OpenTargetError{Path: path, Err: err} }
 
+// withoutBackingOptions returns the -o lists without their backing_file
+// and backing_fmt items (taken into Request.Backing and BackingFormat).
+func withoutBackingOptions(lists []string) []string {
+	var out []string
+	for _, l := range lists {
+		var keep []string
+		for _, it := range pcreate.SplitOptions(l) {
+			k, _, _ := strings.Cut(it, "=")
+			if k = strings.ReplaceAll(k, "-", "_"); k == "backing_file" || k == "backing_fmt" {
+				continue
+			}
+			keep = append(keep, strings.ReplaceAll(it, ",", ",,"))
+		}
+		if len(keep) > 0 {
+			out = append(out, strings.Join(keep, ","))
+		}
+	}
+	return out
+}
+
 // checkBacking applies qemu-img convert's rules to -B: a format is
 // required, the output must be qcow2, the source not zoned, and the
 // backing file (relative to the output's directory) must open and not be
-// zoned.
-func checkBacking(r Request) error {
+// zoned. It returns the backing file's size in bytes.
+func checkBacking(r Request) (int64, error) {
 	if r.BackingFormat == "" {
 		//lint:ignore ST1005 the message is qemu-img's
-		return errors.New("Use of backing file requires explicit backing format")
+		return 0, errors.New("Use of backing file requires explicit backing format")
 	}
 	if r.Format != blockdev.Qcow2 {
 		//lint:ignore ST1005 the message is qemu-img's
-		return fmt.Errorf("Backing file not supported for file format '%s'", r.Format)
+		return 0, fmt.Errorf("Backing file not supported for file format '%s'", r.Format)
 	}
 	if r.Source.Zoned() {
-		return errors.New("convert -B does not copy zoned sources: a zoned image has no backing file (docs/zones.md)")
+		return 0, errors.New("convert -B does not copy zoned sources: a zoned image has no backing file (docs/zones.md)")
 	}
 	path := blockdev.BackingPath(r.Dest, r.Backing)
 	d, err := blockdev.Open(path, blockdev.Options{Format: r.BackingFormat, ForceShare: true})
 	if err != nil {
-		return fmt.Errorf("Could not open '%s': Could not open backing file: %w", r.Dest, &pcreate.BackingOpenError{Path: path, Err: err})
+		return 0, fmt.Errorf("Could not open '%s': Could not open backing file: %w", r.Dest, &pcreate.BackingOpenError{Path: path, Err: err})
 	}
 	defer d.Close()
+	size := d.Size()
 	if d.Zoned() {
-		return fmt.Errorf("backing file '%s': %w", path, pcreate.ErrZonedBacking)
+		return 0, fmt.Errorf("backing file '%s': %w", path, pcreate.ErrZonedBacking)
 	}
-	return nil
+	return size, nil
 }

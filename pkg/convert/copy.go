@@ -56,6 +56,7 @@ type copier struct {
 	sparse   int64 // zero detection block (bytes); 0: fully allocated, every byte written
 	existing bool  // the target existed (-n): zeroes must be written as zeroes
 	topOnly  bool  // the target has a backing file (-B): copy the source's top layer only
+	tbSize   int64 // topOnly: the size of the target's backing file in bytes
 	stZero   bool  // topOnly: the current run reads as zeroes in the top layer (written as zeroes)
 	done     int64
 	ctx      context.Context
@@ -70,6 +71,7 @@ func newCopier(src *blockdev.Disk, t target, r Request, res *Result) *copier {
 	c := &copier{src: src, t: t, res: res, progress: r.Progress, size: src.Size(), srcAlign: 512, buf: make([]byte, bufSize), ctx: r.Ctx, sparse: sparseBlock}
 	c.existing = r.Existing
 	c.topOnly = r.Backing != ""
+	c.tbSize = r.backingSize
 	if r.FullyAllocated {
 		c.sparse = 0
 	} else if r.SparseSize > 0 {
@@ -144,11 +146,17 @@ func (c *copier) chunk(off, hi int64) (int64, bool, error) {
 			return 0, false, fmt.Errorf("error while reading block status at offset %d: %w", off, err)
 		}
 		n := s.Len
+		if c.topOnly && off < c.tbSize {
+			n = min(n, c.tbSize-off)
+		}
 		if tail := (off + n) % c.srcAlign; n > tail {
 			n -= tail
 		}
 		c.stData = (!s.Zero || c.sparse == 0) && (!c.topOnly || s.Data)
-		c.stZero = s.Zero
+		// Zeroes past the end of the target's backing file read as
+		// zeroes there anyway: nothing to write (qemu-img's
+		// post_backing_zero).
+		c.stZero = s.Zero && !(c.topOnly && off >= c.tbSize)
 		c.stEnd = off + n
 	}
 	n := min(c.stEnd, hi) - off
@@ -257,10 +265,12 @@ func (c *copier) writeSparse(p []byte, off int64, m mode) error {
 // writeCompressed writes p (guest offset off) cluster by cluster,
 // compressed; a piece that is not a whole cluster (at a range boundary
 // inside a cluster) is written uncompressed. A chunk of zeroes is not
-// written at all (or written as zeroes in a sequential zone).
+// written at all (or written as zeroes in a sequential zone, an existing
+// target, or over a backing file, where unwritten would read the backing
+// file's data).
 func (c *copier) writeCompressed(p []byte, off int64, m mode) error {
 	if isZero(p) {
-		if m == modeSeq {
+		if m == modeSeq || c.existing || c.topOnly {
 			if err := c.t.zero(off, int64(len(p))); err != nil {
 				return writeErr(off, err)
 			}
