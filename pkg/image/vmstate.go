@@ -1,0 +1,123 @@
+package image
+
+import (
+	"errors"
+	"fmt"
+)
+
+// ErrVMStateZoned refuses VM state access on a zoned image: its guest
+// address space is the zones, and the zone layer owns every write.
+var ErrVMStateZoned = errors.New("a zoned image has no VM state area")
+
+// vmStateBase returns the guest offset, in bytes, where the VM state area
+// starts: the first L1 entry wholly past the virtual disk (QEMU's
+// l1_vm_state_index). The area is addressed like the disk, through the
+// same L1 and L2 tables, and is saved with internal snapshots.
+func (img *Image) vmStateBase() uint64 {
+	span := img.l2Span()
+	return ceilDiv(img.hdr.Size, span) * span
+}
+
+// vmStateRange checks n bytes at byte pos of the VM state area and
+// returns their guest offset; the L1 table must be able to address them.
+func (img *Image) vmStateRange(pos int64, n int) (uint64, error) {
+	if img.closed {
+		return 0, ErrClosed
+	}
+	if img.hdr.IncompatibleFeatures&IncompatZoned != 0 {
+		return 0, ErrVMStateZoned
+	}
+	maxEnd := MaxL1Bytes / 8 * img.l2Span()
+	g := img.vmStateBase() + uint64(pos)
+	if pos < 0 || n < 0 || uint64(pos) > maxEnd || g+uint64(n) > maxEnd {
+		return 0, fmt.Errorf("%w: %d bytes at VM state offset 0x%x (the L1 table addresses at most 0x%x bytes)", ErrOutOfRange, n, pos, maxEnd)
+	}
+	return g, nil
+}
+
+// ReadVMState reads len(p) bytes at byte pos of the VM state area (qemu-io
+// read -b); what was never written reads as zeroes.
+func (img *Image) ReadVMState(p []byte, pos int64) (int, error) {
+	img.io.RLock()
+	defer img.io.RUnlock()
+	img.mu.Lock()
+	g, err := img.vmStateRange(pos, len(p))
+	if err != nil {
+		img.mu.Unlock()
+		return 0, err
+	}
+	if err := img.maybeEvict(); err != nil {
+		img.mu.Unlock()
+		return 0, err
+	}
+	var reads []transfer
+	err = img.readGuest(p, g, &reads)
+	img.mu.Unlock()
+	if err != nil {
+		return 0, err
+	}
+	for _, r := range reads {
+		if err := readData(img.raw, r.p, r.host); err != nil {
+			return 0, err
+		}
+	}
+	return len(p), nil
+}
+
+// WriteVMState writes p at byte pos of the VM state area (qemu-io write
+// -b). The L1 table grows first when it does not reach that far, as a
+// resize grows it (a new table, switched by one header write); then the
+// clusters are written as a guest write writes them.
+func (img *Image) WriteVMState(p []byte, pos int64) (int, error) {
+	img.lock()
+	defer img.unlock()
+	g, err := img.vmStateRange(pos, len(p))
+	if err != nil {
+		return 0, err
+	}
+	if err := img.writable(); err != nil {
+		return 0, err
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if need := ceilDiv(g+uint64(len(p)), img.l2Span()); need > img.l1.len() {
+		if err := img.growL1(need); err != nil {
+			return 0, err
+		}
+	}
+	done := 0
+	for done < len(p) {
+		if err := img.maybeEvict(); err != nil {
+			return done, err
+		}
+		g := g + uint64(done)
+		n := min(uint64(len(p)-done), img.l2Span()-g%img.l2Span())
+		if err := img.writeChunk(p[done:done+int(n)], g); err != nil {
+			return done, err
+		}
+		done += int(n)
+	}
+	return len(p), nil
+}
+
+// growL1 makes the active L1 table n entries long (n more than it has),
+// keeping the virtual size. mu is held.
+func (img *Image) growL1(n uint64) error {
+	if err := img.flush(); err != nil {
+		return err
+	}
+	t, err := img.beginTxn()
+	if err != nil {
+		return err
+	}
+	l1 := img.l1.slice()
+	l1 = append(l1, make([]uint64, n-uint64(len(l1)))...)
+	if err := t.inc(img.hdr.L1TableOffset, img.l1.len()*8, -1); err != nil {
+		return err
+	}
+	if err := t.setL1(l1, img.hdr.Size); err != nil {
+		return err
+	}
+	return t.commit()
+}
