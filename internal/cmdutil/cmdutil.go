@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"github.com/zqimg/zqimg/pkg/units"
 )
 
 // Prog is the default program name used as the prefix of messages.
@@ -143,4 +144,27 @@ func (s *IOStreams) WarnDirectIO(img interface{ DirectIOError() error }) {
 	if err := img.DirectIOError(); err != nil {
 		s.Warnf("%v", err)
 	}
+}
+
+// Cvtnum parses a size option value as qemu-img's cvtnum_full: a size
+// with qemu's suffixes, between lo and hi. On a bad value it prints
+// qemu-img's message naming the option and returns an exit error.
+func Cvtnum(ios *IOStreams, name, value string, lo, hi int64) (int64, error) {
+	v, err := units.ParseSize(value)
+	if err != nil && !errors.Is(err, units.ErrRange) {
+		return 0, SizeSyntaxError(ios, name)
+	}
+	if err != nil || v > uint64(hi) || int64(v) < lo {
+		ios.Errorf("Invalid %s specified. Must be between %d and %d.", name, lo, hi)
+		return 0, Exit(1)
+	}
+	return int64(v), nil
+}
+
+// SizeSyntaxError prints qemu-img's two-line message for a size option
+// that does not parse, and returns an exit error.
+func SizeSyntaxError(ios *IOStreams, name string) error {
+	ios.Errorf("Invalid %s specified. You may use k, M, G, T, P or E suffixes for", name)
+	ios.Errorf("kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.")
+	return Exit(1)
 }

@@ -90,11 +90,7 @@ full). Prints the throughput in MiB/s and operations per second.`,
 }
 
 // sizeErr prints qemu-img's two-line message for a bad size option.
-func sizeErr(ios *cmdutil.IOStreams, what string) error {
-	ios.Errorf("Invalid %s specified. You may use k, M, G, T, P or E suffixes for", what)
-	ios.Errorf("kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.")
-	return cmdutil.Exit(1)
-}
+func sizeErr(ios *cmdutil.IOStreams, what string) error { return cmdutil.SizeSyntaxError(ios, what) }
 
 // Run parses the options, runs the benchmark and prints its report.
 func Run(o *Options) error {

@@ -14,6 +14,7 @@ import (
 	"github.com/zqimg/zqimg/internal/cmd/compare"
 	"github.com/zqimg/zqimg/internal/cmd/convert"
 	"github.com/zqimg/zqimg/internal/cmd/create"
+	"github.com/zqimg/zqimg/internal/cmd/dd"
 	"github.com/zqimg/zqimg/internal/cmd/info"
 	mapcmd "github.com/zqimg/zqimg/internal/cmd/map"
 	"github.com/zqimg/zqimg/internal/cmd/measure"
@@ -57,6 +58,7 @@ device. Its options and output follow qemu-img and qemu-io.`,
 	root.AddCommand(check.NewCmdCheck(ios, nil))
 	root.AddCommand(compare.NewCmdCompare(ios, nil))
 	root.AddCommand(convert.NewCmdConvert(ios, nil))
+	root.AddCommand(dd.NewCmdDD(ios, nil))
 	root.AddCommand(create.NewCmdCreate(ios, nil))
 	root.AddCommand(info.NewCmdInfo(ios, nil))
 	root.AddCommand(session.NewCmdIO(ios, nil))
