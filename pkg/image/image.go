@@ -297,7 +297,7 @@ func (img *Image) attachBacking(opts Options) error {
 		if errors.As(err, &ce) {
 			return ce
 		}
-		return fmt.Errorf("could not open backing file %q: %w", img.backingName, err)
+		return &BackingFileError{Name: img.backingName, Err: err}
 	}
 	img.backing = b
 	return nil
@@ -621,7 +621,7 @@ func openBacking(path, format string, opts Options) (backingFile, error) {
 		}
 		return &zeroPastEnd{r: f, size: size, c: f}, nil
 	default:
-		return nil, fmt.Errorf("backing file format %q is not supported (only qcow2 and raw)", format)
+		return nil, &BackingFormatError{Format: format}
 	}
 }
 
