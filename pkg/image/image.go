@@ -29,6 +29,12 @@ type Options struct {
 	NoBacking bool
 	// CacheBytes bounds the L2 table cache; 0 selects 32 MiB.
 	CacheBytes int
+	// BackingFormat, when not "", is the format of the backing file
+	// ("qcow2" or "raw"), in place of the one the image records (its
+	// backing format extension, or probing without one): qemu-io's open
+	// -o backing.driver=FORMAT. It applies to this image's backing file
+	// only; the levels below use what their images record.
+	BackingFormat string
 	// Cache is the cache mode (qemu-io's -t). The zero value is writeback.
 	// Writethrough is carried out by the layer that completes requests
 	// (zone.Device flushes after every write); O_DIRECT and unsafe are
@@ -326,7 +332,12 @@ func (img *Image) openBacking(opts Options) (backingFile, error) {
 		return nil, &BackingChainError{Chain: names}
 	}
 	opts.chain = append(append([]fileID(nil), chain...), id)
-	return openBacking(path, img.backingFormat, opts)
+	format := img.backingFormat
+	if opts.BackingFormat != "" {
+		format = opts.BackingFormat
+	}
+	opts.BackingFormat = ""
+	return openBacking(path, format, opts)
 }
 
 // statID returns the identity of the file at path.

@@ -140,7 +140,8 @@ func Run(o *Options) error {
 		o.IO.WarnDirectIO(dev.Image())
 	}
 	sh := ioshell.New(dev, o.IO.Out, o.IO.ErrOut)
-	sh.Open = func(path string, readOnly, forceShare bool, cache string) (*zone.Device, error) {
+	sh.Open = func(path string, oo ioshell.OpenOptions) (*zone.Device, error) {
+		readOnly, forceShare, cache := oo.ReadOnly, oo.ForceShare, oo.Cache
 		if cache == "" {
 			cache = o.Cache
 		}
@@ -148,7 +149,7 @@ func Run(o *Options) error {
 		if err != nil {
 			return nil, err
 		}
-		d, err := zone.Open(path, image.Options{ReadOnly: readOnly || forceShare, NoLock: forceShare, Cache: m})
+		d, err := zone.Open(path, image.Options{ReadOnly: readOnly || forceShare, NoLock: forceShare, Cache: m, BackingFormat: oo.BackingFormat})
 		var be *image.BackingFileError
 		if errors.Is(err, fs.ErrNotExist) && !errors.As(err, &be) {
 			//lint:ignore ST1005 qemu's message
