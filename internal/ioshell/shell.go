@@ -194,8 +194,15 @@ func (s *Shell) usage(c *command) {
 }
 
 // fail prints qemu-io's failure line ("write failed: Invalid argument") on
-// the output and zqimg's explanation on the error stream.
+// the output and zqimg's explanation on the error stream. As qemu-io
+// (Terse), the explanation is qemu-io's line for a request that found
+// the image corrupt and marked it so, when QEMU has words for it.
 func (s *Shell) fail(what string, err error) error {
+	var ce *image.CorruptionError
+	if s.Terse && errors.As(err, &ce) && ce.First && ce.QEMU != "" {
+		s.Out.Flush()
+		fmt.Fprintf(s.Err, "qcow2: Marking image as corrupt: %s; further corruption events will be suppressed\n", ce.QEMU)
+	}
 	fmt.Fprintf(s.Out, "%s failed: %s\n", what, strerror(image.Errno(err)))
 	s.Out.Flush()
 	if !s.Terse {

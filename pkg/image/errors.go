@@ -135,6 +135,15 @@ func (e *LockError) Errno() syscall.Errno { return syscall.EAGAIN }
 type CorruptionError struct {
 	Off int64 // file offset of the bad structure, -1 if unknown
 	Msg string
+	// QEMU is QEMU's description of the same corruption event ("Refblock
+	// offset 0x20600 unaligned (reftable index: 0x1)"), "" when it has
+	// none.
+	QEMU string
+	// First: this error is the one that marked the image corrupt (the
+	// first corruption event found since the image was opened), for
+	// which qemu-io prints "qcow2: Marking image as corrupt: QEMU;
+	// further corruption events will be suppressed".
+	First bool
 }
 
 func (e *CorruptionError) Error() string {

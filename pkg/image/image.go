@@ -593,7 +593,13 @@ func (img *Image) writeHeaderField(off, size int, v uint64) error {
 // signalCorruption marks the image corrupt (when writable), so that no
 // further writes can damage it, and returns the error describing why.
 func (img *Image) signalCorruption(off int64, format string, args ...any) error {
-	err := &CorruptionError{Off: off, Msg: fmt.Sprintf(format, args...)}
+	return img.signalCorruptionQ(off, "", format, args...)
+}
+
+// signalCorruptionQ is signalCorruption with QEMU's description of the
+// event (CorruptionError.QEMU).
+func (img *Image) signalCorruptionQ(off int64, qemu, format string, args ...any) error {
+	err := &CorruptionError{Off: off, Msg: fmt.Sprintf(format, args...), QEMU: qemu, First: !img.corrupt && !img.ro}
 	img.markCorrupt()
 	return err
 }

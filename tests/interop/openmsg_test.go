@@ -138,3 +138,49 @@ func TestOpenFailuresWordedAsQemu(t *testing.T) {
 		})
 	}
 }
+
+// TestUnalignedRefblockWriteAsQemu: iotest 305's image (1 KiB clusters,
+// 64-bit refcounts, refcount block 1 at the unaligned offset 0x20600, a
+// free cluster described by each refcount block). zqimg run as qemu-io
+// opens it as stock qemu-io does, and the write that needs a refcount of
+// block 1 prints what stock prints ("qcow2: Marking image as corrupt:
+// Refblock offset 0x20600 unaligned (reftable index: 0x1); ...", then
+// "write failed: Input/output error"); afterwards stock qemu-img check
+// reports the two images alike, their corrupt bit set.
+func TestUnalignedRefblockWriteAsQemu(t *testing.T) {
+	requireQemu(t)
+	bin := t.TempDir()
+	if err := os.Symlink(zqimgBin, filepath.Join(bin, "qemu-io")); err != nil {
+		t.Fatal(err)
+	}
+	src := t.TempDir()
+	p := filepath.Join(src, "t.qcow2")
+	mustRun(t, "", "qemu-img", "create", "-q", "-f", "qcow2", "-o", "refcount_bits=64,cluster_size=1k", p, "1M")
+	mustRun(t, "", "qemu-io", "-c", "write 0 124k", p)
+	mustRun(t, "", "qemu-io", "-c", "discard 121k 1k", p)
+	mustRun(t, "", "qemu-io", "-c", "discard 123k 1k", p)
+	b := readFile(t, p)
+	rt := binary.BigEndian.Uint64(b[48:])
+	b[rt+14] = 0x06
+	var out, checks [2]result
+	for i, prog := range []string{bin, "/usr/bin"} {
+		dir := t.TempDir()
+		writeFile(t, filepath.Join(dir, "t.qcow2"), b)
+		out[i] = runIn(t, prog, dir, "qemu-io", []string{"-c", "write 121k 3k", "t.qcow2"}, "")
+		checks[i] = runQemu(t, dir, "qemu-img", "check", "t.qcow2")
+		h := readHeader(t, filepath.Join(dir, "t.qcow2"))
+		if h.incompat != 2 {
+			t.Errorf("%s: incompatible features 0x%x, want the corrupt bit", prog, h.incompat)
+		}
+	}
+	if out[0].stderr != out[1].stderr || out[0].code != out[1].code || !strings.Contains(out[1].stderr, "Refblock offset 0x20600 unaligned") {
+		t.Errorf("zqimg:\n%s\nstock:\n%s", out[0], out[1])
+	}
+	if out[0].stdout != "write failed: Input/output error\n" || out[0].stdout != out[1].stdout {
+		t.Errorf("stdout: zqimg %q, stock %q", out[0].stdout, out[1].stdout)
+	}
+	checks[0].cmdline, checks[1].cmdline = "", ""
+	if checks[0] != checks[1] {
+		t.Errorf("check after the write:\nzqimg's image:\n%s\nstock's image:\n%s", checks[0], checks[1])
+	}
+}
