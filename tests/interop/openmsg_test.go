@@ -184,3 +184,45 @@ func TestUnalignedRefblockWriteAsQemu(t *testing.T) {
 		t.Errorf("check after the write:\nzqimg's image:\n%s\nstock's image:\n%s", checks[0], checks[1])
 	}
 }
+
+// TestCreateBackingOpenWordedAsQemu: zqimg run as qemu-img create words a
+// backing file it cannot open as stock qemu-img does: the open error
+// itself, QEMU's wording, after the new image's name (a missing file, a
+// header QEMU refuses, an unknown format, a file of another format).
+func TestCreateBackingOpenWordedAsQemu(t *testing.T) {
+	requireQemu(t)
+	bin := t.TempDir()
+	if err := os.Symlink(zqimgBin, filepath.Join(bin, "qemu-img")); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name   string
+		patch  func(b []byte)
+		format string
+	}{
+		{"missing", nil, "qcow2"},
+		{"header length 2^32-1", func(b []byte) { binary.BigEndian.PutUint32(b[100:], 0xffffffff) }, "qcow2"},
+		{"L1 table too small", func(b []byte) { binary.BigEndian.PutUint32(b[36:], 0) }, "qcow2"},
+		{"unknown format", func([]byte) {}, "foo"},
+		{"not qcow2", func(b []byte) { copy(b, "XXXX") }, "qcow2"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var out [2]result
+			for i, prog := range []string{bin, "/usr/bin"} {
+				dir := t.TempDir()
+				if tc.patch != nil {
+					p := filepath.Join(dir, "b.qcow2")
+					mustRun(t, dir, "qemu-img", "create", "-q", "-f", "qcow2", "b.qcow2", "1M")
+					b := readFile(t, p)
+					tc.patch(b)
+					writeFile(t, p, b)
+				}
+				out[i] = runIn(t, prog, dir, "qemu-img", []string{"create", "-q", "-f", "qcow2", "-b", "b.qcow2", "-F", tc.format, "t.qcow2", "1M"}, "")
+			}
+			if out[0].stderr != out[1].stderr || out[0].code != out[1].code || out[1].code == 0 {
+				t.Errorf("zqimg:\n%s\nstock:\n%s", out[0], out[1])
+			}
+		})
+	}
+}
