@@ -73,6 +73,16 @@ func QEMUMessage(err error) string {
 	return err.Error()
 }
 
+// worded is err with QEMU's wording of it (QEMUWorded).
+type worded struct {
+	err  error
+	qemu string
+}
+
+func (e *worded) Error() string       { return e.err.Error() }
+func (e *worded) Unwrap() error       { return e.err }
+func (e *worded) QEMUMessage() string { return e.qemu }
+
 // Strerror returns the C library's description of en ("No such file or
 // directory"): Go's, whose first letter is lower case, capitalised.
 func Strerror(en syscall.Errno) string {

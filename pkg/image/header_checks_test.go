@@ -198,3 +198,23 @@ func TestBackingQEMUMessages(t *testing.T) {
 		t.Errorf("chain: %q, want %q", got, want)
 	}
 }
+
+// TestCorruptBitQEMUMessage: an image with the corrupt bit is refused for
+// writing with ErrCorrupt, worded as QEMU words it, and opens read-only.
+func TestCorruptBitQEMUMessage(t *testing.T) {
+	b := formatted(t)
+	binary.BigEndian.PutUint64(b[HdrIncompatibleFeatures:], IncompatCorrupt)
+	f := imagetest.NewMemFile(bytes.Clone(b))
+	_, err := OpenFile(f, "bad", Options{NoBacking: true})
+	if !errors.Is(err, ErrCorrupt) || QEMUMessage(err) != "qcow2: Image is corrupt; cannot be opened read/write" {
+		t.Fatalf("read/write open: %v (QEMU: %q)", err, QEMUMessage(err))
+	}
+	if !bytes.Equal(f.Bytes(), b) {
+		t.Error("refused open changed the file")
+	}
+	img, err := OpenFile(f, "bad", Options{ReadOnly: true, NoBacking: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img.Close()
+}

@@ -366,7 +366,8 @@ func (img *Image) checkFeatures(opts Options) error {
 		return &UnsupportedFeatureError{Names: []string{fmt.Sprintf("encryption (crypt_method %d, %s)", h.CryptMethod, kind)}}
 	}
 	if !img.ro && h.IncompatibleFeatures&IncompatCorrupt != 0 {
-		return fmt.Errorf("%w: the corrupt bit is set; it cannot be opened read/write (run 'zqimg check -r all' to repair it)", ErrCorrupt)
+		return &worded{err: fmt.Errorf("%w: the corrupt bit is set; it cannot be opened read/write (run 'zqimg check -r all' to repair it)", ErrCorrupt),
+			qemu: "qcow2: Image is corrupt; cannot be opened read/write"}
 	}
 	if !img.ro && h.IncompatibleFeatures&IncompatDirty != 0 {
 		return fmt.Errorf("%w: refcounts were not written back (lazy refcounts); run 'zqimg check -r all' to repair it before writing", ErrDirty)

@@ -80,6 +80,7 @@ func TestOpenFailuresWordedAsQemu(t *testing.T) {
 		{"L1 table unaligned", "64M", false, all(u64(40, 0x1234567890abcdef), u32(36, 1)), "qemu-io", read},
 		{"L1 table too small", "64M", false, u32(36, 0), "qemu-img", []string{"info", "t.qcow2"}},
 		{"backing file name too long", "64M", false, all(u64(8, 0x1000), u32(16, 0xffffffff)), "qemu-io", read},
+		{"corrupt bit, opened read/write", "64M", false, u64(72, 2), "qemu-io", read},
 		{"image too big", "4G", false, u64(24, 1<<60), "qemu-img", []string{"check", "t.qcow2"}},
 		{"unknown feature without a table", "64M", false, all(table(""), u64(72, 1<<63)), "qemu-img", []string{"info", "t.qcow2"}},
 		{"unknown feature, short table entry", "64M", false, all(table("\x00\x3fTest feature"), u64(72, 7<<61)), "qemu-img", []string{"info", "t.qcow2"}},
