@@ -33,9 +33,8 @@ type Shell struct {
 	// (after qemu-io's "write failed: ..." line), so that the output is
 	// qemu-io's exactly: set when zqimg runs as qemu-io.
 	Terse bool
-	// Open opens an image for the open command (nil: open is refused);
-	// cache "" means the session's cache mode.
-	Open func(path string, readOnly, forceShare bool, cache string) (*zone.Device, error)
+	// Open opens an image for the open command (nil: open is refused).
+	Open func(path string, o OpenOptions) (*zone.Device, error)
 	// Prompt is printed before each command read by Loop (default Prompt;
 	// "qemu-io> " when zqimg runs as qemu-io).
 	Prompt string
@@ -49,6 +48,16 @@ type Shell struct {
 	pbuf    []byte // reusable pattern buffer for write
 	pbufPat byte
 	rbuf    []byte // reusable read buffer
+}
+
+// OpenOptions are the options of the open command.
+type OpenOptions struct {
+	ReadOnly   bool   // -r
+	ForceShare bool   // -U
+	Cache      string // -t or -n; "" means the session's cache mode
+	// BackingFormat is the backing file's format, instead of the one the
+	// image records (-o backing.driver=FORMAT); "" for the image's.
+	BackingFormat string
 }
 
 // New returns a shell writing command output to out and diagnostics to errOut.
@@ -185,8 +194,15 @@ func (s *Shell) usage(c *command) {
 }
 
 // fail prints qemu-io's failure line ("write failed: Invalid argument") on
-// the output and zqimg's explanation on the error stream.
+// the output and zqimg's explanation on the error stream. As qemu-io
+// (Terse), the explanation is qemu-io's line for a request that found
+// the image corrupt and marked it so, when QEMU has words for it.
 func (s *Shell) fail(what string, err error) error {
+	var ce *image.CorruptionError
+	if s.Terse && errors.As(err, &ce) && ce.First && ce.QEMU != "" {
+		s.Out.Flush()
+		fmt.Fprintf(s.Err, "qcow2: Marking image as corrupt: %s; further corruption events will be suppressed\n", ce.QEMU)
+	}
 	fmt.Fprintf(s.Out, "%s failed: %s\n", what, strerror(image.Errno(err)))
 	s.Out.Flush()
 	if !s.Terse {
@@ -246,7 +262,8 @@ func (s *Shell) help(p *parsedArgs) error {
 }
 
 // open opens an image when none is open (qemu-io's open). Of -o, only
-// driver=qcow2 is accepted: zqimg has no other drivers or run-time options.
+// driver=qcow2 and backing.driver=FORMAT are accepted: zqimg has no other
+// drivers or run-time options.
 func (s *Shell) open(p *parsedArgs) error {
 	if s.Dev != nil {
 		s.Out.Flush()
@@ -258,9 +275,9 @@ func (s *Shell) open(p *parsedArgs) error {
 		return errCommandFailed
 	}
 	path := p.operands[0]
-	cache := p.flags['t']
+	oo := OpenOptions{ReadOnly: p.has('r'), ForceShare: p.has('U'), Cache: p.flags['t']}
 	if p.has('n') {
-		cache = "none"
+		oo.Cache = "none"
 	}
 	var err error
 	if p.has('s') {
@@ -268,6 +285,10 @@ func (s *Shell) open(p *parsedArgs) error {
 	}
 	if o, ok := p.flags['o']; ok && err == nil {
 		for _, kv := range strings.Split(o, ",") {
+			if f, ok := strings.CutPrefix(kv, "backing.driver="); ok && f != "" {
+				oo.BackingFormat = f
+				continue
+			}
 			if kv != "driver=qcow2" {
 				err = fmt.Errorf("option '%s' is not supported by zqimg", kv)
 				break
@@ -276,7 +297,7 @@ func (s *Shell) open(p *parsedArgs) error {
 	}
 	var d *zone.Device
 	if err == nil {
-		d, err = s.Open(path, p.has('r'), p.has('U'), cache)
+		d, err = s.Open(path, oo)
 	}
 	if err != nil {
 		s.Out.Flush()

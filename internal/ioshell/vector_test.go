@@ -199,9 +199,9 @@ func TestOpen(t *testing.T) {
 	s.Prog, s.Terse = "qemu-io", true
 	var gotRO bool
 	var gotCache string
-	s.Open = func(p string, ro, fs bool, cache string) (*zone.Device, error) {
-		gotRO, gotCache = ro, cache
-		return zone.Open(p, image.Options{ReadOnly: ro})
+	s.Open = func(p string, o OpenOptions) (*zone.Device, error) {
+		gotRO, gotCache = o.ReadOnly, o.Cache
+		return zone.Open(p, image.Options{ReadOnly: o.ReadOnly, BackingFormat: o.BackingFormat})
 	}
 	for _, c := range []struct{ line, stderr string }{
 		{"read 0 512", "no file open, try 'help open'\n"},
@@ -227,5 +227,31 @@ func TestOpen(t *testing.T) {
 	}
 	if !s.Run("read -q 0 512") {
 		t.Errorf("read after open failed: %q", errb.String())
+	}
+}
+
+// TestOpenBackingDriver: open -o backing.driver=FORMAT passes the backing
+// file's format to Open (iotest 114), beside driver=qcow2; other options
+// are still refused.
+func TestOpenBackingDriver(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "o.qcow2")
+	testimg.File(t, path, "1M")
+	var out, errb bytes.Buffer
+	s := New(nil, &out, &errb)
+	s.Prog, s.Terse = "qemu-io", true
+	var got OpenOptions
+	s.Open = func(p string, o OpenOptions) (*zone.Device, error) {
+		got = o
+		return zone.Open(p, image.Options{ReadOnly: o.ReadOnly, BackingFormat: o.BackingFormat})
+	}
+	if s.Run("open -o backing.driver=raw,cache.direct=on " + path) {
+		t.Fatal("an unsupported option was accepted")
+	}
+	if !s.Run("open -r -o driver=qcow2,backing.driver=qcow2 "+path) || s.Dev == nil {
+		t.Fatalf("open: stderr %q", errb.String())
+	}
+	defer s.Dev.Close()
+	if got.BackingFormat != "qcow2" || !got.ReadOnly {
+		t.Errorf("Open got %+v", got)
 	}
 }

@@ -46,6 +46,11 @@ func (e *UnknownFormatError) Error() string {
 	return fmt.Sprintf("Unknown driver '%s' (zqimg reads qcow2 and raw images)", e.Format)
 }
 
+// QEMUMessage is QEMU's "Unknown driver 'FORMAT'".
+func (e *UnknownFormatError) QEMUMessage() string {
+	return fmt.Sprintf("Unknown driver '%s'", e.Format)
+}
+
 // Disk is an image opened read-only.
 type Disk struct {
 	path   string

@@ -423,12 +423,31 @@ func (c *checker) rebuildAndRecount(highest uint64) (uint64, error) {
 	return highest, nil
 }
 
+// knownAutoclear are the autoclear feature bits QEMU knows: a repair
+// clears the others, as QEMU does when it opens an image for writing
+// (iotest 036).
+const knownAutoclear = image.AutoclearBitmaps | image.AutoclearDataFileRaw
+
 // markClean clears the dirty and corrupt bits (qcow2_mark_clean,
-// qcow2_mark_consistent): the last step of a repair.
+// qcow2_mark_consistent) and the unknown autoclear bits: the last step
+// of a repair.
 func (c *checker) markClean() error {
 	h := c.hdr
+	if h.Version < 3 {
+		return nil
+	}
+	if ac := h.AutoclearFeatures &^ knownAutoclear; ac != 0 {
+		v := h.AutoclearFeatures &^ ac
+		if err := c.writeU64(image.HdrAutoclearFeatures, v); err != nil {
+			return err
+		}
+		if err := c.syncWrites(); err != nil {
+			return err
+		}
+		h.AutoclearFeatures = v
+	}
 	bits := h.IncompatibleFeatures & (image.IncompatDirty | image.IncompatCorrupt)
-	if h.Version < 3 || bits == 0 {
+	if bits == 0 {
 		return nil
 	}
 	if err := c.syncWrites(); err != nil {

@@ -49,6 +49,12 @@ func (e *BackingOpenError) Error() string {
 
 func (e *BackingOpenError) Unwrap() error { return e.Err }
 
+// QEMUMessage is qemu-img create's message: the error of opening the
+// backing file as QEMU words it (image.QEMUMessage), without a prefix
+// ("Could not open 'PATH': No such file or directory", "qcow2 header
+// exceeds cluster size", "Unknown driver 'foo'").
+func (e *BackingOpenError) QEMUMessage() string { return image.QEMUMessage(e.Err) }
+
 // Hint is the line qemu-img prints after the error.
 func (e *BackingOpenError) Hint() string { return "Could not open backing image." }
 

@@ -97,7 +97,8 @@ func (r *refcounts) block(ti uint64) (*cacheEntry, error) {
 		return nil, nil
 	}
 	if off&(r.img.cs-1) != 0 {
-		return nil, r.img.signalCorruption(int64(r.tableOff+ti*8), "refcount block offset 0x%x is not cluster aligned (refcount table entry %d)", off, ti)
+		return nil, r.img.signalCorruptionQ(int64(r.tableOff+ti*8), fmt.Sprintf("Refblock offset %#x unaligned (reftable index: %#x)", off, ti),
+			"refcount block offset 0x%x is not cluster aligned (refcount table entry %d)", off, ti)
 	}
 	b, err := r.rbc.get(off)
 	if errors.Is(err, ErrTruncated) {

@@ -92,3 +92,56 @@ func TestBackingChainDepth(t *testing.T) {
 	}
 	img.Close()
 }
+
+// An image whose backing format extension names a format zqimg cannot
+// read ("foo", iotest 114) is refused with BackingFileError around
+// BackingFormatError, worded as QEMU words it; Options.BackingFormat
+// (qemu-io's open -o backing.driver=qcow2) overrides the recorded format,
+// for the top image's backing file only.
+func TestBackingFormatOverride(t *testing.T) {
+	dir := t.TempDir()
+	base, top := filepath.Join(dir, "base.qcow2"), filepath.Join(dir, "top.qcow2")
+	writeWithBacking(t, base, "")
+	img, err := image.Open(base, image.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := img.WriteAt([]byte("base data"), 4096); err != nil {
+		t.Fatal(err)
+	}
+	if err := img.Close(); err != nil {
+		t.Fatal(err)
+	}
+	writeWithBacking(t, top, "")
+	img, err = image.Open(top, image.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := img.SetBacking("base.qcow2", "foo"); err != nil {
+		t.Fatal(err)
+	}
+	if err := img.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_, err = image.Open(top, image.Options{ReadOnly: true})
+	var be *image.BackingFileError
+	var fe *image.BackingFormatError
+	if !errors.As(err, &be) || !errors.As(err, &fe) || fe.Format != "foo" {
+		t.Fatalf("open: %v (%T); want a BackingFileError of format foo", err, err)
+	}
+	if got, want := image.QEMUMessage(err), "Could not open backing file: Unknown driver 'foo'"; got != want {
+		t.Errorf("QEMUMessage %q, want %q", got, want)
+	}
+	img, err = image.Open(top, image.Options{ReadOnly: true, BackingFormat: "qcow2"})
+	if err != nil {
+		t.Fatalf("open with backing format qcow2: %v", err)
+	}
+	defer img.Close()
+	got := make([]byte, 9)
+	if _, err := img.ReadAt(got, 4096); err != nil || string(got) != "base data" {
+		t.Fatalf("read through the backing file: %q, %v", got, err)
+	}
+	if name, format := img.BackingFile(); name != "base.qcow2" || format != "foo" {
+		t.Errorf("BackingFile %q %q: the recorded format is kept", name, format)
+	}
+}

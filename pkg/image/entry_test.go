@@ -125,13 +125,37 @@ func TestFeatureNames(t *testing.T) {
 	if got := FeatureNames(nil, 1<<4); !slices.Equal(got, []string{"extended L2 entries"}) {
 		t.Errorf("default names: %q", got)
 	}
-	// The last feature name table that decodes is the image's.
+	// The last feature name table is the image's, read as QEMU reads it:
+	// padded with zeroes to whole entries.
 	exts := []Extension{
 		{Magic: ExtFeatureTable, Data: MarshalFeatureTable([]Feature{{FeatureIncompatible, 7, "first"}})},
 		{Magic: ExtFeatureTable, Data: MarshalFeatureTable([]Feature{{FeatureIncompatible, 7, "second"}})},
 		{Magic: ExtFeatureTable, Data: []byte{1, 2, 3}},
 	}
-	if ft := FeatureTable(exts); len(ft) != 1 || ft[0].Name != "second" {
+	if ft := FeatureTable(exts); !slices.Equal(ft, []Feature{{1, 2, "\x03"}}) {
 		t.Errorf("feature table %+v", ft)
+	}
+}
+
+// TestFeatureTableAsQEMU: iotest 036 adds a feature name table of one
+// entry shorter than 48 bytes ("\x00\x3fTest feature"), and tables whose
+// entries are followed by an empty one; QEMU names the refused features
+// from them.
+func TestFeatureTableAsQEMU(t *testing.T) {
+	short := append([]byte{0, 63}, "Test feature"...)
+	ft := FeatureTable([]Extension{{Magic: ExtFeatureTable, Data: short}})
+	if !slices.Equal(ft, []Feature{{FeatureIncompatible, 63, "Test feature"}}) {
+		t.Fatalf("short table: %+v", ft)
+	}
+	if got := FeatureNames(ft, 0xe000000000000000); !slices.Equal(got, []string{"Test feature", "Unknown incompatible feature: 6000000000000000"}) {
+		t.Errorf("names %q", got)
+	}
+	// An entry with an empty name ends the table.
+	data := MarshalFeatureTable([]Feature{{FeatureIncompatible, 61, "test1"}, {FeatureIncompatible, 62, ""}, {FeatureIncompatible, 63, "after"}})
+	if got := FeatureNames(FeatureTable([]Extension{{Magic: ExtFeatureTable, Data: data}}), 0xe000000000000000); !slices.Equal(got, []string{"test1", "Unknown incompatible feature: c000000000000000"}) {
+		t.Errorf("names %q", got)
+	}
+	if FeatureTable(nil) != nil {
+		t.Error("no table")
 	}
 }

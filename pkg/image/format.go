@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 
 	"github.com/zqimg/zqimg/pkg/internal/arith"
 )
@@ -150,6 +151,10 @@ type Header struct {
 type FormatError struct {
 	Off int64 // file offset of the offending structure; -1 when unknown
 	Msg string
+	// QEMU is QEMU 7.2's message for the same refusal ("qcow2 header
+	// exceeds cluster size"), "" when QEMU has none (it accepts the
+	// image, or fails later and otherwise).
+	QEMU string
 }
 
 func (e *FormatError) Error() string {
@@ -159,8 +164,22 @@ func (e *FormatError) Error() string {
 	return fmt.Sprintf("qcow2: %s (at offset 0x%x)", e.Msg, e.Off)
 }
 
+// QEMUMessage returns QEMU's message for the refusal, or Error when QEMU
+// has none.
+func (e *FormatError) QEMUMessage() string {
+	if e.QEMU != "" {
+		return e.QEMU
+	}
+	return e.Error()
+}
+
 func formatErr(off int64, format string, args ...any) error {
 	return &FormatError{Off: off, Msg: fmt.Sprintf(format, args...)}
+}
+
+// qemuErr is formatErr with QEMU's message for the same refusal.
+func qemuErr(off int64, qemu, format string, args ...any) error {
+	return &FormatError{Off: off, Msg: fmt.Sprintf(format, args...), QEMU: qemu}
 }
 
 // ParseHeader decodes and validates the fixed header in b, which must hold
@@ -189,13 +208,13 @@ func ParseHeader(b []byte) (*Header, error) {
 		HeaderLength:          HeaderV2Size,
 	}
 	if h.Magic != Magic {
-		return nil, formatErr(HdrMagic, "bad magic 0x%08x: image is not in qcow2 format", h.Magic)
+		return nil, qemuErr(HdrMagic, "Image is not in qcow2 format", "bad magic 0x%08x: image is not in qcow2 format", h.Magic)
 	}
 	if h.Version < 2 || h.Version > 3 {
-		return nil, formatErr(HdrVersion, "unsupported qcow2 version %d", h.Version)
+		return nil, qemuErr(HdrVersion, fmt.Sprintf("Unsupported qcow2 version %d", h.Version), "unsupported qcow2 version %d", h.Version)
 	}
 	if h.ClusterBits < MinClusterBits || h.ClusterBits > MaxClusterBits {
-		return nil, formatErr(HdrClusterBits, "unsupported cluster size: 2^%d (cluster_bits must be %d to %d)",
+		return nil, qemuErr(HdrClusterBits, fmt.Sprintf("Unsupported cluster size: 2^%d", h.ClusterBits), "unsupported cluster size: 2^%d (cluster_bits must be %d to %d)",
 			h.ClusterBits, MinClusterBits, MaxClusterBits)
 	}
 	if h.Version == 3 {
@@ -245,7 +264,9 @@ const snapshotHeaderSize = 40
 // *SnapshotTableError.
 func (h *Header) SnapshotTableError() error {
 	fail := func(off int64, format string, args ...any) error {
-		return &SnapshotTableError{FormatError: FormatError{Off: off, Msg: fmt.Sprintf(format, args...)}, Header: h}
+		msg := fmt.Sprintf(format, args...)
+		qemu, _, _ := strings.Cut(msg, ":")
+		return &SnapshotTableError{FormatError: FormatError{Off: off, Msg: msg, QEMU: qemu}, Header: h}
 	}
 	n := uint64(h.NbSnapshots)
 	if n > MaxSnapshots {
@@ -272,10 +293,10 @@ func (h *Header) parseV3(b []byte) error {
 	h.RefcountOrder = be.Uint32(b[HdrRefcountOrder:])
 	h.HeaderLength = be.Uint32(b[HdrHeaderLength:])
 	if h.HeaderLength < HeaderV3MinSize {
-		return formatErr(HdrHeaderLength, "header_length %d too short (minimum %d)", h.HeaderLength, HeaderV3MinSize)
+		return qemuErr(HdrHeaderLength, "qcow2 header too short", "header_length %d too short (minimum %d)", h.HeaderLength, HeaderV3MinSize)
 	}
 	if uint64(h.HeaderLength) > h.ClusterSize() {
-		return formatErr(HdrHeaderLength, "header_length %d exceeds the cluster size %d", h.HeaderLength, h.ClusterSize())
+		return qemuErr(HdrHeaderLength, "qcow2 header exceeds cluster size", "header_length %d exceeds the cluster size %d", h.HeaderLength, h.ClusterSize())
 	}
 	if uint64(len(b)) < uint64(h.HeaderLength) {
 		return formatErr(0, "file too short for header_length %d", h.HeaderLength)
@@ -296,7 +317,7 @@ func (h *Header) parseV3(b []byte) error {
 		}
 	}
 	if h.RefcountOrder > 6 {
-		return formatErr(HdrRefcountOrder, "refcount_order %d: reference count entry width too large; may not exceed 64 bits", h.RefcountOrder)
+		return qemuErr(HdrRefcountOrder, "Reference count entry width too large; may not exceed 64 bits", "refcount_order %d: reference count entry width too large; may not exceed 64 bits", h.RefcountOrder)
 	}
 	return validateCompression(h)
 }
@@ -306,41 +327,58 @@ func (h *Header) parseV3(b []byte) error {
 // limits (what can be checked without the file).
 func (h *Header) validateTables() error {
 	clusterSize := h.ClusterSize()
+	const (
+		qBackingOffset = "Invalid backing file offset"
+		qBackingName   = "Backing file name too long"
+		qL1Large       = "Active L1 table too large"
+		qL1Offset      = "Active L1 table offset invalid"
+		qRTLarge       = "Reference count table too large"
+		qRTOffset      = "Reference count table offset invalid"
+		qRTNone        = "Image does not contain a reference count table"
+	)
 	if h.BackingFileOffset != 0 {
+		q := qBackingName
+		if h.BackingFileOffset > clusterSize {
+			q = qBackingOffset
+		}
 		if h.BackingFileOffset > clusterSize || uint64(h.BackingFileSize) > clusterSize-h.BackingFileOffset || h.BackingFileSize > 1023 {
-			return formatErr(HdrBackingFileOffset, "invalid backing file name: offset %d, length %d", h.BackingFileOffset, h.BackingFileSize)
+			return qemuErr(HdrBackingFileOffset, q, "invalid backing file name: offset %d, length %d", h.BackingFileOffset, h.BackingFileSize)
 		}
 	}
 	if h.L1TableOffset%clusterSize != 0 && h.L1Size != 0 {
-		return formatErr(HdrL1TableOffset, "L1 table offset 0x%x is not cluster aligned", h.L1TableOffset)
+		return qemuErr(HdrL1TableOffset, qL1Offset, "L1 table offset 0x%x is not cluster aligned", h.L1TableOffset)
 	}
 	if uint64(h.L1Size)*8 > MaxL1Bytes {
-		return formatErr(HdrL1Size, "active L1 table too large: %d entries", h.L1Size)
+		return qemuErr(HdrL1Size, qL1Large, "active L1 table too large: %d entries", h.L1Size)
 	}
 	if h.L1Size != 0 && h.L1TableOffset > MaxHostOffset-uint64(h.L1Size)*8 {
-		return formatErr(HdrL1TableOffset, "L1 table offset 0x%x out of range", h.L1TableOffset)
+		return qemuErr(HdrL1TableOffset, qL1Offset, "L1 table offset 0x%x out of range", h.L1TableOffset)
 	}
 	if h.RefcountTableOffset%clusterSize != 0 {
-		return formatErr(HdrRefcountTableOffset, "refcount table offset 0x%x is not cluster aligned", h.RefcountTableOffset)
+		return qemuErr(HdrRefcountTableOffset, qRTOffset, "refcount table offset 0x%x is not cluster aligned", h.RefcountTableOffset)
 	}
 	if h.RefcountTableOffset == 0 {
 		return formatErr(HdrRefcountTableOffset, "refcount table offset is 0")
 	}
 	if uint64(h.RefcountTableClusters)*clusterSize > MaxRefTableBytes && uint64(h.RefcountTableClusters) > 1 {
-		return formatErr(HdrRefcountTableClusters, "reference count table too large: %d clusters", h.RefcountTableClusters)
+		return qemuErr(HdrRefcountTableClusters, qRTLarge, "reference count table too large: %d clusters", h.RefcountTableClusters)
 	}
 	if h.RefcountTableClusters == 0 {
-		return formatErr(HdrRefcountTableClusters, "refcount table has no clusters")
+		return qemuErr(HdrRefcountTableClusters, qRTNone, "refcount table has no clusters")
 	}
 	if h.RefcountTableOffset > MaxHostOffset-uint64(h.RefcountTableClusters)*clusterSize {
-		return formatErr(HdrRefcountTableOffset, "refcount table offset 0x%x out of range", h.RefcountTableOffset)
+		return qemuErr(HdrRefcountTableOffset, qRTOffset, "refcount table offset 0x%x out of range", h.RefcountTableOffset)
+	}
+	// QEMU's limit: the L1 index of the end of the disk must fit an int.
+	need := ceilDiv(h.Size, clusterSize*h.L2Entries())
+	if need > math.MaxInt32 {
+		return qemuErr(HdrSize, "Image is too big", "virtual size %d too large: it needs %d L1 entries, more than %d", h.Size, need, math.MaxInt32)
 	}
 	if h.Size > 1<<62 {
 		return formatErr(HdrSize, "virtual size %d too large", h.Size)
 	}
-	need := ceilDiv(h.Size, clusterSize*h.L2Entries())
 	if uint64(h.L1Size) < need {
-		return formatErr(HdrL1Size, "L1 table too small: %d entries for a virtual size of %d bytes needs %d", h.L1Size, h.Size, need)
+		return qemuErr(HdrL1Size, "L1 table is too small", "L1 table too small: %d entries for a virtual size of %d bytes needs %d", h.L1Size, h.Size, need)
 	}
 	return nil
 }
@@ -350,14 +388,14 @@ func validateCompression(h *Header) error {
 	switch h.CompressionType {
 	case CompressionZlib:
 		if bit {
-			return formatErr(HdrIncompatibleFeatures, "compression type incompatible feature bit must not be set for zlib")
+			return qemuErr(HdrIncompatibleFeatures, "qcow2: Compression type incompatible feature bit must not be set", "compression type incompatible feature bit must not be set for zlib")
 		}
 	case CompressionZstd:
 		if !bit {
-			return formatErr(HdrIncompatibleFeatures, "compression type incompatible feature bit must be set for zstd")
+			return qemuErr(HdrIncompatibleFeatures, "qcow2: Compression type incompatible feature bit must be set", "compression type incompatible feature bit must be set for zstd")
 		}
 	default:
-		return formatErr(HdrCompressionType, "unknown compression type %d", h.CompressionType)
+		return qemuErr(HdrCompressionType, fmt.Sprintf("qcow2: unknown compression type: %d", h.CompressionType), "unknown compression type %d", h.CompressionType)
 	}
 	return nil
 }
@@ -455,13 +493,13 @@ func parseExtensions(b []byte, start, end int, limit string) ([]Extension, error
 	off := start
 	for off < end {
 		if off+8 > end {
-			return nil, formatErr(int64(off), "Header extension too large: its 8-byte header crosses %s", limit)
+			return nil, qemuErr(int64(off), "Header extension too large", "Header extension too large: its 8-byte header crosses %s", limit)
 		}
 		magic := binary.BigEndian.Uint32(b[off:])
 		length := binary.BigEndian.Uint32(b[off+4:])
 		dataOff := off + 8
 		if uint64(length) > uint64(end-dataOff) {
-			return nil, formatErr(int64(off), "Header extension too large: extension 0x%08x of %d bytes crosses %s", magic, length, limit)
+			return nil, qemuErr(int64(off), "Header extension too large", "Header extension too large: extension 0x%08x of %d bytes crosses %s", magic, length, limit)
 		}
 		if magic == ExtEnd {
 			return exts, nil
@@ -546,18 +584,30 @@ var defaultFeatures = []Feature{
 }
 
 // FeatureTable returns the feature name table among the header extensions
-// exts: the last one that decodes (nil if none does).
+// exts as QEMU reads it to name the features it refuses: the last one,
+// its data padded with zeroes to whole 48-byte entries (a table of one
+// short entry names one feature), up to the first entry whose name is
+// empty. It returns nil when there is none.
 func FeatureTable(exts []Extension) []Feature {
-	var table []Feature
+	var data []byte
+	found := false
 	for _, e := range exts {
-		if e.Magic != ExtFeatureTable {
-			continue
-		}
-		if fs, err := ParseFeatureTable(e.Data); err == nil {
-			table = fs
+		if e.Magic == ExtFeatureTable {
+			data, found = e.Data, true
 		}
 	}
-	return table
+	if !found {
+		return nil
+	}
+	padded := make([]byte, roundUp(uint64(len(data)), FeatureEntrySize))
+	copy(padded, data)
+	fs, _ := ParseFeatureTable(padded) // whole entries: cannot fail
+	for i, f := range fs {
+		if f.Name == "" {
+			return fs[:i]
+		}
+	}
+	return fs
 }
 
 // FeatureNames names the incompatible feature bits in mask as they are

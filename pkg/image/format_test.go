@@ -237,8 +237,13 @@ func TestParseHeaderErrors(t *testing.T) {
 			return b
 		}, 64, "Snapshot table offset invalid: 65536 snapshots"},
 		{"virtual size beyond 2^62", func(b []byte) []byte { put64(b, 24, 1<<62+512); return b }, 24, "too large"},
-		// 2^62 itself passes the size rule and fails on the L1 table instead.
-		{"virtual size 2^62", func(b []byte) []byte { put64(b, 24, 1<<62); return b }, 36, "L1 table too small"},
+		// 2^62 with 64K clusters needs 2^33 L1 entries: more than QEMU's
+		// limit of 2^31-1 ("Image is too big").
+		{"virtual size 2^62", func(b []byte) []byte { put64(b, 24, 1<<62); return b }, 24, "more than 2147483647"},
+		// 2^60 needs 2^31 entries: also too big. 2^60-2^29 needs 2^31-1
+		// and fails on the L1 table instead.
+		{"virtual size 2^60", func(b []byte) []byte { put64(b, 24, 1<<60); return b }, 24, "too large"},
+		{"virtual size 2^60-2^29", func(b []byte) []byte { put64(b, 24, 1<<60-1<<29); return b }, 36, "L1 table too small"},
 		// 1G needs 2 entries with 64K clusters.
 		{"L1 table too small", func(b []byte) []byte { put32(b, 36, 1); return b }, 36, "1 entries"},
 		{"L1 table empty", func(b []byte) []byte { put32(b, 36, 0); return b }, 36, "needs 2"},

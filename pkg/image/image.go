@@ -29,6 +29,12 @@ type Options struct {
 	NoBacking bool
 	// CacheBytes bounds the L2 table cache; 0 selects 32 MiB.
 	CacheBytes int
+	// BackingFormat, when not "", is the format of the backing file
+	// ("qcow2" or "raw"), in place of the one the image records (its
+	// backing format extension, or probing without one): qemu-io's open
+	// -o backing.driver=FORMAT. It applies to this image's backing file
+	// only; the levels below use what their images record.
+	BackingFormat string
 	// Cache is the cache mode (qemu-io's -t). The zero value is writeback.
 	// Writethrough is carried out by the layer that completes requests
 	// (zone.Device flushes after every write); O_DIRECT and unsafe are
@@ -297,7 +303,7 @@ func (img *Image) attachBacking(opts Options) error {
 		if errors.As(err, &ce) {
 			return ce
 		}
-		return fmt.Errorf("could not open backing file %q: %w", img.backingName, err)
+		return &BackingFileError{Name: img.backingName, Err: err}
 	}
 	img.backing = b
 	return nil
@@ -326,7 +332,12 @@ func (img *Image) openBacking(opts Options) (backingFile, error) {
 		return nil, &BackingChainError{Chain: names}
 	}
 	opts.chain = append(append([]fileID(nil), chain...), id)
-	return openBacking(path, img.backingFormat, opts)
+	format := img.backingFormat
+	if opts.BackingFormat != "" {
+		format = opts.BackingFormat
+	}
+	opts.BackingFormat = ""
+	return openBacking(path, format, opts)
 }
 
 // statID returns the identity of the file at path.
@@ -355,7 +366,8 @@ func (img *Image) checkFeatures(opts Options) error {
 		return &UnsupportedFeatureError{Names: []string{fmt.Sprintf("encryption (crypt_method %d, %s)", h.CryptMethod, kind)}}
 	}
 	if !img.ro && h.IncompatibleFeatures&IncompatCorrupt != 0 {
-		return fmt.Errorf("%w: the corrupt bit is set; it cannot be opened read/write (run 'zqimg check -r all' to repair it)", ErrCorrupt)
+		return &worded{err: fmt.Errorf("%w: the corrupt bit is set; it cannot be opened read/write (run 'zqimg check -r all' to repair it)", ErrCorrupt),
+			qemu: "qcow2: Image is corrupt; cannot be opened read/write"}
 	}
 	if !img.ro && h.IncompatibleFeatures&IncompatDirty != 0 {
 		return fmt.Errorf("%w: refcounts were not written back (lazy refcounts); run 'zqimg check -r all' to repair it before writing", ErrDirty)
@@ -582,7 +594,13 @@ func (img *Image) writeHeaderField(off, size int, v uint64) error {
 // signalCorruption marks the image corrupt (when writable), so that no
 // further writes can damage it, and returns the error describing why.
 func (img *Image) signalCorruption(off int64, format string, args ...any) error {
-	err := &CorruptionError{Off: off, Msg: fmt.Sprintf(format, args...)}
+	return img.signalCorruptionQ(off, "", format, args...)
+}
+
+// signalCorruptionQ is signalCorruption with QEMU's description of the
+// event (CorruptionError.QEMU).
+func (img *Image) signalCorruptionQ(off int64, qemu, format string, args ...any) error {
+	err := &CorruptionError{Off: off, Msg: fmt.Sprintf(format, args...), QEMU: qemu, First: !img.corrupt && !img.ro}
 	img.markCorrupt()
 	return err
 }
@@ -621,7 +639,7 @@ func openBacking(path, format string, opts Options) (backingFile, error) {
 		}
 		return &zeroPastEnd{r: f, size: size, c: f}, nil
 	default:
-		return nil, fmt.Errorf("backing file format %q is not supported (only qcow2 and raw)", format)
+		return nil, &BackingFormatError{Format: format}
 	}
 }
 

@@ -83,7 +83,7 @@ func Run(o *Options) error {
 	}
 	var pe *pamend.OpenError
 	if errors.As(err, &pe) {
-		ios.Errorf("%s", cmdutil.OpenError(pe.Path, pe.Err))
+		ios.Errorf("%s", ios.OpenError(pe.Path, pe.Err))
 		return cmdutil.Exit(1)
 	}
 	ios.Errorf("%s: %v", o.File, err)

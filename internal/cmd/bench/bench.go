@@ -175,7 +175,7 @@ func Run(o *Options) error {
 	}
 	d, err := pbench.Open(o.File, b, cache, o.ForceShare)
 	if err != nil {
-		return fail("%s", cmdutil.OpenError(o.File, err))
+		return fail("%s", o.IO.OpenError(o.File, err))
 	}
 	// Every option is checked before the run is announced.
 	if err := pbench.Validate(d, b); err != nil {

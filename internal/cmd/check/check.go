@@ -86,7 +86,12 @@ func Run(o *Options) error {
 	}
 	res, err := pcheck.CheckPath(o.File, opts)
 	if res == nil {
-		o.IO.Errorf("%v", err)
+		var oe *pcheck.OpenError
+		if errors.As(err, &oe) {
+			o.IO.Errorf("%s", o.IO.CouldNotOpen(oe.Path, oe.Err))
+		} else {
+			o.IO.Errorf("%v", err)
+		}
 		return cmdutil.Exit(1)
 	}
 	out := o.IO.Out

@@ -69,7 +69,7 @@ func Run(o *Options) error {
 	if err != nil {
 		var oe *pcommit.OpenError
 		if errors.As(err, &oe) && !errors.Is(err, pcommit.ErrZoned) {
-			ios.Errorf("%s", cmdutil.OpenError(oe.Path, oe.Err))
+			ios.Errorf("%s", ios.OpenError(oe.Path, oe.Err))
 		} else {
 			ios.Errorf("%v", err)
 		}

@@ -74,13 +74,13 @@ func Run(o *Options) error {
 	ios := o.IO
 	a, err := blockdev.Open(o.File1, blockdev.Options{Format: o.Format1, ForceShare: o.ForceShare})
 	if err != nil {
-		ios.Errorf("Could not open '%s': %v", o.File1, err)
+		ios.Errorf("%s", ios.CouldNotOpen(o.File1, err))
 		return cmdutil.Exit(2)
 	}
 	defer a.Close()
 	b, err := blockdev.Open(o.File2, blockdev.Options{Format: o.Format2, ForceShare: o.ForceShare})
 	if err != nil {
-		ios.Errorf("Could not open '%s': %v", o.File2, err)
+		ios.Errorf("%s", ios.CouldNotOpen(o.File2, err))
 		return cmdutil.Exit(2)
 	}
 	defer b.Close()

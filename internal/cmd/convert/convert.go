@@ -125,7 +125,7 @@ func Run(o *Options) error {
 	}
 	src, err := blockdev.Open(o.Src, blockdev.Options{Format: o.Format, ForceShare: o.ForceShare})
 	if err != nil {
-		ios.Errorf("Could not open '%s': %v", o.Src, err)
+		ios.Errorf("%s", ios.CouldNotOpen(o.Src, err))
 		return cmdutil.Exit(1)
 	}
 	defer src.Close()

@@ -109,7 +109,7 @@ func Run(o *Options) error {
 		}
 		var be *pcreate.BackingOpenError
 		if errors.As(err, &be) {
-			ios.Errorf("%s: %v", o.File, be)
+			ios.Errorf("%s: %s", o.File, ios.Reason(be))
 			fmt.Fprintln(ios.ErrOut, be.Hint())
 			return cmdutil.Exit(1)
 		}

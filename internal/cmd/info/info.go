@@ -62,7 +62,7 @@ func Run(o *Options) error {
 	}
 	inf, err := pinfo.Describe(o.File, o.ForceShare)
 	if err != nil {
-		o.IO.Errorf("Could not open '%s': %v", o.File, err)
+		o.IO.Errorf("%s", o.IO.CouldNotOpen(o.File, err))
 		return cmdutil.Exit(1)
 	}
 	if o.Output == "json" {

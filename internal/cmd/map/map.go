@@ -94,7 +94,7 @@ func Run(o *Options) error {
 	}
 	d, err := blockdev.Open(o.File, blockdev.Options{Format: o.Format, ForceShare: o.ForceShare})
 	if err != nil {
-		ios.Errorf("Could not open '%s': %v", o.File, err)
+		ios.Errorf("%s", ios.CouldNotOpen(o.File, err))
 		return cmdutil.Exit(1)
 	}
 	defer d.Close()

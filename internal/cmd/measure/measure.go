@@ -94,7 +94,7 @@ func Run(o *Options) error {
 	} else {
 		d, err := blockdev.Open(o.Files[0], blockdev.Options{Format: o.Format, ForceShare: o.ForceShare})
 		if err != nil {
-			ios.Errorf("Could not open '%s': %v", o.Files[0], err)
+			ios.Errorf("%s", ios.CouldNotOpen(o.Files[0], err))
 			return cmdutil.Exit(1)
 		}
 		defer d.Close()

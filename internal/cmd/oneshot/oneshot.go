@@ -114,7 +114,7 @@ func Run(o *Options) error {
 	}
 	dev, err := zone.Open(ss.File, image.Options{ReadOnly: !writes, NoLock: ss.ForceShare, Cache: mode})
 	if err != nil {
-		o.IO.Errorf("can't open device %s: %v", ss.File, err)
+		o.IO.Errorf("can't open device %s: %s", ss.File, o.IO.Reason(err))
 		return cmdutil.Exit(1)
 	}
 	o.IO.WarnDirectIO(dev.Image())

@@ -84,7 +84,7 @@ func Run(o *Options) error {
 	var oe *prebase.OpenError
 	switch {
 	case errors.As(err, &oe) && !errors.Is(err, prebase.ErrZoned):
-		ios.Errorf("%s", cmdutil.OpenError(oe.Path, oe.Err))
+		ios.Errorf("%s", ios.OpenError(oe.Path, oe.Err))
 	default:
 		ios.Errorf("%v", err)
 	}

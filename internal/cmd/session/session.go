@@ -134,13 +134,14 @@ func Run(o *Options) error {
 	if o.File != "" {
 		dev, err = zone.Open(o.File, image.Options{ReadOnly: o.ReadOnly || o.ForceShare, NoLock: o.ForceShare, Cache: mode})
 		if err != nil {
-			o.IO.Errorf("can't open device %s: %v", o.File, err)
+			o.IO.Errorf("can't open device %s: %s", o.File, o.IO.Reason(err))
 			return cmdutil.Exit(1)
 		}
 		o.IO.WarnDirectIO(dev.Image())
 	}
 	sh := ioshell.New(dev, o.IO.Out, o.IO.ErrOut)
-	sh.Open = func(path string, readOnly, forceShare bool, cache string) (*zone.Device, error) {
+	sh.Open = func(path string, oo ioshell.OpenOptions) (*zone.Device, error) {
+		readOnly, forceShare, cache := oo.ReadOnly, oo.ForceShare, oo.Cache
 		if cache == "" {
 			cache = o.Cache
 		}
@@ -148,15 +149,17 @@ func Run(o *Options) error {
 		if err != nil {
 			return nil, err
 		}
-		d, err := zone.Open(path, image.Options{ReadOnly: readOnly || forceShare, NoLock: forceShare, Cache: m})
-		if errors.Is(err, fs.ErrNotExist) {
+		d, err := zone.Open(path, image.Options{ReadOnly: readOnly || forceShare, NoLock: forceShare, Cache: m, BackingFormat: oo.BackingFormat})
+		var be *image.BackingFileError
+		if errors.Is(err, fs.ErrNotExist) && !errors.As(err, &be) {
 			//lint:ignore ST1005 qemu's message
 			return nil, fmt.Errorf("Could not open '%s': No such file or directory", path)
 		}
-		if err == nil {
-			o.IO.WarnDirectIO(d.Image())
+		if err != nil {
+			return nil, &reasonError{err: err, msg: o.IO.Reason(err)}
 		}
-		return d, err
+		o.IO.WarnDirectIO(d.Image())
+		return d, nil
 	}
 	sh.ForceShare = o.ForceShare
 	sh.Prog = o.IO.ProgName()
@@ -186,3 +189,13 @@ func Run(o *Options) error {
 	}
 	return nil
 }
+
+// reasonError is an error printed as msg: its wording as the program
+// zqimg runs as (cmdutil.IOStreams.Reason).
+type reasonError struct {
+	err error
+	msg string
+}
+
+func (e *reasonError) Error() string { return e.msg }
+func (e *reasonError) Unwrap() error { return e.err }

@@ -100,7 +100,7 @@ func Run(o *Options) error {
 	}
 	d, err := zone.Open(o.File, image.Options{ReadOnly: ro, NoLock: o.ForceShare, NoBacking: true, Cache: image.CacheWriteBack})
 	if err != nil {
-		ios.Errorf("%s", cmdutil.OpenError(o.File, err))
+		ios.Errorf("%s", ios.OpenError(o.File, err))
 		return cmdutil.Exit(1)
 	}
 	err = run(o, d)
