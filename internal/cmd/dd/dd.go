@@ -92,7 +92,7 @@ func Run(o *Options) error {
 	}
 	src, err := blockdev.Open(in, blockdev.Options{Format: o.Format, ForceShare: o.ForceShare})
 	if err != nil {
-		ios.Errorf("%s", cmdutil.OpenError(in, err))
+		ios.Errorf("%s", ios.OpenError(in, err))
 		return cmdutil.Exit(1)
 	}
 	defer src.Close()
