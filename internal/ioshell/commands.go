@@ -167,6 +167,32 @@ func init() {
  Example:
  'length' - prints "1 GiB" for an image of 1073741824 bytes
 `, run: (*Shell).length},
+		{name: "truncate", alt: "t", argmin: 1, argmax: 3, opts: "m:", args: "[-m prealloc_mode] off", oneline: "truncates the current file at the given offset",
+			help: ` changes the virtual size of the image
+
+ Example:
+ 'truncate 384M' - grows (or shrinks) the image to 384 MiB
+
+ Grows or shrinks the image to the given size, a multiple of 512, as
+ qemu-img resize does (no --shrink is needed). Clusters beyond a smaller
+ size are dropped; a larger size reads as zeroes, also where a backing
+ file would show through (the new area is then written with zeroes). A
+ zoned image grows and shrinks by whole zones, and only trailing EMPTY
+ sequential zones can be removed; other sizes are refused.
+ -m, -- preallocation mode: only off (zqimg's images are sparse)
+`, writes: true, run: (*Shell).truncate},
+		{name: "map", argmin: 0, argmax: 0, args: "", oneline: "prints the allocated areas of a file",
+			help: ` prints the allocated areas of the image
+
+ Example:
+ 'map' - prints "2 MiB (0x200000) bytes     allocated at offset 0 bytes (0x0)"
+         and the other runs, to the end of the image
+
+ Prints one line per run of bytes that this image stores (as data or as
+ zero clusters: "allocated") or does not store (they read from the backing
+ file, or as zeroes: "not allocated"), with qemu-io's sizes. In a
+ sequential zone, bytes at or beyond the write pointer are not allocated.
+`, run: (*Shell).mapCmd},
 		{name: "zone_report", alt: "zrp", argmin: 1, argmax: 2, long: []string{"output:"},
 			args: "[--output=human|json|table] offset [number]", oneline: "report zone information",
 			help: ` reports zones, from the zone that contains the given offset

@@ -148,6 +148,8 @@ func (s *Shell) write(p *parsedArgs) error {
 	}
 	t1 := s.now()
 	switch {
+	case zflag && p.has('u'):
+		err = s.Dev.WriteZeroesUnmap(offset, count)
 	case zflag:
 		err = s.Dev.WriteZeroes(offset, count)
 	case cflag:

@@ -377,6 +377,12 @@ func (d *Device) WriteZeroes(off, n int64) error {
 	return d.ack(d.dataWrite(off, n, func() error { return d.img.WriteZeroes(off, n) }))
 }
 
+// WriteZeroesUnmap is WriteZeroes that may unmap (qemu-io's write -z -u):
+// the host clusters of the range are freed (image.WriteZeroesUnmap).
+func (d *Device) WriteZeroesUnmap(off, n int64) error {
+	return d.ack(d.dataWrite(off, n, func() error { return d.img.WriteZeroesUnmap(off, n) }))
+}
+
 // dataWrite runs a write or zero write of n bytes at off as a data
 // request (io held shared): checked against the zone rules under mu,
 // performed with mu released.

@@ -1,0 +1,170 @@
+package ioshell
+
+import (
+	"bytes"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/zqimg/zqimg/internal/testimg"
+	"github.com/zqimg/zqimg/pkg/image"
+	"github.com/zqimg/zqimg/pkg/zone"
+)
+
+// qemuShell returns a shell on d that speaks as qemu-io.
+func qemuShell(d *zone.Device) (*Shell, *bytes.Buffer, *bytes.Buffer) {
+	var out, errb bytes.Buffer
+	s := New(d, &out, &errb)
+	s.Prog, s.Terse = "qemu-io", true
+	return s, &out, &errb
+}
+
+// runLines runs each line, which must succeed, and returns the output.
+func runLines(t *testing.T, s *Shell, out, errb *bytes.Buffer, lines ...string) string {
+	t.Helper()
+	out.Reset()
+	for _, l := range lines {
+		if !s.Run(l) {
+			s.Flush()
+			t.Fatalf("%s failed: stdout %q stderr %q", l, out.String(), errb.String())
+		}
+	}
+	s.Flush()
+	return out.String()
+}
+
+// expectFail runs line, which must fail with exactly this on stderr.
+func expectFail(t *testing.T, s *Shell, errb *bytes.Buffer, line, stderr string) {
+	t.Helper()
+	errb.Reset()
+	if s.Run(line) {
+		t.Errorf("%s succeeded", line)
+	}
+	s.Flush()
+	if errb.String() != stderr {
+		t.Errorf("%s: stderr %q, want %q", line, errb.String(), stderr)
+	}
+}
+
+// TestTruncate: truncate grows and shrinks the image (no --shrink guard),
+// the new area reads as zeroes, and sizes qcow2 or the zone rules refuse
+// are reported with qemu-io's wording.
+func TestTruncate(t *testing.T) {
+	d := newDevice(t, "1M", image.Options{})
+	s, out, errb := qemuShell(d)
+	got := runLines(t, s, out, errb, "write -q -P 0x11 0 1M", "truncate 3M", "length", "read -q -P 0x11 0 1M", "read -q -P 0 1M 2M",
+		"t 512k", "length", "truncate -m off 1M", "length", "read -q -P 0x11 0 512k", "read -q -P 0 512k 512k")
+	if got != "3 MiB\n512 KiB\n1 MiB\n" {
+		t.Errorf("lengths: %q", got)
+	}
+	expectFail(t, s, errb, "truncate 1000", "qemu-io: The new size must be a multiple of 512\n")
+	expectFail(t, s, errb, "truncate -m foo 2M", "qemu-io: Invalid preallocation mode 'foo'\n")
+	expectFail(t, s, errb, "truncate -m full 2M", "qemu-io: Unsupported preallocation mode 'full' (zqimg only truncates with preallocation=off)\n")
+	expectFail(t, s, errb, "truncate", "bad argument count 0 to truncate, expected between 1 and 3 arguments\n")
+	if d.Size() != 1<<20 {
+		t.Errorf("size %d after refused truncates", d.Size())
+	}
+}
+
+// TestTruncateHidesBacking: growing an overlay whose backing file is
+// larger makes the new area read as zeroes, not as the backing file.
+func TestTruncateHidesBacking(t *testing.T) {
+	dir := t.TempDir()
+	base := filepath.Join(dir, "base.qcow2")
+	testimg.File(t, base, "4M")
+	b, err := zone.Open(base, image.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.WriteAt(bytes.Repeat([]byte{0x22}, 4<<20), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	top := filepath.Join(dir, "top.qcow2")
+	testimg.File(t, top, "1M", "backing_file="+base, "backing_fmt=qcow2")
+	d, err := zone.Open(top, image.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	s, out, errb := qemuShell(d)
+	runLines(t, s, out, errb, "read -q -P 0x22 0 1M", "truncate 4M", "read -q -P 0x22 0 1M", "read -q -P 0 1M 3M")
+}
+
+// TestTruncateZoned: a zoned image grows by whole zones; other sizes are
+// refused with the zone rule, and the size does not change.
+func TestTruncateZoned(t *testing.T) {
+	d := newDevice(t, "4M", image.Options{}, "zone.mode=host-managed", "zone.size=1M")
+	s, out, errb := qemuShell(d)
+	if got := runLines(t, s, out, errb, "truncate 5M", "length", "zrp 4M 1"); !strings.HasPrefix(got, "5 MiB\nstart: 0x2000, len 0x800, cap 0x800, wptr 0x2000, zcond:1,") {
+		t.Errorf("after truncate 5M: %q", got)
+	}
+	errb.Reset()
+	if s.Run("truncate 5632k") || !strings.Contains(errb.String(), "is not a whole number of zones") || !strings.HasPrefix(errb.String(), "qemu-io: ") {
+		t.Errorf("truncate 5632k: stderr %q", errb.String())
+	}
+	if d.Size() != 5<<20 {
+		t.Errorf("size %d", d.Size())
+	}
+}
+
+// TestMap: map prints qemu-io's runs of allocated and unallocated bytes;
+// a write of zeroes makes clusters allocated (zero clusters) whether or not
+// it may unmap. This is the start of QEMU's iotest 179.
+func TestMap(t *testing.T) {
+	d := newDevice(t, "64M", image.Options{})
+	s, out, errb := qemuShell(d)
+	got := runLines(t, s, out, errb, "write -q -z -u 2M 2M", "write -q -z 6M 2M", "map")
+	want := `2 MiB (0x200000) bytes not allocated at offset 0 bytes (0x0)
+2 MiB (0x200000) bytes     allocated at offset 2 MiB (0x200000)
+2 MiB (0x200000) bytes not allocated at offset 4 MiB (0x400000)
+2 MiB (0x200000) bytes     allocated at offset 6 MiB (0x600000)
+56 MiB (0x3800000) bytes not allocated at offset 8 MiB (0x800000)
+`
+	if got != want {
+		t.Errorf("map:\n%s\nwant:\n%s", got, want)
+	}
+	expectFail(t, s, errb, "map 0", "bad argument count 1 to map, expected 0 arguments\n")
+}
+
+// TestWriteZeroesUnmap: write -z -u over data frees its clusters (zero
+// clusters without a host offset, the file's clusters given back), while
+// write -z keeps them (zero clusters with their host offset).
+func TestWriteZeroesUnmap(t *testing.T) {
+	d := newDevice(t, "4M", image.Options{})
+	s, out, errb := qemuShell(d)
+	runLines(t, s, out, errb, "write -q -P 0x33 0 4M", "write -q -z 0 1M", "write -q -z -u 1M 1M", "read -q -P 0 0 2M", "read -q -P 0x33 2M 2M")
+	img := d.Image()
+	for _, c := range []struct {
+		off       int64
+		hostValid bool
+	}{{0, true}, {1 << 20, false}} {
+		x, err := img.BlockStatus(c.off, 1<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if x.Kind != image.Zero || x.Len != 1<<20 || x.HostValid != c.hostValid {
+			t.Errorf("at %d: %+v, want 1 MiB of zero clusters, host offset %v", c.off, x, c.hostValid)
+		}
+	}
+	if got := runLines(t, s, out, errb, "map"); got != "4 MiB (0x400000) bytes     allocated at offset 0 bytes (0x0)\n" {
+		t.Errorf("map: %q", got)
+	}
+}
+
+// TestMapZoned: in a sequential zone only the bytes below the write
+// pointer are allocated.
+func TestMapZoned(t *testing.T) {
+	d := newDevice(t, "4M", image.Options{}, "zone.mode=host-managed", "zone.size=1M")
+	s, out, errb := qemuShell(d)
+	got := runLines(t, s, out, errb, "zap 1M 64k", "map")
+	want := `1 MiB (0x100000) bytes not allocated at offset 0 bytes (0x0)
+64 KiB (0x10000) bytes     allocated at offset 1 MiB (0x100000)
+2.938 MiB (0x2f0000) bytes not allocated at offset 1.062 MiB (0x110000)
+`
+	if got != want {
+		t.Errorf("map:\n%s\nwant:\n%s", got, want)
+	}
+}
