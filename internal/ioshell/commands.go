@@ -268,24 +268,49 @@ func init() {
  moves past it.
  -p, -- print the sector where the data landed
 `, writes: true, run: (*Shell).zoneAppend},
-		{name: "open", alt: "o", noDev: true, argmin: 1, argmax: -1, exact: 1, opts: "rsnkUt:d:i:o:",
+		{name: "open", alt: "o", noDev: true, argmin: 0, argmax: -1, opts: "rsnkUt:d:i:o:",
 			args: "[-rsnkU] [-t cache] [-d discard] [-i aio] [-o options] [path]", oneline: "open the file specified by path",
 			help: ` opens a new file when none is open
 
  Example:
  'open -r /tmp/data' - opens /tmp/data read-only
  'open -n -o driver=qcow2 /tmp/data' - opens /tmp/data with the host page cache bypassed
+ 'open -o driver=qcow2,file.filename=/tmp/data' - opens /tmp/data, named by the options
 
  -r, -- open read-only
+ -s, -- snapshot mode: writes go to a temporary overlay, discarded at close
  -n, -- bypass the host page cache (-t none)
  -k, -- accepted (native AIO); zqimg's I/O is synchronous
  -U, -- force share: no locks, reading only
  -t, -- cache mode, as the session's -t
  -d, -- accepted (discard mode)
  -i, -- accepted (AIO mode)
- -o, -- options: only driver=qcow2
- -s, -- refused: snapshot mode is not supported
+ -o, -- block layer options: driver=qcow2, filename or file.filename (the
+        file, instead of path), file.driver=file, file.driver=qcow2 with
+        file.file.filename (a qcow2 image stored in a qcow2 image),
+        node-name, file.node-name, backing.node-name, read-only,
+        cache.direct, cache.no-flush, auto-read-only; driver=file,
+        host_device and host_cdrom are checked as QEMU does, then refused
+        (zqimg opens qcow2 images only); other options are refused
 `, run: (*Shell).open},
+		{name: "reopen", argmin: 0, argmax: -1, opts: "c:o:rw",
+			args: "[(-r|-w)] [-c cache] [-o options]", oneline: "reopens an image with new options",
+			help: ` changes the open options of the image
+
+ Example:
+ 'reopen -r' - reopens the image read-only
+ 'reopen -w -c writeback' - reopens it read-write, with the writeback cache mode
+
+ The image is flushed and closed, then opened again with the new flags; if
+ that fails, it is opened again as it was. Node names and drivers cannot
+ change (giving the same ones is accepted); qcow2 run-time options zqimg
+ does not implement (lazy-refcounts, cache sizes, ...) are refused.
+ -r, -- reopen the image read-only
+ -w, -- reopen the image read-write
+ -c, -- change the cache mode to the given value
+ -o, -- options: read-only, cache.direct, cache.no-flush, auto-read-only,
+        node-name, driver (and their file. and backing. forms, unchanged)
+`, run: (*Shell).reopen},
 		{name: "close", alt: "c", argmin: 0, argmax: 0, args: "", oneline: "close the current open file",
 			help: ` closes the image
 

@@ -33,9 +33,13 @@ type Shell struct {
 	// (after qemu-io's "write failed: ..." line), so that the output is
 	// qemu-io's exactly: set when zqimg runs as qemu-io.
 	Terse bool
-	// Open opens an image for the open command (nil: open is refused);
-	// cache "" means the session's cache mode.
-	Open func(path string, readOnly, forceShare bool, cache string) (*zone.Device, error)
+	// Open opens an image for the open and reopen commands (nil: they
+	// are refused); see OpenRequest.
+	Open func(r OpenRequest) (*zone.Device, error)
+	// Current is how the open image was opened (set by the session for
+	// the image of its command line, and by open and reopen): what reopen
+	// starts from.
+	Current OpenRequest
 	// Prompt is printed before each command read by Loop (default Prompt;
 	// "qemu-io> " when zqimg runs as qemu-io).
 	Prompt string
@@ -242,49 +246,6 @@ func (s *Shell) help(p *parsedArgs) error {
 		fmt.Fprintf(s.Out, "%s -- %s\n", strings.TrimSpace(name+" "+c.args), c.oneline)
 	}
 	fmt.Fprintf(s.Out, "\nUse 'help commandname' for extended help.\n")
-	return nil
-}
-
-// open opens an image when none is open (qemu-io's open). Of -o, only
-// driver=qcow2 is accepted: zqimg has no other drivers or run-time options.
-func (s *Shell) open(p *parsedArgs) error {
-	if s.Dev != nil {
-		s.Out.Flush()
-		fmt.Fprintf(s.Err, "%s: file open already, try 'help close'\n", s.Prog)
-		return errCommandFailed
-	}
-	if s.Open == nil || len(p.operands) == 0 {
-		s.usage(lookup("open"))
-		return errCommandFailed
-	}
-	path := p.operands[0]
-	cache := p.flags['t']
-	if p.has('n') {
-		cache = "none"
-	}
-	var err error
-	if p.has('s') {
-		err = errors.New("snapshot mode (-s) is not supported by zqimg")
-	}
-	if o, ok := p.flags['o']; ok && err == nil {
-		for _, kv := range strings.Split(o, ",") {
-			if kv != "driver=qcow2" {
-				err = fmt.Errorf("option '%s' is not supported by zqimg", kv)
-				break
-			}
-		}
-	}
-	var d *zone.Device
-	if err == nil {
-		d, err = s.Open(path, p.has('r'), p.has('U'), cache)
-	}
-	if err != nil {
-		s.Out.Flush()
-		fmt.Fprintf(s.Err, "%s: can't open device %s: %v\n", s.Prog, path, err)
-		return errCommandFailed
-	}
-	s.Dev = d
-	s.ForceShare = s.ForceShare || p.has('U')
 	return nil
 }
 

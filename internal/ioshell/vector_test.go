@@ -190,7 +190,7 @@ func TestWriteCompressed(t *testing.T) {
 
 // TestOpen: open opens an image when none is open (through Shell.Open,
 // with -r and -t passed on), refuses a second one and -o options other
-// than driver=qcow2 and -s, with qemu-io's messages.
+// than those zqimg implements, with qemu-io's messages.
 func TestOpen(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "o.qcow2")
 	testimg.File(t, path, "1M")
@@ -199,14 +199,15 @@ func TestOpen(t *testing.T) {
 	s.Prog, s.Terse = "qemu-io", true
 	var gotRO bool
 	var gotCache string
-	s.Open = func(p string, ro, fs bool, cache string) (*zone.Device, error) {
-		gotRO, gotCache = ro, cache
-		return zone.Open(p, image.Options{ReadOnly: ro})
+	s.Open = func(r OpenRequest) (*zone.Device, error) {
+		gotRO, gotCache = r.ReadOnly, r.Cache
+		return zone.Open(r.Path, image.Options{ReadOnly: r.ReadOnly})
 	}
 	for _, c := range []struct{ line, stderr string }{
 		{"read 0 512", "no file open, try 'help open'\n"},
 		{"open -o driver=raw " + path, "qemu-io: can't open device " + path + ": option 'driver=raw' is not supported by zqimg\n"},
-		{"open -s " + path, "qemu-io: can't open device " + path + ": snapshot mode (-s) is not supported by zqimg\n"},
+		{"open -o driver=qcow2,lazy-refcounts=on " + path, "qemu-io: can't open device " + path + ": option 'lazy-refcounts=on' is not supported by zqimg\n"},
+		{"open", "bad argument count 0 to open, expected at least 1 arguments\n"},
 	} {
 		errb.Reset()
 		if s.Run(c.line) || errb.String() != c.stderr {

@@ -21,9 +21,12 @@ type Options struct {
 	Commands   []string
 	ReadOnly   bool
 	ForceShare bool
-	Format     string
-	Cache      string // qemu-io's -t mode; -n sets "none"
-	File       string
+	// Snapshot (-s) sends writes to a temporary overlay that is discarded
+	// at the end: the image is opened read-only and never written.
+	Snapshot bool
+	Format   string
+	Cache    string // qemu-io's -t mode; -n sets "none"
+	File     string
 	// AIO is qemu-io's --aio/-i mode (threads, native or io_uring): checked
 	// and accepted; zqimg's I/O is synchronous whatever it is.
 	AIO string
@@ -41,9 +44,10 @@ func NewCmdIO(ios *cmdutil.IOStreams, runF func(*Options) error) *cobra.Command 
 		Short: "Run qemu-io style commands on an image in one session",
 		Long: `Open FILE once and run each -c command in order, or, without -c, the
 commands read from standard input (a "zqimg> " prompt is printed before
-each). Commands: read, write, discard, flush, length, zone_report (zrp),
-zone_open (zo), zone_close (zc), zone_finish (zf), zone_reset (zrs),
-zone_append (zap), help, quit; "help CMD" describes one. A failing command
+each). Commands: read, write, discard, flush, length, truncate, map,
+zone_report (zrp), zone_open (zo), zone_close (zc), zone_finish (zf),
+zone_reset (zrs), zone_append (zap), open, reopen, close, help, quit;
+"help CMD" describes one. A failing command
 prints qemu-io's failure line and the session goes on; the exit status is
 1 if any command failed.
 
@@ -53,6 +57,9 @@ at the end of the session), unsafe (flushes are skipped: after a power
 loss or host crash the image may be corrupt), none (writeback without the
 host page cache, O_DIRECT) and directsync (writethrough without the host
 page cache). -n is -t none.
+
+-s (snapshot mode) sends the writes to a temporary overlay, discarded at
+the end: the image is opened read-only and never written.
 
 -U (force share) opens the image read-only without taking QEMU's image
 locks, so that an image another process holds can be read; commands that
@@ -79,6 +86,7 @@ write are refused.`,
 	cmd.Flags().StringArrayVarP(&o.Commands, "cmd", "c", nil, "command to run (repeatable)")
 	cmd.Flags().BoolVarP(&o.ReadOnly, "read-only", "r", false, "open the image read-only")
 	cmd.Flags().BoolVarP(&o.ForceShare, "force-share", "U", false, "open the image read-only without taking locks")
+	cmd.Flags().BoolVarP(&o.Snapshot, "snapshot", "s", false, "snapshot mode: writes go to a temporary overlay, discarded at the end")
 	cmd.Flags().StringVarP(&o.Format, "format", "f", "qcow2", "image format (only qcow2)")
 	cmdutil.CacheFlags(cmd.Flags(), &o.Cache, true)
 	cmd.Flags().StringVarP(&o.AIO, "aio", "i", "threads", "AIO mode, as qemu-io's: threads, native or io_uring (zqimg's I/O is synchronous in each)")
@@ -107,8 +115,7 @@ func Run(o *Options) error {
 		o.IO.Errorf("Invalid discard option: %s", o.discard)
 		return cmdutil.Exit(1)
 	}
-	mode, err := image.ParseCacheMode(o.Cache)
-	if err != nil {
+	if _, err := image.ParseCacheMode(o.Cache); err != nil {
 		o.IO.Errorf("%v", err)
 		return cmdutil.Exit(1)
 	}
@@ -130,9 +137,17 @@ func Run(o *Options) error {
 			}
 		}
 	}
+	open := func(r ioshell.OpenRequest) (*zone.Device, error) {
+		if r.Cache == "" {
+			r.Cache = o.Cache
+		}
+		return openDevice(r)
+	}
+	first := ioshell.OpenRequest{Path: o.File, ReadOnly: o.ReadOnly, ForceShare: o.ForceShare, Snapshot: o.Snapshot, Cache: o.Cache}
 	var dev *zone.Device
 	if o.File != "" {
-		dev, err = zone.Open(o.File, image.Options{ReadOnly: o.ReadOnly || o.ForceShare, NoLock: o.ForceShare, Cache: mode})
+		var err error
+		dev, err = open(first)
 		if err != nil {
 			o.IO.Errorf("can't open device %s: %v", o.File, err)
 			return cmdutil.Exit(1)
@@ -140,18 +155,12 @@ func Run(o *Options) error {
 		o.IO.WarnDirectIO(dev.Image())
 	}
 	sh := ioshell.New(dev, o.IO.Out, o.IO.ErrOut)
-	sh.Open = func(path string, readOnly, forceShare bool, cache string) (*zone.Device, error) {
-		if cache == "" {
-			cache = o.Cache
-		}
-		m, err := image.ParseCacheMode(cache)
-		if err != nil {
-			return nil, err
-		}
-		d, err := zone.Open(path, image.Options{ReadOnly: readOnly || forceShare, NoLock: forceShare, Cache: m})
+	sh.Current = first
+	sh.Open = func(r ioshell.OpenRequest) (*zone.Device, error) {
+		d, err := open(r)
 		if errors.Is(err, fs.ErrNotExist) {
 			//lint:ignore ST1005 qemu's message
-			return nil, fmt.Errorf("Could not open '%s': No such file or directory", path)
+			return nil, fmt.Errorf("Could not open '%s': No such file or directory", r.Path)
 		}
 		if err == nil {
 			o.IO.WarnDirectIO(d.Image())

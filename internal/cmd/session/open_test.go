@@ -1,0 +1,139 @@
+package session
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/zqimg/zqimg/internal/cmdutil"
+	"github.com/zqimg/zqimg/internal/ioshell"
+	"github.com/zqimg/zqimg/internal/testimg"
+	"github.com/zqimg/zqimg/pkg/image"
+	"github.com/zqimg/zqimg/pkg/zone"
+)
+
+// runQemuIO runs a qemu-io session with args and returns its exit status,
+// standard output and standard error.
+func runQemuIO(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	ios := &cmdutil.IOStreams{In: strings.NewReader(""), Out: &out, ErrOut: &errb, Prog: "qemu-io"}
+	cmd := NewCmdIO(ios, nil)
+	cmd.SilenceErrors = true
+	cmd.SetArgs(args)
+	err := cmd.Execute()
+	return exitCode(err), out.String(), errb.String()
+}
+
+// TestSnapshotMode: with -s, writes go to a temporary overlay: the session
+// reads them back, the image is not changed (byte for byte), and no
+// temporary file is left in $TMPDIR (QEMU's iotest 052).
+func TestSnapshotMode(t *testing.T) {
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	path := filepath.Join(t.TempDir(), "s.qcow2")
+	testimg.File(t, path, "4M")
+	if code, _, errb := runQemuIO(t, "-c", "write -q -P 0x11 0 4M", path); code != 0 {
+		t.Fatalf("write: %s", errb)
+	}
+	before, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, out, errb := runQemuIO(t, "-s", "-c", "read -q -P 0x11 0 4M", "-c", "write -q -P 0x22 1M 2M", "-c", "read -q -P 0x22 1M 2M", "-c", "read -q -P 0x11 0 1M", "-c", "truncate 8M", "-c", "length", path)
+	if code != 0 || out != "8 MiB\n" || errb != "" {
+		t.Fatalf("-s session: exit %d, stdout %q, stderr %q", code, out, errb)
+	}
+	after, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(before, after) {
+		t.Errorf("the image changed in snapshot mode")
+	}
+	if ents, _ := os.ReadDir(tmp); len(ents) != 0 {
+		t.Errorf("left in TMPDIR: %v", ents)
+	}
+	if code, _, errb := runQemuIO(t, "-r", "-c", "read -q -P 0x11 0 4M", path); code != 0 {
+		t.Errorf("data after -s: %s", errb)
+	}
+	// open -s does the same.
+	code, out, errb = runQemuIO(t, "-c", "open -s "+path, "-c", "write -q -P 0x33 0 4M", "-c", "read -q -P 0x33 0 4M", "-c", "close", "-c", "open -r "+path, "-c", "read -q -P 0x11 0 4M")
+	if code != 0 || out != "" || errb != "" {
+		t.Errorf("open -s: exit %d, stdout %q, stderr %q", code, out, errb)
+	}
+}
+
+// TestSnapshotModeLocks: in snapshot mode the image is only read: another
+// reader may share it, a writer may not.
+func TestSnapshotModeLocks(t *testing.T) {
+	t.Setenv("TMPDIR", t.TempDir())
+	path := filepath.Join(t.TempDir(), "l.qcow2")
+	testimg.File(t, path, "1M")
+	dev, err := openDevice(ioOpen(path, true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Close()
+	r, err := zone.Open(path, image.Options{ReadOnly: true})
+	if err != nil {
+		t.Errorf("a reader beside snapshot mode: %v", err)
+	} else {
+		r.Close()
+	}
+	if w, err := zone.Open(path, image.Options{}); err == nil {
+		w.Close()
+		t.Errorf("a writer was let in beside snapshot mode")
+	}
+}
+
+// TestSnapshotModeZoned: a zoned image cannot be the backing file of the
+// overlay: snapshot mode refuses it, and nothing is written.
+func TestSnapshotModeZoned(t *testing.T) {
+	t.Setenv("TMPDIR", t.TempDir())
+	path := testimg.Zoned(t, "4M", "zone.size=1M")
+	code, _, errb := runQemuIO(t, "-s", "-c", "zap 0 4k", path)
+	if code != 1 || !strings.Contains(errb, "a zoned image cannot be a backing file") {
+		t.Errorf("exit %d, stderr %q", code, errb)
+	}
+}
+
+// TestOpenNested: open -o driver=qcow2,file.driver=qcow2,file.file.filename=X
+// opens the qcow2 image stored as the guest data of the qcow2 image X
+// (QEMU's iotest 072).
+func TestOpenNested(t *testing.T) {
+	dir := t.TempDir()
+	inner := filepath.Join(dir, "inner.qcow2")
+	testimg.File(t, inner, "1M")
+	if code, _, errb := runQemuIO(t, "-c", "write -q -P 0x42 0 512", "-c", "write -q -P 0x23 512 512", inner); code != 0 {
+		t.Fatal(errb)
+	}
+	data, err := os.ReadFile(inner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	outer := filepath.Join(dir, "outer.qcow2")
+	testimg.File(t, outer, "4M")
+	d, err := zone.Open(outer, image.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.WriteAt(data, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errb := runQemuIO(t, "-c", "open -o driver=qcow2,file.driver=qcow2,file.file.filename="+outer,
+		"-c", "read -q -P 0x42 0 512", "-c", "read -q -P 0x23 512 512", "-c", "length", "-c", "write -q -P 0x66 1024 512", "-c", "read -q -P 0x66 1024 512")
+	if code != 0 || out != "1 MiB\n" || errb != "" {
+		t.Errorf("nested: exit %d, stdout %q, stderr %q", code, out, errb)
+	}
+}
+
+// ioOpen is the request of qemu-io's command line for path.
+func ioOpen(path string, snapshot bool) ioshell.OpenRequest {
+	return ioshell.OpenRequest{Path: path, Snapshot: snapshot, Cache: "writethrough"}
+}

@@ -1,0 +1,470 @@
+package ioshell
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"strings"
+	"syscall"
+
+	"github.com/zqimg/zqimg/pkg/image"
+)
+
+// OpenRequest says how to open an image: what the open command, qemu-io's
+// command line and reopen ask for.
+type OpenRequest struct {
+	Path       string
+	ReadOnly   bool
+	ForceShare bool // -U: no locks, reading only
+	// Snapshot (-s) sends writes to a temporary overlay, which is
+	// discarded when the image is closed: the image itself is opened
+	// read-only and never written.
+	Snapshot bool
+	Cache    string // cache mode; "" means the session's
+	// Nested: the image at Path holds, as its guest data, the qcow2 image
+	// to open (-o driver=qcow2,file.driver=qcow2,file.file.filename=PATH).
+	Nested bool
+	// NodeNames holds the node names given to open ("node-name",
+	// "file.node-name", "backing.node-name"), which reopen may repeat but
+	// not change.
+	NodeNames map[string]string
+}
+
+// optPair is one key=value of a qemu option list.
+type optPair struct{ key, val string }
+
+// parseOptList splits a qemu option list ("a=1,b=x,,y": ",," is a comma in
+// a value); a key without "=" means key=on.
+func parseOptList(s string) []optPair {
+	var out []optPair
+	var cur strings.Builder
+	var parts []string
+	for i := 0; i < len(s); i++ {
+		if s[i] == ',' {
+			if i+1 < len(s) && s[i+1] == ',' {
+				cur.WriteByte(',')
+				i++
+				continue
+			}
+			parts = append(parts, cur.String())
+			cur.Reset()
+			continue
+		}
+		cur.WriteByte(s[i])
+	}
+	parts = append(parts, cur.String())
+	for _, p := range parts {
+		if p == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(p, "=")
+		if !ok {
+			v = "on"
+		}
+		out = append(out, optPair{k, v})
+	}
+	return out
+}
+
+// parseBool parses a qemu boolean option value.
+func parseBool(key, v string) (bool, error) {
+	switch v {
+	case "on", "yes", "true", "y":
+		return true, nil
+	case "off", "no", "false", "n":
+		return false, nil
+	}
+	//lint:ignore ST1005 qemu's message
+	return false, fmt.Errorf("Parameter '%s' expects 'on' or 'off'", key)
+}
+
+// errUnsupported is an option zqimg does not implement.
+func errUnsupported(kv optPair) error {
+	return fmt.Errorf("option '%s=%s' is not supported by zqimg", kv.key, kv.val)
+}
+
+// protocolCheck opens path as QEMU's protocol driver drv (file,
+// host_device, host_cdrom) does before it would use it, and returns its
+// error: a file that cannot be opened, a file driver on something that is
+// not a regular file, a device driver on something that is not a device.
+func protocolCheck(drv, path string, readOnly bool) error {
+	flag := os.O_RDWR
+	if readOnly {
+		flag = os.O_RDONLY
+	}
+	f, err := os.OpenFile(path, flag, 0)
+	if err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		var en syscall.Errno
+		if errors.As(err, &en) {
+			//lint:ignore ST1005 qemu's message
+			return fmt.Errorf("Could not open '%s': %s", path, strerror(en))
+		}
+		return fmt.Errorf("Could not open '%s': %w", path, err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("Could not stat '%s': %w", path, err)
+	}
+	mode := st.Mode()
+	switch drv {
+	case "file":
+		if !mode.IsRegular() {
+			return fmt.Errorf("'file' driver requires '%s' to be a regular file", path)
+		}
+	default:
+		if mode&fs.ModeDevice == 0 {
+			return fmt.Errorf("'%s' driver requires '%s' to be either a character or block device", drv, path)
+		}
+	}
+	return fmt.Errorf("driver '%s' opens '%s' as raw data, and zqimg's qemu-io opens qcow2 images only", drv, path)
+}
+
+// openRequest builds the request of the open command from its flags, its
+// -o options and its file operand (path, "" when options name the file).
+// It returns an error worded as qemu's when the options ask for something
+// zqimg cannot open.
+func (s *Shell) openRequest(p *parsedArgs, path string) (OpenRequest, error) {
+	r := OpenRequest{Path: path, ReadOnly: p.has('r'), ForceShare: p.has('U'), Snapshot: p.has('s'), Cache: p.flags['t']}
+	if p.has('n') {
+		r.Cache = "none"
+	}
+	drv, fileDrv := "qcow2", ""
+	var filename, fileFilename, fileFileFilename string
+	var direct, noFlush *bool
+	for _, kv := range parseOptList(p.flags['o']) {
+		switch kv.key {
+		case "driver":
+			drv = kv.val
+		case "file.driver":
+			fileDrv = kv.val
+		case "filename":
+			filename = kv.val
+		case "file.filename":
+			fileFilename = kv.val
+		case "file.file.filename":
+			fileFileFilename = kv.val
+		case "file.file.driver":
+			if kv.val != "file" {
+				return r, errUnsupported(kv)
+			}
+		case "node-name", "file.node-name", "backing.node-name":
+			if r.NodeNames == nil {
+				r.NodeNames = map[string]string{}
+			}
+			r.NodeNames[kv.key] = kv.val
+		case "read-only":
+			b, err := parseBool(kv.key, kv.val)
+			if err != nil {
+				return r, err
+			}
+			r.ReadOnly = b
+		case "cache.direct", "cache.no-flush":
+			b, err := parseBool(kv.key, kv.val)
+			if err != nil {
+				return r, err
+			}
+			if kv.key == "cache.direct" {
+				direct = &b
+			} else {
+				noFlush = &b
+			}
+		case "auto-read-only":
+			if _, err := parseBool(kv.key, kv.val); err != nil {
+				return r, err
+			}
+		case "locking", "file.locking":
+			if kv.val != "on" && kv.val != "auto" && !(kv.key == "locking" && drv != "qcow2") {
+				return r, errUnsupported(kv)
+			}
+		default:
+			return r, errUnsupported(kv)
+		}
+	}
+	switch drv {
+	case "qcow2":
+	case "file", "host_device", "host_cdrom":
+		name := path
+		if name == "" {
+			name = filename
+		}
+		return r, protocolCheck(drv, name, r.ReadOnly)
+	default:
+		return r, errUnsupported(optPair{"driver", drv})
+	}
+	switch fileDrv {
+	case "", "file":
+		if fileFileFilename != "" {
+			return r, errUnsupported(optPair{"file.file.filename", fileFileFilename})
+		}
+	case "qcow2":
+		// A qcow2 image stored in a qcow2 image.
+		r.Nested = true
+		if fileFileFilename == "" {
+			return r, errors.New("file.file.filename is needed with file.driver=qcow2")
+		}
+		fileFilename = fileFileFilename
+	default:
+		return r, errUnsupported(optPair{"file.driver", fileDrv})
+	}
+	for _, n := range []string{filename, fileFilename} {
+		if n == "" {
+			continue
+		}
+		if r.Path != "" && r.Path != n {
+			return r, fmt.Errorf("the file is named twice: '%s' and '%s'", r.Path, n)
+		}
+		r.Path = n
+	}
+	if r.Path == "" {
+		//lint:ignore ST1005 qemu's message
+		return r, errors.New("The 'file' block driver requires a file name")
+	}
+	if direct != nil || noFlush != nil {
+		mode, err := image.ParseCacheMode(r.Cache)
+		if r.Cache == "" {
+			mode, err = image.CacheWriteThrough, nil
+		}
+		if err != nil {
+			return r, err
+		}
+		r.Cache = withCacheOptions(mode, direct, noFlush).String()
+	}
+	return r, nil
+}
+
+// withCacheOptions changes mode by the options cache.direct and
+// cache.no-flush (nil: unchanged), keeping whether it is writethrough.
+func withCacheOptions(mode image.CacheMode, direct, noFlush *bool) image.CacheMode {
+	d, nf, wt := mode.Direct(), mode.NoFlush(), mode.WriteThrough()
+	if direct != nil {
+		d = *direct
+	}
+	if noFlush != nil {
+		nf = *noFlush
+	}
+	switch {
+	case nf:
+		return image.CacheUnsafe
+	case d && wt:
+		return image.CacheDirectSync
+	case d:
+		return image.CacheNone
+	case wt:
+		return image.CacheWriteThrough
+	}
+	return image.CacheWriteBack
+}
+
+// open opens an image when none is open (qemu-io's open): the file named
+// by the operand or by the -o options (filename, file.filename), with
+// qemu-io's flags. Of the block layer's options, zqimg takes the qcow2
+// driver (and a qcow2 image stored in a qcow2 image), node names,
+// read-only, the cache options; other drivers are checked as QEMU does
+// (file, host_device, host_cdrom) and then refused.
+func (s *Shell) open(p *parsedArgs) error {
+	if p.nargs == 0 {
+		s.Out.Flush()
+		fmt.Fprintf(s.Err, "bad argument count 0 to open, expected at least 1 arguments\n")
+		return errCommandFailed
+	}
+	if s.Dev != nil {
+		s.Out.Flush()
+		fmt.Fprintf(s.Err, "%s: file open already, try 'help close'\n", s.Prog)
+		return errCommandFailed
+	}
+	if len(p.operands) > 1 || s.Open == nil {
+		s.usage(lookup("open"))
+		return errCommandFailed
+	}
+	var path string
+	if len(p.operands) == 1 {
+		path = p.operands[0]
+	}
+	cant := func(err error) error {
+		s.Out.Flush()
+		if path != "" {
+			fmt.Fprintf(s.Err, "%s: can't open device %s: %v\n", s.Prog, path, err)
+		} else {
+			fmt.Fprintf(s.Err, "%s: can't open: %v\n", s.Prog, err)
+		}
+		return errCommandFailed
+	}
+	if t, ok := p.flags['t']; ok {
+		if _, err := image.ParseCacheMode(t); err != nil {
+			return s.report2(err)
+		}
+	}
+	r, err := s.openRequest(p, path)
+	if err != nil {
+		return cant(err)
+	}
+	d, err := s.Open(r)
+	if err != nil {
+		return cant(err)
+	}
+	s.Dev = d
+	s.Current = r
+	s.ForceShare = s.ForceShare || r.ForceShare
+	return nil
+}
+
+// reopen reopens the image with other flags or options (qemu-io's
+// reopen): -r or -w, -c cache mode, -o options. The image is flushed and
+// closed, then opened again; if that fails, it is opened as it was. Node
+// names and drivers cannot change; options zqimg does not implement are
+// refused.
+func (s *Shell) reopen(p *parsedArgs) error {
+	if s.Open == nil || len(p.operands) > 0 {
+		s.usage(lookup("reopen"))
+		return errCommandFailed
+	}
+	if p.has('r') && p.has('w') {
+		//lint:ignore ST1005 qemu's message
+		return s.report2(errors.New("Only one -r/-w option may be given"))
+	}
+	r := s.Current
+	mode, err := image.ParseCacheMode(r.Cache)
+	if r.Cache == "" {
+		mode, err = image.CacheWriteThrough, nil
+	}
+	if err != nil {
+		return s.report2(err)
+	}
+	if c, ok := p.flags['c']; ok {
+		if mode, err = image.ParseCacheMode(c); err != nil {
+			return s.report2(err)
+		}
+	}
+	hasRW := p.has('r') || p.has('w')
+	ro := r.ReadOnly
+	if hasRW {
+		ro = p.has('r')
+	}
+	opts := parseOptList(p.flags['o'])
+	var direct, noFlush *bool
+	for _, kv := range opts {
+		switch kv.key {
+		case "read-only":
+			if hasRW {
+				//lint:ignore ST1005 qemu's message
+				return s.report2(errors.New("Cannot set both -r/-w and 'read-only'"))
+			}
+		case "cache.direct", "cache.no-flush":
+			if p.has('c') {
+				//lint:ignore ST1005 qemu's message
+				return s.report2(errors.New("Cannot set both -c and the cache options"))
+			}
+		}
+	}
+	for _, kv := range opts {
+		switch kv.key {
+		case "read-only":
+			b, err := parseBool(kv.key, kv.val)
+			if err != nil {
+				return s.report2(err)
+			}
+			if b && !r.ReadOnly {
+				// qemu-io's users of the image keep writing: only -r drops them.
+				return s.report2(fmt.Errorf("Read-only block node '%s' cannot support read-write users", s.nodeName("node-name")))
+			}
+			ro = b
+		case "cache.direct", "cache.no-flush", "auto-read-only":
+			b, err := parseBool(kv.key, kv.val)
+			if err != nil {
+				return s.report2(err)
+			}
+			switch kv.key {
+			case "cache.direct":
+				direct = &b
+			case "cache.no-flush":
+				noFlush = &b
+			}
+		case "node-name", "file.node-name", "backing.node-name":
+			if r.NodeNames[kv.key] != kv.val {
+				//lint:ignore ST1005 qemu's message
+				return s.report2(errors.New("Cannot change the option 'node-name'"))
+			}
+		case "driver", "file.driver", "backing.driver":
+			if kv.val != s.driverOf(kv.key) {
+				//lint:ignore ST1005 qemu's message
+				return s.report2(errors.New("Cannot change the option 'driver'"))
+			}
+		case "lazy-refcounts", "cache-size", "l2-cache-size", "l2-cache-entry-size", "refcount-cache-size",
+			"cache-clean-interval", "overlap-check", "pass-discard-request", "pass-discard-snapshot",
+			"pass-discard-other", "discard-no-unref", "discard", "detect-zeroes":
+			return s.report2(errUnsupported(kv))
+		default:
+			name := kv.key
+			if i := strings.LastIndexByte(name, '.'); i >= 0 {
+				name = name[i+1:]
+			}
+			//lint:ignore ST1005 qemu's message
+			return s.report2(fmt.Errorf("Cannot change the option '%s'", name))
+		}
+	}
+	mode = withCacheOptions(mode, direct, noFlush)
+	if ro == r.ReadOnly && mode.String() == r.Cache {
+		return nil
+	}
+	if r.Snapshot || r.Nested {
+		return s.report2(errors.New("reopening an image opened with -s or inside another image is not supported by zqimg"))
+	}
+	next := r
+	next.ReadOnly, next.Cache = ro, mode.String()
+	old := s.Dev
+	s.Dev = nil
+	if err := old.Close(); err != nil {
+		return s.report2(fmt.Errorf("flushing before the reopen: %w", err))
+	}
+	d, err := s.Open(next)
+	if err != nil {
+		// Back to the image as it was.
+		if d2, err2 := s.Open(r); err2 == nil {
+			s.Dev = d2
+		}
+		return s.report2(err)
+	}
+	s.Dev, s.Current = d, next
+	return nil
+}
+
+// nodeName returns the node name given for key at open, or the one QEMU
+// would have generated.
+func (s *Shell) nodeName(key string) string {
+	if n, ok := s.Current.NodeNames[key]; ok {
+		return n
+	}
+	return "#block000"
+}
+
+// driverOf returns the driver of the open image's node named by an option
+// key: driver (qcow2), file.driver (file), backing.driver (the backing
+// file's format, "" when there is none).
+func (s *Shell) driverOf(key string) string {
+	switch key {
+	case "driver":
+		return "qcow2"
+	case "file.driver":
+		if s.Current.Nested {
+			return "qcow2"
+		}
+		return "file"
+	}
+	if s.Dev == nil {
+		return ""
+	}
+	bq, braw := s.Dev.Image().Backing()
+	switch {
+	case bq != nil:
+		return "qcow2"
+	case braw != nil:
+		return "raw"
+	}
+	return ""
+}

@@ -1,0 +1,189 @@
+package ioshell
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/zqimg/zqimg/internal/testimg"
+	"github.com/zqimg/zqimg/pkg/image"
+	"github.com/zqimg/zqimg/pkg/zone"
+)
+
+// reopenShell returns a qemu-io shell on a new image opened read-write
+// through its Open function, which records the requests it is given.
+func reopenShell(t *testing.T, size string, opts ...string) (*Shell, *bytes.Buffer, *bytes.Buffer, *[]OpenRequest) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "r.qcow2")
+	testimg.File(t, path, size, opts...)
+	var reqs []OpenRequest
+	open := func(r OpenRequest) (*zone.Device, error) {
+		reqs = append(reqs, r)
+		mode := image.CacheWriteThrough
+		if r.Cache != "" {
+			m, err := image.ParseCacheMode(r.Cache)
+			if err != nil {
+				return nil, err
+			}
+			mode = m
+		}
+		return zone.Open(r.Path, image.Options{ReadOnly: r.ReadOnly, Cache: mode})
+	}
+	cur := OpenRequest{Path: path}
+	d, err := open(cur)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, out, errb := qemuShell(d)
+	s.Open, s.Current = open, cur
+	t.Cleanup(func() {
+		if s.Dev != nil {
+			s.Dev.Close()
+		}
+	})
+	return s, out, errb, &reqs
+}
+
+// TestReopenReadOnly: reopen -r makes writes fail with qemu-io's message,
+// reopen -w allows them again, and the data written before is kept (QEMU's
+// iotest 187).
+func TestReopenReadOnly(t *testing.T) {
+	s, out, errb, _ := reopenShell(t, "1M")
+	runLines(t, s, out, errb, "write -q -P 0x41 0 64k", "reopen -r")
+	expectFail(t, s, errb, "write 0 64k", "qemu-io: Block node is read-only\n")
+	if !s.Dev.Image().ReadOnly() {
+		t.Errorf("not read-only after reopen -r")
+	}
+	runLines(t, s, out, errb, "read -q -P 0x41 0 64k", "reopen -w", "write -q -P 0x42 64k 64k", "read -q -P 0x41 0 64k", "read -q -P 0x42 64k 64k")
+}
+
+// TestReopenCache: reopen -c changes the cache mode; cache.direct and
+// cache.no-flush change it too, keeping writethrough or writeback.
+func TestReopenCache(t *testing.T) {
+	s, out, errb, reqs := reopenShell(t, "1M")
+	runLines(t, s, out, errb, "reopen -c writeback", "reopen -o cache.no-flush=on", "reopen -c writethrough", "reopen -o cache.direct=off")
+	var got []string
+	for _, r := range (*reqs)[1:] {
+		got = append(got, r.Cache)
+	}
+	// The last reopen changes nothing: the image is not reopened.
+	if strings.Join(got, " ") != "writeback unsafe writethrough" {
+		t.Errorf("cache modes %q", got)
+	}
+}
+
+// TestReopenErrors: what qemu-io's reopen refuses, with its messages (QEMU's
+// iotest 133); the image stays open, as it was.
+func TestReopenErrors(t *testing.T) {
+	s, _, errb, reqs := reopenShell(t, "1M")
+	for _, c := range []struct{ line, stderr string }{
+		{"reopen -o node-name=foo", "qemu-io: Cannot change the option 'node-name'\n"},
+		{"reopen -o file.node-name=foo", "qemu-io: Cannot change the option 'node-name'\n"},
+		{"reopen -o driver=raw", "qemu-io: Cannot change the option 'driver'\n"},
+		{"reopen -o file.driver=qcow2", "qemu-io: Cannot change the option 'driver'\n"},
+		{"reopen -o backing.driver=file", "qemu-io: Cannot change the option 'driver'\n"},
+		{"reopen -r -o read-only=on", "qemu-io: Cannot set both -r/-w and 'read-only'\n"},
+		{"reopen -w -o read-only=on", "qemu-io: Cannot set both -r/-w and 'read-only'\n"},
+		{"reopen -c none -o cache.direct=on", "qemu-io: Cannot set both -c and the cache options\n"},
+		{"reopen -o read-only=foo", "qemu-io: Parameter 'read-only' expects 'on' or 'off'\n"},
+		{"reopen -o cache.no-flush=bar", "qemu-io: Parameter 'cache.no-flush' expects 'on' or 'off'\n"},
+		{"reopen -o auto-read-only=qux", "qemu-io: Parameter 'auto-read-only' expects 'on' or 'off'\n"},
+		{"reopen -o foo=bar", "qemu-io: Cannot change the option 'foo'\n"},
+		{"reopen -o file.filename=/x", "qemu-io: Cannot change the option 'filename'\n"},
+		{"reopen -o lazy-refcounts=on", "qemu-io: option 'lazy-refcounts=on' is not supported by zqimg\n"},
+		{"reopen -r -w", "qemu-io: Only one -r/-w option may be given\n"},
+		{"reopen -c bogus", "qemu-io: Invalid cache option: bogus\n"},
+	} {
+		expectFail(t, s, errb, c.line, c.stderr)
+	}
+	if len(*reqs) != 1 || s.Dev == nil {
+		t.Errorf("refused reopens opened the image again: %d opens", len(*reqs))
+	}
+	var out bytes.Buffer
+	s.Out.Reset(&out)
+	ok := s.Run("reopen x")
+	s.Flush()
+	if ok || !strings.HasPrefix(out.String(), "reopen [(-r|-w)] [-c cache] [-o options] -- ") {
+		t.Errorf("reopen x: %q", out.String())
+	}
+	// Unchanged driver and node names are accepted.
+	errb.Reset()
+	for _, l := range []string{"reopen -o driver=qcow2", "reopen -o file.driver=file", "reopen -o auto-read-only=on"} {
+		if !s.Run(l) {
+			t.Errorf("%s: %q", l, errb.String())
+		}
+	}
+}
+
+// TestOpenNodeNames: node names given to open can be repeated by reopen,
+// not changed.
+func TestOpenNodeNames(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "n.qcow2")
+	testimg.File(t, path, "1M")
+	s, _, errb := qemuShell(nil)
+	s.Open = func(r OpenRequest) (*zone.Device, error) {
+		return zone.Open(r.Path, image.Options{ReadOnly: r.ReadOnly})
+	}
+	if !s.Run("open -o node-name=foo,file.node-name=bar " + path) {
+		t.Fatalf("open: %q", errb.String())
+	}
+	defer func() { s.Dev.Close() }()
+	if !s.Run("reopen -o node-name=foo") || !s.Run("reopen -o file.node-name=bar") || !s.Run("reopen") {
+		t.Errorf("unchanged node names refused: %q", errb.String())
+	}
+	expectFail(t, s, errb, "reopen -o node-name=baz", "qemu-io: Cannot change the option 'node-name'\n")
+	expectFail(t, s, errb, "reopen -o backing.node-name=foo", "qemu-io: Cannot change the option 'node-name'\n")
+}
+
+// TestOpenProtocolDrivers: open -o driver=file|host_device|host_cdrom
+// checks the file as QEMU's drivers do, with their messages (QEMU's iotest
+// 226), and a file that passes is refused: zqimg opens qcow2 images only.
+func TestOpenProtocolDrivers(t *testing.T) {
+	dir := t.TempDir()
+	s, _, errb := qemuShell(nil)
+	s.Open = func(r OpenRequest) (*zone.Device, error) {
+		t.Errorf("Open called for %+v", r)
+		return nil, os.ErrInvalid
+	}
+	for _, c := range []struct{ line, stderr string }{
+		{"open -r -o driver=file,filename=" + dir, "qemu-io: can't open: 'file' driver requires '" + dir + "' to be a regular file\n"},
+		{"open -o driver=file,filename=" + dir, "qemu-io: can't open: Could not open '" + dir + "': Is a directory\n"},
+		{"open -r -o driver=file,filename=/dev/null,locking=off", "qemu-io: can't open: 'file' driver requires '/dev/null' to be a regular file\n"},
+		{"open -o driver=file,filename=/dev/null,locking=off", "qemu-io: can't open: 'file' driver requires '/dev/null' to be a regular file\n"},
+		{"open -r -o driver=host_device,filename=" + dir, "qemu-io: can't open: 'host_device' driver requires '" + dir + "' to be either a character or block device\n"},
+		{"open -o driver=host_cdrom,filename=" + dir, "qemu-io: can't open: Could not open '" + dir + "': Is a directory\n"},
+		{"open -r -o driver=host_cdrom,filename=/dev/null", "qemu-io: can't open: driver 'host_cdrom' opens '/dev/null' as raw data, and zqimg's qemu-io opens qcow2 images only\n"},
+		{"open -o driver=qcow2", "qemu-io: can't open: The 'file' block driver requires a file name\n"},
+		{"open -o driver=raw x", "qemu-io: can't open device x: option 'driver=raw' is not supported by zqimg\n"},
+		{"open -o read-only=maybe x", "qemu-io: can't open device x: Parameter 'read-only' expects 'on' or 'off'\n"},
+	} {
+		expectFail(t, s, errb, c.line, c.stderr)
+	}
+}
+
+// TestOpenByOptions: the file may be named by the options alone, and
+// read-only and the cache options reach the request.
+func TestOpenByOptions(t *testing.T) {
+	var got OpenRequest
+	s, _, errb := qemuShell(nil)
+	s.Open = func(r OpenRequest) (*zone.Device, error) { got = r; return nil, os.ErrPermission }
+	for _, c := range []struct {
+		line string
+		want OpenRequest
+	}{
+		{"open -o driver=qcow2,file.filename=/a,read-only=on", OpenRequest{Path: "/a", ReadOnly: true}},
+		{"open -o driver=qcow2,file.driver=qcow2,file.file.filename=/b", OpenRequest{Path: "/b", Nested: true}},
+		{"open -t writeback -o cache.direct=on /c", OpenRequest{Path: "/c", Cache: "none"}},
+		{"open -s -o cache.no-flush=on,filename=/d", OpenRequest{Path: "/d", Snapshot: true, Cache: "unsafe"}},
+		{"open -o filename=/e,,f", OpenRequest{Path: "/e,f"}},
+	} {
+		got = OpenRequest{}
+		errb.Reset()
+		s.Run(c.line)
+		if got.Path != c.want.Path || got.ReadOnly != c.want.ReadOnly || got.Nested != c.want.Nested || got.Cache != c.want.Cache || got.Snapshot != c.want.Snapshot {
+			t.Errorf("%s: request %+v, want %+v (stderr %q)", c.line, got, c.want, errb.String())
+		}
+	}
+}
