@@ -55,48 +55,109 @@ func (s *Shell) report2(err error) error {
 	return errCommandFailed
 }
 
+// allocator answers whether this image stores the bytes from an offset:
+// allocated reports it for the longest run from off it can tell at once
+// (its length, > 0). In a sequential zone, bytes at or beyond the write
+// pointer hold no data and are not allocated.
+type allocator struct {
+	img   *image.Image
+	size  int64
+	zones []zone.Zone
+}
+
+func (s *Shell) allocator() (*allocator, error) {
+	a := &allocator{img: s.Dev.Image(), size: s.Dev.Size()}
+	if s.Dev.Zoned() {
+		zs, err := s.Dev.Report(0, math.MaxUint64)
+		if err != nil {
+			return nil, err
+		}
+		a.zones = zs
+	}
+	return a, nil
+}
+
+// allocated reports whether the bytes from off (below the size) are
+// allocated in this image, for at most n bytes, and for how many.
+func (a *allocator) allocated(off, n int64) (bool, int64, error) {
+	n = min(n, a.size-off)
+	if a.zones != nil {
+		z := a.zones[off/int64(a.zones[0].Len)]
+		ve := int64(blockdev.ValidEnd(z))
+		if off >= ve {
+			return false, min(n, int64(z.Start+z.Len)-off), nil
+		}
+		n = min(n, ve-off)
+	}
+	x, err := a.img.BlockStatus(off, n)
+	if err != nil {
+		return false, 0, err
+	}
+	return x.Kind != image.Unallocated, x.Len, nil
+}
+
+// alloc prints how many of count bytes (default 512) from offset are
+// allocated in this image, as qemu-io's alloc; bytes beyond the end of
+// the image are not counted.
+func (s *Shell) alloc(p *parsedArgs) error {
+	start, err := s.parseNum(p.operands[0])
+	if err != nil {
+		return err
+	}
+	count := int64(512)
+	if len(p.operands) == 2 {
+		if count, err = s.parseNum(p.operands[1]); err != nil {
+			return err
+		}
+	}
+	a, err := s.allocator()
+	if err != nil {
+		fmt.Fprintf(s.Out, "is_allocated failed: %s\n", strerror(image.Errno(err)))
+		return errCommandFailed
+	}
+	var sum int64
+	for off, rem := start, count; rem > 0; {
+		if off >= a.size {
+			count -= rem
+			break
+		}
+		alloc, n, err := a.allocated(off, rem)
+		if err != nil {
+			fmt.Fprintf(s.Out, "is_allocated failed: %s\n", strerror(image.Errno(err)))
+			return errCommandFailed
+		}
+		if alloc {
+			sum += n
+		}
+		off += n
+		rem -= n
+	}
+	fmt.Fprintf(s.Out, "%d/%d bytes allocated at offset %s\n", sum, count, humanSize(uint64(start)))
+	return nil
+}
+
 // mapCmd prints the allocated areas of the image as qemu-io's map: runs of
 // bytes that this image (not its backing file) stores, as data or as
 // zeroes, and runs it does not. In a sequential zone, bytes at or beyond
 // the write pointer hold no data and are not allocated.
 func (s *Shell) mapCmd(_ *parsedArgs) error {
-	size := s.Dev.Size()
-	var zones []zone.Zone
-	if s.Dev.Zoned() {
-		zs, err := s.Dev.Report(0, math.MaxUint64)
-		if err != nil {
-			return s.report2(fmt.Errorf("Failed to get allocation status: %s", strerror(image.Errno(err))))
-		}
-		zones = zs
+	a, err := s.allocator()
+	if err != nil {
+		return s.report2(fmt.Errorf("Failed to get allocation status: %s", strerror(image.Errno(err))))
 	}
-	img := s.Dev.Image()
-	allocated := func(off int64) (bool, int64, error) {
-		n := size - off
-		if zones != nil {
-			z := zones[off/int64(zones[0].Len)]
-			ve := int64(blockdev.ValidEnd(z))
-			if off >= ve {
-				return false, int64(z.Start+z.Len) - off, nil
-			}
-			n = min(n, ve-off)
-		}
-		x, err := img.BlockStatus(off, n)
-		if err != nil {
-			return false, 0, err
-		}
-		return x.Kind != image.Unallocated, x.Len, nil
-	}
+	size := a.size
+	allocated := func(off int64) (bool, int64, error) { return a.allocated(off, size-off) }
 	for off := int64(0); off < size; {
 		alloc, n, err := allocated(off)
 		if err != nil {
 			return s.report2(fmt.Errorf("Failed to get allocation status: %s", strerror(image.Errno(err))))
 		}
 		for off+n < size {
-			a, m, err := allocated(off + n)
+			next, m, err := allocated(off + n)
 			if err != nil {
 				return s.report2(fmt.Errorf("Failed to get allocation status: %s", strerror(image.Errno(err))))
 			}
-			if a != alloc {
+			if next != alloc {
 				break
 			}
 			n += m

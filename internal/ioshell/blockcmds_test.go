@@ -168,3 +168,39 @@ func TestMapZoned(t *testing.T) {
 		t.Errorf("map:\n%s\nwant:\n%s", got, want)
 	}
 }
+
+// TestAlloc: alloc counts the bytes of a range this image stores (zero
+// clusters included, not the backing file's), 512 by default, and leaves
+// bytes beyond the end out of the count, as qemu-io's alloc.
+func TestAlloc(t *testing.T) {
+	dir := t.TempDir()
+	base := filepath.Join(dir, "base.qcow2")
+	testimg.File(t, base, "4M")
+	b, err := zone.Open(base, image.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.WriteAt(bytes.Repeat([]byte{1}, 4<<20), 0); err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	top := filepath.Join(dir, "top.qcow2")
+	testimg.File(t, top, "4M", "backing_file="+base, "backing_fmt=qcow2")
+	d, err := zone.Open(top, image.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	s, out, errb := qemuShell(d)
+	got := runLines(t, s, out, errb, "write -q 64k 64k", "write -q -z 192k 64k", "alloc 0 256k", "a 64k", "alloc 1M 64k", "alloc 4032k 1M", "alloc 8M")
+	want := `131072/262144 bytes allocated at offset 0 bytes
+512/512 bytes allocated at offset 64 KiB
+0/65536 bytes allocated at offset 1 MiB
+0/65536 bytes allocated at offset 3.938 MiB
+0/0 bytes allocated at offset 8 MiB
+`
+	if got != want {
+		t.Errorf("alloc:\n%s\nwant:\n%s", got, want)
+	}
+	expectFail(t, s, errb, "alloc", "bad argument count 0 to alloc, expected between 1 and 2 arguments\n")
+}

@@ -181,6 +181,18 @@ func init() {
  sequential zones can be removed; other sizes are refused.
  -m, -- preallocation mode: only off (zqimg's images are sparse)
 `, writes: true, run: (*Shell).truncate},
+		{name: "alloc", alt: "a", argmin: 1, argmax: 2, args: "offset [count]", oneline: "checks if offset is allocated in the file",
+			help: ` counts the allocated bytes of a range
+
+ Example:
+ 'alloc 1M 64k' - prints "65536/65536 bytes allocated at offset 1 MiB" if
+                  the image stores all of them
+
+ Counts the bytes from offset (count bytes, 512 by default) that this image
+ stores, as data or as zero clusters, and not its backing file; bytes
+ beyond the end of the image are left out of the count. In a sequential
+ zone, bytes at or beyond the write pointer are not allocated.
+`, run: (*Shell).alloc},
 		{name: "map", argmin: 0, argmax: 0, args: "", oneline: "prints the allocated areas of a file",
 			help: ` prints the allocated areas of the image
 
