@@ -300,7 +300,7 @@ func init() {
  -o, -- block layer options: driver=qcow2, filename or file.filename (the
         file, instead of path), file.driver=file, file.driver=qcow2 with
         file.file.filename (a qcow2 image stored in a qcow2 image),
-        node-name, file.node-name, backing.node-name, read-only,
+        backing.driver=qcow2|raw (the backing file's format), node-name, file.node-name, backing.node-name, read-only,
         cache.direct, cache.no-flush, auto-read-only; driver=file,
         host_device and host_cdrom are checked as QEMU does, then refused
         (zqimg opens qcow2 images only); other options are refused

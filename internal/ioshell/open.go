@@ -25,6 +25,9 @@ type OpenRequest struct {
 	// Nested: the image at Path holds, as its guest data, the qcow2 image
 	// to open (-o driver=qcow2,file.driver=qcow2,file.file.filename=PATH).
 	Nested bool
+	// BackingFormat, when not empty, overrides the format of the backing
+	// file the image names (-o backing.driver=raw|qcow2).
+	BackingFormat string
 	// NodeNames holds the node names given to open ("node-name",
 	// "file.node-name", "backing.node-name"), which reopen may repeat but
 	// not change.
@@ -149,6 +152,11 @@ func (s *Shell) openRequest(p *parsedArgs, path string) (OpenRequest, error) {
 			fileFilename = kv.val
 		case "file.file.filename":
 			fileFileFilename = kv.val
+		case "backing.driver":
+			if kv.val != "qcow2" && kv.val != "raw" {
+				return r, errUnsupported(kv)
+			}
+			r.BackingFormat = kv.val
 		case "file.file.driver":
 			if kv.val != "file" {
 				return r, errUnsupported(kv)

@@ -27,6 +27,11 @@ type Options struct {
 	// NoBacking leaves the backing file closed: unallocated clusters then
 	// read as zeroes, and writes are refused if they would need it.
 	NoBacking bool
+	// BackingFormat, when not empty, is the format the backing file is
+	// opened as, instead of the one the image names (qemu's
+	// backing.driver): qcow2 or raw. It applies to this image's backing
+	// file only, not further down the chain.
+	BackingFormat string
 	// CacheBytes bounds the L2 table cache; 0 selects 32 MiB.
 	CacheBytes int
 	// Cache is the cache mode (qemu-io's -t). The zero value is writeback.
@@ -297,10 +302,30 @@ func (img *Image) attachBacking(opts Options) error {
 		if errors.As(err, &ce) {
 			return ce
 		}
-		return fmt.Errorf("could not open backing file %q: %w", img.backingName, err)
+		return &BackingError{Name: img.backingName, Path: img.backingPath(), Err: err}
 	}
 	img.backing = b
 	return nil
+}
+
+// BackingError is a backing file that could not be opened.
+type BackingError struct {
+	Name string // as stored in the image
+	Path string // as opened
+	Err  error
+}
+
+func (e *BackingError) Error() string {
+	return fmt.Sprintf("could not open backing file %q: %v", e.Name, e.Err)
+}
+
+func (e *BackingError) Unwrap() error { return e.Err }
+
+// UnknownFormatError is a backing file format this package cannot open.
+type UnknownFormatError struct{ Format string }
+
+func (e *UnknownFormatError) Error() string {
+	return fmt.Sprintf("backing file format %q is not supported (only qcow2 and raw)", e.Format)
 }
 
 // openBacking opens the backing file, refusing a chain that comes back to
@@ -326,7 +351,11 @@ func (img *Image) openBacking(opts Options) (backingFile, error) {
 		return nil, &BackingChainError{Chain: names}
 	}
 	opts.chain = append(append([]fileID(nil), chain...), id)
-	return openBacking(path, img.backingFormat, opts)
+	format := img.backingFormat
+	if opts.BackingFormat != "" {
+		format = opts.BackingFormat
+	}
+	return openBacking(path, format, opts)
 }
 
 // statID returns the identity of the file at path.
@@ -621,7 +650,7 @@ func openBacking(path, format string, opts Options) (backingFile, error) {
 		}
 		return &zeroPastEnd{r: f, size: size, c: f}, nil
 	default:
-		return nil, fmt.Errorf("backing file format %q is not supported (only qcow2 and raw)", format)
+		return nil, &UnknownFormatError{Format: format}
 	}
 }
 

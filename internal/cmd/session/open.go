@@ -3,6 +3,7 @@ package session
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -21,7 +22,7 @@ func openDevice(r ioshell.OpenRequest) (*zone.Device, error) {
 	if err != nil {
 		return nil, err
 	}
-	opts := image.Options{ReadOnly: r.ReadOnly || r.ForceShare, NoLock: r.ForceShare, Cache: mode}
+	opts := image.Options{ReadOnly: r.ReadOnly || r.ForceShare, NoLock: r.ForceShare, Cache: mode, BackingFormat: r.BackingFormat}
 	switch {
 	case r.Snapshot && r.Nested:
 		return nil, errors.New("snapshot mode (-s) of an image stored in another image is not supported by zqimg")
@@ -31,6 +32,27 @@ func openDevice(r ioshell.OpenRequest) (*zone.Device, error) {
 		return openNested(r.Path, opts)
 	}
 	return zone.Open(r.Path, opts)
+}
+
+// qemuOpenError words an error opening the image at path as qemu's
+// block layer does: "Could not open backing file: Unknown driver 'foo'",
+// "Could not open 'X': No such file or directory".
+func qemuOpenError(path string, err error) error {
+	var be *image.BackingError
+	if errors.As(err, &be) {
+		//lint:ignore ST1005 qemu's message
+		return fmt.Errorf("Could not open backing file: %w", qemuOpenError(be.Path, be.Err))
+	}
+	var ue *image.UnknownFormatError
+	switch {
+	case errors.As(err, &ue):
+		//lint:ignore ST1005 qemu's message
+		return fmt.Errorf("Unknown driver '%s'", ue.Format)
+	case errors.Is(err, fs.ErrNotExist):
+		//lint:ignore ST1005 qemu's message
+		return fmt.Errorf("Could not open '%s': No such file or directory", path)
+	}
+	return err
 }
 
 // tempDir is where QEMU puts the overlays of snapshot mode.

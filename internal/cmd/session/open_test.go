@@ -137,3 +137,48 @@ func TestOpenNested(t *testing.T) {
 func ioOpen(path string, snapshot bool) ioshell.OpenRequest {
 	return ioshell.OpenRequest{Path: path, Snapshot: snapshot, Cache: "writethrough"}
 }
+
+// TestBackingDriverOverride: an image naming an unknown backing format is
+// refused with qemu's wording, and -o backing.driver=qcow2 opens it
+// (QEMU's iotest 114); a missing backing file is worded as qemu's too
+// (iotest 069).
+func TestBackingDriverOverride(t *testing.T) {
+	dir := t.TempDir()
+	base := filepath.Join(dir, "base.qcow2")
+	testimg.File(t, base, "1M")
+	if code, _, errb := runQemuIO(t, "-c", "write -q -P 0x5c 0 64k", base); code != 0 {
+		t.Fatal(errb)
+	}
+	top := filepath.Join(dir, "top.qcow2")
+	testimg.File(t, top, "1M", "backing_file="+base, "backing_fmt=qcow2")
+	img, err := image.Open(top, image.Options{NoBacking: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := img.SetBacking(base, "foo"); err != nil {
+		t.Fatal(err)
+	}
+	if err := img.Close(); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errb := runQemuIO(t, "-c", "read -q 0 4k", top)
+	if want := "qemu-io: can't open device " + top + ": Could not open backing file: Unknown driver 'foo'\n"; code != 1 || errb != want {
+		t.Errorf("unknown backing driver: exit %d, stderr %q, want %q", code, errb, want)
+	}
+	code, _, errb = runQemuIO(t, "-c", "open "+top)
+	if want := "qemu-io: can't open device " + top + ": Could not open backing file: Unknown driver 'foo'\n"; code != 1 || errb != want {
+		t.Errorf("open, unknown backing driver: exit %d, stderr %q, want %q", code, errb, want)
+	}
+	code, out, errb := runQemuIO(t, "-c", "open -o backing.driver=qcow2 "+top, "-c", "read -q -P 0x5c 0 64k", "-c", "reopen -o backing.driver=qcow2")
+	if code != 0 || out != "" || errb != "" {
+		t.Errorf("backing.driver=qcow2: exit %d, stdout %q, stderr %q", code, out, errb)
+	}
+	if err := os.Remove(base); err != nil {
+		t.Fatal(err)
+	}
+	want := "qemu-io: can't open device " + top + ": Could not open backing file: Could not open '" + base + "': No such file or directory\n"
+	code, _, errb = runQemuIO(t, "-c", "open -o backing.driver=qcow2 "+top)
+	if code != 1 || errb != want {
+		t.Errorf("open, missing backing file: exit %d, stderr %q, want %q", code, errb, want)
+	}
+}

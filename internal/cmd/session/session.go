@@ -3,9 +3,6 @@
 package session
 
 import (
-	"errors"
-	"fmt"
-	"io/fs"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -149,6 +146,9 @@ func Run(o *Options) error {
 		var err error
 		dev, err = open(first)
 		if err != nil {
+			if o.IO.Prog == "qemu-io" {
+				err = qemuOpenError(o.File, err)
+			}
 			o.IO.Errorf("can't open device %s: %v", o.File, err)
 			return cmdutil.Exit(1)
 		}
@@ -158,14 +158,11 @@ func Run(o *Options) error {
 	sh.Current = first
 	sh.Open = func(r ioshell.OpenRequest) (*zone.Device, error) {
 		d, err := open(r)
-		if errors.Is(err, fs.ErrNotExist) {
-			//lint:ignore ST1005 qemu's message
-			return nil, fmt.Errorf("Could not open '%s': No such file or directory", r.Path)
+		if err != nil {
+			return nil, qemuOpenError(r.Path, err)
 		}
-		if err == nil {
-			o.IO.WarnDirectIO(d.Image())
-		}
-		return d, err
+		o.IO.WarnDirectIO(d.Image())
+		return d, nil
 	}
 	sh.ForceShare = o.ForceShare
 	sh.Prog = o.IO.ProgName()
