@@ -38,13 +38,22 @@ func (s *Shell) truncate(p *parsedArgs) error {
 		return s.report2(err)
 	}
 	if size > old {
-		if bs, ok := s.Dev.Image().BackingSize(); ok && bs > old {
+		if bs, ok := s.backingSize(); ok && bs > old {
 			if err := s.Dev.WriteZeroes(old, min(size, bs)-old); err != nil {
 				return s.report2(fmt.Errorf("zeroing the new area: %w", err))
 			}
 		}
 	}
 	return nil
+}
+
+// backingSize returns the size of the open image's backing file (ok
+// false when it has none).
+func (s *Shell) backingSize() (int64, bool) {
+	if d, ok := s.Dev.(*zone.Device); ok {
+		return d.Image().BackingSize()
+	}
+	return 0, false
 }
 
 // report2 prints a failed command's error as qemu-io's error_report does
@@ -66,9 +75,14 @@ type allocator struct {
 }
 
 func (s *Shell) allocator() (*allocator, error) {
-	a := &allocator{img: s.Dev.Image(), size: s.Dev.Size()}
-	if s.Dev.Zoned() {
-		zs, err := s.Dev.Report(0, math.MaxUint64)
+	a := &allocator{size: s.Dev.Size()}
+	dev, ok := s.Dev.(*zone.Device)
+	if !ok {
+		return a, nil // a raw file: everything is allocated
+	}
+	a.img = dev.Image()
+	if dev.Zoned() {
+		zs, err := dev.Report(0, math.MaxUint64)
 		if err != nil {
 			return nil, err
 		}
@@ -81,6 +95,9 @@ func (s *Shell) allocator() (*allocator, error) {
 // allocated in this image, for at most n bytes, and for how many.
 func (a *allocator) allocated(off, n int64) (bool, int64, error) {
 	n = min(n, a.size-off)
+	if a.img == nil {
+		return true, n, nil
+	}
 	if a.zones != nil {
 		z := a.zones[off/int64(a.zones[0].Len)]
 		ve := int64(blockdev.ValidEnd(z))

@@ -301,9 +301,10 @@ func init() {
         file, instead of path), file.driver=file, file.driver=qcow2 with
         file.file.filename (a qcow2 image stored in a qcow2 image),
         backing.driver=qcow2|raw (the backing file's format), node-name, file.node-name, backing.node-name, read-only,
-        cache.direct, cache.no-flush, auto-read-only; driver=file,
-        host_device and host_cdrom are checked as QEMU does, then refused
-        (zqimg opens qcow2 images only); other options are refused
+        cache.direct, cache.no-flush, auto-read-only; driver=raw, and
+        driver=file, host_device and host_cdrom (checked as QEMU does),
+        open the file as raw data (locking=off: without locks); other
+        options are refused
 `, run: (*Shell).open},
 		{name: "reopen", argmin: 0, argmax: -1, opts: "c:o:rw",
 			args: "[(-r|-w)] [-c cache] [-o options]", oneline: "reopens an image with new options",

@@ -9,6 +9,7 @@ import (
 	"syscall"
 
 	"github.com/zqimg/zqimg/pkg/image"
+	"github.com/zqimg/zqimg/pkg/zone"
 )
 
 // OpenRequest says how to open an image: what the open command, qemu-io's
@@ -25,6 +26,12 @@ type OpenRequest struct {
 	// Nested: the image at Path holds, as its guest data, the qcow2 image
 	// to open (-o driver=qcow2,file.driver=qcow2,file.file.filename=PATH).
 	Nested bool
+	// Format is the image format: "" (qcow2) or "raw" (-f raw, -o
+	// driver=raw, and the protocol drivers file, host_device and
+	// host_cdrom, which open a file as raw data).
+	Format string
+	// NoLock: no image locks (-o locking=off, raw files only).
+	NoLock bool
 	// BackingFormat, when not empty, overrides the format of the backing
 	// file the image names (-o backing.driver=raw|qcow2).
 	BackingFormat string
@@ -125,7 +132,7 @@ func protocolCheck(drv, path string, readOnly bool) error {
 			return fmt.Errorf("'%s' driver requires '%s' to be either a character or block device", drv, path)
 		}
 	}
-	return fmt.Errorf("driver '%s' opens '%s' as raw data, and zqimg's qemu-io opens qcow2 images only", drv, path)
+	return nil
 }
 
 // openRequest builds the request of the open command from its flags, its
@@ -187,7 +194,13 @@ func (s *Shell) openRequest(p *parsedArgs, path string) (OpenRequest, error) {
 				return r, err
 			}
 		case "locking", "file.locking":
-			if kv.val != "on" && kv.val != "auto" && !(kv.key == "locking" && drv != "qcow2") {
+			switch {
+			case kv.val == "on" || kv.val == "auto":
+			case kv.val == "off" && (kv.key == "locking" && drv != "qcow2" || kv.key == "file.locking" && drv == "raw"):
+				// Only a raw file may be opened without locks (a qcow2
+				// image is always locked while it is written).
+				r.NoLock = true
+			default:
 				return r, errUnsupported(kv)
 			}
 		default:
@@ -196,12 +209,21 @@ func (s *Shell) openRequest(p *parsedArgs, path string) (OpenRequest, error) {
 	}
 	switch drv {
 	case "qcow2":
+	case "raw":
+		r.Format = "raw"
 	case "file", "host_device", "host_cdrom":
-		name := path
-		if name == "" {
-			name = filename
+		r.Format = "raw"
+		if r.Path == "" {
+			r.Path = filename
 		}
-		return r, protocolCheck(drv, name, r.ReadOnly)
+		if r.Path == "" {
+			//lint:ignore ST1005 qemu's message
+			return r, fmt.Errorf("The '%s' block driver requires a file name", drv)
+		}
+		if err := protocolCheck(drv, r.Path, r.ReadOnly); err != nil {
+			return r, err
+		}
+		return r, r.setCacheOptions(direct, noFlush)
 	default:
 		return r, errUnsupported(optPair{"driver", drv})
 	}
@@ -212,6 +234,9 @@ func (s *Shell) openRequest(p *parsedArgs, path string) (OpenRequest, error) {
 		}
 	case "qcow2":
 		// A qcow2 image stored in a qcow2 image.
+		if r.Format == "raw" {
+			return r, errUnsupported(optPair{"file.driver", fileDrv})
+		}
 		r.Nested = true
 		if fileFileFilename == "" {
 			return r, errors.New("file.file.filename is needed with file.driver=qcow2")
@@ -233,17 +258,24 @@ func (s *Shell) openRequest(p *parsedArgs, path string) (OpenRequest, error) {
 		//lint:ignore ST1005 qemu's message
 		return r, errors.New("The 'file' block driver requires a file name")
 	}
-	if direct != nil || noFlush != nil {
-		mode, err := image.ParseCacheMode(r.Cache)
-		if r.Cache == "" {
-			mode, err = image.CacheWriteThrough, nil
-		}
-		if err != nil {
-			return r, err
-		}
-		r.Cache = withCacheOptions(mode, direct, noFlush).String()
+	return r, r.setCacheOptions(direct, noFlush)
+}
+
+// setCacheOptions changes the cache mode by the options cache.direct and
+// cache.no-flush (nil: not given).
+func (r *OpenRequest) setCacheOptions(direct, noFlush *bool) error {
+	if direct == nil && noFlush == nil {
+		return nil
 	}
-	return r, nil
+	mode, err := image.ParseCacheMode(r.Cache)
+	if r.Cache == "" {
+		mode, err = image.CacheWriteThrough, nil
+	}
+	if err != nil {
+		return err
+	}
+	r.Cache = withCacheOptions(mode, direct, noFlush).String()
+	return nil
 }
 
 // withCacheOptions changes mode by the options cache.direct and
@@ -457,6 +489,9 @@ func (s *Shell) nodeName(key string) string {
 func (s *Shell) driverOf(key string) string {
 	switch key {
 	case "driver":
+		if s.Current.Format == "raw" {
+			return "raw"
+		}
 		return "qcow2"
 	case "file.driver":
 		if s.Current.Nested {
@@ -464,10 +499,11 @@ func (s *Shell) driverOf(key string) string {
 		}
 		return "file"
 	}
-	if s.Dev == nil {
+	d, ok := s.Dev.(*zone.Device)
+	if !ok {
 		return ""
 	}
-	bq, braw := s.Dev.Image().Backing()
+	bq, braw := d.Image().Backing()
 	switch {
 	case bq != nil:
 		return "qcow2"

@@ -19,7 +19,7 @@ func reopenShell(t *testing.T, size string, opts ...string) (*Shell, *bytes.Buff
 	path := filepath.Join(t.TempDir(), "r.qcow2")
 	testimg.File(t, path, size, opts...)
 	var reqs []OpenRequest
-	open := func(r OpenRequest) (*zone.Device, error) {
+	open := func(r OpenRequest) (Device, error) {
 		reqs = append(reqs, r)
 		mode := image.CacheWriteThrough
 		if r.Cache != "" {
@@ -29,14 +29,18 @@ func reopenShell(t *testing.T, size string, opts ...string) (*Shell, *bytes.Buff
 			}
 			mode = m
 		}
-		return zone.Open(r.Path, image.Options{ReadOnly: r.ReadOnly, Cache: mode})
+		d, err := zone.Open(r.Path, image.Options{ReadOnly: r.ReadOnly, Cache: mode})
+		if err != nil {
+			return nil, err
+		}
+		return d, nil
 	}
 	cur := OpenRequest{Path: path}
 	d, err := open(cur)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, out, errb := qemuShell(d)
+	s, out, errb := qemuShell(d.(*zone.Device))
 	s.Open, s.Current = open, cur
 	t.Cleanup(func() {
 		if s.Dev != nil {
@@ -53,7 +57,7 @@ func TestReopenReadOnly(t *testing.T) {
 	s, out, errb, _ := reopenShell(t, "1M")
 	runLines(t, s, out, errb, "write -q -P 0x41 0 64k", "reopen -r")
 	expectFail(t, s, errb, "write 0 64k", "qemu-io: Block node is read-only\n")
-	if !s.Dev.Image().ReadOnly() {
+	if !s.Dev.ReadOnly() {
 		t.Errorf("not read-only after reopen -r")
 	}
 	runLines(t, s, out, errb, "read -q -P 0x41 0 64k", "reopen -w", "write -q -P 0x42 64k 64k", "read -q -P 0x41 0 64k", "read -q -P 0x42 64k 64k")
@@ -123,7 +127,7 @@ func TestOpenNodeNames(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "n.qcow2")
 	testimg.File(t, path, "1M")
 	s, _, errb := qemuShell(nil)
-	s.Open = func(r OpenRequest) (*zone.Device, error) {
+	s.Open = func(r OpenRequest) (Device, error) {
 		return zone.Open(r.Path, image.Options{ReadOnly: r.ReadOnly})
 	}
 	if !s.Run("open -o node-name=foo,file.node-name=bar " + path) {
@@ -139,12 +143,13 @@ func TestOpenNodeNames(t *testing.T) {
 
 // TestOpenProtocolDrivers: open -o driver=file|host_device|host_cdrom
 // checks the file as QEMU's drivers do, with their messages (QEMU's iotest
-// 226), and a file that passes is refused: zqimg opens qcow2 images only.
+// 226); a file that passes is opened as a raw file.
 func TestOpenProtocolDrivers(t *testing.T) {
 	dir := t.TempDir()
 	s, _, errb := qemuShell(nil)
-	s.Open = func(r OpenRequest) (*zone.Device, error) {
-		t.Errorf("Open called for %+v", r)
+	var opened []OpenRequest
+	s.Open = func(r OpenRequest) (Device, error) {
+		opened = append(opened, r)
 		return nil, os.ErrInvalid
 	}
 	for _, c := range []struct{ line, stderr string }{
@@ -154,12 +159,22 @@ func TestOpenProtocolDrivers(t *testing.T) {
 		{"open -o driver=file,filename=/dev/null,locking=off", "qemu-io: can't open: 'file' driver requires '/dev/null' to be a regular file\n"},
 		{"open -r -o driver=host_device,filename=" + dir, "qemu-io: can't open: 'host_device' driver requires '" + dir + "' to be either a character or block device\n"},
 		{"open -o driver=host_cdrom,filename=" + dir, "qemu-io: can't open: Could not open '" + dir + "': Is a directory\n"},
-		{"open -r -o driver=host_cdrom,filename=/dev/null", "qemu-io: can't open: driver 'host_cdrom' opens '/dev/null' as raw data, and zqimg's qemu-io opens qcow2 images only\n"},
 		{"open -o driver=qcow2", "qemu-io: can't open: The 'file' block driver requires a file name\n"},
-		{"open -o driver=raw x", "qemu-io: can't open device x: option 'driver=raw' is not supported by zqimg\n"},
+		{"open -o driver=vvfat x", "qemu-io: can't open device x: option 'driver=vvfat' is not supported by zqimg\n"},
+		{"open -o driver=qcow2,file.locking=off x", "qemu-io: can't open device x: option 'file.locking=off' is not supported by zqimg\n"},
 		{"open -o read-only=maybe x", "qemu-io: can't open device x: Parameter 'read-only' expects 'on' or 'off'\n"},
 	} {
 		expectFail(t, s, errb, c.line, c.stderr)
+	}
+	if len(opened) != 0 {
+		t.Errorf("refused opens reached Open: %+v", opened)
+	}
+	for _, l := range []string{"open -r -o driver=host_cdrom,filename=/dev/null", "open -o driver=host_device,filename=/dev/null,locking=off", "open -o driver=raw,file.locking=off /dev/null"} {
+		opened = nil
+		s.Run(l)
+		if len(opened) != 1 || opened[0].Format != "raw" || opened[0].Path != "/dev/null" || opened[0].NoLock != strings.Contains(l, "locking=off") {
+			t.Errorf("%s: requests %+v, want /dev/null as raw", l, opened)
+		}
 	}
 }
 
@@ -168,7 +183,7 @@ func TestOpenProtocolDrivers(t *testing.T) {
 func TestOpenByOptions(t *testing.T) {
 	var got OpenRequest
 	s, _, errb := qemuShell(nil)
-	s.Open = func(r OpenRequest) (*zone.Device, error) { got = r; return nil, os.ErrPermission }
+	s.Open = func(r OpenRequest) (Device, error) { got = r; return nil, os.ErrPermission }
 	for _, c := range []struct {
 		line string
 		want OpenRequest

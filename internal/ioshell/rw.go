@@ -195,18 +195,22 @@ func (s *Shell) discard(p *parsedArgs) error {
 // -c): off must be a cluster start and p whole clusters, or end at the end
 // of the image; a cluster that does not compress is stored as data.
 func (s *Shell) writeCompressed(p []byte, off int64) error {
-	cs := s.Dev.Image().ClusterSize()
+	dev, err := s.qcow2("compressed write")
+	if err != nil {
+		return err
+	}
+	cs := dev.Image().ClusterSize()
 	if off%cs != 0 || (int64(len(p))%cs != 0 && off+int64(len(p)) != s.Dev.Size()) {
 		return fmt.Errorf("%w: a compressed write covers whole clusters of %d bytes (or ends at the end of the image), not %d bytes at offset %d",
 			syscall.EINVAL, cs, len(p), off)
 	}
 	for len(p) > 0 {
 		n := min(int64(len(p)), cs)
-		c, err := s.Dev.Image().CompressCluster(p[:n])
+		c, err := dev.Image().CompressCluster(p[:n])
 		if err != nil {
 			return err
 		}
-		if _, err := s.Dev.WriteCompressed(c, off); err != nil {
+		if _, err := dev.WriteCompressed(c, off); err != nil {
 			return err
 		}
 		p, off = p[n:], off+n

@@ -23,9 +23,26 @@ import (
 // Prompt is printed before each command read from standard input.
 const Prompt = "zqimg> "
 
+// Device is what a shell runs commands on: a qcow2 image, zoned or not
+// (*zone.Device), or a raw file (RawDevice). Zone commands, compressed
+// writes and allocation status beyond "everything is allocated" need a
+// *zone.Device.
+type Device interface {
+	ReadAt(p []byte, off int64) (int, error)
+	WriteAt(p []byte, off int64) (int, error)
+	WriteZeroes(off, n int64) error
+	WriteZeroesUnmap(off, n int64) error
+	Discard(off, n int64) error
+	Flush() error
+	Size() int64
+	Resize(size uint64, shrink bool) error
+	ReadOnly() bool
+	Close() error
+}
+
 // Shell executes commands on one device.
 type Shell struct {
-	Dev  *zone.Device
+	Dev  Device
 	Out  *bufio.Writer
 	Err  io.Writer
 	Prog string // program name for messages on Err ("zqimg")
@@ -35,7 +52,7 @@ type Shell struct {
 	Terse bool
 	// Open opens an image for the open and reopen commands (nil: they
 	// are refused); see OpenRequest.
-	Open func(r OpenRequest) (*zone.Device, error)
+	Open func(r OpenRequest) (Device, error)
 	// Current is how the open image was opened (set by the session for
 	// the image of its command line, and by open and reopen): what reopen
 	// starts from.
@@ -55,9 +72,22 @@ type Shell struct {
 	rbuf    []byte // reusable read buffer
 }
 
-// New returns a shell writing command output to out and diagnostics to errOut.
-func New(dev *zone.Device, out, errOut io.Writer) *Shell {
+// New returns a shell writing command output to out and diagnostics to
+// errOut; dev may be nil (no image open).
+func New(dev Device, out, errOut io.Writer) *Shell {
+	if d, ok := dev.(*zone.Device); ok && d == nil {
+		dev = nil
+	}
 	return &Shell{Dev: dev, Out: bufio.NewWriterSize(out, 64<<10), Err: errOut, Prog: "zqimg", Prompt: Prompt, now: time.Now}
+}
+
+// qcow2 returns the open image as a qcow2 device, or an error (ENOTSUP)
+// naming the request what when it is a raw file.
+func (s *Shell) qcow2(what string) (*zone.Device, error) {
+	if d, ok := s.Dev.(*zone.Device); ok {
+		return d, nil
+	}
+	return nil, fmt.Errorf("%s: a raw image has no qcow2 features (zones, compressed clusters): %w", what, syscall.ENOTSUP)
 }
 
 // Failed reports whether any command failed.
@@ -164,7 +194,7 @@ func (s *Shell) Exec(c *Call) bool {
 		fmt.Fprintf(s.Err, "%s: %s: %s\n", s.Prog, c.name, MsgForceShare)
 		return false
 	}
-	if c.cmd.writes && s.Dev.Image().ReadOnly() {
+	if c.cmd.writes && s.Dev.ReadOnly() {
 		// qemu-io refuses such a command before running it.
 		s.Out.Flush()
 		if s.Terse {

@@ -199,13 +199,13 @@ func TestOpen(t *testing.T) {
 	s.Prog, s.Terse = "qemu-io", true
 	var gotRO bool
 	var gotCache string
-	s.Open = func(r OpenRequest) (*zone.Device, error) {
+	s.Open = func(r OpenRequest) (Device, error) {
 		gotRO, gotCache = r.ReadOnly, r.Cache
 		return zone.Open(r.Path, image.Options{ReadOnly: r.ReadOnly})
 	}
 	for _, c := range []struct{ line, stderr string }{
 		{"read 0 512", "no file open, try 'help open'\n"},
-		{"open -o driver=raw " + path, "qemu-io: can't open device " + path + ": option 'driver=raw' is not supported by zqimg\n"},
+		{"open -o driver=vmdk " + path, "qemu-io: can't open device " + path + ": option 'driver=vmdk' is not supported by zqimg\n"},
 		{"open -o driver=qcow2,lazy-refcounts=on " + path, "qemu-io: can't open device " + path + ": option 'lazy-refcounts=on' is not supported by zqimg\n"},
 		{"open", "bad argument count 0 to open, expected at least 1 arguments\n"},
 	} {

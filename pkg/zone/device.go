@@ -222,6 +222,9 @@ func checkTablePlacement(img *image.Image, h *Header) error {
 // overlap check (image.SetLayerTable).
 const TableName = "zoned write-pointer table"
 
+// ReadOnly reports whether the image was opened read-only.
+func (d *Device) ReadOnly() bool { return d.img.ReadOnly() }
+
 // Image returns the underlying image.
 func (d *Device) Image() *image.Image { return d.img }
 

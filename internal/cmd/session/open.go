@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"syscall"
 
+	"github.com/zqimg/zqimg/internal/cmdutil"
 	"github.com/zqimg/zqimg/internal/ioshell"
 	"github.com/zqimg/zqimg/pkg/create"
 	"github.com/zqimg/zqimg/pkg/image"
@@ -17,21 +18,51 @@ import (
 // openDevice opens the image r asks for: the image itself, the qcow2
 // image stored in it (r.Nested), or, in snapshot mode, a temporary overlay
 // of it.
-func openDevice(r ioshell.OpenRequest) (*zone.Device, error) {
+func openDevice(r ioshell.OpenRequest) (ioshell.Device, error) {
 	mode, err := image.ParseCacheMode(r.Cache)
 	if err != nil {
 		return nil, err
+	}
+	if r.Format == "raw" {
+		if r.Snapshot {
+			return nil, errors.New("snapshot mode (-s) of a raw image is not supported by zqimg")
+		}
+		d, err := ioshell.OpenRaw(r.Path, image.FileOptions{ReadOnly: r.ReadOnly || r.ForceShare, NoLock: r.ForceShare || r.NoLock, Cache: mode})
+		if err != nil {
+			return nil, err
+		}
+		return d, nil
 	}
 	opts := image.Options{ReadOnly: r.ReadOnly || r.ForceShare, NoLock: r.ForceShare, Cache: mode, BackingFormat: r.BackingFormat}
 	switch {
 	case r.Snapshot && r.Nested:
 		return nil, errors.New("snapshot mode (-s) of an image stored in another image is not supported by zqimg")
 	case r.Snapshot:
-		return openSnapshot(r.Path, opts)
+		return nilIfNone(openSnapshot(r.Path, opts))
 	case r.Nested:
-		return openNested(r.Path, opts)
+		return nilIfNone(openNested(r.Path, opts))
 	}
-	return zone.Open(r.Path, opts)
+	return nilIfNone(zone.Open(r.Path, opts))
+}
+
+// nilIfNone returns d as a shell device: nil, not a nil *zone.Device, when
+// the open failed.
+func nilIfNone(d *zone.Device, err error) (ioshell.Device, error) {
+	if err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// warnDirectIO warns when the file system refused the direct I/O the
+// cache mode asked for.
+func warnDirectIO(ios *cmdutil.IOStreams, d ioshell.Device) {
+	switch d := d.(type) {
+	case *zone.Device:
+		ios.WarnDirectIO(d.Image())
+	case *ioshell.RawDevice:
+		ios.WarnDirectIO(d)
+	}
 }
 
 // qemuOpenError words an error opening the image at path as qemu's

@@ -182,3 +182,38 @@ func TestBackingDriverOverride(t *testing.T) {
 		t.Errorf("open, missing backing file: exit %d, stderr %q, want %q", code, errb, want)
 	}
 }
+
+// TestRawFormat: qemu-io -f raw (and open -o driver=raw, driver=file, or
+// host_device on a character device) opens a raw file: reads and writes go
+// to its bytes, map reports everything allocated, truncate sets its length,
+// zone commands and compressed writes are refused (QEMU's iotests 107,
+// 226, 287).
+func TestRawFormat(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "r.raw")
+	if err := os.WriteFile(path, make([]byte, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errb := runQemuIO(t, "-f", "raw", "-c", "write -q -P 0xfa 4k 8k", "-c", "read -q -P 0xfa 4k 8k", "-c", "write -q -z -u 0 4k", "-c", "map", "-c", "truncate 2M", "-c", "length", path)
+	if code != 0 || errb != "" || out != "1 MiB (0x100000) bytes     allocated at offset 0 bytes (0x0)\n2 MiB\n" {
+		t.Errorf("-f raw: exit %d, stdout %q, stderr %q", code, out, errb)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(data) != 2<<20 || data[4096] != 0xfa || data[12287] != 0xfa || data[12288] != 0 {
+		t.Errorf("file: %d bytes, %x %x %x", len(data), data[4096], data[12287], data[12288])
+	}
+	code, out, errb = runQemuIO(t, "-c", "open -r -o driver=file,filename="+path, "-c", "read -q -P 0xfa 4k 8k", "-c", "zrp 0 1", "-c", "write -c 0 64k")
+	if code != 1 || out != "zone report failed: Operation not supported\n" || errb != "qemu-io: Block node is read-only\n" {
+		t.Errorf("driver=file: exit %d, stdout %q, stderr %q", code, out, errb)
+	}
+	code, out, errb = runQemuIO(t, "-c", "open -o driver=raw "+path, "-c", "write -c 0 64k", "-c", "read -q -P 0 2M 512")
+	if code != 1 || out != "write failed: Operation not supported\nread failed: Input/output error\n" || errb != "" {
+		t.Errorf("driver=raw: exit %d, stdout %q, stderr %q", code, out, errb)
+	}
+	code, out, errb = runQemuIO(t, "-c", "open -o driver=host_device,filename=/dev/null,locking=off", "-c", "length")
+	if code != 0 || out != "0 bytes\n" || errb != "" {
+		t.Errorf("host_device /dev/null: exit %d, stdout %q, stderr %q", code, out, errb)
+	}
+}

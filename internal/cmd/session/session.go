@@ -9,7 +9,6 @@ import (
 	"github.com/zqimg/zqimg/internal/cmdutil"
 	"github.com/zqimg/zqimg/internal/ioshell"
 	"github.com/zqimg/zqimg/pkg/image"
-	"github.com/zqimg/zqimg/pkg/zone"
 )
 
 // Options are the parsed flags and arguments of `zqimg io`.
@@ -84,7 +83,7 @@ write are refused.`,
 	cmd.Flags().BoolVarP(&o.ReadOnly, "read-only", "r", false, "open the image read-only")
 	cmd.Flags().BoolVarP(&o.ForceShare, "force-share", "U", false, "open the image read-only without taking locks")
 	cmd.Flags().BoolVarP(&o.Snapshot, "snapshot", "s", false, "snapshot mode: writes go to a temporary overlay, discarded at the end")
-	cmd.Flags().StringVarP(&o.Format, "format", "f", "qcow2", "image format (only qcow2)")
+	cmd.Flags().StringVarP(&o.Format, "format", "f", "qcow2", "image format: qcow2 or raw (a raw file: no zones, no compressed clusters)")
 	cmdutil.CacheFlags(cmd.Flags(), &o.Cache, true)
 	cmd.Flags().StringVarP(&o.AIO, "aio", "i", "threads", "AIO mode, as qemu-io's: threads, native or io_uring (zqimg's I/O is synchronous in each)")
 	cmd.Flags().BoolVarP(&o.misalign, "misalign", "m", false, "accepted for qemu-io compatibility; no effect")
@@ -96,7 +95,7 @@ write are refused.`,
 
 // Run runs the session.
 func Run(o *Options) error {
-	if o.Format != "qcow2" {
+	if o.Format != "qcow2" && o.Format != "raw" {
 		o.IO.Errorf("Unknown file format '%s'", o.Format)
 		return cmdutil.Exit(1)
 	}
@@ -134,14 +133,18 @@ func Run(o *Options) error {
 			}
 		}
 	}
-	open := func(r ioshell.OpenRequest) (*zone.Device, error) {
+	format := ""
+	if o.Format == "raw" {
+		format = "raw"
+	}
+	open := func(r ioshell.OpenRequest) (ioshell.Device, error) {
 		if r.Cache == "" {
 			r.Cache = o.Cache
 		}
 		return openDevice(r)
 	}
-	first := ioshell.OpenRequest{Path: o.File, ReadOnly: o.ReadOnly, ForceShare: o.ForceShare, Snapshot: o.Snapshot, Cache: o.Cache}
-	var dev *zone.Device
+	first := ioshell.OpenRequest{Path: o.File, ReadOnly: o.ReadOnly, ForceShare: o.ForceShare, Snapshot: o.Snapshot, Cache: o.Cache, Format: format}
+	var dev ioshell.Device
 	if o.File != "" {
 		var err error
 		dev, err = open(first)
@@ -152,16 +155,16 @@ func Run(o *Options) error {
 			o.IO.Errorf("can't open device %s: %v", o.File, err)
 			return cmdutil.Exit(1)
 		}
-		o.IO.WarnDirectIO(dev.Image())
+		warnDirectIO(o.IO, dev)
 	}
 	sh := ioshell.New(dev, o.IO.Out, o.IO.ErrOut)
 	sh.Current = first
-	sh.Open = func(r ioshell.OpenRequest) (*zone.Device, error) {
+	sh.Open = func(r ioshell.OpenRequest) (ioshell.Device, error) {
 		d, err := open(r)
 		if err != nil {
 			return nil, qemuOpenError(r.Path, err)
 		}
-		o.IO.WarnDirectIO(d.Image())
+		warnDirectIO(o.IO, d)
 		return d, nil
 	}
 	sh.ForceShare = o.ForceShare
