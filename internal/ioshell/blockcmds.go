@@ -188,3 +188,51 @@ func (s *Shell) mapCmd(_ *parsedArgs) error {
 	}
 	return nil
 }
+
+// info prints what qemu-io's info prints: the format name, and for a qcow2
+// image its cluster size, the offset of the VM state and the qcow2
+// details ("Format specific information:"); for a raw file, zeroes. A
+// null-co device has nothing more to tell: the command then fails, as
+// qemu-io's does, after the format name.
+func (s *Shell) info(_ *parsedArgs) error {
+	switch d := s.Dev.(type) {
+	case *zone.Device:
+		img := d.Image()
+		h := img.Header()
+		fmt.Fprintf(s.Out, "format name: qcow2\n")
+		cs := uint64(img.ClusterSize())
+		entry := uint64(8)
+		if h.IncompatibleFeatures&image.IncompatExtL2 != 0 {
+			entry = 16
+		}
+		span := cs * (cs / entry)
+		vm := (uint64(img.Size()) + span - 1) / span * span
+		fmt.Fprintf(s.Out, "cluster size: %s\n", humanSize(cs))
+		fmt.Fprintf(s.Out, "vm state offset: %s\n", humanSize(vm))
+		fmt.Fprintf(s.Out, "Format specific information:\n")
+		if h.Version < 3 {
+			fmt.Fprintf(s.Out, "    compat: 0.10\n")
+			fmt.Fprintf(s.Out, "    compression type: zlib\n")
+			fmt.Fprintf(s.Out, "    refcount bits: %d\n", 1<<h.RefcountOrder)
+			return nil
+		}
+		ct := "zlib"
+		if h.CompressionType == 1 {
+			ct = "zstd"
+		}
+		fmt.Fprintf(s.Out, "    compat: 1.1\n")
+		fmt.Fprintf(s.Out, "    compression type: %s\n", ct)
+		fmt.Fprintf(s.Out, "    lazy refcounts: %t\n", h.CompatibleFeatures&image.CompatLazyRefcounts != 0)
+		fmt.Fprintf(s.Out, "    refcount bits: %d\n", 1<<h.RefcountOrder)
+		fmt.Fprintf(s.Out, "    corrupt: %t\n", h.IncompatibleFeatures&image.IncompatCorrupt != 0)
+		fmt.Fprintf(s.Out, "    extended l2: %t\n", h.IncompatibleFeatures&image.IncompatExtL2 != 0)
+		return nil
+	case *NullDevice:
+		// qemu prints the format and the protocol name, both null-co.
+		fmt.Fprintf(s.Out, "format name: null-co\nformat name: null-co\n")
+	default:
+		fmt.Fprintf(s.Out, "format name: raw\ncluster size: 0 bytes\nvm state offset: 0 bytes\n")
+		return nil
+	}
+	return errCommandFailed
+}

@@ -2,6 +2,7 @@ package ioshell
 
 import (
 	"bytes"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -203,4 +204,96 @@ func TestAlloc(t *testing.T) {
 		t.Errorf("alloc:\n%s\nwant:\n%s", got, want)
 	}
 	expectFail(t, s, errb, "alloc", "bad argument count 0 to alloc, expected between 1 and 2 arguments\n")
+}
+
+// TestInfo: info prints qemu-io's lines for a qcow2 image (version 3 and
+// 2, extended L2 entries halving the VM state alignment).
+func TestInfo(t *testing.T) {
+	for _, c := range []struct {
+		opts []string
+		want string
+	}{
+		{nil, `format name: qcow2
+cluster size: 64 KiB
+vm state offset: 512 MiB
+Format specific information:
+    compat: 1.1
+    compression type: zlib
+    lazy refcounts: false
+    refcount bits: 16
+    corrupt: false
+    extended l2: false
+`},
+		{[]string{"compat=0.10", "cluster_size=4096"}, `format name: qcow2
+cluster size: 4 KiB
+vm state offset: 100 MiB
+Format specific information:
+    compat: 0.10
+    compression type: zlib
+    refcount bits: 16
+`},
+		{[]string{"extended_l2=on,compression_type=zstd,lazy_refcounts=on,refcount_bits=4"}, `format name: qcow2
+cluster size: 64 KiB
+vm state offset: 256 MiB
+Format specific information:
+    compat: 1.1
+    compression type: zstd
+    lazy refcounts: true
+    refcount bits: 4
+    corrupt: false
+    extended l2: true
+`},
+	} {
+		d := newDevice(t, "100M", image.Options{}, c.opts...)
+		s, out, errb := qemuShell(d)
+		if got := runLines(t, s, out, errb, "info"); got != c.want {
+			t.Errorf("%v:\n%s\nwant:\n%s", c.opts, got, c.want)
+		}
+	}
+}
+
+// TestNullDevice: a null-co device (json:{'driver': 'null-co', ...}) has
+// the size asked for, reads zeroes with read-zeroes=on, drops writes;
+// info prints its format name twice and fails, as qemu-io's (QEMU's
+// iotest 133).
+func TestNullDevice(t *testing.T) {
+	r, err := RequestFromJSON(OpenRequest{}, `json:{'driver': 'null-co', 'size': 65536, 'read-zeroes': true}`)
+	if err != nil || r.Format != "null-co" || r.NullSize != 65536 || !r.NullReadZeroes {
+		t.Fatalf("request %+v, %v", r, err)
+	}
+	var out, errb bytes.Buffer
+	s := New(NewNull(r.NullSize, r.NullReadZeroes, false), &out, &errb)
+	s.Prog, s.Terse = "qemu-io", true
+	got := runLines(t, s, &out, &errb, "write -q -P 0x11 0 4k", "read -q -P 0 0 4k", "length")
+	if got != "64 KiB\n" {
+		t.Errorf("length: %q", got)
+	}
+	out.Reset()
+	if s.Run("info") {
+		t.Errorf("info succeeded")
+	}
+	s.Flush()
+	if out.String() != "format name: null-co\nformat name: null-co\n" {
+		t.Errorf("info: %q", out.String())
+	}
+}
+
+// TestParseJSONFilename: json: names with single or double quotes,
+// nested objects, numbers and booleans.
+func TestParseJSONFilename(t *testing.T) {
+	opts, err := parseJSONFilename(`json:{"driver": "qcow2", 'file': {'driver': 'file', 'filename': 'a\'b "c"'}, 'read-only': true, "x": 5}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := fmt.Sprint(opts)
+	if want := `[{driver qcow2} {file.driver file} {file.filename a'b "c"} {read-only on} {x 5}]`; got != want {
+		t.Errorf("got %s, want %s", got, want)
+	}
+	if _, err := parseJSONFilename(`json:{'driver': `); err == nil {
+		t.Errorf("a broken json: name was accepted")
+	}
+	r, err := RequestFromJSON(OpenRequest{}, `json:{'driver': 'qcow2', 'file': {'driver': 'file', 'filename': '/x.qcow2'}}`)
+	if err != nil || r.Path != "/x.qcow2" || r.Format != "" {
+		t.Errorf("qcow2 over file: %+v, %v", r, err)
+	}
 }

@@ -193,6 +193,20 @@ func init() {
  beyond the end of the image are left out of the count. In a sequential
  zone, bytes at or beyond the write pointer are not allocated.
 `, run: (*Shell).alloc},
+		{name: "info", alt: "i", argmin: 0, argmax: 0, args: "", oneline: "prints information about the current file",
+			help: ` prints what the image is
+
+ Example:
+ 'info' - prints "format name: qcow2", the cluster size, the VM state
+          offset and the qcow2 details
+
+ For a qcow2 image: its cluster size, where its VM state would start (the
+ virtual size rounded up to what one L2 table maps) and the qcow2 details
+ that qemu-img info prints under "Format specific information" (a zoned
+ image's zone details are left out: see zqimg info). A raw file has a
+ cluster size and VM state offset of 0; for a null-co device only the
+ format name is printed, and the command fails, as qemu-io's does.
+`, run: (*Shell).info},
 		{name: "map", argmin: 0, argmax: 0, args: "", oneline: "prints the allocated areas of a file",
 			help: ` prints the allocated areas of the image
 

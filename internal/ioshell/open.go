@@ -32,6 +32,10 @@ type OpenRequest struct {
 	Format string
 	// NoLock: no image locks (-o locking=off, raw files only).
 	NoLock bool
+	// NullSize and NullReadZeroes describe a null-co device (Format
+	// "null-co": no file, writes discarded).
+	NullSize       int64
+	NullReadZeroes bool
 	// BackingFormat, when not empty, overrides the format of the backing
 	// file the image names (-o backing.driver=raw|qcow2).
 	BackingFormat string
@@ -144,11 +148,48 @@ func (s *Shell) openRequest(p *parsedArgs, path string) (OpenRequest, error) {
 	if p.has('n') {
 		r.Cache = "none"
 	}
+	opts := parseOptList(p.flags['o'])
+	if strings.HasPrefix(path, "json:") {
+		jopts, err := parseJSONFilename(path)
+		if err != nil {
+			return r, err
+		}
+		r.Path = ""
+		opts = append(jopts, opts...)
+	}
+	return requestFromOptions(r, opts)
+}
+
+// RequestFromJSON returns base with the options of a json: file name
+// ("json:{'driver': 'qcow2', 'file': {'driver': 'file', 'filename': 'X'}}")
+// applied, as qemu opens such a name.
+func RequestFromJSON(base OpenRequest, name string) (OpenRequest, error) {
+	opts, err := parseJSONFilename(name)
+	if err != nil {
+		return base, err
+	}
+	base.Path = ""
+	return requestFromOptions(base, opts)
+}
+
+// requestFromOptions applies block layer options to r.
+func requestFromOptions(r OpenRequest, opts []optPair) (OpenRequest, error) {
 	drv, fileDrv := "qcow2", ""
+	if r.Format != "" {
+		drv = r.Format
+	}
 	var filename, fileFilename, fileFileFilename string
 	var direct, noFlush *bool
-	for _, kv := range parseOptList(p.flags['o']) {
+	var nullSize, nullZeroes string
+	for _, kv := range opts {
 		switch kv.key {
+		case "size":
+			nullSize = kv.val
+		case "read-zeroes":
+			if _, err := parseBool(kv.key, kv.val); err != nil {
+				return r, err
+			}
+			nullZeroes = kv.val
 		case "driver":
 			drv = kv.val
 		case "file.driver":
@@ -207,8 +248,29 @@ func (s *Shell) openRequest(p *parsedArgs, path string) (OpenRequest, error) {
 			return r, errUnsupported(kv)
 		}
 	}
+	if drv != "null-co" && (nullSize != "" || nullZeroes != "") {
+		k := "size"
+		if nullSize == "" {
+			k = "read-zeroes"
+		}
+		return r, errUnsupported(optPair{k, nullSize + nullZeroes})
+	}
 	switch drv {
 	case "qcow2":
+		r.Format = ""
+	case "null-co":
+		r.Format = "null-co"
+		r.NullSize = 1 << 30
+		if nullSize != "" {
+			n, err := parseOffset(nullSize)
+			if err != nil {
+				//lint:ignore ST1005 qemu's message
+				return r, fmt.Errorf("Parameter 'size' expects a non-negative number below 2^64")
+			}
+			r.NullSize = n
+		}
+		r.NullReadZeroes, _ = parseBool("read-zeroes", nullZeroes)
+		return r, r.setCacheOptions(direct, noFlush)
 	case "raw":
 		r.Format = "raw"
 	case "file", "host_device", "host_cdrom":

@@ -23,6 +23,9 @@ func openDevice(r ioshell.OpenRequest) (ioshell.Device, error) {
 	if err != nil {
 		return nil, err
 	}
+	if r.Format == "null-co" {
+		return ioshell.NewNull(r.NullSize, r.NullReadZeroes, r.ReadOnly || r.ForceShare), nil
+	}
 	if r.Format == "raw" {
 		if r.Snapshot {
 			return nil, errors.New("snapshot mode (-s) of a raw image is not supported by zqimg")

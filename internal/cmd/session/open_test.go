@@ -217,3 +217,17 @@ func TestRawFormat(t *testing.T) {
 		t.Errorf("host_device /dev/null: exit %d, stdout %q, stderr %q", code, out, errb)
 	}
 }
+
+// TestNullCoJSON: qemu-io -f null-co json:{...} opens a null-co device;
+// reopen without options keeps it; info prints qemu-io's lines and fails
+// (QEMU's iotest 133).
+func TestNullCoJSON(t *testing.T) {
+	code, out, errb := runQemuIO(t, "-f", "null-co", "-c", "reopen", "-c", "info", "-c", "read -q 0 4k", "json:{'driver': 'null-co', 'size': 65536}")
+	if code != 1 || out != "format name: null-co\nformat name: null-co\n" || errb != "" {
+		t.Errorf("exit %d, stdout %q, stderr %q", code, out, errb)
+	}
+	code, out, errb = runQemuIO(t, "-c", "length", "json:{'driver': 'null-co', 'size': 1M")
+	if code != 1 || out != "" || !strings.HasPrefix(errb, "qemu-io: can't open device json:{'driver': 'null-co', 'size': 1M: Could not parse the JSON options: ") {
+		t.Errorf("broken json: exit %d, stdout %q, stderr %q", code, out, errb)
+	}
+}

@@ -95,7 +95,7 @@ write are refused.`,
 
 // Run runs the session.
 func Run(o *Options) error {
-	if o.Format != "qcow2" && o.Format != "raw" {
+	if o.Format != "qcow2" && o.Format != "raw" && o.Format != "null-co" {
 		o.IO.Errorf("Unknown file format '%s'", o.Format)
 		return cmdutil.Exit(1)
 	}
@@ -134,8 +134,8 @@ func Run(o *Options) error {
 		}
 	}
 	format := ""
-	if o.Format == "raw" {
-		format = "raw"
+	if o.Format != "qcow2" {
+		format = o.Format
 	}
 	open := func(r ioshell.OpenRequest) (ioshell.Device, error) {
 		if r.Cache == "" {
@@ -144,6 +144,14 @@ func Run(o *Options) error {
 		return openDevice(r)
 	}
 	first := ioshell.OpenRequest{Path: o.File, ReadOnly: o.ReadOnly, ForceShare: o.ForceShare, Snapshot: o.Snapshot, Cache: o.Cache, Format: format}
+	if strings.HasPrefix(o.File, "json:") {
+		r, err := ioshell.RequestFromJSON(first, o.File)
+		if err != nil {
+			o.IO.Errorf("can't open device %s: %v", o.File, err)
+			return cmdutil.Exit(1)
+		}
+		first = r
+	}
 	var dev ioshell.Device
 	if o.File != "" {
 		var err error
