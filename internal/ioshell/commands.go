@@ -314,7 +314,9 @@ func init() {
  -o, -- block layer options: driver=qcow2, filename or file.filename (the
         file, instead of path), file.driver=file, file.driver=qcow2 with
         file.file.filename (a qcow2 image stored in a qcow2 image),
-        backing.driver=qcow2|raw (the backing file's format), node-name, file.node-name, backing.node-name, read-only,
+        backing.driver=qcow2|raw (the backing file's format), cache-size,
+        l2-cache-size, refcount-cache-size, l2-cache-entry-size,
+        cache-clean-interval (qcow2's caches), node-name, file.node-name, backing.node-name, read-only,
         cache.direct, cache.no-flush, auto-read-only; driver=raw, and
         driver=file, host_device and host_cdrom (checked as QEMU does),
         open the file as raw data (locking=off: without locks); other

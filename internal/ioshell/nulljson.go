@@ -50,6 +50,9 @@ func flatten(prefix string, m map[string]any, out *[]optPair) error {
 			*out = append(*out, optPair{prefix + k, v})
 		case json.Number:
 			*out = append(*out, optPair{prefix + k, v.String()})
+		case nil:
+			// null: no node ('backing': null opens without a backing file).
+			*out = append(*out, optPair{prefix + k, "null"})
 		case bool:
 			b := "off"
 			if v {
@@ -57,7 +60,7 @@ func flatten(prefix string, m map[string]any, out *[]optPair) error {
 			}
 			*out = append(*out, optPair{prefix + k, b})
 		default:
-			return fmt.Errorf("option '%s%s': lists and null are not supported by zqimg", prefix, k)
+			return fmt.Errorf("option '%s%s': lists are not supported by zqimg", prefix, k)
 		}
 	}
 	return nil

@@ -5,8 +5,11 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/zqimg/zqimg/pkg/units"
 
 	"github.com/zqimg/zqimg/pkg/image"
 	"github.com/zqimg/zqimg/pkg/zone"
@@ -30,8 +33,16 @@ type OpenRequest struct {
 	// driver=raw, and the protocol drivers file, host_device and
 	// host_cdrom, which open a file as raw data).
 	Format string
+	// NoBacking opens a qcow2 image without its backing file (backing=null):
+	// unallocated clusters read as zeroes, and writes that would need the
+	// backing file's data are refused.
+	NoBacking bool
 	// NoLock: no image locks (-o locking=off, raw files only).
 	NoLock bool
+	// CacheSizes holds qcow2's cache options in bytes (cache-size,
+	// l2-cache-size, refcount-cache-size, l2-cache-entry-size), as given;
+	// see L2CacheBytes and CheckCacheEntrySize.
+	CacheSizes map[string]uint64
 	// NullSize and NullReadZeroes describe a null-co device (Format
 	// "null-co": no file, writes discarded).
 	NullSize       int64
@@ -185,6 +196,22 @@ func requestFromOptions(r OpenRequest, opts []optPair) (OpenRequest, error) {
 		switch kv.key {
 		case "size":
 			nullSize = kv.val
+		case "cache-size", "l2-cache-size", "refcount-cache-size", "l2-cache-entry-size":
+			v, err := units.ParseSize(kv.val)
+			if err != nil {
+				//lint:ignore ST1005 qemu's message
+				return r, fmt.Errorf("Parameter '%s' expects a non-negative number below 2^64", kv.key)
+			}
+			if r.CacheSizes == nil {
+				r.CacheSizes = map[string]uint64{}
+			}
+			r.CacheSizes[kv.key] = v
+		case "cache-clean-interval":
+			// zqimg's caches hold no memory worth giving back: accepted.
+			if _, err := strconv.ParseUint(kv.val, 10, 32); err != nil {
+				//lint:ignore ST1005 qemu's message
+				return r, fmt.Errorf("Parameter '%s' expects a non-negative number", kv.key)
+			}
 		case "read-zeroes":
 			if _, err := parseBool(kv.key, kv.val); err != nil {
 				return r, err
@@ -200,6 +227,13 @@ func requestFromOptions(r OpenRequest, opts []optPair) (OpenRequest, error) {
 			fileFilename = kv.val
 		case "file.file.filename":
 			fileFileFilename = kv.val
+		case "backing":
+			// backing=null (json:{..., 'backing': null}): no backing file;
+			// unallocated clusters read as zeroes.
+			if kv.val != "null" {
+				return r, errUnsupported(kv)
+			}
+			r.NoBacking = true
 		case "backing.driver":
 			if kv.val != "qcow2" && kv.val != "raw" {
 				return r, errUnsupported(kv)
@@ -321,6 +355,43 @@ func requestFromOptions(r OpenRequest, opts []optPair) (OpenRequest, error) {
 		return r, errors.New("The 'file' block driver requires a file name")
 	}
 	return r, r.setCacheOptions(direct, noFlush)
+}
+
+// L2CacheBytes returns the L2 table cache budget the qcow2 cache options
+// ask for (0: the default), or their error, worded as qemu's: cache-size
+// is the total of the L2 and refcount caches.
+func (r *OpenRequest) L2CacheBytes() (int, error) {
+	c := r.CacheSizes
+	combined, combinedSet := c["cache-size"]
+	l2, l2Set := c["l2-cache-size"]
+	rc, rcSet := c["refcount-cache-size"]
+	switch {
+	case combinedSet && l2Set && rcSet:
+		return 0, errors.New("cache-size, l2-cache-size and refcount-cache-size may not be set at the same time")
+	case combinedSet && l2Set && l2 > combined:
+		return 0, errors.New("l2-cache-size may not exceed cache-size")
+	case combinedSet && rcSet && rc > combined:
+		return 0, errors.New("refcount-cache-size may not exceed cache-size")
+	case combinedSet && !l2Set:
+		l2 = combined - rc
+	case !combinedSet && !l2Set:
+		return 0, nil
+	}
+	// At least one byte: the image keeps its minimum of tables.
+	return int(max(min(l2, 1<<40), 1)), nil
+}
+
+// CheckCacheEntrySize checks l2-cache-entry-size against the cluster size
+// of the image, as qemu does.
+func (r *OpenRequest) CheckCacheEntrySize(clusterSize int64) error {
+	e, ok := r.CacheSizes["l2-cache-entry-size"]
+	if !ok {
+		return nil
+	}
+	if e < 512 || e > uint64(clusterSize) || e&(e-1) != 0 {
+		return fmt.Errorf("L2 cache entry size must be a power of two between 512 and the cluster size (%d)", clusterSize)
+	}
+	return nil
 }
 
 // setCacheOptions changes the cache mode by the options cache.direct and

@@ -2,6 +2,7 @@ package ioshell
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -199,6 +200,52 @@ func TestOpenByOptions(t *testing.T) {
 		s.Run(c.line)
 		if got.Path != c.want.Path || got.ReadOnly != c.want.ReadOnly || got.Nested != c.want.Nested || got.Cache != c.want.Cache || got.Snapshot != c.want.Snapshot {
 			t.Errorf("%s: request %+v, want %+v (stderr %q)", c.line, got, c.want, errb.String())
+		}
+	}
+}
+
+// TestCacheSizeOptions: qcow2's cache options are checked as qemu checks
+// them, with its messages (QEMU's iotest 103), and give the L2 cache
+// budget.
+func TestCacheSizeOptions(t *testing.T) {
+	for _, c := range []struct {
+		opts  string
+		bytes int
+		err   string
+	}{
+		{"cache-size=1.25M,l2-cache-size=1M,refcount-cache-size=0.25M", 0, "cache-size, l2-cache-size and refcount-cache-size may not be set at the same time"},
+		{"cache-size=1M,l2-cache-size=2M", 0, "l2-cache-size may not exceed cache-size"},
+		{"cache-size=1M,refcount-cache-size=2M", 0, "refcount-cache-size may not exceed cache-size"},
+		{"cache-size=0,l2-cache-size=0,refcount-cache-size=0", 0, "cache-size, l2-cache-size and refcount-cache-size may not be set at the same time"},
+		{"cache-size=0", 1, ""},
+		{"l2-cache-size=0", 1, ""},
+		{"refcount-cache-size=0", 0, ""},
+		{"cache-size=2M", 2 << 20, ""},
+		{"cache-size=2M,l2-cache-size=1M", 1 << 20, ""},
+		{"cache-size=2M,refcount-cache-size=1M", 1 << 20, ""},
+		{"l2-cache-size=1M,refcount-cache-size=0.25M", 1 << 20, ""},
+		{"l2-cache-size=x", 0, "Parameter 'l2-cache-size' expects a non-negative number below 2^64"},
+	} {
+		r, err := requestFromOptions(OpenRequest{Path: "p"}, parseOptList(c.opts))
+		var n int
+		if err == nil {
+			n, err = r.L2CacheBytes()
+		}
+		if got := fmt.Sprint(err); (c.err == "" && err != nil) || (c.err != "" && got != c.err) || n != c.bytes {
+			t.Errorf("%s: %d, %v; want %d, %q", c.opts, n, err, c.bytes, c.err)
+		}
+	}
+	for _, c := range []struct {
+		size string
+		ok   bool
+	}{{"256", false}, {"4242", false}, {"128k", false}, {"512", true}, {"16k", true}, {"64k", true}} {
+		r, err := requestFromOptions(OpenRequest{Path: "p"}, parseOptList("l2-cache-entry-size="+c.size))
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = r.CheckCacheEntrySize(65536)
+		if c.ok != (err == nil) || (err != nil && err.Error() != "L2 cache entry size must be a power of two between 512 and the cluster size (65536)") {
+			t.Errorf("l2-cache-entry-size=%s: %v", c.size, err)
 		}
 	}
 }

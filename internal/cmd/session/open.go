@@ -36,7 +36,11 @@ func openDevice(r ioshell.OpenRequest) (ioshell.Device, error) {
 		}
 		return d, nil
 	}
-	opts := image.Options{ReadOnly: r.ReadOnly || r.ForceShare, NoLock: r.ForceShare, Cache: mode, BackingFormat: r.BackingFormat}
+	cacheBytes, err := r.L2CacheBytes()
+	if err != nil {
+		return nil, err
+	}
+	opts := image.Options{ReadOnly: r.ReadOnly || r.ForceShare, NoLock: r.ForceShare, Cache: mode, BackingFormat: r.BackingFormat, CacheBytes: cacheBytes, NoBacking: r.NoBacking}
 	switch {
 	case r.Snapshot && r.Nested:
 		return nil, errors.New("snapshot mode (-s) of an image stored in another image is not supported by zqimg")
@@ -45,7 +49,15 @@ func openDevice(r ioshell.OpenRequest) (ioshell.Device, error) {
 	case r.Nested:
 		return nilIfNone(openNested(r.Path, opts))
 	}
-	return nilIfNone(zone.Open(r.Path, opts))
+	d, err := zone.Open(r.Path, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.CheckCacheEntrySize(d.Image().ClusterSize()); err != nil {
+		d.Close()
+		return nil, err
+	}
+	return d, nil
 }
 
 // nilIfNone returns d as a shell device: nil, not a nil *zone.Device, when

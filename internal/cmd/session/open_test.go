@@ -231,3 +231,29 @@ func TestNullCoJSON(t *testing.T) {
 		t.Errorf("broken json: exit %d, stdout %q, stderr %q", code, out, errb)
 	}
 }
+
+// TestJSONBackingNull: json:{..., 'backing': null} opens an overlay
+// without its backing file: unallocated clusters read as zeroes (QEMU's
+// iotest 089).
+func TestJSONBackingNull(t *testing.T) {
+	dir := t.TempDir()
+	base := filepath.Join(dir, "base.qcow2")
+	testimg.File(t, base, "1M")
+	if code, _, errb := runQemuIO(t, "-c", "write -q -P 0x5c 0 1M", base); code != 0 {
+		t.Fatal(errb)
+	}
+	top := filepath.Join(dir, "top.qcow2")
+	testimg.File(t, top, "1M", "backing_file="+base, "backing_fmt=qcow2")
+	if code, _, errb := runQemuIO(t, "-c", "write -q -P 0x11 0 64k", top); code != 0 {
+		t.Fatal(errb)
+	}
+	code, out, errb := runQemuIO(t, "-c", "read -q -P 0x11 0 64k", "-c", "read -q -P 0 64k 64k",
+		"json:{'driver': 'qcow2', 'file': {'driver': 'file', 'filename': '"+top+"'}, 'backing': null}")
+	if code != 0 || out != "" || errb != "" {
+		t.Errorf("exit %d, stdout %q, stderr %q", code, out, errb)
+	}
+	code, _, errb = runQemuIO(t, "-c", "read -q -P 0x5c 64k 64k", "json:{'driver': 'qcow2', 'file': {'driver': 'file', 'filename': '"+top+"'}}")
+	if code != 0 {
+		t.Errorf("with its backing file: %s", errb)
+	}
+}
