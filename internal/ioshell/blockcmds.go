@@ -50,7 +50,7 @@ func (s *Shell) truncate(p *parsedArgs) error {
 // backingSize returns the size of the open image's backing file (ok
 // false when it has none).
 func (s *Shell) backingSize() (int64, bool) {
-	if d, ok := s.Dev.(*zone.Device); ok {
+	if d, ok := asQcow2(s.Dev); ok {
 		return d.Image().BackingSize()
 	}
 	return 0, false
@@ -76,7 +76,7 @@ type allocator struct {
 
 func (s *Shell) allocator() (*allocator, error) {
 	a := &allocator{size: s.Dev.Size()}
-	dev, ok := s.Dev.(*zone.Device)
+	dev, ok := asQcow2(s.Dev)
 	if !ok {
 		return a, nil // a raw file: everything is allocated
 	}
@@ -195,8 +195,7 @@ func (s *Shell) mapCmd(_ *parsedArgs) error {
 // null-co device has nothing more to tell: the command then fails, as
 // qemu-io's does, after the format name.
 func (s *Shell) info(_ *parsedArgs) error {
-	switch d := s.Dev.(type) {
-	case *zone.Device:
+	if d, ok := asQcow2(s.Dev); ok {
 		img := d.Image()
 		h := img.Header()
 		fmt.Fprintf(s.Out, "format name: qcow2\n")
@@ -227,6 +226,8 @@ func (s *Shell) info(_ *parsedArgs) error {
 		fmt.Fprintf(s.Out, "    corrupt: %t\n", h.IncompatibleFeatures&image.IncompatCorrupt != 0)
 		fmt.Fprintf(s.Out, "    extended l2: %t\n", h.IncompatibleFeatures&image.IncompatExtL2 != 0)
 		return nil
+	}
+	switch s.Dev.(type) {
 	case *NullDevice:
 		// qemu prints the format and the protocol name, both null-co.
 		fmt.Fprintf(s.Out, "format name: null-co\nformat name: null-co\n")

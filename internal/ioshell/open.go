@@ -12,7 +12,6 @@ import (
 	"github.com/zqimg/zqimg/pkg/units"
 
 	"github.com/zqimg/zqimg/pkg/image"
-	"github.com/zqimg/zqimg/pkg/zone"
 )
 
 // OpenRequest says how to open an image: what the open command, qemu-io's
@@ -33,6 +32,9 @@ type OpenRequest struct {
 	// driver=raw, and the protocol drivers file, host_device and
 	// host_cdrom, which open a file as raw data).
 	Format string
+	// Compress puts qemu's compress filter over the qcow2 image: every
+	// write is stored as compressed clusters.
+	Compress bool
 	// NoBacking opens a qcow2 image without its backing file (backing=null):
 	// unallocated clusters read as zeroes, and writes that would need the
 	// backing file's data are refused.
@@ -183,8 +185,35 @@ func RequestFromJSON(base OpenRequest, name string) (OpenRequest, error) {
 	return requestFromOptions(base, opts)
 }
 
+// RequestFromOptions returns base with the block layer options of an
+// option list ("driver=qcow2,file.filename=X": qemu-io --image-opts)
+// applied.
+func RequestFromOptions(base OpenRequest, list string) (OpenRequest, error) {
+	base.Path = ""
+	return requestFromOptions(base, parseOptList(list))
+}
+
 // requestFromOptions applies block layer options to r.
 func requestFromOptions(r OpenRequest, opts []optPair) (OpenRequest, error) {
+	for _, kv := range opts {
+		if kv.key == "driver" && kv.val == "compress" {
+			// The compress filter over the node of its file.* options.
+			var inner []optPair
+			for _, o := range opts {
+				if k, ok := strings.CutPrefix(o.key, "file."); ok {
+					inner = append(inner, optPair{k, o.val})
+				} else if o.key != "driver" && o.key != "node-name" {
+					return r, errUnsupported(o)
+				}
+			}
+			r, err := requestFromOptions(r, inner)
+			if err == nil && (r.Format != "" || r.Nested) {
+				err = errors.New("the compress filter is only supported by zqimg over a qcow2 image")
+			}
+			r.Compress = true
+			return r, err
+		}
+	}
 	drv, fileDrv := "qcow2", ""
 	if r.Format != "" {
 		drv = r.Format
@@ -632,7 +661,7 @@ func (s *Shell) driverOf(key string) string {
 		}
 		return "file"
 	}
-	d, ok := s.Dev.(*zone.Device)
+	d, ok := asQcow2(s.Dev)
 	if !ok {
 		return ""
 	}

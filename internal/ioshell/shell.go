@@ -81,10 +81,21 @@ func New(dev Device, out, errOut io.Writer) *Shell {
 	return &Shell{Dev: dev, Out: bufio.NewWriterSize(out, 64<<10), Err: errOut, Prog: "zqimg", Prompt: Prompt, now: time.Now}
 }
 
+// asQcow2 returns the qcow2 device d is, or is a filter over.
+func asQcow2(d Device) (*zone.Device, bool) {
+	switch d := d.(type) {
+	case *zone.Device:
+		return d, true
+	case *CompressDevice:
+		return d.Device, true
+	}
+	return nil, false
+}
+
 // qcow2 returns the open image as a qcow2 device, or an error (ENOTSUP)
 // naming the request what when it is a raw file.
 func (s *Shell) qcow2(what string) (*zone.Device, error) {
-	if d, ok := s.Dev.(*zone.Device); ok {
+	if d, ok := asQcow2(s.Dev); ok {
 		return d, nil
 	}
 	return nil, fmt.Errorf("%s: a raw image has no qcow2 features (zones, compressed clusters): %w", what, syscall.ENOTSUP)

@@ -48,6 +48,8 @@ func openDevice(r ioshell.OpenRequest) (ioshell.Device, error) {
 		return nilIfNone(openSnapshot(r.Path, opts))
 	case r.Nested:
 		return nilIfNone(openNested(r.Path, opts))
+	case r.Compress && r.Snapshot:
+		return nil, errors.New("snapshot mode (-s) under the compress filter is not supported by zqimg")
 	}
 	d, err := zone.Open(r.Path, opts)
 	if err != nil {
@@ -56,6 +58,9 @@ func openDevice(r ioshell.OpenRequest) (ioshell.Device, error) {
 	if err := r.CheckCacheEntrySize(d.Image().ClusterSize()); err != nil {
 		d.Close()
 		return nil, err
+	}
+	if r.Compress {
+		return ioshell.NewCompress(d), nil
 	}
 	return d, nil
 }

@@ -257,3 +257,40 @@ func TestJSONBackingNull(t *testing.T) {
 		t.Errorf("with its backing file: %s", errb)
 	}
 }
+
+// TestCompressFilter: --image-opts driver=compress,file.driver=qcow2,...
+// (or the same as json:) stores every write as compressed clusters, the
+// write widened to whole clusters with the bytes around it kept (QEMU's
+// iotest 214).
+func TestCompressFilter(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.qcow2")
+	testimg.File(t, path, "2M")
+	code, out, errb := runQemuIO(t, "--image-opts", "-c", "write -q -P 0xbb 0 224k",
+		"driver=compress,file.driver=qcow2,file.file.driver=file,file.file.filename="+path)
+	if code != 0 || out != "" || errb != "" {
+		t.Fatalf("--image-opts: exit %d, stdout %q, stderr %q", code, out, errb)
+	}
+	code, out, errb = runQemuIO(t, "-c", "write -q -P 0xcc 272k 224k",
+		"json:{'driver': 'compress', 'file': {'driver': 'qcow2', 'file': {'driver': 'file', 'filename': '"+path+"'}}}")
+	if code != 0 || out != "" || errb != "" {
+		t.Fatalf("json: exit %d, stdout %q, stderr %q", code, out, errb)
+	}
+	code, _, errb = runQemuIO(t, "-r", "-c", "read -q -P 0xbb 0 224k", "-c", "read -q -P 0 224k 48k", "-c", "read -q -P 0xcc 272k 224k", "-c", "read -q -P 0 496k 16k", path)
+	if code != 0 {
+		t.Fatalf("read back: %s", errb)
+	}
+	d, err := zone.Open(path, image.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	for off := int64(0); off < 512<<10; off += 64 << 10 {
+		x, err := d.Image().BlockStatus(off, 64<<10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if x.Kind != image.Compressed {
+			t.Errorf("cluster at %d: %v, want compressed", off, x.Kind)
+		}
+	}
+}

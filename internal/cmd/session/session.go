@@ -20,9 +20,12 @@ type Options struct {
 	// Snapshot (-s) sends writes to a temporary overlay that is discarded
 	// at the end: the image is opened read-only and never written.
 	Snapshot bool
-	Format   string
-	Cache    string // qemu-io's -t mode; -n sets "none"
-	File     string
+	// ImageOpts (--image-opts): the file operand is an option list
+	// ("driver=qcow2,file.filename=X"), as open -o takes.
+	ImageOpts bool
+	Format    string
+	Cache     string // qemu-io's -t mode; -n sets "none"
+	File      string
 	// AIO is qemu-io's --aio/-i mode (threads, native or io_uring): checked
 	// and accepted; zqimg's I/O is synchronous whatever it is.
 	AIO string
@@ -83,6 +86,7 @@ write are refused.`,
 	cmd.Flags().BoolVarP(&o.ReadOnly, "read-only", "r", false, "open the image read-only")
 	cmd.Flags().BoolVarP(&o.ForceShare, "force-share", "U", false, "open the image read-only without taking locks")
 	cmd.Flags().BoolVarP(&o.Snapshot, "snapshot", "s", false, "snapshot mode: writes go to a temporary overlay, discarded at the end")
+	cmd.Flags().BoolVar(&o.ImageOpts, "image-opts", false, "the file operand is an option list (driver=qcow2,file.filename=FILE), as open -o takes")
 	cmd.Flags().StringVarP(&o.Format, "format", "f", "qcow2", "image format: qcow2 or raw (a raw file: no zones, no compressed clusters)")
 	cmdutil.CacheFlags(cmd.Flags(), &o.Cache, true)
 	cmd.Flags().StringVarP(&o.AIO, "aio", "i", "threads", "AIO mode, as qemu-io's: threads, native or io_uring (zqimg's I/O is synchronous in each)")
@@ -144,7 +148,14 @@ func Run(o *Options) error {
 		return openDevice(r)
 	}
 	first := ioshell.OpenRequest{Path: o.File, ReadOnly: o.ReadOnly, ForceShare: o.ForceShare, Snapshot: o.Snapshot, Cache: o.Cache, Format: format}
-	if strings.HasPrefix(o.File, "json:") {
+	if o.ImageOpts && o.File != "" {
+		r, err := ioshell.RequestFromOptions(first, o.File)
+		if err != nil {
+			o.IO.Errorf("can't open device %s: %v", o.File, err)
+			return cmdutil.Exit(1)
+		}
+		first = r
+	} else if strings.HasPrefix(o.File, "json:") {
 		r, err := ioshell.RequestFromJSON(first, o.File)
 		if err != nil {
 			o.IO.Errorf("can't open device %s: %v", o.File, err)
