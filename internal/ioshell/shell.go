@@ -63,6 +63,12 @@ type Shell struct {
 	quit   bool
 	failed bool
 	now    func() time.Time
+	// AdvisoryDiscard takes discard requests as qemu's qcow2 driver takes
+	// them, as hints (set when zqimg runs as qemu-io): only whole clusters
+	// are discarded, parts of clusters are left as they are, and a version
+	// 2 image with a backing file is not changed. Otherwise a discarded
+	// range always reads as zeroes afterwards.
+	AdvisoryDiscard bool
 	// ForceShare refuses every command that writes, with qemu's message:
 	// the image was opened without locks (-U), which is for reading only.
 	ForceShare bool

@@ -191,6 +191,7 @@ func Run(o *Options) error {
 	if o.IO.Prog == "qemu-io" {
 		sh.Prompt = "qemu-io> "
 		sh.Terse = true
+		sh.AdvisoryDiscard = true
 	}
 	if len(o.Commands) > 0 {
 		for _, c := range o.Commands {
