@@ -79,7 +79,8 @@ func init() {
  'discard 1M 64k' - discards 64 KiB at 1 MiB
 
  Deallocates the range: it reads as zeroes afterwards, and the clusters it
- covers entirely are given back. In a zoned image only conventional zones
+ covers entirely are given back (run as qemu-io, as QEMU's qcow2 driver:
+ only the clusters it covers entirely, parts of clusters keep their data). In a zoned image only conventional zones
  can be discarded; a sequential zone is emptied with zone_reset.
  -C, -- print the statistics in a machine parsable form
  -q, -- quiet: do not print the statistics
@@ -319,8 +320,10 @@ func init() {
         cache-clean-interval (qcow2's caches), node-name, file.node-name, backing.node-name, read-only,
         cache.direct, cache.no-flush, auto-read-only; driver=raw, and
         driver=file, host_device and host_cdrom (checked as QEMU does),
-        open the file as raw data (locking=off: without locks); other
-        options are refused
+        open the file as raw data (locking=off: without locks);
+        driver=blkdebug (image.*) and blkdebug:CONFIG:FILE names are
+        passed through (request limits accepted, error rules refused);
+        other options are refused
 `, run: (*Shell).open},
 		{name: "reopen", argmin: 0, argmax: -1, opts: "c:o:rw",
 			args: "[(-r|-w)] [-c cache] [-o options]", oneline: "reopens an image with new options",

@@ -185,6 +185,16 @@ func RequestFromJSON(base OpenRequest, name string) (OpenRequest, error) {
 	return requestFromOptions(base, opts)
 }
 
+// RequestForPath returns base for the file name path, which may be a
+// json: name or a blkdebug: name, as qemu reads them.
+func RequestForPath(base OpenRequest, path string) (OpenRequest, error) {
+	if strings.HasPrefix(path, "json:") {
+		return RequestFromJSON(base, path)
+	}
+	base.Path = path
+	return requestFromOptions(base, nil)
+}
+
 // RequestFromOptions returns base with the block layer options of an
 // option list ("driver=qcow2,file.filename=X": qemu-io --image-opts)
 // applied.
@@ -195,6 +205,35 @@ func RequestFromOptions(base OpenRequest, list string) (OpenRequest, error) {
 
 // requestFromOptions applies block layer options to r.
 func requestFromOptions(r OpenRequest, opts []optPair) (OpenRequest, error) {
+	for _, kv := range opts {
+		if kv.key == "driver" && kv.val == "blkdebug" {
+			// blkdebug over the node of its image.* options.
+			var inner []optPair
+			image := r.Path
+			for _, o := range opts {
+				k, isImage := strings.CutPrefix(o.key, "image.")
+				switch {
+				case isImage:
+					inner = append(inner, optPair{k, o.val})
+				case o.key == "image" || o.key == "x-image":
+					image = o.val
+				case o.key == "driver" || o.key == "node-name":
+				default:
+					if err := blkdebugOption(o); err != nil {
+						return r, err
+					}
+				}
+			}
+			if rest, ok := strings.CutPrefix(image, "blkdebug:"); ok {
+				var err error
+				if image, err = blkdebugFilename(rest); err != nil {
+					return r, err
+				}
+			}
+			r.Path = image
+			return requestFromOptions(r, inner)
+		}
+	}
 	for _, kv := range opts {
 		if kv.key == "driver" && kv.val == "compress" {
 			// The compress filter over the node of its file.* options.
@@ -221,7 +260,11 @@ func requestFromOptions(r OpenRequest, opts []optPair) (OpenRequest, error) {
 	var filename, fileFilename, fileFileFilename string
 	var direct, noFlush *bool
 	var nullSize, nullZeroes string
+	var fileLimits []optPair // blkdebug options of the file node
 	for _, kv := range opts {
+		if strings.HasPrefix(kv.key, "file.image.") {
+			continue // blkdebug's image: see file.driver=blkdebug below
+		}
 		switch kv.key {
 		case "size":
 			nullSize = kv.val
@@ -250,6 +293,9 @@ func requestFromOptions(r OpenRequest, opts []optPair) (OpenRequest, error) {
 			drv = kv.val
 		case "file.driver":
 			fileDrv = kv.val
+		case "file.align", "file.max-transfer", "file.opt-write-zero", "file.max-write-zero",
+			"file.opt-discard", "file.max-discard", "file.config", "file.inject-error", "file.set-state":
+			fileLimits = append(fileLimits, optPair{strings.TrimPrefix(kv.key, "file."), kv.val})
 		case "filename":
 			filename = kv.val
 		case "file.filename":
@@ -352,6 +398,30 @@ func requestFromOptions(r OpenRequest, opts []optPair) (OpenRequest, error) {
 	default:
 		return r, errUnsupported(optPair{"driver", drv})
 	}
+	if fileDrv != "blkdebug" {
+		for _, kv := range opts {
+			if strings.HasPrefix(kv.key, "file.image.") {
+				return r, errUnsupported(kv)
+			}
+		}
+	} else {
+		// blkdebug between the image and its file: file.image.filename.
+		fileDrv = ""
+		for _, kv := range opts {
+			if k, ok := strings.CutPrefix(kv.key, "file.image."); ok {
+				switch k {
+				case "filename":
+					fileFilename = kv.val
+				case "driver":
+					if kv.val != "file" {
+						return r, errUnsupported(kv)
+					}
+				default:
+					return r, errUnsupported(kv)
+				}
+			}
+		}
+	}
 	switch fileDrv {
 	case "", "file":
 		if fileFileFilename != "" {
@@ -379,11 +449,80 @@ func requestFromOptions(r OpenRequest, opts []optPair) (OpenRequest, error) {
 		}
 		r.Path = n
 	}
+	blk := false
+	if rest, ok := strings.CutPrefix(r.Path, "blkdebug:"); ok {
+		p, err := blkdebugFilename(rest)
+		if err != nil {
+			return r, err
+		}
+		r.Path, blk = p, true
+	}
+	for _, kv := range opts {
+		if strings.HasPrefix(kv.key, "file.image.") {
+			blk = true
+		}
+	}
+	for _, kv := range fileLimits {
+		if !blk {
+			return r, errUnsupported(optPair{"file." + kv.key, kv.val})
+		}
+		if err := blkdebugOption(kv); err != nil {
+			return r, err
+		}
+	}
 	if r.Path == "" {
 		//lint:ignore ST1005 qemu's message
 		return r, errors.New("The 'file' block driver requires a file name")
 	}
 	return r, r.setCacheOptions(direct, noFlush)
+}
+
+// blkdebugFilename returns the image of a "blkdebug:CONFIG:FILE" name
+// (rest is what follows "blkdebug:"), checking the configuration file: zqimg
+// passes requests through blkdebug unchanged, so it refuses rules
+// (inject-error, set-state) that would change them.
+func blkdebugFilename(rest string) (string, error) {
+	cfg, file, ok := strings.Cut(rest, ":")
+	if !ok {
+		//lint:ignore ST1005 qemu's message
+		return "", errors.New("blkdebug requires both config file and image path")
+	}
+	if cfg != "" {
+		if err := blkdebugOption(optPair{"config", cfg}); err != nil {
+			return "", err
+		}
+	}
+	return file, nil
+}
+
+// blkdebugOption checks an option of qemu's blkdebug driver. zqimg
+// passes requests through blkdebug unchanged: the request limits (align,
+// max-transfer, opt-/max-write-zero, opt-/max-discard) only change how
+// qemu splits requests, not what they do, and are accepted (as sizes);
+// a configuration file is accepted when it holds no rules; error
+// injection and state changes are refused.
+func blkdebugOption(kv optPair) error {
+	switch kv.key {
+	case "align", "max-transfer", "opt-write-zero", "max-write-zero", "opt-discard", "max-discard":
+		if _, err := units.ParseSize(kv.val); err != nil {
+			//lint:ignore ST1005 qemu's message
+			return fmt.Errorf("Parameter '%s' expects a non-negative number below 2^64", kv.key)
+		}
+		return nil
+	case "config":
+		b, err := os.ReadFile(kv.val)
+		if err != nil {
+			//lint:ignore ST1005 qemu's message
+			return fmt.Errorf("Could not read blkdebug config file: %w", err)
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			if l = strings.TrimSpace(l); strings.HasPrefix(l, "[") {
+				return fmt.Errorf("blkdebug rule %s in %s: error injection is not supported by zqimg", l, kv.val)
+			}
+		}
+		return nil
+	}
+	return fmt.Errorf("blkdebug option '%s=%s' is not supported by zqimg", kv.key, kv.val)
 }
 
 // L2CacheBytes returns the L2 table cache budget the qcow2 cache options

@@ -249,3 +249,44 @@ func TestCacheSizeOptions(t *testing.T) {
 		}
 	}
 }
+
+// TestBlkdebugPassthrough: blkdebug names and options are opened as the
+// image beneath (requests pass through unchanged: the request limits are
+// accepted), while rules that would inject errors are refused (QEMU's
+// iotests 033, 177, 204, 268).
+func TestBlkdebugPassthrough(t *testing.T) {
+	dir := t.TempDir()
+	empty := filepath.Join(dir, "empty.conf")
+	rules := filepath.Join(dir, "rules.conf")
+	if err := os.WriteFile(empty, []byte("# nothing\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(rules, []byte("[inject-error]\nevent = \"l2_update\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		line, path, err string
+	}{
+		{"open -o driver=blkdebug,image.driver=qcow2,align=4k,max-transfer=64k blkdebug::/x", "/x", ""},
+		{"open -o driver=blkdebug,image.driver=qcow2,align=512,opt-write-zero=15M,max-write-zero=15M,opt-discard=15M,max-discard=15M blkdebug::/x", "/x", ""},
+		{"open -o driver=qcow2,file.align=4k blkdebug::/y", "/y", ""},
+		{"open blkdebug:" + empty + ":/z", "/z", ""},
+		{"open -o driver=qcow2,file.driver=blkdebug,file.image.filename=/w", "/w", ""},
+		{"open blkdebug:" + rules + ":/z", "", "blkdebug rule [inject-error] in " + rules + ": error injection is not supported by zqimg"},
+		{"open blkdebug:/z", "", "blkdebug requires both config file and image path"},
+		{"open -o driver=qcow2,file.image.filename=/w", "", "option 'file.image.filename=/w' is not supported by zqimg"},
+		{"open -o driver=qcow2,file.align=4k /y", "", "option 'file.align=4k' is not supported by zqimg"},
+		{"open -o driver=blkdebug,image.driver=qcow2,align=x blkdebug::/x", "", "Parameter 'align' expects a non-negative number below 2^64"},
+	} {
+		var got OpenRequest
+		s, _, errb := qemuShell(nil)
+		s.Open = func(r OpenRequest) (Device, error) { got = r; return nil, os.ErrPermission }
+		s.Run(c.line)
+		if c.err == "" && (got.Path != c.path || got.Format != "") {
+			t.Errorf("%s: request %+v (stderr %q), want %s as qcow2", c.line, got, errb.String(), c.path)
+		}
+		if c.err != "" && !strings.HasSuffix(errb.String(), ": "+c.err+"\n") {
+			t.Errorf("%s: stderr %q, want %q", c.line, errb.String(), c.err)
+		}
+	}
+}

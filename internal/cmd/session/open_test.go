@@ -294,3 +294,14 @@ func TestCompressFilter(t *testing.T) {
 		}
 	}
 }
+
+// TestBlkdebugName: a blkdebug:CONFIG:FILE name on the command line opens
+// FILE when CONFIG holds no rules.
+func TestBlkdebugName(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "b.qcow2")
+	testimg.File(t, path, "1M")
+	code, out, errb := runQemuIO(t, "-c", "write -q -P 0x7 0 4k", "-c", "read -q -P 0x7 0 4k", "blkdebug::"+path)
+	if code != 0 || out != "" || errb != "" {
+		t.Errorf("exit %d, stdout %q, stderr %q", code, out, errb)
+	}
+}

@@ -155,8 +155,8 @@ func Run(o *Options) error {
 			return cmdutil.Exit(1)
 		}
 		first = r
-	} else if strings.HasPrefix(o.File, "json:") {
-		r, err := ioshell.RequestFromJSON(first, o.File)
+	} else if strings.HasPrefix(o.File, "json:") || strings.HasPrefix(o.File, "blkdebug:") {
+		r, err := ioshell.RequestForPath(first, o.File)
 		if err != nil {
 			o.IO.Errorf("can't open device %s: %v", o.File, err)
 			return cmdutil.Exit(1)
