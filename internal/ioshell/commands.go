@@ -79,9 +79,10 @@ func init() {
  'discard 1M 64k' - discards 64 KiB at 1 MiB
 
  Deallocates the range: it reads as zeroes afterwards, and the clusters it
- covers entirely are given back (run as qemu-io, as QEMU's qcow2 driver:
- only the clusters it covers entirely, parts of clusters keep their data). In a zoned image only conventional zones
- can be discarded; a sequential zone is emptied with zone_reset.
+ covers entirely are given back. Run as qemu-io, discard is a hint, as in
+ QEMU's qcow2 driver: only the clusters it covers entirely are discarded,
+ parts of clusters keep their data. In a zoned image only conventional
+ zones can be discarded; a sequential zone is emptied with zone_reset.
  -C, -- print the statistics in a machine parsable form
  -q, -- quiet: do not print the statistics
 `, writes: true, run: (*Shell).discard},
