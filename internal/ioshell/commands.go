@@ -323,7 +323,8 @@ func init() {
         driver=file, host_device and host_cdrom (checked as QEMU does),
         open the file as raw data (locking=off: without locks);
         driver=blkdebug (image.*) and blkdebug:CONFIG:FILE names are
-        passed through (request limits accepted, error rules refused);
+        passed through (request limits accepted; of the error rules,
+        [inject-error] on l2_update is carried out, others refused);
         other options are refused
 `, run: (*Shell).open},
 		{name: "reopen", argmin: 0, argmax: -1, opts: "c:o:rw",

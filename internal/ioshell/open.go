@@ -32,6 +32,8 @@ type OpenRequest struct {
 	// driver=raw, and the protocol drivers file, host_device and
 	// host_cdrom, which open a file as raw data).
 	Format string
+	// Inject holds the blkdebug rules to carry out (see EventFunc).
+	Inject []InjectRule
 	// Compress puts qemu's compress filter over the qcow2 image: every
 	// write is stored as compressed clusters.
 	Compress bool
@@ -219,15 +221,23 @@ func requestFromOptions(r OpenRequest, opts []optPair) (OpenRequest, error) {
 					image = o.val
 				case o.key == "driver" || o.key == "node-name":
 				default:
-					if err := blkdebugOption(o); err != nil {
+					rules, err := blkdebugOption(o)
+					if err != nil {
 						return r, err
+					}
+					if len(rules) > 0 {
+						return r, errTopRules
 					}
 				}
 			}
 			if rest, ok := strings.CutPrefix(image, "blkdebug:"); ok {
 				var err error
-				if image, err = blkdebugFilename(rest); err != nil {
+				var rules []InjectRule
+				if image, rules, err = blkdebugFilename(rest); err != nil {
 					return r, err
+				}
+				if len(rules) > 0 {
+					return r, errTopRules
 				}
 			}
 			r.Path = image
@@ -451,11 +461,12 @@ func requestFromOptions(r OpenRequest, opts []optPair) (OpenRequest, error) {
 	}
 	blk := false
 	if rest, ok := strings.CutPrefix(r.Path, "blkdebug:"); ok {
-		p, err := blkdebugFilename(rest)
+		p, rules, err := blkdebugFilename(rest)
 		if err != nil {
 			return r, err
 		}
 		r.Path, blk = p, true
+		r.Inject = append(r.Inject, rules...)
 	}
 	for _, kv := range opts {
 		if strings.HasPrefix(kv.key, "file.image.") {
@@ -466,9 +477,11 @@ func requestFromOptions(r OpenRequest, opts []optPair) (OpenRequest, error) {
 		if !blk {
 			return r, errUnsupported(optPair{"file." + kv.key, kv.val})
 		}
-		if err := blkdebugOption(kv); err != nil {
+		rules, err := blkdebugOption(kv)
+		if err != nil {
 			return r, err
 		}
+		r.Inject = append(r.Inject, rules...)
 	}
 	if r.Path == "" {
 		//lint:ignore ST1005 qemu's message
@@ -477,52 +490,151 @@ func requestFromOptions(r OpenRequest, opts []optPair) (OpenRequest, error) {
 	return r, r.setCacheOptions(direct, noFlush)
 }
 
+// errTopRules refuses blkdebug rules above the qcow2 driver: the events
+// are raised by the qcow2 driver on its file, which such a blkdebug never
+// sees.
+var errTopRules = errors.New("blkdebug rules above the qcow2 driver are not supported by zqimg (put blkdebug under it: blkdebug:CONFIG:FILE)")
+
+// InjectRule is a blkdebug [inject-error] rule zqimg carries out: when
+// the image reaches Event, the work fails with Errno (once: the first
+// time only).
+type InjectRule struct {
+	Event string
+	Errno syscall.Errno
+	Once  bool
+}
+
+// EventFunc returns the image's event hook (image.Options.Event) that
+// carries out the rules of r, or nil when it has none.
+func (r *OpenRequest) EventFunc() func(string) error {
+	if len(r.Inject) == 0 {
+		return nil
+	}
+	rules := append([]InjectRule(nil), r.Inject...)
+	spent := make([]bool, len(rules))
+	return func(ev string) error {
+		for i, rule := range rules {
+			if rule.Event != ev || spent[i] {
+				continue
+			}
+			if rule.Once {
+				spent[i] = true
+			}
+			return fmt.Errorf("blkdebug: injected error on event %s: %w", ev, rule.Errno)
+		}
+		return nil
+	}
+}
+
 // blkdebugFilename returns the image of a "blkdebug:CONFIG:FILE" name
-// (rest is what follows "blkdebug:"), checking the configuration file: zqimg
-// passes requests through blkdebug unchanged, so it refuses rules
-// (inject-error, set-state) that would change them.
-func blkdebugFilename(rest string) (string, error) {
+// (rest is what follows "blkdebug:") and the rules of its configuration.
+func blkdebugFilename(rest string) (string, []InjectRule, error) {
 	cfg, file, ok := strings.Cut(rest, ":")
 	if !ok {
 		//lint:ignore ST1005 qemu's message
-		return "", errors.New("blkdebug requires both config file and image path")
+		return "", nil, errors.New("blkdebug requires both config file and image path")
 	}
+	var rules []InjectRule
 	if cfg != "" {
-		if err := blkdebugOption(optPair{"config", cfg}); err != nil {
-			return "", err
+		var err error
+		if rules, err = blkdebugOption(optPair{"config", cfg}); err != nil {
+			return "", nil, err
 		}
 	}
-	return file, nil
+	return file, rules, nil
 }
 
-// blkdebugOption checks an option of qemu's blkdebug driver. zqimg
-// passes requests through blkdebug unchanged: the request limits (align,
+// blkdebugOption checks an option of qemu's blkdebug driver and returns
+// the rules of a configuration file. The request limits (align,
 // max-transfer, opt-/max-write-zero, opt-/max-discard) only change how
-// qemu splits requests, not what they do, and are accepted (as sizes);
-// a configuration file is accepted when it holds no rules; error
-// injection and state changes are refused.
-func blkdebugOption(kv optPair) error {
+// qemu splits requests, not what they do, and are accepted (as sizes).
+// Of the rules, zqimg carries out [inject-error] on the event l2_update
+// (an L2 table written back), with errno and once; other events, sectors,
+// states and [set-state] are refused.
+func blkdebugOption(kv optPair) ([]InjectRule, error) {
 	switch kv.key {
 	case "align", "max-transfer", "opt-write-zero", "max-write-zero", "opt-discard", "max-discard":
 		if _, err := units.ParseSize(kv.val); err != nil {
 			//lint:ignore ST1005 qemu's message
-			return fmt.Errorf("Parameter '%s' expects a non-negative number below 2^64", kv.key)
+			return nil, fmt.Errorf("Parameter '%s' expects a non-negative number below 2^64", kv.key)
 		}
-		return nil
+		return nil, nil
 	case "config":
 		b, err := os.ReadFile(kv.val)
 		if err != nil {
 			//lint:ignore ST1005 qemu's message
-			return fmt.Errorf("Could not read blkdebug config file: %w", err)
+			return nil, fmt.Errorf("Could not read blkdebug config file: %w", err)
 		}
-		for _, l := range strings.Split(string(b), "\n") {
-			if l = strings.TrimSpace(l); strings.HasPrefix(l, "[") {
-				return fmt.Errorf("blkdebug rule %s in %s: error injection is not supported by zqimg", l, kv.val)
-			}
+		return parseBlkdebugConfig(string(b), kv.val)
+	}
+	return nil, fmt.Errorf("blkdebug option '%s=%s' is not supported by zqimg", kv.key, kv.val)
+}
+
+// parseBlkdebugConfig parses a blkdebug configuration file (name is for
+// messages).
+func parseBlkdebugConfig(text, name string) ([]InjectRule, error) {
+	var rules []InjectRule
+	var cur *InjectRule
+	var event bool
+	finish := func() error {
+		if cur != nil && !event {
+			return fmt.Errorf("blkdebug config %s: an [inject-error] rule needs an event", name)
 		}
 		return nil
 	}
-	return fmt.Errorf("blkdebug option '%s=%s' is not supported by zqimg", kv.key, kv.val)
+	for _, l := range strings.Split(text, "\n") {
+		l = strings.TrimSpace(l)
+		if l == "" || l[0] == '#' {
+			continue
+		}
+		if strings.HasPrefix(l, "[") {
+			if err := finish(); err != nil {
+				return nil, err
+			}
+			if l != "[inject-error]" {
+				return nil, fmt.Errorf("blkdebug rule %s in %s: not supported by zqimg (only [inject-error])", l, name)
+			}
+			rules = append(rules, InjectRule{Errno: syscall.EIO})
+			cur, event = &rules[len(rules)-1], false
+			continue
+		}
+		k, v, ok := strings.Cut(l, "=")
+		if !ok || cur == nil {
+			return nil, fmt.Errorf("blkdebug config %s: cannot parse %q", name, l)
+		}
+		k, v = strings.TrimSpace(k), strings.Trim(strings.TrimSpace(v), `"`)
+		switch k {
+		case "event":
+			if v != image.EventL2Update {
+				return nil, fmt.Errorf("blkdebug event '%s' in %s: not supported by zqimg (only %s)", v, name, image.EventL2Update)
+			}
+			cur.Event, event = v, true
+		case "errno":
+			n, err := strconv.Atoi(v)
+			if err != nil || n <= 0 {
+				return nil, fmt.Errorf("blkdebug config %s: errno %q is not a positive number", name, v)
+			}
+			cur.Errno = syscall.Errno(n)
+		case "once":
+			b, err := parseBool(k, v)
+			if err != nil {
+				return nil, err
+			}
+			cur.Once = b
+		case "immediately":
+			// Whether qemu fails the request at once or when it completes:
+			// zqimg's requests are synchronous, the same thing.
+			if _, err := parseBool(k, v); err != nil {
+				return nil, err
+			}
+		default:
+			return nil, fmt.Errorf("blkdebug config %s: '%s' is not supported by zqimg", name, k)
+		}
+	}
+	if err := finish(); err != nil {
+		return nil, err
+	}
+	return rules, nil
 }
 
 // L2CacheBytes returns the L2 table cache budget the qcow2 cache options

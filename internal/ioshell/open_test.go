@@ -2,10 +2,12 @@ package ioshell
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/zqimg/zqimg/internal/testimg"
@@ -252,8 +254,9 @@ func TestCacheSizeOptions(t *testing.T) {
 
 // TestBlkdebugPassthrough: blkdebug names and options are opened as the
 // image beneath (requests pass through unchanged: the request limits are
-// accepted), while rules that would inject errors are refused (QEMU's
-// iotests 033, 177, 204, 268).
+// accepted); of the rules, only [inject-error] on l2_update under the
+// qcow2 driver is taken, others are refused (QEMU's iotests 033, 177, 204,
+// 268).
 func TestBlkdebugPassthrough(t *testing.T) {
 	dir := t.TempDir()
 	empty := filepath.Join(dir, "empty.conf")
@@ -261,7 +264,15 @@ func TestBlkdebugPassthrough(t *testing.T) {
 	if err := os.WriteFile(empty, []byte("# nothing\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(rules, []byte("[inject-error]\nevent = \"l2_update\"\n"), 0o644); err != nil {
+	if err := os.WriteFile(rules, []byte("[inject-error]\nevent = \"l2_update\"\nerrno = \"28\"\nonce = \"on\"\nimmediately = \"off\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	other := filepath.Join(dir, "other.conf")
+	if err := os.WriteFile(other, []byte("[inject-error]\nevent = \"l1_update\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	state := filepath.Join(dir, "state.conf")
+	if err := os.WriteFile(state, []byte("[set-state]\nstate = \"1\"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	for _, c := range []struct {
@@ -272,7 +283,10 @@ func TestBlkdebugPassthrough(t *testing.T) {
 		{"open -o driver=qcow2,file.align=4k blkdebug::/y", "/y", ""},
 		{"open blkdebug:" + empty + ":/z", "/z", ""},
 		{"open -o driver=qcow2,file.driver=blkdebug,file.image.filename=/w", "/w", ""},
-		{"open blkdebug:" + rules + ":/z", "", "blkdebug rule [inject-error] in " + rules + ": error injection is not supported by zqimg"},
+		{"open blkdebug:" + rules + ":/z", "/z", ""},
+		{"open blkdebug:" + other + ":/z", "", "blkdebug event 'l1_update' in " + other + ": not supported by zqimg (only l2_update)"},
+		{"open blkdebug:" + state + ":/z", "", "blkdebug rule [set-state] in " + state + ": not supported by zqimg (only [inject-error])"},
+		{"open -o driver=blkdebug,image.driver=qcow2,config=" + rules + " blkdebug::/x", "", "blkdebug rules above the qcow2 driver are not supported by zqimg (put blkdebug under it: blkdebug:CONFIG:FILE)"},
 		{"open blkdebug:/z", "", "blkdebug requires both config file and image path"},
 		{"open -o driver=qcow2,file.image.filename=/w", "", "option 'file.image.filename=/w' is not supported by zqimg"},
 		{"open -o driver=qcow2,file.align=4k /y", "", "option 'file.align=4k' is not supported by zqimg"},
@@ -288,5 +302,30 @@ func TestBlkdebugPassthrough(t *testing.T) {
 		if c.err != "" && !strings.HasSuffix(errb.String(), ": "+c.err+"\n") {
 			t.Errorf("%s: stderr %q, want %q", c.line, errb.String(), c.err)
 		}
+	}
+}
+
+// TestInjectRules: a blkdebug [inject-error] rule on l2_update becomes an
+// event hook that fails with its errno, every time or once.
+func TestInjectRules(t *testing.T) {
+	rules, err := parseBlkdebugConfig("# c\n[inject-error]\nevent = \"l2_update\"\nerrno = \"28\"\nonce = \"on\"\n", "c")
+	if err != nil || len(rules) != 1 || rules[0] != (InjectRule{Event: "l2_update", Errno: syscall.ENOSPC, Once: true}) {
+		t.Fatalf("rules %+v, %v", rules, err)
+	}
+	r := OpenRequest{Inject: append(rules, InjectRule{Event: "l2_update", Errno: syscall.EIO})}
+	ev := r.EventFunc()
+	for i, want := range []syscall.Errno{syscall.ENOSPC, syscall.EIO, syscall.EIO} {
+		if err := ev("l2_update"); !errors.Is(err, want) {
+			t.Errorf("event %d: %v, want %v", i, err, want)
+		}
+	}
+	if err := ev("other"); err != nil {
+		t.Errorf("another event: %v", err)
+	}
+	if (&OpenRequest{}).EventFunc() != nil {
+		t.Errorf("a hook without rules")
+	}
+	if _, err := parseBlkdebugConfig("[inject-error]\nerrno = \"5\"\n", "c"); err == nil {
+		t.Errorf("a rule without an event was accepted")
 	}
 }

@@ -27,6 +27,11 @@ type Options struct {
 	// NoBacking leaves the backing file closed: unallocated clusters then
 	// read as zeroes, and writes are refused if they would need it.
 	NoBacking bool
+	// Event, when set, is called at the points of the image's work that
+	// QEMU's blkdebug driver names (EventL2Update: before an L2 table is
+	// written back); an error it returns fails that work as a write error
+	// of the file would (debugging: error injection).
+	Event func(name string) error
 	// BackingFormat, when not empty, is the format the backing file is
 	// opened as, instead of the one the image names (qemu's
 	// backing.driver): qcow2 or raw. It applies to this image's backing
@@ -44,6 +49,9 @@ type Options struct {
 	// overlays of this image), to detect loops and bound the depth.
 	chain []fileID
 }
+
+// EventL2Update is the blkdebug event of an L2 table written back.
+const EventL2Update = "l2_update"
 
 // MaxBackingDepth bounds the length of a backing chain: a deeper chain is
 // refused rather than opened file after file.
@@ -109,8 +117,9 @@ type Image struct {
 	extL2   bool
 	subSize uint64 // subcluster size (cs/32 with extended L2, else cs)
 
-	l1      sparseTable         // the active L1 table
-	l1Dirty map[uint64]struct{} // dirty 512-byte sectors of the L1 table
+	l1      sparseTable             // the active L1 table
+	l1Dirty map[uint64]struct{}     // dirty 512-byte sectors of the L1 table
+	event   func(name string) error // Options.Event
 
 	rc  refcounts
 	l2c *metaCache
@@ -168,7 +177,7 @@ func OpenFile(f File, name string, opts Options) (*Image, error) {
 // openFile opens an image; checkMeta enables the metadata refcount check of
 // writable opens (Format opens images whose refcounts are not written yet).
 func openFile(f File, name string, opts Options, checkMeta bool) (*Image, error) {
-	img := &Image{raw: f, name: name, ro: opts.ReadOnly, l1Dirty: map[uint64]struct{}{}, allocating: map[uint64]struct{}{}}
+	img := &Image{raw: f, name: name, ro: opts.ReadOnly, l1Dirty: map[uint64]struct{}{}, allocating: map[uint64]struct{}{}, event: opts.Event}
 	img.allocDone = sync.NewCond(&img.mu)
 	img.f = guardedFile{File: f, img: img}
 	fileSize, hc, err := readHeaderCluster(f)

@@ -40,7 +40,7 @@ func openDevice(r ioshell.OpenRequest) (ioshell.Device, error) {
 	if err != nil {
 		return nil, err
 	}
-	opts := image.Options{ReadOnly: r.ReadOnly || r.ForceShare, NoLock: r.ForceShare, Cache: mode, BackingFormat: r.BackingFormat, CacheBytes: cacheBytes, NoBacking: r.NoBacking}
+	opts := image.Options{ReadOnly: r.ReadOnly || r.ForceShare, NoLock: r.ForceShare, Cache: mode, BackingFormat: r.BackingFormat, CacheBytes: cacheBytes, NoBacking: r.NoBacking, Event: r.EventFunc()}
 	switch {
 	case r.Snapshot && r.Nested:
 		return nil, errors.New("snapshot mode (-s) of an image stored in another image is not supported by zqimg")

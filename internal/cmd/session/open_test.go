@@ -305,3 +305,33 @@ func TestBlkdebugName(t *testing.T) {
 		t.Errorf("exit %d, stdout %q, stderr %q", code, out, errb)
 	}
 }
+
+// TestBlkdebugInjectL2Update: a blkdebug:CONFIG:FILE name whose rule
+// injects an error on l2_update fails a write that must write an L2 table
+// back, with the rule's errno, and the image stays consistent (it opens
+// and reads afterwards); a write that changes no L2 table succeeds (QEMU's
+// iotest 179).
+func TestBlkdebugInjectL2Update(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "i.qcow2")
+	testimg.File(t, path, "4M")
+	if code, _, errb := runQemuIO(t, "-c", "write -q -z -u 1M 1M", path); code != 0 {
+		t.Fatal(errb)
+	}
+	conf := filepath.Join(dir, "b.conf")
+	if err := os.WriteFile(conf, []byte("[inject-error]\nevent = \"l2_update\"\nerrno = \"5\"\nimmediately = \"on\"\nonce = \"off\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	name := "blkdebug:" + conf + ":" + path
+	code, out, errb := runQemuIO(t, "-c", "write -q -z -u 1M 1M", name)
+	if code != 0 || out != "" || errb != "" {
+		t.Errorf("a write that changes no L2 table: exit %d, stdout %q, stderr %q", code, out, errb)
+	}
+	code, out, _ = runQemuIO(t, "-c", "write -q -P 0x11 0 64k", name)
+	if code != 1 || out != "write failed: Input/output error\n" {
+		t.Errorf("a write that allocates: exit %d, stdout %q", code, out)
+	}
+	if code, _, errb := runQemuIO(t, "-c", "read -q 0 64k", "-c", "read -q -P 0 1M 1M", path); code != 0 {
+		t.Errorf("the image after the injected error: %s", errb)
+	}
+}
