@@ -35,12 +35,12 @@ func (s *Shell) truncate(p *parsedArgs) error {
 	}
 	old := s.Dev.Size()
 	if err := s.Dev.Resize(uint64(size), true); err != nil {
-		return s.report2(err)
+		return s.reportError(err)
 	}
 	if size > old {
 		if bs, ok := s.backingSize(); ok && bs > old {
 			if err := s.Dev.WriteZeroes(old, min(size, bs)-old); err != nil {
-				return s.report2(fmt.Errorf("zeroing the new area: %w", err))
+				return s.reportError(fmt.Errorf("zeroing the new area: %w", err))
 			}
 		}
 	}
@@ -56,9 +56,9 @@ func (s *Shell) backingSize() (int64, bool) {
 	return 0, false
 }
 
-// report2 prints a failed command's error as qemu-io's error_report does
+// reportError prints a failed command's error as qemu-io's error_report does
 // ("qemu-io: MESSAGE") and marks the command failed.
-func (s *Shell) report2(err error) error {
+func (s *Shell) reportError(err error) error {
 	s.Out.Flush()
 	fmt.Fprintf(s.Err, "%s: %v\n", s.Prog, err)
 	return errCommandFailed
@@ -153,6 +153,12 @@ func (s *Shell) alloc(p *parsedArgs) error {
 	return nil
 }
 
+// allocStatusError is qemu-io's message for a failed allocation query.
+func allocStatusError(err error) error {
+	//lint:ignore ST1005 qemu-io's message
+	return fmt.Errorf("Failed to get allocation status: %s", strerror(image.Errno(err)))
+}
+
 // mapCmd prints the allocated areas of the image as qemu-io's map: runs of
 // bytes that this image (not its backing file) stores, as data or as
 // zeroes, and runs it does not. In a sequential zone, bytes at or beyond
@@ -160,19 +166,19 @@ func (s *Shell) alloc(p *parsedArgs) error {
 func (s *Shell) mapCmd(_ *parsedArgs) error {
 	a, err := s.allocator()
 	if err != nil {
-		return s.report2(fmt.Errorf("Failed to get allocation status: %s", strerror(image.Errno(err))))
+		return s.reportError(allocStatusError(err))
 	}
 	size := a.size
 	allocated := func(off int64) (bool, int64, error) { return a.allocated(off, size-off) }
 	for off := int64(0); off < size; {
 		alloc, n, err := allocated(off)
 		if err != nil {
-			return s.report2(fmt.Errorf("Failed to get allocation status: %s", strerror(image.Errno(err))))
+			return s.reportError(allocStatusError(err))
 		}
 		for off+n < size {
 			next, m, err := allocated(off + n)
 			if err != nil {
-				return s.report2(fmt.Errorf("Failed to get allocation status: %s", strerror(image.Errno(err))))
+				return s.reportError(allocStatusError(err))
 			}
 			if next != alloc {
 				break

@@ -750,7 +750,7 @@ func (s *Shell) open(p *parsedArgs) error {
 	}
 	if t, ok := p.flags['t']; ok {
 		if _, err := image.ParseCacheMode(t); err != nil {
-			return s.report2(err)
+			return s.reportError(err)
 		}
 	}
 	r, err := s.openRequest(p, path)
@@ -779,7 +779,7 @@ func (s *Shell) reopen(p *parsedArgs) error {
 	}
 	if p.has('r') && p.has('w') {
 		//lint:ignore ST1005 qemu's message
-		return s.report2(errors.New("Only one -r/-w option may be given"))
+		return s.reportError(errors.New("Only one -r/-w option may be given"))
 	}
 	r := s.Current
 	mode, err := image.ParseCacheMode(r.Cache)
@@ -787,11 +787,11 @@ func (s *Shell) reopen(p *parsedArgs) error {
 		mode, err = image.CacheWriteThrough, nil
 	}
 	if err != nil {
-		return s.report2(err)
+		return s.reportError(err)
 	}
 	if c, ok := p.flags['c']; ok {
 		if mode, err = image.ParseCacheMode(c); err != nil {
-			return s.report2(err)
+			return s.reportError(err)
 		}
 	}
 	hasRW := p.has('r') || p.has('w')
@@ -806,12 +806,12 @@ func (s *Shell) reopen(p *parsedArgs) error {
 		case "read-only":
 			if hasRW {
 				//lint:ignore ST1005 qemu's message
-				return s.report2(errors.New("Cannot set both -r/-w and 'read-only'"))
+				return s.reportError(errors.New("Cannot set both -r/-w and 'read-only'"))
 			}
 		case "cache.direct", "cache.no-flush":
 			if p.has('c') {
 				//lint:ignore ST1005 qemu's message
-				return s.report2(errors.New("Cannot set both -c and the cache options"))
+				return s.reportError(errors.New("Cannot set both -c and the cache options"))
 			}
 		}
 	}
@@ -820,17 +820,17 @@ func (s *Shell) reopen(p *parsedArgs) error {
 		case "read-only":
 			b, err := parseBool(kv.key, kv.val)
 			if err != nil {
-				return s.report2(err)
+				return s.reportError(err)
 			}
 			if b && !r.ReadOnly {
 				// qemu-io's users of the image keep writing: only -r drops them.
-				return s.report2(fmt.Errorf("Read-only block node '%s' cannot support read-write users", s.nodeName("node-name")))
+				return s.reportError(fmt.Errorf("Read-only block node '%s' cannot support read-write users", s.nodeName("node-name")))
 			}
 			ro = b
 		case "cache.direct", "cache.no-flush", "auto-read-only":
 			b, err := parseBool(kv.key, kv.val)
 			if err != nil {
-				return s.report2(err)
+				return s.reportError(err)
 			}
 			switch kv.key {
 			case "cache.direct":
@@ -841,24 +841,24 @@ func (s *Shell) reopen(p *parsedArgs) error {
 		case "node-name", "file.node-name", "backing.node-name":
 			if r.NodeNames[kv.key] != kv.val {
 				//lint:ignore ST1005 qemu's message
-				return s.report2(errors.New("Cannot change the option 'node-name'"))
+				return s.reportError(errors.New("Cannot change the option 'node-name'"))
 			}
 		case "driver", "file.driver", "backing.driver":
 			if kv.val != s.driverOf(kv.key) {
 				//lint:ignore ST1005 qemu's message
-				return s.report2(errors.New("Cannot change the option 'driver'"))
+				return s.reportError(errors.New("Cannot change the option 'driver'"))
 			}
 		case "lazy-refcounts", "cache-size", "l2-cache-size", "l2-cache-entry-size", "refcount-cache-size",
 			"cache-clean-interval", "overlap-check", "pass-discard-request", "pass-discard-snapshot",
 			"pass-discard-other", "discard-no-unref", "discard", "detect-zeroes":
-			return s.report2(errUnsupported(kv))
+			return s.reportError(errUnsupported(kv))
 		default:
 			name := kv.key
 			if i := strings.LastIndexByte(name, '.'); i >= 0 {
 				name = name[i+1:]
 			}
 			//lint:ignore ST1005 qemu's message
-			return s.report2(fmt.Errorf("Cannot change the option '%s'", name))
+			return s.reportError(fmt.Errorf("Cannot change the option '%s'", name))
 		}
 	}
 	mode = withCacheOptions(mode, direct, noFlush)
@@ -866,14 +866,14 @@ func (s *Shell) reopen(p *parsedArgs) error {
 		return nil
 	}
 	if r.Snapshot || r.Nested {
-		return s.report2(errors.New("reopening an image opened with -s or inside another image is not supported by zqimg"))
+		return s.reportError(errors.New("reopening an image opened with -s or inside another image is not supported by zqimg"))
 	}
 	next := r
 	next.ReadOnly, next.Cache = ro, mode.String()
 	old := s.Dev
 	s.Dev = nil
 	if err := old.Close(); err != nil {
-		return s.report2(fmt.Errorf("flushing before the reopen: %w", err))
+		return s.reportError(fmt.Errorf("flushing before the reopen: %w", err))
 	}
 	d, err := s.Open(next)
 	if err != nil {
@@ -881,7 +881,7 @@ func (s *Shell) reopen(p *parsedArgs) error {
 		if d2, err2 := s.Open(r); err2 == nil {
 			s.Dev = d2
 		}
-		return s.report2(err)
+		return s.reportError(err)
 	}
 	s.Dev, s.Current = d, next
 	return nil
