@@ -79,8 +79,10 @@ func init() {
  'discard 1M 64k' - discards 64 KiB at 1 MiB
 
  Deallocates the range: it reads as zeroes afterwards, and the clusters it
- covers entirely are given back. In a zoned image only conventional zones
- can be discarded; a sequential zone is emptied with zone_reset.
+ covers entirely are given back. Run as qemu-io, discard is a hint, as in
+ QEMU's qcow2 driver: only the clusters it covers entirely are discarded,
+ parts of clusters keep their data. In a zoned image only conventional
+ zones can be discarded; a sequential zone is emptied with zone_reset.
  -C, -- print the statistics in a machine parsable form
  -q, -- quiet: do not print the statistics
 `, writes: true, run: (*Shell).discard},
@@ -167,6 +169,58 @@ func init() {
  Example:
  'length' - prints "1 GiB" for an image of 1073741824 bytes
 `, run: (*Shell).length},
+		{name: "truncate", alt: "t", argmin: 1, argmax: 3, opts: "m:", args: "[-m prealloc_mode] off", oneline: "truncates the current file at the given offset",
+			help: ` changes the virtual size of the image
+
+ Example:
+ 'truncate 384M' - grows (or shrinks) the image to 384 MiB
+
+ Grows or shrinks the image to the given size, a multiple of 512, as
+ qemu-img resize does (no --shrink is needed). Clusters beyond a smaller
+ size are dropped; a larger size reads as zeroes, also where a backing
+ file would show through (the new area is then written with zeroes). A
+ zoned image grows and shrinks by whole zones, and only trailing EMPTY
+ sequential zones can be removed; other sizes are refused.
+ -m, -- preallocation mode: only off (zqimg's images are sparse)
+`, writes: true, run: (*Shell).truncate},
+		{name: "alloc", alt: "a", argmin: 1, argmax: 2, args: "offset [count]", oneline: "checks if offset is allocated in the file",
+			help: ` counts the allocated bytes of a range
+
+ Example:
+ 'alloc 1M 64k' - prints "65536/65536 bytes allocated at offset 1 MiB" if
+                  the image stores all of them
+
+ Counts the bytes from offset (count bytes, 512 by default) that this image
+ stores, as data or as zero clusters, and not its backing file; bytes
+ beyond the end of the image are left out of the count. In a sequential
+ zone, bytes at or beyond the write pointer are not allocated.
+`, run: (*Shell).alloc},
+		{name: "info", alt: "i", argmin: 0, argmax: 0, args: "", oneline: "prints information about the current file",
+			help: ` prints what the image is
+
+ Example:
+ 'info' - prints "format name: qcow2", the cluster size, the VM state
+          offset and the qcow2 details
+
+ For a qcow2 image: its cluster size, where its VM state would start (the
+ virtual size rounded up to what one L2 table maps) and the qcow2 details
+ that qemu-img info prints under "Format specific information" (a zoned
+ image's zone details are left out: see zqimg info). A raw file has a
+ cluster size and VM state offset of 0; for a null-co device only the
+ format name is printed, and the command fails, as qemu-io's does.
+`, run: (*Shell).info},
+		{name: "map", argmin: 0, argmax: 0, args: "", oneline: "prints the allocated areas of a file",
+			help: ` prints the allocated areas of the image
+
+ Example:
+ 'map' - prints "2 MiB (0x200000) bytes     allocated at offset 0 bytes (0x0)"
+         and the other runs, to the end of the image
+
+ Prints one line per run of bytes that this image stores (as data or as
+ zero clusters: "allocated") or does not store (they read from the backing
+ file, or as zeroes: "not allocated"), with qemu-io's sizes. In a
+ sequential zone, bytes at or beyond the write pointer are not allocated.
+`, run: (*Shell).mapCmd},
 		{name: "zone_report", alt: "zrp", argmin: 1, argmax: 2, long: []string{"output:"},
 			args: "[--output=human|json|table] offset [number]", oneline: "report zone information",
 			help: ` reports zones, from the zone that contains the given offset
@@ -242,24 +296,55 @@ func init() {
  moves past it.
  -p, -- print the sector where the data landed
 `, writes: true, run: (*Shell).zoneAppend},
-		{name: "open", alt: "o", noDev: true, argmin: 1, argmax: -1, exact: 1, opts: "rsnkUt:d:i:o:",
+		{name: "open", alt: "o", noDev: true, argmin: 0, argmax: -1, opts: "rsnkUt:d:i:o:",
 			args: "[-rsnkU] [-t cache] [-d discard] [-i aio] [-o options] [path]", oneline: "open the file specified by path",
 			help: ` opens a new file when none is open
 
  Example:
  'open -r /tmp/data' - opens /tmp/data read-only
  'open -n -o driver=qcow2 /tmp/data' - opens /tmp/data with the host page cache bypassed
+ 'open -o driver=qcow2,file.filename=/tmp/data' - opens /tmp/data, named by the options
 
  -r, -- open read-only
+ -s, -- snapshot mode: writes go to a temporary overlay, discarded at close
  -n, -- bypass the host page cache (-t none)
  -k, -- accepted (native AIO); zqimg's I/O is synchronous
  -U, -- force share: no locks, reading only
  -t, -- cache mode, as the session's -t
  -d, -- accepted (discard mode)
  -i, -- accepted (AIO mode)
- -o, -- options: only driver=qcow2
- -s, -- refused: snapshot mode is not supported
+ -o, -- block layer options: driver=qcow2, filename or file.filename (the
+        file, instead of path), file.driver=file, file.driver=qcow2 with
+        file.file.filename (a qcow2 image stored in a qcow2 image),
+        backing.driver=qcow2|raw (the backing file's format), cache-size,
+        l2-cache-size, refcount-cache-size, l2-cache-entry-size,
+        cache-clean-interval (qcow2's caches), node-name, file.node-name, backing.node-name, read-only,
+        cache.direct, cache.no-flush, auto-read-only; driver=raw, and
+        driver=file, host_device and host_cdrom (checked as QEMU does),
+        open the file as raw data (locking=off: without locks);
+        driver=blkdebug (image.*) and blkdebug:CONFIG:FILE names are
+        passed through (request limits accepted; of the error rules,
+        [inject-error] on l2_update is carried out, others refused);
+        other options are refused
 `, run: (*Shell).open},
+		{name: "reopen", argmin: 0, argmax: -1, opts: "c:o:rw",
+			args: "[(-r|-w)] [-c cache] [-o options]", oneline: "reopens an image with new options",
+			help: ` changes the open options of the image
+
+ Example:
+ 'reopen -r' - reopens the image read-only
+ 'reopen -w -c writeback' - reopens it read-write, with the writeback cache mode
+
+ The image is flushed and closed, then opened again with the new flags; if
+ that fails, it is opened again as it was. Node names and drivers cannot
+ change (giving the same ones is accepted); qcow2 run-time options zqimg
+ does not implement (lazy-refcounts, cache sizes, ...) are refused.
+ -r, -- reopen the image read-only
+ -w, -- reopen the image read-write
+ -c, -- change the cache mode to the given value
+ -o, -- options: read-only, cache.direct, cache.no-flush, auto-read-only,
+        node-name, driver (and their file. and backing. forms, unchanged)
+`, run: (*Shell).reopen},
 		{name: "close", alt: "c", argmin: 0, argmax: 0, args: "", oneline: "close the current open file",
 			help: ` closes the image
 

@@ -10,6 +10,7 @@ type parsedArgs struct {
 	flags    map[byte]string // short options; "" for those without argument
 	long     map[string]string
 	operands []string
+	nargs    int // the words after the command name, options included
 	// verb names the request in a failure line ("writev failed: ..."); ""
 	// means the command's own (read or write).
 	verb string
@@ -42,7 +43,7 @@ func longOpt(long []string, name string) (known, takesArg bool) {
 // ("P:" takes an argument), and long names ("output:" takes "=value" or the
 // next argument; a name without ':' takes none).
 func getopt(args []string, spec string, long []string) (*parsedArgs, error) {
-	p := &parsedArgs{flags: map[byte]string{}, long: map[string]string{}}
+	p := &parsedArgs{flags: map[byte]string{}, long: map[string]string{}, nargs: len(args)}
 	for i := 0; i < len(args); i++ {
 		a := args[i]
 		switch {

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"fmt"
 	"syscall"
+
+	"github.com/zqimg/zqimg/pkg/zone"
 )
 
 // patternBuf returns n bytes of pattern, reusing the shell's buffer.
@@ -148,6 +150,8 @@ func (s *Shell) write(p *parsedArgs) error {
 	}
 	t1 := s.now()
 	switch {
+	case zflag && p.has('u'):
+		err = s.Dev.WriteZeroesUnmap(offset, count)
 	case zflag:
 		err = s.Dev.WriteZeroes(offset, count)
 	case cflag:
@@ -178,7 +182,13 @@ func (s *Shell) discard(p *parsedArgs) error {
 		return err
 	}
 	t1 := s.now()
-	err = s.Dev.Discard(offset, count)
+	if off, n, ok := s.advisoryRange(offset, count); ok {
+		if n > 0 {
+			err = s.Dev.Discard(off, n)
+		}
+	} else {
+		err = s.Dev.Discard(offset, count)
+	}
 	d := s.now().Sub(t1)
 	if err != nil {
 		return s.fail("discard", err)
@@ -189,22 +199,61 @@ func (s *Shell) discard(p *parsedArgs) error {
 	return nil
 }
 
+// advisoryRange returns the part of a discard request that qemu's qcow2
+// driver acts on, when the shell takes discards as hints
+// (AdvisoryDiscard) on a plain qcow2 image and the request lies within
+// it: the whole clusters of the range (and a partial last cluster of the
+// image when the range reaches the end); nothing on a version 2 image
+// with a backing file, which cannot hide the backing file's data. ok is
+// false when the request is to be passed on as it is.
+func (s *Shell) advisoryRange(off, n int64) (int64, int64, bool) {
+	if !s.AdvisoryDiscard {
+		return 0, 0, false
+	}
+	dev, ok := s.Dev.(*zone.Device)
+	if !ok || dev.Zoned() {
+		return 0, 0, false
+	}
+	size := dev.Size()
+	if off < 0 || n < 0 || off > size || n > size-off {
+		return 0, 0, false // refused as it is
+	}
+	img := dev.Image()
+	if _, hasBacking := img.BackingSize(); hasBacking && img.Header().Version < 3 {
+		return 0, 0, true
+	}
+	cs := img.ClusterSize()
+	start := (off + cs - 1) / cs * cs
+	end := (off + n) / cs * cs
+	if off+n == size {
+		end = size
+	}
+	if end <= start {
+		return start, 0, true
+	}
+	return start, end - start, true
+}
+
 // writeCompressed writes p at off as compressed clusters (qemu-io's write
 // -c): off must be a cluster start and p whole clusters, or end at the end
 // of the image; a cluster that does not compress is stored as data.
 func (s *Shell) writeCompressed(p []byte, off int64) error {
-	cs := s.Dev.Image().ClusterSize()
+	dev, err := s.qcow2("compressed write")
+	if err != nil {
+		return err
+	}
+	cs := dev.Image().ClusterSize()
 	if off%cs != 0 || (int64(len(p))%cs != 0 && off+int64(len(p)) != s.Dev.Size()) {
 		return fmt.Errorf("%w: a compressed write covers whole clusters of %d bytes (or ends at the end of the image), not %d bytes at offset %d",
 			syscall.EINVAL, cs, len(p), off)
 	}
 	for len(p) > 0 {
 		n := min(int64(len(p)), cs)
-		c, err := s.Dev.Image().CompressCluster(p[:n])
+		c, err := dev.Image().CompressCluster(p[:n])
 		if err != nil {
 			return err
 		}
-		if _, err := s.Dev.WriteCompressed(c, off); err != nil {
+		if _, err := dev.WriteCompressed(c, off); err != nil {
 			return err
 		}
 		p, off = p[n:], off+n

@@ -23,9 +23,26 @@ import (
 // Prompt is printed before each command read from standard input.
 const Prompt = "zqimg> "
 
+// Device is what a shell runs commands on: a qcow2 image, zoned or not
+// (*zone.Device), or a raw file (RawDevice). Zone commands, compressed
+// writes and allocation status beyond "everything is allocated" need a
+// *zone.Device.
+type Device interface {
+	ReadAt(p []byte, off int64) (int, error)
+	WriteAt(p []byte, off int64) (int, error)
+	WriteZeroes(off, n int64) error
+	WriteZeroesUnmap(off, n int64) error
+	Discard(off, n int64) error
+	Flush() error
+	Size() int64
+	Resize(size uint64, shrink bool) error
+	ReadOnly() bool
+	Close() error
+}
+
 // Shell executes commands on one device.
 type Shell struct {
-	Dev  *zone.Device
+	Dev  Device
 	Out  *bufio.Writer
 	Err  io.Writer
 	Prog string // program name for messages on Err ("zqimg")
@@ -33,14 +50,25 @@ type Shell struct {
 	// (after qemu-io's "write failed: ..." line), so that the output is
 	// qemu-io's exactly: set when zqimg runs as qemu-io.
 	Terse bool
-	// Open opens an image for the open command (nil: open is refused).
-	Open func(path string, o OpenOptions) (*zone.Device, error)
+	// Open opens an image for the open and reopen commands (nil: they
+	// are refused); see OpenRequest.
+	Open func(r OpenRequest) (Device, error)
+	// Current is how the open image was opened (set by the session for
+	// the image of its command line, and by open and reopen): what reopen
+	// starts from.
+	Current OpenRequest
 	// Prompt is printed before each command read by Loop (default Prompt;
 	// "qemu-io> " when zqimg runs as qemu-io).
 	Prompt string
 	quit   bool
 	failed bool
 	now    func() time.Time
+	// AdvisoryDiscard takes discard requests as qemu's qcow2 driver takes
+	// them, as hints (set when zqimg runs as qemu-io): only whole clusters
+	// are discarded, parts of clusters are left as they are, and a version
+	// 2 image with a backing file is not changed. Otherwise a discarded
+	// range always reads as zeroes afterwards.
+	AdvisoryDiscard bool
 	// ForceShare refuses every command that writes, with qemu's message:
 	// the image was opened without locks (-U), which is for reading only.
 	ForceShare bool
@@ -50,19 +78,33 @@ type Shell struct {
 	rbuf    []byte // reusable read buffer
 }
 
-// OpenOptions are the options of the open command.
-type OpenOptions struct {
-	ReadOnly   bool   // -r
-	ForceShare bool   // -U
-	Cache      string // -t or -n; "" means the session's cache mode
-	// BackingFormat is the backing file's format, instead of the one the
-	// image records (-o backing.driver=FORMAT); "" for the image's.
-	BackingFormat string
+// New returns a shell writing command output to out and diagnostics to
+// errOut; dev may be nil (no image open).
+func New(dev Device, out, errOut io.Writer) *Shell {
+	if d, ok := dev.(*zone.Device); ok && d == nil {
+		dev = nil
+	}
+	return &Shell{Dev: dev, Out: bufio.NewWriterSize(out, 64<<10), Err: errOut, Prog: "zqimg", Prompt: Prompt, now: time.Now}
 }
 
-// New returns a shell writing command output to out and diagnostics to errOut.
-func New(dev *zone.Device, out, errOut io.Writer) *Shell {
-	return &Shell{Dev: dev, Out: bufio.NewWriterSize(out, 64<<10), Err: errOut, Prog: "zqimg", Prompt: Prompt, now: time.Now}
+// asQcow2 returns the qcow2 device d is, or is a filter over.
+func asQcow2(d Device) (*zone.Device, bool) {
+	switch d := d.(type) {
+	case *zone.Device:
+		return d, true
+	case *CompressDevice:
+		return d.Device, true
+	}
+	return nil, false
+}
+
+// qcow2 returns the open image as a qcow2 device, or an error (ENOTSUP)
+// naming the request what when it is a raw file.
+func (s *Shell) qcow2(what string) (*zone.Device, error) {
+	if d, ok := asQcow2(s.Dev); ok {
+		return d, nil
+	}
+	return nil, fmt.Errorf("%s: a raw image has no qcow2 features (zones, compressed clusters): %w", what, syscall.ENOTSUP)
 }
 
 // Failed reports whether any command failed.
@@ -169,7 +211,7 @@ func (s *Shell) Exec(c *Call) bool {
 		fmt.Fprintf(s.Err, "%s: %s: %s\n", s.Prog, c.name, MsgForceShare)
 		return false
 	}
-	if c.cmd.writes && s.Dev.Image().ReadOnly() {
+	if c.cmd.writes && s.Dev.ReadOnly() {
 		// qemu-io refuses such a command before running it.
 		s.Out.Flush()
 		if s.Terse {
@@ -258,54 +300,6 @@ func (s *Shell) help(p *parsedArgs) error {
 		fmt.Fprintf(s.Out, "%s -- %s\n", strings.TrimSpace(name+" "+c.args), c.oneline)
 	}
 	fmt.Fprintf(s.Out, "\nUse 'help commandname' for extended help.\n")
-	return nil
-}
-
-// open opens an image when none is open (qemu-io's open). Of -o, only
-// driver=qcow2 and backing.driver=FORMAT are accepted: zqimg has no other
-// drivers or run-time options.
-func (s *Shell) open(p *parsedArgs) error {
-	if s.Dev != nil {
-		s.Out.Flush()
-		fmt.Fprintf(s.Err, "%s: file open already, try 'help close'\n", s.Prog)
-		return errCommandFailed
-	}
-	if s.Open == nil || len(p.operands) == 0 {
-		s.usage(lookup("open"))
-		return errCommandFailed
-	}
-	path := p.operands[0]
-	oo := OpenOptions{ReadOnly: p.has('r'), ForceShare: p.has('U'), Cache: p.flags['t']}
-	if p.has('n') {
-		oo.Cache = "none"
-	}
-	var err error
-	if p.has('s') {
-		err = errors.New("snapshot mode (-s) is not supported by zqimg")
-	}
-	if o, ok := p.flags['o']; ok && err == nil {
-		for _, kv := range strings.Split(o, ",") {
-			if f, ok := strings.CutPrefix(kv, "backing.driver="); ok && f != "" {
-				oo.BackingFormat = f
-				continue
-			}
-			if kv != "driver=qcow2" {
-				err = fmt.Errorf("option '%s' is not supported by zqimg", kv)
-				break
-			}
-		}
-	}
-	var d *zone.Device
-	if err == nil {
-		d, err = s.Open(path, oo)
-	}
-	if err != nil {
-		s.Out.Flush()
-		fmt.Fprintf(s.Err, "%s: can't open device %s: %v\n", s.Prog, path, err)
-		return errCommandFailed
-	}
-	s.Dev = d
-	s.ForceShare = s.ForceShare || p.has('U')
 	return nil
 }
 

@@ -190,7 +190,7 @@ func TestWriteCompressed(t *testing.T) {
 
 // TestOpen: open opens an image when none is open (through Shell.Open,
 // with -r and -t passed on), refuses a second one and -o options other
-// than driver=qcow2 and -s, with qemu-io's messages.
+// than those zqimg implements, with qemu-io's messages.
 func TestOpen(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "o.qcow2")
 	testimg.File(t, path, "1M")
@@ -199,14 +199,15 @@ func TestOpen(t *testing.T) {
 	s.Prog, s.Terse = "qemu-io", true
 	var gotRO bool
 	var gotCache string
-	s.Open = func(p string, o OpenOptions) (*zone.Device, error) {
-		gotRO, gotCache = o.ReadOnly, o.Cache
-		return zone.Open(p, image.Options{ReadOnly: o.ReadOnly, BackingFormat: o.BackingFormat})
+	s.Open = func(r OpenRequest) (Device, error) {
+		gotRO, gotCache = r.ReadOnly, r.Cache
+		return zone.Open(r.Path, image.Options{ReadOnly: r.ReadOnly})
 	}
 	for _, c := range []struct{ line, stderr string }{
 		{"read 0 512", "no file open, try 'help open'\n"},
-		{"open -o driver=raw " + path, "qemu-io: can't open device " + path + ": option 'driver=raw' is not supported by zqimg\n"},
-		{"open -s " + path, "qemu-io: can't open device " + path + ": snapshot mode (-s) is not supported by zqimg\n"},
+		{"open -o driver=vmdk " + path, "qemu-io: can't open device " + path + ": option 'driver=vmdk' is not supported by zqimg\n"},
+		{"open -o driver=qcow2,lazy-refcounts=on " + path, "qemu-io: can't open device " + path + ": option 'lazy-refcounts=on' is not supported by zqimg\n"},
+		{"open", "bad argument count 0 to open, expected at least 1 arguments\n"},
 	} {
 		errb.Reset()
 		if s.Run(c.line) || errb.String() != c.stderr {
@@ -239,12 +240,12 @@ func TestOpenBackingDriver(t *testing.T) {
 	var out, errb bytes.Buffer
 	s := New(nil, &out, &errb)
 	s.Prog, s.Terse = "qemu-io", true
-	var got OpenOptions
-	s.Open = func(p string, o OpenOptions) (*zone.Device, error) {
+	var got OpenRequest
+	s.Open = func(o OpenRequest) (Device, error) {
 		got = o
-		return zone.Open(p, image.Options{ReadOnly: o.ReadOnly, BackingFormat: o.BackingFormat})
+		return zone.Open(o.Path, image.Options{ReadOnly: o.ReadOnly, BackingFormat: o.BackingFormat})
 	}
-	if s.Run("open -o backing.driver=raw,cache.direct=on " + path) {
+	if s.Run("open -o backing.driver=raw,no-such-option=on " + path) {
 		t.Fatal("an unsupported option was accepted")
 	}
 	if !s.Run("open -r -o driver=qcow2,backing.driver=qcow2 "+path) || s.Dev == nil {

@@ -31,7 +31,11 @@ func (s *Shell) zoneReport(p *parsedArgs) error {
 		}
 		nr = uint64(n)
 	}
-	zones, err := s.Dev.Zones(offset, nr)
+	dev, err := s.qcow2("zone report")
+	if err != nil {
+		return s.fail("zone report", err)
+	}
+	zones, err := dev.Zones(offset, nr)
 	if err != nil {
 		return s.fail("zone report", err)
 	}
@@ -52,7 +56,7 @@ func (s *Shell) zoneReport(p *parsedArgs) error {
 		}
 		s.Out.WriteString("\n]\n")
 	case "table":
-		h := s.Dev.Header()
+		h := dev.Header()
 		first := uint64(offset) / h.ZoneSize
 		t := newZoneTable(h, first, min(nr, uint64(h.NrZones)-first))
 		if err := t.write(s, zones, h.ZoneSize); err != nil {
@@ -119,7 +123,11 @@ func zoneMgmt(op zone.Op) func(*Shell, *parsedArgs) error {
 		if err != nil {
 			return err
 		}
-		if err := s.Dev.Manage(op, offset, length); err != nil {
+		dev, err := s.qcow2("zone " + op.String())
+		if err == nil {
+			err = dev.Manage(op, offset, length)
+		}
+		if err != nil {
 			return s.fail("zone "+op.String(), err)
 		}
 		return nil
@@ -153,7 +161,11 @@ func (s *Shell) zoneAppend(p *parsedArgs) error {
 		total += n
 		bufs = append(bufs, s.patternBuf(n, 0xcd))
 	}
-	pos, err := s.Dev.Append(bufs, offset)
+	dev, err := s.qcow2("zone append")
+	if err != nil {
+		return s.fail("zone append", err)
+	}
+	pos, err := dev.Append(bufs, offset)
 	if err != nil {
 		return s.fail("zone append", err)
 	}

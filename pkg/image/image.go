@@ -27,6 +27,11 @@ type Options struct {
 	// NoBacking leaves the backing file closed: unallocated clusters then
 	// read as zeroes, and writes are refused if they would need it.
 	NoBacking bool
+	// Event, when set, is called at the points of the image's work that
+	// QEMU's blkdebug driver names (EventL2Update: before an L2 table is
+	// written back); an error it returns fails that work as a write error
+	// of the file would (debugging: error injection).
+	Event func(name string) error
 	// CacheBytes bounds the L2 table cache; 0 selects 32 MiB.
 	CacheBytes int
 	// BackingFormat, when not "", is the format of the backing file
@@ -45,6 +50,9 @@ type Options struct {
 	// overlays of this image), to detect loops and bound the depth.
 	chain []fileID
 }
+
+// EventL2Update is the blkdebug event of an L2 table written back.
+const EventL2Update = "l2_update"
 
 // MaxBackingDepth bounds the length of a backing chain: a deeper chain is
 // refused rather than opened file after file.
@@ -110,8 +118,9 @@ type Image struct {
 	extL2   bool
 	subSize uint64 // subcluster size (cs/32 with extended L2, else cs)
 
-	l1      sparseTable         // the active L1 table
-	l1Dirty map[uint64]struct{} // dirty 512-byte sectors of the L1 table
+	l1      sparseTable             // the active L1 table
+	l1Dirty map[uint64]struct{}     // dirty 512-byte sectors of the L1 table
+	event   func(name string) error // Options.Event
 
 	rc  refcounts
 	l2c *metaCache
@@ -169,7 +178,7 @@ func OpenFile(f File, name string, opts Options) (*Image, error) {
 // openFile opens an image; checkMeta enables the metadata refcount check of
 // writable opens (Format opens images whose refcounts are not written yet).
 func openFile(f File, name string, opts Options, checkMeta bool) (*Image, error) {
-	img := &Image{raw: f, name: name, ro: opts.ReadOnly, l1Dirty: map[uint64]struct{}{}, allocating: map[uint64]struct{}{}}
+	img := &Image{raw: f, name: name, ro: opts.ReadOnly, l1Dirty: map[uint64]struct{}{}, allocating: map[uint64]struct{}{}, event: opts.Event}
 	img.allocDone = sync.NewCond(&img.mu)
 	img.f = guardedFile{File: f, img: img}
 	fileSize, hc, err := readHeaderCluster(f)
@@ -308,6 +317,7 @@ func (img *Image) attachBacking(opts Options) error {
 	img.backing = b
 	return nil
 }
+
 
 // openBacking opens the backing file, refusing a chain that comes back to
 // a file already in it or grows past MaxBackingDepth.

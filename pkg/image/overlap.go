@@ -352,6 +352,11 @@ func (img *Image) checkL2Update(l1i, g uint64) error {
 func (img *Image) tableGuard(kind metaKind) func(off uint64) error {
 	what := map[metaKind]string{metaActiveL2: "an L2 table", metaRefBlock: "a refcount block"}[kind]
 	return func(off uint64) error {
+		if kind == metaActiveL2 && img.event != nil {
+			if err := img.event(EventL2Update); err != nil {
+				return fmt.Errorf("writing an L2 table at offset 0x%x: %w", off, err)
+			}
+		}
 		o, _, hit := img.findMeta(off, img.cs, func(o metaOwner) bool { return o.kind == kind })
 		if hit {
 			return img.refuseOverlap(o, what, off, -1, false)

@@ -801,14 +801,33 @@ func (img *Image) deferFree(off, length uint64) {
 // switched to the zero flag (version 3) or deallocated (version 2 without
 // a backing file); partial clusters are written with zeroes.
 func (img *Image) WriteZeroes(off, n int64) error {
-	return img.zeroRange(off, n, false)
+	return img.zeroRange(off, n, zeroKeep)
+}
+
+// WriteZeroesUnmap makes n bytes at off read as zeroes as a write of
+// zeroes that may unmap (qemu-io's write -z -u): whole clusters get the
+// zero flag (version 3), allocated or not, and the host clusters they held
+// are freed; partial clusters are written with zeroes. Version 2 images
+// have no zero flag: whole clusters are deallocated when no backing file
+// shows through, else written with zeroes.
+func (img *Image) WriteZeroesUnmap(off, n int64) error {
+	return img.zeroRange(off, n, zeroUnmap)
 }
 
 // Discard deallocates the whole clusters in [off, off+n) and zeroes the
 // partial ones, so that the range reads as zeroes afterwards.
 func (img *Image) Discard(off, n int64) error {
-	return img.zeroRange(off, n, true)
+	return img.zeroRange(off, n, zeroDiscard)
 }
+
+// zeroMode is how zeroRange treats whole clusters.
+type zeroMode int
+
+const (
+	zeroKeep    zeroMode = iota // write zeroes: keep an unshared allocation
+	zeroUnmap                   // write zeroes, may unmap: free it
+	zeroDiscard                 // discard: free it, leave unallocated ones alone
+)
 
 // MakeEmpty deallocates every cluster of an image opened with NoBacking,
 // so that the image reads through to its backing file (qcow2's
@@ -831,7 +850,7 @@ func (img *Image) MakeEmpty() error {
 			return err
 		}
 		chunkEnd := min(end, g-g%img.l2Span()+img.l2Span())
-		if err := img.zeroChunk(g, chunkEnd, true); err != nil {
+		if err := img.zeroChunk(g, chunkEnd, zeroDiscard); err != nil {
 			return err
 		}
 		g = chunkEnd
@@ -839,7 +858,7 @@ func (img *Image) MakeEmpty() error {
 	return nil
 }
 
-func (img *Image) zeroRange(off, n int64, unmap bool) error {
+func (img *Image) zeroRange(off, n int64, mode zeroMode) error {
 	img.lock()
 	defer img.unlock()
 	if n < 0 || n > 1<<62 {
@@ -854,7 +873,7 @@ func (img *Image) zeroRange(off, n int64, unmap bool) error {
 			return err
 		}
 		chunkEnd := min(end, g-g%img.l2Span()+img.l2Span())
-		if err := img.zeroChunk(g, chunkEnd, unmap); err != nil {
+		if err := img.zeroChunk(g, chunkEnd, mode); err != nil {
 			return err
 		}
 		g = chunkEnd
@@ -869,8 +888,11 @@ func (img *Image) zeroRange(off, n int64, unmap bool) error {
 // cluster reads as zeroes and holds no data; a discard marks whole
 // allocated clusters zero and frees them, and leaves unallocated ones
 // alone. What is left (parts of clusters holding data, version 2 images
-// with a backing file) is written with zeroes.
-func (img *Image) zeroChunk(g, end uint64, discard bool) error {
+// with a backing file) is written with zeroes. A write of zeroes that may
+// unmap (zeroUnmap) marks whole clusters as a write of zeroes does, but
+// frees the host clusters, as a discard does.
+func (img *Image) zeroChunk(g, end uint64, mode zeroMode) error {
+	discard, unmap := mode == zeroDiscard, mode != zeroKeep
 	if err := img.checkChunkHosts(g, end); err != nil {
 		return err
 	}
@@ -899,7 +921,7 @@ func (img *Image) zeroChunk(g, end uint64, discard bool) error {
 			(e.Offset() == 0 || e.Desc&OflagZero != 0) && img.othersReadZero(e, g-inC, clusterLen, inC, stop-(g-inC)) {
 			full = true
 		}
-		if full && img.entryUnchanged(e, discard) && img.readsZero(e, 0, clusterLen) {
+		if full && img.entryUnchanged(e, discard, unmap) && img.readsZero(e, 0, clusterLen) {
 			g = stop
 			continue
 		}
@@ -927,7 +949,7 @@ func (img *Image) zeroChunk(g, end uint64, discard bool) error {
 		}
 		i := (g >> img.cb) & (img.l2Ents - 1)
 		e = img.entry(t, i)
-		ne, nbm, keep := img.zeroEntry(e, discard)
+		ne, nbm, keep := img.zeroEntry(e, unmap)
 		if !keep {
 			if err := img.checkDrop(e, g); err != nil {
 				return err
@@ -944,14 +966,14 @@ func (img *Image) zeroChunk(g, end uint64, discard bool) error {
 // (e, bm) would leave its entry as it is: a discard of an unallocated
 // cluster (without a backing file), or an entry that already is what
 // zeroEntry makes.
-func (img *Image) entryUnchanged(e L2Entry, discard bool) bool {
+func (img *Image) entryUnchanged(e L2Entry, discard, unmap bool) bool {
 	if img.deallocating && e.Desc == 0 && e.Bitmap == 0 {
 		return true
 	}
 	if discard && img.backing == nil && e.Type(img.extL2) == ClusterUnallocated && (!img.extL2 || e.Bitmap == 0) {
 		return true
 	}
-	ne, nbm, _ := img.zeroEntry(e, discard)
+	ne, nbm, _ := img.zeroEntry(e, unmap)
 	return ne == e.Desc && nbm == e.Bitmap
 }
 

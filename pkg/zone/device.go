@@ -222,6 +222,9 @@ func checkTablePlacement(img *image.Image, h *Header) error {
 // overlap check (image.SetLayerTable).
 const TableName = "zoned write-pointer table"
 
+// ReadOnly reports whether the image was opened read-only.
+func (d *Device) ReadOnly() bool { return d.img.ReadOnly() }
+
 // Image returns the underlying image.
 func (d *Device) Image() *image.Image { return d.img }
 
@@ -375,6 +378,12 @@ func (d *Device) WriteAt(p []byte, off int64) (int, error) {
 // WriteZeroes writes n zero bytes at off under the same rules as WriteAt.
 func (d *Device) WriteZeroes(off, n int64) error {
 	return d.ack(d.dataWrite(off, n, func() error { return d.img.WriteZeroes(off, n) }))
+}
+
+// WriteZeroesUnmap is WriteZeroes that may unmap (qemu-io's write -z -u):
+// the host clusters of the range are freed (image.WriteZeroesUnmap).
+func (d *Device) WriteZeroesUnmap(off, n int64) error {
+	return d.ack(d.dataWrite(off, n, func() error { return d.img.WriteZeroesUnmap(off, n) }))
 }
 
 // dataWrite runs a write or zero write of n bytes at off as a data

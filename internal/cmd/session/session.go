@@ -3,16 +3,12 @@
 package session
 
 import (
-	"errors"
-	"fmt"
-	"io/fs"
 	"strings"
 
 	"github.com/spf13/cobra"
 	"github.com/zqimg/zqimg/internal/cmdutil"
 	"github.com/zqimg/zqimg/internal/ioshell"
 	"github.com/zqimg/zqimg/pkg/image"
-	"github.com/zqimg/zqimg/pkg/zone"
 )
 
 // Options are the parsed flags and arguments of `zqimg io`.
@@ -21,9 +17,15 @@ type Options struct {
 	Commands   []string
 	ReadOnly   bool
 	ForceShare bool
-	Format     string
-	Cache      string // qemu-io's -t mode; -n sets "none"
-	File       string
+	// Snapshot (-s) sends writes to a temporary overlay that is discarded
+	// at the end: the image is opened read-only and never written.
+	Snapshot bool
+	// ImageOpts (--image-opts): the file operand is an option list
+	// ("driver=qcow2,file.filename=X"), as open -o takes.
+	ImageOpts bool
+	Format    string
+	Cache     string // qemu-io's -t mode; -n sets "none"
+	File      string
 	// AIO is qemu-io's --aio/-i mode (threads, native or io_uring): checked
 	// and accepted; zqimg's I/O is synchronous whatever it is.
 	AIO string
@@ -41,9 +43,10 @@ func NewCmdIO(ios *cmdutil.IOStreams, runF func(*Options) error) *cobra.Command 
 		Short: "Run qemu-io style commands on an image in one session",
 		Long: `Open FILE once and run each -c command in order, or, without -c, the
 commands read from standard input (a "zqimg> " prompt is printed before
-each). Commands: read, write, discard, flush, length, zone_report (zrp),
-zone_open (zo), zone_close (zc), zone_finish (zf), zone_reset (zrs),
-zone_append (zap), help, quit; "help CMD" describes one. A failing command
+each). Commands: read, write, discard, flush, length, truncate, map,
+zone_report (zrp), zone_open (zo), zone_close (zc), zone_finish (zf),
+zone_reset (zrs), zone_append (zap), open, reopen, close, help, quit;
+"help CMD" describes one. A failing command
 prints qemu-io's failure line and the session goes on; the exit status is
 1 if any command failed.
 
@@ -53,6 +56,9 @@ at the end of the session), unsafe (flushes are skipped: after a power
 loss or host crash the image may be corrupt), none (writeback without the
 host page cache, O_DIRECT) and directsync (writethrough without the host
 page cache). -n is -t none.
+
+-s (snapshot mode) sends the writes to a temporary overlay, discarded at
+the end: the image is opened read-only and never written.
 
 -U (force share) opens the image read-only without taking QEMU's image
 locks, so that an image another process holds can be read; commands that
@@ -79,7 +85,9 @@ write are refused.`,
 	cmd.Flags().StringArrayVarP(&o.Commands, "cmd", "c", nil, "command to run (repeatable)")
 	cmd.Flags().BoolVarP(&o.ReadOnly, "read-only", "r", false, "open the image read-only")
 	cmd.Flags().BoolVarP(&o.ForceShare, "force-share", "U", false, "open the image read-only without taking locks")
-	cmd.Flags().StringVarP(&o.Format, "format", "f", "qcow2", "image format (only qcow2)")
+	cmd.Flags().BoolVarP(&o.Snapshot, "snapshot", "s", false, "snapshot mode: writes go to a temporary overlay, discarded at the end")
+	cmd.Flags().BoolVar(&o.ImageOpts, "image-opts", false, "the file operand is an option list (driver=qcow2,file.filename=FILE), as open -o takes")
+	cmd.Flags().StringVarP(&o.Format, "format", "f", "qcow2", "image format: qcow2 or raw (a raw file: no zones, no compressed clusters)")
 	cmdutil.CacheFlags(cmd.Flags(), &o.Cache, true)
 	cmd.Flags().StringVarP(&o.AIO, "aio", "i", "threads", "AIO mode, as qemu-io's: threads, native or io_uring (zqimg's I/O is synchronous in each)")
 	cmd.Flags().BoolVarP(&o.misalign, "misalign", "m", false, "accepted for qemu-io compatibility; no effect")
@@ -91,7 +99,7 @@ write are refused.`,
 
 // Run runs the session.
 func Run(o *Options) error {
-	if o.Format != "qcow2" {
+	if o.Format != "qcow2" && o.Format != "raw" && o.Format != "null-co" {
 		o.IO.Errorf("Unknown file format '%s'", o.Format)
 		return cmdutil.Exit(1)
 	}
@@ -107,8 +115,7 @@ func Run(o *Options) error {
 		o.IO.Errorf("Invalid discard option: %s", o.discard)
 		return cmdutil.Exit(1)
 	}
-	mode, err := image.ParseCacheMode(o.Cache)
-	if err != nil {
+	if _, err := image.ParseCacheMode(o.Cache); err != nil {
 		o.IO.Errorf("%v", err)
 		return cmdutil.Exit(1)
 	}
@@ -130,35 +137,53 @@ func Run(o *Options) error {
 			}
 		}
 	}
-	var dev *zone.Device
-	if o.File != "" {
-		dev, err = zone.Open(o.File, image.Options{ReadOnly: o.ReadOnly || o.ForceShare, NoLock: o.ForceShare, Cache: mode})
+	format := ""
+	if o.Format != "qcow2" {
+		format = o.Format
+	}
+	open := func(r ioshell.OpenRequest) (ioshell.Device, error) {
+		if r.Cache == "" {
+			r.Cache = o.Cache
+		}
+		return openDevice(r)
+	}
+	first := ioshell.OpenRequest{Path: o.File, ReadOnly: o.ReadOnly, ForceShare: o.ForceShare, Snapshot: o.Snapshot, Cache: o.Cache, Format: format}
+	if o.ImageOpts && o.File != "" {
+		r, err := ioshell.RequestFromOptions(first, o.File)
 		if err != nil {
 			o.IO.Errorf("can't open device %s: %s", o.File, o.IO.Reason(err))
 			return cmdutil.Exit(1)
 		}
-		o.IO.WarnDirectIO(dev.Image())
+		first = r
+	} else if strings.HasPrefix(o.File, "json:") || strings.HasPrefix(o.File, "blkdebug:") {
+		r, err := ioshell.RequestForPath(first, o.File)
+		if err != nil {
+			o.IO.Errorf("can't open device %s: %v", o.File, err)
+			return cmdutil.Exit(1)
+		}
+		first = r
+	}
+	var dev ioshell.Device
+	if o.File != "" {
+		var err error
+		dev, err = open(first)
+		if err != nil {
+			if o.IO.Prog == "qemu-io" {
+				err = qemuOpenError(o.IO, o.File, err)
+			}
+			o.IO.Errorf("can't open device %s: %v", o.File, err)
+			return cmdutil.Exit(1)
+		}
+		warnDirectIO(o.IO, dev)
 	}
 	sh := ioshell.New(dev, o.IO.Out, o.IO.ErrOut)
-	sh.Open = func(path string, oo ioshell.OpenOptions) (*zone.Device, error) {
-		readOnly, forceShare, cache := oo.ReadOnly, oo.ForceShare, oo.Cache
-		if cache == "" {
-			cache = o.Cache
-		}
-		m, err := image.ParseCacheMode(cache)
+	sh.Current = first
+	sh.Open = func(r ioshell.OpenRequest) (ioshell.Device, error) {
+		d, err := open(r)
 		if err != nil {
-			return nil, err
+			return nil, qemuOpenError(o.IO, r.Path, err)
 		}
-		d, err := zone.Open(path, image.Options{ReadOnly: readOnly || forceShare, NoLock: forceShare, Cache: m, BackingFormat: oo.BackingFormat})
-		var be *image.BackingFileError
-		if errors.Is(err, fs.ErrNotExist) && !errors.As(err, &be) {
-			//lint:ignore ST1005 qemu's message
-			return nil, fmt.Errorf("Could not open '%s': No such file or directory", path)
-		}
-		if err != nil {
-			return nil, &reasonError{err: err, msg: o.IO.Reason(err)}
-		}
-		o.IO.WarnDirectIO(d.Image())
+		warnDirectIO(o.IO, d)
 		return d, nil
 	}
 	sh.ForceShare = o.ForceShare
@@ -166,6 +191,7 @@ func Run(o *Options) error {
 	if o.IO.Prog == "qemu-io" {
 		sh.Prompt = "qemu-io> "
 		sh.Terse = true
+		sh.AdvisoryDiscard = true
 	}
 	if len(o.Commands) > 0 {
 		for _, c := range o.Commands {
