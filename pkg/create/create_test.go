@@ -101,11 +101,17 @@ func TestResolveDefaultsAndRules(t *testing.T) {
 		option string
 		values []string
 	}{
-		{[]string{"cluster_size=3000"}, "cluster_size", []string{"3000"}},
-		{[]string{"refcount_bits=3"}, "refcount_bits", []string{"3"}},
+		// qemu-img's words exactly (iotests 049, 079, 112): no value named.
+		{[]string{"cluster_size=3000"}, "cluster_size", []string{"Cluster size must be a power of two between 512 and 2048k"}},
+		{[]string{"refcount_bits=3"}, "refcount_bits", []string{"Refcount width must be a power of two and may not exceed 64 bits"}},
+		{[]string{"refcount_bits=-1"}, "refcount_bits", []string{"Refcount width"}},
+		{[]string{"preallocation=1234"}, "preallocation", []string{"Parameter 'preallocation' does not accept value '1234'"}},
+		{[]string{"compat=0.42"}, "compat", []string{"Parameter 'version' does not accept value '0.42'"}},
+		{[]string{"zone.mode=host-managed,preallocation=metadata"}, "preallocation", []string{"preallocation=metadata"}},
+		{[]string{"preallocation=full,backing_file=b.qcow2,backing_fmt=qcow2"}, "preallocation", []string{"extended_l2 is on"}},
 		{[]string{"compat=0.10,refcount_bits=1"}, "refcount_bits", nil},
 		{[]string{"compat=0.10,lazy_refcounts=on"}, "lazy_refcounts", nil},
-		{[]string{"extended_l2=on,cluster_size=8k"}, "extended_l2", []string{"8192"}},
+		{[]string{"extended_l2=on,cluster_size=8k"}, "extended_l2", []string{"16384"}},
 		{[]string{"compression_type=lz4"}, "compression_type", []string{"lz4"}},
 		{[]string{"compat=2"}, "compat", []string{"2"}},
 		{[]string{"zone.size=64M"}, "zone.size", []string{"zone.mode"}},

@@ -38,9 +38,10 @@ func (d OptionDef) Type() string { return d.kind.String() }
 // defs lists the supported options in the order qemu-img prints them in
 // its "Formatting ..." line.
 var defs = []OptionDef{
+	{"encryption", kindBool, "Encrypt the image with format 'aes'. (Deprecated in favor of encrypt.format=aes)", ""},
 	{"cluster_size", kindSize, "qcow2 cluster size", "65536"},
 	{"extended_l2", kindBool, "Extended L2 tables", "off"},
-	{"preallocation", kindString, "Preallocation mode (allowed values: off)", ""},
+	{"preallocation", kindString, "Preallocation mode (allowed values: off, metadata, falloc, full)", ""},
 	{"compression_type", kindString, "Compression method used for image cluster compression (zlib or zstd)", "zlib"},
 	{"zone.mode", kindString, "zone model modes, mode choice: host-managed", ""},
 	{"zone.size", kindSize, "zone size (power of two, default 256 MiB)", ""},
@@ -55,10 +56,13 @@ var defs = []OptionDef{
 	{"backing_fmt", kindString, "Image format of the base image (qcow2 or raw)", ""},
 	{"lazy_refcounts", kindBool, "Postpone refcount updates", "off"},
 	{"refcount_bits", kindNumber, "Width of a reference count entry in bits", "16"},
+	// A hint of the protocol layer (file-posix) that qemu-img accepts for
+	// qcow2 too; zqimg accepts and ignores it.
+	{"extent_size_hint", kindSize, "Extent size hint for the image file, 0 to disable", ""},
 }
 
 // qemuOnly are qemu-img qcow2 options that zqimg does not implement.
-var qemuOnly = []string{"data_file", "data_file_raw", "encryption",
+var qemuOnly = []string{"data_file", "data_file_raw",
 	"encrypt.format", "encrypt.key-secret", "encrypt.cipher-alg", "encrypt.cipher-mode",
 	"encrypt.ivgen-alg", "encrypt.ivgen-hash-alg", "encrypt.hash-alg", "encrypt.iter-time"}
 
@@ -180,6 +184,9 @@ func ParseOptions(lists []string, sizeArg string, haveSize bool) (*Options, erro
 			if err != nil {
 				return nil, err
 			}
+			if name == "encryption" && v.on {
+				return nil, &OptionError{Msg: "Parameter 'encryption' is not supported by zqimg"}
+			}
 			o.set[name] = v
 		}
 	}
@@ -219,7 +226,13 @@ func parseValue(def OptionDef, s string) (value, error) {
 		}
 		return value{text: strconv.FormatUint(n, 10), num: n}, nil
 	case kindNumber:
-		n, err := strconv.ParseUint(s, 0, 64)
+		// As qemu_strtou64: a leading '-' negates (modulo 2^64), so
+		// "-1" is 2^64-1, and the value is printed as given.
+		digits, neg := strings.CutPrefix(s, "-")
+		n, err := strconv.ParseUint(digits, 0, 64)
+		if err == nil && neg {
+			return value{text: s, num: -n}, nil
+		}
 		if err != nil {
 			if errors.Is(err, strconv.ErrRange) {
 				return value{}, &OptionError{Msg: fmt.Sprintf("Value '%s' is too large for parameter '%s'", s, def.Name)}
