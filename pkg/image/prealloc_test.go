@@ -120,3 +120,64 @@ func TestParsePrealloc(t *testing.T) {
 		t.Error("ParsePrealloc accepted 1234")
 	}
 }
+
+// TestResizePreallocation: growing with a preallocation mode maps the new
+// area as qemu-img resize --preallocation does (for a 1 MiB image of 64
+// KiB clusters grown by 1 MiB: the L2 table at 0x40000, the new clusters
+// from 0x50000; falloc and full: new refcount structures at 0x40000, the
+// data from 0x50000, the L2 table in the freed first refcount table), and
+// refuses to shrink with one.
+func TestResizePreallocation(t *testing.T) {
+	const cs = 64 << 10
+	for _, c := range []struct {
+		mode     PreallocMode
+		l2, data uint64
+		minAlloc int64
+	}{
+		{PreallocMetadata, 0x40000, 0x50000, 0},
+		{PreallocFalloc, 0x10000, 0x50000, 1 << 20},
+		{PreallocFull, 0x10000, 0x50000, 1 << 20},
+	} {
+		p := formatFile(t, CreateOptions{Size: 1 << 20, ClusterBits: 16, Version: 3, RefcountOrder: 4})
+		img, err := Open(p, Options{NoLock: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := img.Resize(1<<20, ResizeOptions{Shrink: true, Preallocation: c.mode}); err != nil {
+			t.Errorf("%v: resizing to the same size: %v", c.mode, err)
+		}
+		if err := img.Resize(512<<10, ResizeOptions{Shrink: true, Preallocation: c.mode}); err != ErrPreallocShrink {
+			t.Errorf("%v: shrinking: %v, want ErrPreallocShrink", c.mode, err)
+		}
+		if err := img.Resize(2<<20, ResizeOptions{Preallocation: c.mode}); err != nil {
+			t.Fatalf("%v: %v", c.mode, err)
+		}
+		if l1 := img.l1.get(0); l1 != c.l2|OflagCopied {
+			t.Errorf("%v: L1 entry 0x%x, want 0x%x", c.mode, l1, c.l2|OflagCopied)
+		}
+		tb, err := img.l2Table(0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := uint64(0); i < 32; i++ {
+			want := uint64(0)
+			if i >= 16 {
+				want = (c.data + (i-16)*cs) | OflagCopied
+			}
+			if e := img.entry(tb, i); e.Desc != want {
+				t.Errorf("%v: L2 entry %d is 0x%x, want 0x%x", c.mode, i, e.Desc, want)
+				break
+			}
+		}
+		if err := img.Close(); err != nil {
+			t.Fatal(err)
+		}
+		var st unix.Stat_t
+		if err := unix.Stat(p, &st); err != nil {
+			t.Fatal(err)
+		}
+		if st.Size != int64(c.data+1<<20) || st.Blocks*512 < c.minAlloc {
+			t.Errorf("%v: file of %d bytes, %d allocated", c.mode, st.Size, st.Blocks*512)
+		}
+	}
+}
