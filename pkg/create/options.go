@@ -110,11 +110,21 @@ type value struct {
 // Options holds the options given with -o (and the size argument), parsed
 // and typed but not yet checked against each other.
 type Options struct {
-	set map[string]value
+	set    map[string]value
+	format string      // "qcow2" or "raw"
+	defs   []OptionDef // the options of the format
 }
 
-func lookup(name string) (OptionDef, bool) {
-	for _, d := range defs {
+// rawDefs are the options of a raw image (file-posix's), in qemu-img's
+// order.
+var rawDefs = []OptionDef{
+	{"size", kindSize, "Virtual disk size", ""},
+	{"preallocation", kindString, "Preallocation mode (allowed values: off, falloc, full)", ""},
+	{"extent_size_hint", kindSize, "Extent size hint for the image file, 0 to disable", ""},
+}
+
+func (o *Options) lookup(name string) (OptionDef, bool) {
+	for _, d := range o.defs {
 		if d.Name == name {
 			return d, true
 		}
@@ -149,7 +159,17 @@ func SplitOptions(s string) []string {
 // ParseOptions parses the -o arguments in order (later values win) and the
 // optional size argument. It returns ErrHelp when one of them is "help" or "?".
 func ParseOptions(lists []string, sizeArg string, haveSize bool) (*Options, error) {
-	o := &Options{set: map[string]value{}}
+	return parseOptions("qcow2", defs, lists, sizeArg, haveSize)
+}
+
+// ParseRawOptions is ParseOptions for a raw image: size, preallocation
+// and extent_size_hint.
+func ParseRawOptions(lists []string, sizeArg string, haveSize bool) (*Options, error) {
+	return parseOptions("raw", rawDefs, lists, sizeArg, haveSize)
+}
+
+func parseOptions(format string, table []OptionDef, lists []string, sizeArg string, haveSize bool) (*Options, error) {
+	o := &Options{set: map[string]value{}, format: format, defs: table}
 	for _, l := range lists {
 		if !validOptionList(l) {
 			return nil, &OptionError{Msg: "Invalid option list: " + l, Global: true}
@@ -167,9 +187,9 @@ func ParseOptions(lists []string, sizeArg string, haveSize bool) (*Options, erro
 			}
 			name, val, hasVal := strings.Cut(item, "=")
 			name = canonicalName(name)
-			def, ok := lookup(name)
+			def, ok := o.lookup(name)
 			if !ok {
-				if slices.Contains(qemuOnly, name) {
+				if format == "qcow2" && slices.Contains(qemuOnly, name) {
 					return nil, &OptionError{Msg: fmt.Sprintf("Parameter '%s' is not supported by zqimg", name)}
 				}
 				return nil, &OptionError{Msg: fmt.Sprintf("Invalid parameter '%s'", name)}
@@ -257,8 +277,8 @@ func parseValue(def OptionDef, s string) (value, error) {
 // qemu-img's order, sizes and numbers in decimal bytes.
 func (o *Options) Formatting(filename string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "Formatting '%s', fmt=qcow2", filename)
-	for _, d := range defs {
+	fmt.Fprintf(&b, "Formatting '%s', fmt=%s", filename, o.format)
+	for _, d := range o.defs {
 		v, ok := o.set[d.Name]
 		text := v.text
 		if !ok {
@@ -276,16 +296,23 @@ func (o *Options) Formatting(filename string) string {
 }
 
 // Help returns the option list printed for "-o help".
-func Help() string {
-	defs := slices.Clone(defs)
+func Help() string { return help("qcow2", defs) }
+
+// RawHelp returns the option list printed for "-f raw -o help".
+func RawHelp() string { return help("raw", rawDefs) }
+
+func help(format string, table []OptionDef) string {
+	defs := slices.Clone(table)
 	slices.SortFunc(defs, func(a, b OptionDef) int { return strings.Compare(a.Name, b.Name) })
 	var b strings.Builder
-	b.WriteString("Supported qcow2 options:\n")
+	fmt.Fprintf(&b, "Supported %s options:\n", format)
 	for _, d := range defs {
 		left := fmt.Sprintf("%s=<%s>", d.Name, d.Type())
 		fmt.Fprintf(&b, "  %-22s - %s\n", left, d.Help)
 	}
-	b.WriteString("\nBoth '_' and '-' are accepted in option names (zone.max-open-zones).\n")
+	if format == "qcow2" {
+		b.WriteString("\nBoth '_' and '-' are accepted in option names (zone.max-open-zones).\n")
+	}
 	return b.String()
 }
 

@@ -59,7 +59,7 @@ is an overlay of BACKING (its size taken from BACKING when SIZE is omitted);
 			return Run(o)
 		},
 	}
-	cmd.Flags().StringVarP(&o.Format, "format", "f", "qcow2", "image format (only qcow2)")
+	cmd.Flags().StringVarP(&o.Format, "format", "f", "qcow2", "image format: qcow2 or raw")
 	cmd.Flags().StringArrayVarP(&o.Opts, "options", "o", nil, "comma-separated create options; repeatable; 'help' lists them")
 	cmd.Flags().BoolVarP(&o.Quiet, "quiet", "q", false, "do not print the Formatting line")
 	cmd.Flags().StringVarP(&o.Backing, "backing", "b", "", "backing file (relative names are relative to FILE's directory)")
@@ -71,8 +71,12 @@ is an overlay of BACKING (its size taken from BACKING when SIZE is omitted);
 // Run creates the image.
 func Run(o *Options) error {
 	ios := o.IO
-	if o.Format != "qcow2" {
-		ios.Errorf("Unknown file format '%s' (zqimg creates qcow2 images only)", o.Format)
+	switch o.Format {
+	case "qcow2":
+	case "raw":
+		return runRaw(o)
+	default:
+		ios.Errorf("Unknown file format '%s' (zqimg creates qcow2 and raw images only)", o.Format)
 		return cmdutil.Exit(1)
 	}
 	lists := o.Opts
@@ -93,28 +97,7 @@ func Run(o *Options) error {
 		return cmdutil.Exit(1)
 	}
 	if err != nil {
-		var oe *pcreate.OptionError
-		if errors.As(err, &oe) {
-			if oe.Global {
-				ios.Errorf("%s", oe.Msg)
-			} else {
-				ios.Errorf("%s: %s", o.File, oe.Msg)
-			}
-			if oe.Hint != "" && oe.Global {
-				ios.Errorf("%s", oe.Hint)
-			} else if oe.Hint != "" {
-				fmt.Fprintln(ios.ErrOut, oe.Hint)
-			}
-			return cmdutil.Exit(1)
-		}
-		var be *pcreate.BackingOpenError
-		if errors.As(err, &be) {
-			ios.Errorf("%s: %v", o.File, be)
-			fmt.Fprintln(ios.ErrOut, be.Hint())
-			return cmdutil.Exit(1)
-		}
-		ios.Errorf("%s: %v", o.File, err)
-		return cmdutil.Exit(1)
+		return optionError(o, err)
 	}
 	if !o.Quiet {
 		fmt.Fprintln(ios.Out, opts.Formatting(o.File))
@@ -132,4 +115,67 @@ func Run(o *Options) error {
 		return cmdutil.Exit(1)
 	}
 	return nil
+}
+
+// runRaw creates a raw image (-f raw): options size, preallocation
+// (off, falloc, full) and extent_size_hint; no backing file.
+func runRaw(o *Options) error {
+	ios := o.IO
+	if o.HasBacking || o.BackingFormat != "" {
+		ios.Errorf("%s: Backing file not supported for file format 'raw'", o.File)
+		return cmdutil.Exit(1)
+	}
+	opts, err := pcreate.ParseRawOptions(o.Opts, o.Size, o.HasSize)
+	if errors.Is(err, pcreate.ErrHelp) {
+		fmt.Fprint(ios.Out, pcreate.RawHelp())
+		return nil
+	}
+	if o.File == "" {
+		ios.Errorf("Expecting image file name")
+		fmt.Fprintln(ios.ErrOut, "Try 'zqimg create --help' for more information")
+		return cmdutil.Exit(1)
+	}
+	if err != nil {
+		return optionError(o, err)
+	}
+	if !o.Quiet {
+		fmt.Fprintln(ios.Out, opts.Formatting(o.File))
+	}
+	spec, err := pcreate.ResolveRaw(opts)
+	if err == nil {
+		err = pcreate.CreateRaw(o.File, spec)
+	}
+	if err != nil {
+		ios.Errorf("%s: %v", o.File, err)
+		return cmdutil.Exit(1)
+	}
+	return nil
+}
+
+// optionError reports an error of the options (or of the backing file
+// they name) as qemu-img words it.
+func optionError(o *Options, err error) error {
+	ios := o.IO
+	var oe *pcreate.OptionError
+	if errors.As(err, &oe) {
+		if oe.Global {
+			ios.Errorf("%s", oe.Msg)
+		} else {
+			ios.Errorf("%s: %s", o.File, oe.Msg)
+		}
+		if oe.Hint != "" && oe.Global {
+			ios.Errorf("%s", oe.Hint)
+		} else if oe.Hint != "" {
+			fmt.Fprintln(ios.ErrOut, oe.Hint)
+		}
+		return cmdutil.Exit(1)
+	}
+	var be *pcreate.BackingOpenError
+	if errors.As(err, &be) {
+		ios.Errorf("%s: %v", o.File, be)
+		fmt.Fprintln(ios.ErrOut, be.Hint())
+		return cmdutil.Exit(1)
+	}
+	ios.Errorf("%s: %v", o.File, err)
+	return cmdutil.Exit(1)
 }
