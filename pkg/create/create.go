@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/big"
 	"math/bits"
+	"slices"
 
 	"github.com/zqimg/zqimg/pkg/image"
 	"github.com/zqimg/zqimg/pkg/zone"
@@ -108,6 +109,26 @@ func Resolve(o *Options) (*Spec, error) {
 	}
 	if err := resolveBacking(o, s); err != nil {
 		return nil, err
+	}
+	if o.on("encryption") {
+		// Legacy AES encryption (crypt_method 1): nothing but the header
+		// field is written; the key is derived from the secret when the
+		// image is opened, which zqimg does not do (it refuses encrypted
+		// images), so create is all it supports.
+		if s.Zone != nil {
+			return nil, verr("encryption", "a zoned image cannot be encrypted")
+		}
+		if io.Preallocation != image.PreallocOff {
+			return nil, verr("encryption", "zqimg cannot preallocate an encrypted image (preallocation=%s)", io.Preallocation)
+		}
+		id := o.str("encrypt.key-secret", "")
+		if !o.has("encrypt.key-secret") {
+			return nil, verr("encryption", "Parameter 'encrypt.key-secret' is required for cipher")
+		}
+		if !slices.Contains(o.secrets, id) {
+			return nil, verr("encryption", "No secret with id '%s'", id)
+		}
+		io.CryptMethod = image.CryptAES
 	}
 	return s, nil
 }

@@ -3,8 +3,11 @@ package create
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/zqimg/zqimg/pkg/image"
 )
 
 func resolve(t *testing.T, size string, opts ...string) (*Spec, error) {
@@ -243,5 +246,46 @@ func TestResolveZoned59Bits(t *testing.T) {
 	_, err := resolve(t, "512P", "zone.mode=host-managed,zone.size=1P", "cluster_size=2M")
 	if err == nil || !strings.Contains(err.Error(), "576460752303423488") || !strings.Contains(err.Error(), "size 576460752303423488") {
 		t.Errorf("the message names neither the size nor the limit: %v", err)
+	}
+}
+
+// TestEncryptionAES: encryption=on (legacy AES) needs encrypt.key-secret
+// naming a secret of --object, and sets only the header's crypt_method;
+// --object takes secrets only.
+func TestEncryptionAES(t *testing.T) {
+	ids, err := SecretIDs([]string{"secret,id=sec0,data=123456", "qom-type=secret,id=s1,file=/dev/null"})
+	if err != nil || !slices.Equal(ids, []string{"sec0", "s1"}) {
+		t.Fatalf("SecretIDs: %v, %v", ids, err)
+	}
+	for _, bad := range []string{"iothread,id=x", "secret,data=1"} {
+		if _, err := SecretIDs([]string{bad}); err == nil {
+			t.Errorf("SecretIDs(%q) accepted", bad)
+		}
+	}
+	for _, c := range []struct {
+		opts    string
+		secrets []string
+		want    string // error text; "" for success
+	}{
+		{"encryption=on", nil, "Parameter 'encrypt.key-secret' is required for cipher"},
+		{"encryption=on,encrypt.key-secret=sec0", nil, "No secret with id 'sec0'"},
+		{"encryption=on,encrypt.key_secret=sec0", []string{"sec0"}, ""},
+		{"encryption=on,encrypt.key-secret=sec0,preallocation=metadata", []string{"sec0"}, "preallocate"},
+		{"encryption=off", nil, ""},
+	} {
+		o, err := ParseOptions([]string{c.opts}, "1M", true)
+		if err != nil {
+			t.Fatalf("%s: %v", c.opts, err)
+		}
+		o.SetSecrets(c.secrets)
+		s, err := Resolve(o)
+		switch {
+		case c.want == "" && err != nil:
+			t.Errorf("%s: %v", c.opts, err)
+		case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
+			t.Errorf("%s: error %v, want %q", c.opts, err, c.want)
+		case c.want == "" && strings.HasPrefix(c.opts, "encryption=on") && s.Image.CryptMethod != image.CryptAES:
+			t.Errorf("%s: crypt method %d", c.opts, s.Image.CryptMethod)
+		}
 	}
 }

@@ -39,6 +39,7 @@ func (d OptionDef) Type() string { return d.kind.String() }
 // its "Formatting ..." line.
 var defs = []OptionDef{
 	{"encryption", kindBool, "Encrypt the image with format 'aes'. (Deprecated in favor of encrypt.format=aes)", ""},
+	{"encrypt.key-secret", kindString, "ID of secret providing qcow AES key or LUKS passphrase", ""},
 	{"cluster_size", kindSize, "qcow2 cluster size", "65536"},
 	{"extended_l2", kindBool, "Extended L2 tables", "off"},
 	{"preallocation", kindString, "Preallocation mode (allowed values: off, metadata, falloc, full)", ""},
@@ -63,7 +64,7 @@ var defs = []OptionDef{
 
 // qemuOnly are qemu-img qcow2 options that zqimg does not implement.
 var qemuOnly = []string{"data_file", "data_file_raw",
-	"encrypt.format", "encrypt.key-secret", "encrypt.cipher-alg", "encrypt.cipher-mode",
+	"encrypt.format", "encrypt.cipher-alg", "encrypt.cipher-mode",
 	"encrypt.ivgen-alg", "encrypt.ivgen-hash-alg", "encrypt.hash-alg", "encrypt.iter-time"}
 
 // ErrHelp is returned by ParseOptions when the options ask for help.
@@ -110,9 +111,10 @@ type value struct {
 // Options holds the options given with -o (and the size argument), parsed
 // and typed but not yet checked against each other.
 type Options struct {
-	set    map[string]value
-	format string      // "qcow2" or "raw"
-	defs   []OptionDef // the options of the format
+	secrets []string // ids of the secrets given (--object secret,id=ID,...)
+	set     map[string]value
+	format  string      // "qcow2" or "raw"
+	defs    []OptionDef // the options of the format
 }
 
 // rawDefs are the options of a raw image (file-posix's), in qemu-img's
@@ -133,7 +135,13 @@ func (o *Options) lookup(name string) (OptionDef, bool) {
 }
 
 // canonicalName accepts both '_' and '-' spellings of option names.
-func canonicalName(name string) string { return strings.ReplaceAll(name, "-", "_") }
+// The encrypt.* options are QEMU's QAPI names, spelt with '-'.
+func canonicalName(name string) string {
+	if strings.HasPrefix(name, "encrypt.") {
+		return strings.ReplaceAll(name, "_", "-")
+	}
+	return strings.ReplaceAll(name, "-", "_")
+}
 
 // SplitOptions splits a -o list at single commas; ",," stands for a comma
 // (QEMU's option syntax; amend parses its lists with it too).
@@ -203,9 +211,6 @@ func parseOptions(format string, table []OptionDef, lists []string, sizeArg stri
 			v, err := parseValue(def, val)
 			if err != nil {
 				return nil, err
-			}
-			if name == "encryption" && v.on {
-				return nil, &OptionError{Msg: "Parameter 'encryption' is not supported by zqimg"}
 			}
 			o.set[name] = v
 		}
@@ -316,6 +321,11 @@ func help(format string, table []OptionDef) string {
 	return b.String()
 }
 
+// SetSecrets names the secrets the command line provides (qemu-img's
+// --object secret,id=ID,...): encryption=on needs encrypt.key-secret to
+// name one of them.
+func (o *Options) SetSecrets(ids []string) { o.secrets = ids }
+
 func (o *Options) has(name string) bool { _, ok := o.set[name]; return ok }
 
 func (o *Options) num(name string, def uint64) uint64 {
@@ -333,3 +343,31 @@ func (o *Options) str(name, def string) string {
 }
 
 func (o *Options) on(name string) bool { return o.set[name].on }
+
+// SecretIDs returns the ids of the secrets among qemu-img --object
+// definitions ("secret,id=ID,data=DATA" or "...,file=FILE"); any other
+// object type is refused.
+func SecretIDs(objects []string) ([]string, error) {
+	var ids []string
+	for _, obj := range objects {
+		items := SplitOptions(obj)
+		typ := items[0]
+		if t, ok := strings.CutPrefix(typ, "qom-type="); ok {
+			typ = t
+		}
+		if typ != "secret" {
+			return nil, &OptionError{Msg: fmt.Sprintf("Object type '%s' is not supported by zqimg (only secret)", typ), Global: true}
+		}
+		id := ""
+		for _, it := range items[1:] {
+			if v, ok := strings.CutPrefix(it, "id="); ok {
+				id = v
+			}
+		}
+		if id == "" {
+			return nil, &OptionError{Msg: "Parameter 'id' is missing", Global: true}
+		}
+		ids = append(ids, id)
+	}
+	return ids, nil
+}

@@ -25,6 +25,9 @@ type CreateOptions struct {
 	// the backing format extension.
 	BackingFile   string
 	BackingFormat string
+	// CryptMethod is the header's crypt_method: 0, or CryptAES for
+	// qemu-img's encryption=on (only the field is written).
+	CryptMethod uint32
 	// Preallocation allocates the whole virtual disk up front, as
 	// qemu-img create -o preallocation=MODE does (metadata, falloc, full).
 	Preallocation PreallocMode
@@ -88,6 +91,9 @@ func Format(f File, o CreateOptions) error {
 		// qcow2_update_header writes the backing format extension first.
 		exts = append([]Extension{{Magic: ExtBackingFormat, Data: []byte(o.BackingFormat)}}, exts...)
 	}
+	// Set last, as qemu-img does (qcow2_set_up_encryption): the image is
+	// not opened again.
+	img.hdr.CryptMethod = o.CryptMethod
 	hc, err := marshalHeaderCluster(&img.hdr, exts, o.BackingFile, cs)
 	if err != nil {
 		return err
@@ -95,7 +101,7 @@ func Format(f File, o CreateOptions) error {
 	if _, err := f.WriteAt(hc, 0); err != nil {
 		return err
 	}
-	if o.Preallocation != PreallocOff {
+	if o.Preallocation != PreallocOff && o.CryptMethod == 0 {
 		// As qemu-img: the image made so far is opened and grown over
 		// its whole size with the mode (qcow2_co_truncate).
 		pimg, err := openFile(keepOpen{f}, "", Options{Features: o.Incompatible, NoBacking: true}, false)

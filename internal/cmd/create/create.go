@@ -25,6 +25,9 @@ type Options struct {
 	HasBacking    bool
 	BackingFormat string
 	NoBackingOpen bool
+	// Objects are the --object definitions; only secrets
+	// (secret,id=ID,data=...|file=...) are known.
+	Objects []string
 }
 
 // NewCmdCreate returns the create command; runF replaces the default run
@@ -65,6 +68,7 @@ is an overlay of BACKING (its size taken from BACKING when SIZE is omitted);
 	cmd.Flags().StringVarP(&o.Backing, "backing", "b", "", "backing file (relative names are relative to FILE's directory)")
 	cmd.Flags().StringVarP(&o.BackingFormat, "backing-format", "F", "", "format of the backing file (qcow2 or raw)")
 	cmd.Flags().BoolVarP(&o.NoBackingOpen, "unsafe", "u", false, "do not open the backing file (SIZE is then required)")
+	cmd.Flags().StringArrayVar(&o.Objects, "object", nil, "an object definition, as qemu-img's: secret,id=ID,data=DATA (for encryption=on,encrypt.key-secret=ID)")
 	return cmd
 }
 
@@ -83,8 +87,14 @@ func Run(o *Options) error {
 	if l := pcreate.BackingList(o.Backing, o.HasBacking, o.BackingFormat); l != "" {
 		lists = append(append([]string(nil), lists...), l)
 	}
+	secrets, oerr := pcreate.SecretIDs(o.Objects)
+	if oerr != nil {
+		ios.Errorf("%v", oerr)
+		return cmdutil.Exit(1)
+	}
 	opts, err := pcreate.ParseOptions(lists, o.Size, o.HasSize)
 	if err == nil {
+		opts.SetSecrets(secrets)
 		err = pcreate.ResolveBacking(opts, o.File, o.NoBackingOpen)
 	}
 	if errors.Is(err, pcreate.ErrHelp) {
