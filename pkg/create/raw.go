@@ -58,6 +58,14 @@ func CreateRaw(path string, s *RawSpec, opts ...Option) error {
 		if err := f.Truncate(n); err != nil {
 			return err
 		}
+		if s.Preallocation == image.PreallocOff && n > 0 {
+			// As qemu-img's file driver (allocate_first_block): the first
+			// block is written, so that probing the alignment of the file
+			// later needs no allocation.
+			if _, err := f.WriteAt(make([]byte, min(n, 4096)), 0); err != nil {
+				return err
+			}
+		}
 		return f.Sync()
 	}
 	return Install(path, build, append([]Option{WithRenameReplace()}, opts...)...)

@@ -160,3 +160,49 @@ func diskUsage(t *testing.T, path string) int64 {
 	t.Helper()
 	return blocks(t, path) * 512
 }
+
+// TestCreateRawMatchesQemu: zqimg create -f raw prints what qemu-img
+// prints, refuses what it refuses, and makes a file of the same length
+// (zeroes), reserved as qemu-img's is (falloc, full) or not (off).
+func TestCreateRawMatchesQemu(t *testing.T) {
+	requireQemu(t)
+	for _, c := range []struct{ opts, size string }{
+		{"", "1000"},
+		{"preallocation=off", "1M"},
+		{"preallocation=falloc", "3M"},
+		{"preallocation=full,extent_size_hint=0", "2M"},
+		{"preallocation=metadata", "1M"},
+		{"preallocation=1234", "1M"},
+		{"cluster_size=4k", "1M"},
+		{"size=5k", ""},
+	} {
+		qdir, zdir := t.TempDir(), t.TempDir()
+		args := []string{"create", "-f", "raw"}
+		if c.opts != "" {
+			args = append(args, "-o", c.opts)
+		}
+		args = append(args, "r.raw")
+		if c.size != "" {
+			args = append(args, c.size)
+		}
+		qr := run(t, qdir, "qemu-img", args...)
+		zr := zq(t, zdir, args...)
+		if qr.code != zr.code || qr.stdout != zr.stdout || qr.stderr != asQemu(zr.stderr) {
+			t.Errorf("%v:\n%s\n%s", args, zr, qr)
+			continue
+		}
+		if qr.code != 0 {
+			continue
+		}
+		q, z := filepath.Join(qdir, "r.raw"), filepath.Join(zdir, "r.raw")
+		if fileSize(t, q) != fileSize(t, z) {
+			t.Errorf("%v: file of %d bytes, qemu-img's %d", args, fileSize(t, z), fileSize(t, q))
+		}
+		if zu, qu := diskUsage(t, z), diskUsage(t, q); (qu > fileSize(t, q)/2) != (zu > fileSize(t, z)/2) {
+			t.Errorf("%v: %d bytes allocated, qemu-img's %d", args, zu, qu)
+		}
+		if d := firstDiff(readFile(t, z), readFile(t, q)); d != "" {
+			t.Errorf("%v: %s", args, d)
+		}
+	}
+}
