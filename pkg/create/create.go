@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/big"
 	"math/bits"
+	"slices"
 
 	"github.com/zqimg/zqimg/pkg/image"
 	"github.com/zqimg/zqimg/pkg/zone"
@@ -36,55 +37,64 @@ func verr(option, format string, args ...any) error {
 func Resolve(o *Options) (*Spec, error) {
 	s := &Spec{}
 	io := &s.Image
+	// Values qemu-img's option parser refuses (QAPI enums), in the order
+	// it visits them: version (compat), preallocation, compression-type.
 	switch c := o.str("compat", "1.1"); c {
 	case "1.1", "v3":
 		io.Version = 3
 	case "0.10", "v2":
 		io.Version = 2
 	default:
-		return nil, verr("compat", "Parameter 'compat' does not accept value '%s' (use 0.10 or 1.1)", c)
+		return nil, verr("compat", "Parameter 'version' does not accept value '%s'", c)
+	}
+	p := o.str("preallocation", "off")
+	prealloc, ok := image.ParsePrealloc(p)
+	if !ok {
+		return nil, verr("preallocation", "Parameter 'preallocation' does not accept value '%s'", p)
+	}
+	io.Preallocation = prealloc
+	ct := o.str("compression_type", "zlib")
+	if ct != "zlib" && ct != "zstd" {
+		return nil, verr("compression_type", "Parameter 'compression-type' does not accept value '%s'", ct)
 	}
 	v3 := io.Version == 3
+	// Then qcow2_co_create's checks, in its order.
+	if o.on("extended_l2") && !v3 {
+		return nil, verr("extended_l2", "Extended L2 entries are only supported with compatibility level 1.1 and above (use version=v3 or greater)")
+	}
 	cs := o.num("cluster_size", 65536)
 	if cs < 512 || cs > 2<<20 || cs&(cs-1) != 0 {
-		return nil, verr("cluster_size", "Cluster size must be a power of two between 512 and 2048k (cluster_size=%d)", cs)
+		return nil, verr("cluster_size", "Cluster size must be a power of two between 512 and 2048k")
 	}
 	io.ClusterBits = uint32(log2(cs))
 	if o.on("extended_l2") {
-		if !v3 {
-			return nil, verr("extended_l2", "Extended L2 entries are only supported with compatibility level 1.1 and above (use compat=1.1)")
-		}
 		if cs < 16384 {
-			return nil, verr("extended_l2", "Extended L2 entries are only supported with cluster sizes of at least 16384 bytes (cluster_size=%d)", cs)
+			return nil, verr("extended_l2", "Extended L2 entries are only supported with cluster sizes of at least 16384 bytes")
 		}
 		io.ExtendedL2 = true
 	}
-	rb := o.num("refcount_bits", 16)
-	if rb == 0 || rb > 64 || rb&(rb-1) != 0 {
-		return nil, verr("refcount_bits", "Refcount width must be a power of two and may not exceed 64 bits (refcount_bits=%d)", rb)
+	if _, _, set := o.Backing(); set && prealloc != image.PreallocOff && !io.ExtendedL2 {
+		return nil, verr("preallocation", "Backing file and preallocation can only be used at the same time if extended_l2 is on")
 	}
-	if !v3 && rb != 16 {
-		return nil, verr("refcount_bits", "Different refcount widths than 16 bits require compatibility level 1.1 or above (use compat=1.1)")
-	}
-	io.RefcountOrder = uint32(log2(rb))
 	if o.on("lazy_refcounts") {
 		if !v3 {
-			return nil, verr("lazy_refcounts", "Lazy refcounts only supported with compatibility level 1.1 and above (use compat=1.1)")
+			return nil, verr("lazy_refcounts", "Lazy refcounts only supported with compatibility level 1.1 and above (use version=v3 or greater)")
 		}
 		io.LazyRefcounts = true
 	}
-	switch ct := o.str("compression_type", "zlib"); ct {
-	case "zlib":
-	case "zstd":
+	rb := o.num("refcount_bits", 16)
+	if rb == 0 || rb > 64 || rb&(rb-1) != 0 {
+		return nil, verr("refcount_bits", "Refcount width must be a power of two and may not exceed 64 bits")
+	}
+	if !v3 && rb != 16 {
+		return nil, verr("refcount_bits", "Different refcount widths than 16 bits require compatibility level 1.1 or above (use version=v3 or greater)")
+	}
+	io.RefcountOrder = uint32(log2(rb))
+	if ct == "zstd" {
 		if !v3 {
-			return nil, verr("compression_type", "Non-zlib compression type is only supported with compatibility level 1.1 and above (use compat=1.1)")
+			return nil, verr("compression_type", "Non-zlib compression type is only supported with compatibility level 1.1 and above (use version=v3 or greater)")
 		}
 		io.CompressionType = image.CompressionZstd
-	default:
-		return nil, verr("compression_type", "Parameter 'compression_type' does not accept value '%s' (use zlib or zstd)", ct)
-	}
-	if p := o.str("preallocation", "off"); p != "off" {
-		return nil, verr("preallocation", "Parameter 'preallocation' does not accept value '%s': zqimg only creates sparse images (preallocation=off)", p)
 	}
 	io.Size = o.num("size", 0)
 	l2Entries := cs / 8
@@ -99,6 +109,26 @@ func Resolve(o *Options) (*Spec, error) {
 	}
 	if err := resolveBacking(o, s); err != nil {
 		return nil, err
+	}
+	if o.on("encryption") {
+		// Legacy AES encryption (crypt_method 1): nothing but the header
+		// field is written; the key is derived from the secret when the
+		// image is opened, which zqimg does not do (it refuses encrypted
+		// images), so create is all it supports.
+		if s.Zone != nil {
+			return nil, verr("encryption", "a zoned image cannot be encrypted")
+		}
+		if io.Preallocation != image.PreallocOff {
+			return nil, verr("encryption", "zqimg cannot preallocate an encrypted image (preallocation=%s)", io.Preallocation)
+		}
+		id := o.str("encrypt.key-secret", "")
+		if !o.has("encrypt.key-secret") {
+			return nil, verr("encryption", "Parameter 'encrypt.key-secret' is required for cipher")
+		}
+		if !slices.Contains(o.secrets, id) {
+			return nil, verr("encryption", "No secret with id '%s'", id)
+		}
+		io.CryptMethod = image.CryptAES
 	}
 	return s, nil
 }
@@ -120,6 +150,9 @@ func resolveZone(o *Options, s *Spec) error {
 	}
 	if s.Image.Version != 3 {
 		return verr("zone.mode", "zone.mode=host-managed requires compat=1.1 (zoned images are qcow2 version 3)")
+	}
+	if p := s.Image.Preallocation; p != image.PreallocOff {
+		return verr("preallocation", "zone.mode=host-managed does not support preallocation=%s: zoned images are created sparse (their zones are allocated as they are written)", p)
 	}
 	h, err := zoneGeometry(o, s.Image.Size)
 	if err != nil {

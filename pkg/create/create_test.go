@@ -3,8 +3,11 @@ package create
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/zqimg/zqimg/pkg/image"
 )
 
 func resolve(t *testing.T, size string, opts ...string) (*Spec, error) {
@@ -101,11 +104,17 @@ func TestResolveDefaultsAndRules(t *testing.T) {
 		option string
 		values []string
 	}{
-		{[]string{"cluster_size=3000"}, "cluster_size", []string{"3000"}},
-		{[]string{"refcount_bits=3"}, "refcount_bits", []string{"3"}},
+		// qemu-img's words exactly (iotests 049, 079, 112): no value named.
+		{[]string{"cluster_size=3000"}, "cluster_size", []string{"Cluster size must be a power of two between 512 and 2048k"}},
+		{[]string{"refcount_bits=3"}, "refcount_bits", []string{"Refcount width must be a power of two and may not exceed 64 bits"}},
+		{[]string{"refcount_bits=-1"}, "refcount_bits", []string{"Refcount width"}},
+		{[]string{"preallocation=1234"}, "preallocation", []string{"Parameter 'preallocation' does not accept value '1234'"}},
+		{[]string{"compat=0.42"}, "compat", []string{"Parameter 'version' does not accept value '0.42'"}},
+		{[]string{"zone.mode=host-managed,preallocation=metadata"}, "preallocation", []string{"preallocation=metadata"}},
+		{[]string{"preallocation=full,backing_file=b.qcow2,backing_fmt=qcow2"}, "preallocation", []string{"extended_l2 is on"}},
 		{[]string{"compat=0.10,refcount_bits=1"}, "refcount_bits", nil},
 		{[]string{"compat=0.10,lazy_refcounts=on"}, "lazy_refcounts", nil},
-		{[]string{"extended_l2=on,cluster_size=8k"}, "extended_l2", []string{"8192"}},
+		{[]string{"extended_l2=on,cluster_size=8k"}, "extended_l2", []string{"16384"}},
 		{[]string{"compression_type=lz4"}, "compression_type", []string{"lz4"}},
 		{[]string{"compat=2"}, "compat", []string{"2"}},
 		{[]string{"zone.size=64M"}, "zone.size", []string{"zone.mode"}},
@@ -237,5 +246,46 @@ func TestResolveZoned59Bits(t *testing.T) {
 	_, err := resolve(t, "512P", "zone.mode=host-managed,zone.size=1P", "cluster_size=2M")
 	if err == nil || !strings.Contains(err.Error(), "576460752303423488") || !strings.Contains(err.Error(), "size 576460752303423488") {
 		t.Errorf("the message names neither the size nor the limit: %v", err)
+	}
+}
+
+// TestEncryptionAES: encryption=on (legacy AES) needs encrypt.key-secret
+// naming a secret of --object, and sets only the header's crypt_method;
+// --object takes secrets only.
+func TestEncryptionAES(t *testing.T) {
+	ids, err := SecretIDs([]string{"secret,id=sec0,data=123456", "qom-type=secret,id=s1,file=/dev/null"})
+	if err != nil || !slices.Equal(ids, []string{"sec0", "s1"}) {
+		t.Fatalf("SecretIDs: %v, %v", ids, err)
+	}
+	for _, bad := range []string{"iothread,id=x", "secret,data=1"} {
+		if _, err := SecretIDs([]string{bad}); err == nil {
+			t.Errorf("SecretIDs(%q) accepted", bad)
+		}
+	}
+	for _, c := range []struct {
+		opts    string
+		secrets []string
+		want    string // error text; "" for success
+	}{
+		{"encryption=on", nil, "Parameter 'encrypt.key-secret' is required for cipher"},
+		{"encryption=on,encrypt.key-secret=sec0", nil, "No secret with id 'sec0'"},
+		{"encryption=on,encrypt.key_secret=sec0", []string{"sec0"}, ""},
+		{"encryption=on,encrypt.key-secret=sec0,preallocation=metadata", []string{"sec0"}, "preallocate"},
+		{"encryption=off", nil, ""},
+	} {
+		o, err := ParseOptions([]string{c.opts}, "1M", true)
+		if err != nil {
+			t.Fatalf("%s: %v", c.opts, err)
+		}
+		o.SetSecrets(c.secrets)
+		s, err := Resolve(o)
+		switch {
+		case c.want == "" && err != nil:
+			t.Errorf("%s: %v", c.opts, err)
+		case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
+			t.Errorf("%s: error %v, want %q", c.opts, err, c.want)
+		case c.want == "" && strings.HasPrefix(c.opts, "encryption=on") && s.Image.CryptMethod != image.CryptAES:
+			t.Errorf("%s: crypt method %d", c.opts, s.Image.CryptMethod)
+		}
 	}
 }

@@ -1,6 +1,7 @@
 // Package create turns qemu-img style "-o key=value" options into a
 // validated image specification (ParseOptions, Resolve) and writes the new
-// image file (Create).
+// image file (Create), preallocated as the preallocation option says; raw
+// images have their own options (ParseRawOptions, ResolveRaw, CreateRaw).
 //
 // # Writing the file
 //

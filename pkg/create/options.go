@@ -38,9 +38,11 @@ func (d OptionDef) Type() string { return d.kind.String() }
 // defs lists the supported options in the order qemu-img prints them in
 // its "Formatting ..." line.
 var defs = []OptionDef{
+	{"encryption", kindBool, "Encrypt the image with format 'aes'. (Deprecated in favor of encrypt.format=aes)", ""},
+	{"encrypt.key-secret", kindString, "ID of secret providing qcow AES key or LUKS passphrase", ""},
 	{"cluster_size", kindSize, "qcow2 cluster size", "65536"},
 	{"extended_l2", kindBool, "Extended L2 tables", "off"},
-	{"preallocation", kindString, "Preallocation mode (allowed values: off)", ""},
+	{"preallocation", kindString, "Preallocation mode (allowed values: off, metadata, falloc, full)", ""},
 	{"compression_type", kindString, "Compression method used for image cluster compression (zlib or zstd)", "zlib"},
 	{"zone.mode", kindString, "zone model modes, mode choice: host-managed", ""},
 	{"zone.size", kindSize, "zone size (power of two, default 256 MiB)", ""},
@@ -55,11 +57,14 @@ var defs = []OptionDef{
 	{"backing_fmt", kindString, "Image format of the base image (qcow2 or raw)", ""},
 	{"lazy_refcounts", kindBool, "Postpone refcount updates", "off"},
 	{"refcount_bits", kindNumber, "Width of a reference count entry in bits", "16"},
+	// A hint of the protocol layer (file-posix) that qemu-img accepts for
+	// qcow2 too; zqimg accepts and ignores it.
+	{"extent_size_hint", kindSize, "Extent size hint for the image file, 0 to disable", ""},
 }
 
 // qemuOnly are qemu-img qcow2 options that zqimg does not implement.
-var qemuOnly = []string{"data_file", "data_file_raw", "encryption",
-	"encrypt.format", "encrypt.key-secret", "encrypt.cipher-alg", "encrypt.cipher-mode",
+var qemuOnly = []string{"data_file", "data_file_raw",
+	"encrypt.format", "encrypt.cipher-alg", "encrypt.cipher-mode",
 	"encrypt.ivgen-alg", "encrypt.ivgen-hash-alg", "encrypt.hash-alg", "encrypt.iter-time"}
 
 // ErrHelp is returned by ParseOptions when the options ask for help.
@@ -106,11 +111,22 @@ type value struct {
 // Options holds the options given with -o (and the size argument), parsed
 // and typed but not yet checked against each other.
 type Options struct {
-	set map[string]value
+	secrets []string // ids of the secrets given (--object secret,id=ID,...)
+	set     map[string]value
+	format  string      // "qcow2" or "raw"
+	defs    []OptionDef // the options of the format
 }
 
-func lookup(name string) (OptionDef, bool) {
-	for _, d := range defs {
+// rawDefs are the options of a raw image (file-posix's), in qemu-img's
+// order.
+var rawDefs = []OptionDef{
+	{"size", kindSize, "Virtual disk size", ""},
+	{"preallocation", kindString, "Preallocation mode (allowed values: off, falloc, full)", ""},
+	{"extent_size_hint", kindSize, "Extent size hint for the image file, 0 to disable", ""},
+}
+
+func (o *Options) lookup(name string) (OptionDef, bool) {
+	for _, d := range o.defs {
 		if d.Name == name {
 			return d, true
 		}
@@ -119,7 +135,13 @@ func lookup(name string) (OptionDef, bool) {
 }
 
 // canonicalName accepts both '_' and '-' spellings of option names.
-func canonicalName(name string) string { return strings.ReplaceAll(name, "-", "_") }
+// The encrypt.* options are QEMU's QAPI names, spelt with '-'.
+func canonicalName(name string) string {
+	if strings.HasPrefix(name, "encrypt.") {
+		return strings.ReplaceAll(name, "_", "-")
+	}
+	return strings.ReplaceAll(name, "-", "_")
+}
 
 // SplitOptions splits a -o list at single commas; ",," stands for a comma
 // (QEMU's option syntax; amend parses its lists with it too).
@@ -145,7 +167,17 @@ func SplitOptions(s string) []string {
 // ParseOptions parses the -o arguments in order (later values win) and the
 // optional size argument. It returns ErrHelp when one of them is "help" or "?".
 func ParseOptions(lists []string, sizeArg string, haveSize bool) (*Options, error) {
-	o := &Options{set: map[string]value{}}
+	return parseOptions("qcow2", defs, lists, sizeArg, haveSize)
+}
+
+// ParseRawOptions is ParseOptions for a raw image: size, preallocation
+// and extent_size_hint.
+func ParseRawOptions(lists []string, sizeArg string, haveSize bool) (*Options, error) {
+	return parseOptions("raw", rawDefs, lists, sizeArg, haveSize)
+}
+
+func parseOptions(format string, table []OptionDef, lists []string, sizeArg string, haveSize bool) (*Options, error) {
+	o := &Options{set: map[string]value{}, format: format, defs: table}
 	for _, l := range lists {
 		if !validOptionList(l) {
 			return nil, &OptionError{Msg: "Invalid option list: " + l, Global: true}
@@ -163,9 +195,9 @@ func ParseOptions(lists []string, sizeArg string, haveSize bool) (*Options, erro
 			}
 			name, val, hasVal := strings.Cut(item, "=")
 			name = canonicalName(name)
-			def, ok := lookup(name)
+			def, ok := o.lookup(name)
 			if !ok {
-				if slices.Contains(qemuOnly, name) {
+				if format == "qcow2" && slices.Contains(qemuOnly, name) {
 					return nil, &OptionError{Msg: fmt.Sprintf("Parameter '%s' is not supported by zqimg", name)}
 				}
 				return nil, &OptionError{Msg: fmt.Sprintf("Invalid parameter '%s'", name)}
@@ -219,7 +251,13 @@ func parseValue(def OptionDef, s string) (value, error) {
 		}
 		return value{text: strconv.FormatUint(n, 10), num: n}, nil
 	case kindNumber:
-		n, err := strconv.ParseUint(s, 0, 64)
+		// As qemu_strtou64: a leading '-' negates (modulo 2^64), so
+		// "-1" is 2^64-1, and the value is printed as given.
+		digits, neg := strings.CutPrefix(s, "-")
+		n, err := strconv.ParseUint(digits, 0, 64)
+		if err == nil && neg {
+			return value{text: s, num: -n}, nil
+		}
 		if err != nil {
 			if errors.Is(err, strconv.ErrRange) {
 				return value{}, &OptionError{Msg: fmt.Sprintf("Value '%s' is too large for parameter '%s'", s, def.Name)}
@@ -244,8 +282,8 @@ func parseValue(def OptionDef, s string) (value, error) {
 // qemu-img's order, sizes and numbers in decimal bytes.
 func (o *Options) Formatting(filename string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "Formatting '%s', fmt=qcow2", filename)
-	for _, d := range defs {
+	fmt.Fprintf(&b, "Formatting '%s', fmt=%s", filename, o.format)
+	for _, d := range o.defs {
 		v, ok := o.set[d.Name]
 		text := v.text
 		if !ok {
@@ -263,18 +301,30 @@ func (o *Options) Formatting(filename string) string {
 }
 
 // Help returns the option list printed for "-o help".
-func Help() string {
-	defs := slices.Clone(defs)
+func Help() string { return help("qcow2", defs) }
+
+// RawHelp returns the option list printed for "-f raw -o help".
+func RawHelp() string { return help("raw", rawDefs) }
+
+func help(format string, table []OptionDef) string {
+	defs := slices.Clone(table)
 	slices.SortFunc(defs, func(a, b OptionDef) int { return strings.Compare(a.Name, b.Name) })
 	var b strings.Builder
-	b.WriteString("Supported qcow2 options:\n")
+	fmt.Fprintf(&b, "Supported %s options:\n", format)
 	for _, d := range defs {
 		left := fmt.Sprintf("%s=<%s>", d.Name, d.Type())
 		fmt.Fprintf(&b, "  %-22s - %s\n", left, d.Help)
 	}
-	b.WriteString("\nBoth '_' and '-' are accepted in option names (zone.max-open-zones).\n")
+	if format == "qcow2" {
+		b.WriteString("\nBoth '_' and '-' are accepted in option names (zone.max-open-zones).\n")
+	}
 	return b.String()
 }
+
+// SetSecrets names the secrets the command line provides (qemu-img's
+// --object secret,id=ID,...): encryption=on needs encrypt.key-secret to
+// name one of them.
+func (o *Options) SetSecrets(ids []string) { o.secrets = ids }
 
 func (o *Options) has(name string) bool { _, ok := o.set[name]; return ok }
 
@@ -293,3 +343,31 @@ func (o *Options) str(name, def string) string {
 }
 
 func (o *Options) on(name string) bool { return o.set[name].on }
+
+// SecretIDs returns the ids of the secrets among qemu-img --object
+// definitions ("secret,id=ID,data=DATA" or "...,file=FILE"); any other
+// object type is refused.
+func SecretIDs(objects []string) ([]string, error) {
+	var ids []string
+	for _, obj := range objects {
+		items := SplitOptions(obj)
+		typ := items[0]
+		if t, ok := strings.CutPrefix(typ, "qom-type="); ok {
+			typ = t
+		}
+		if typ != "secret" {
+			return nil, &OptionError{Msg: fmt.Sprintf("Object type '%s' is not supported by zqimg (only secret)", typ), Global: true}
+		}
+		id := ""
+		for _, it := range items[1:] {
+			if v, ok := strings.CutPrefix(it, "id="); ok {
+				id = v
+			}
+		}
+		if id == "" {
+			return nil, &OptionError{Msg: "Parameter 'id' is missing", Global: true}
+		}
+		ids = append(ids, id)
+	}
+	return ids, nil
+}

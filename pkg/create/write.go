@@ -376,6 +376,25 @@ type BuildFile struct {
 	mem     *memFile   // when in memory
 	os      *os.File   // when in a file
 	named   string     // the hidden file's name (fallback), removed at Close
+	// reserved are the ranges Allocate reserved: a copy of the file (an
+	// existing target filled in place) reserves them too, since copying
+	// skips what reads as holes.
+	reserved []extentRange
+}
+
+type extentRange struct{ off, n int64 }
+
+// Allocate reserves [off, off+n) (fallocate), extending the file, and
+// records the range for the target (preallocation=falloc).
+func (b *BuildFile) Allocate(off, n int64) error {
+	b.reserved = append(b.reserved, extentRange{off, n})
+	if a, ok := b.wrapped.(image.Allocator); ok {
+		return a.Allocate(off, n)
+	}
+	if size, err := b.wrapped.Size(); err != nil || size >= off+n {
+		return err
+	}
+	return b.wrapped.Truncate(off + n)
 }
 
 // OS returns the operating-system file being built, or nil when the file
@@ -521,6 +540,13 @@ func replaceInPlace(dst image.File, src *BuildFile, magicLen int64) error {
 	})
 	if err != nil {
 		return err
+	}
+	for _, r := range src.reserved {
+		if a, ok := dst.(image.Allocator); ok {
+			if err := a.Allocate(r.off, r.n); err != nil {
+				return err
+			}
+		}
 	}
 	if err := dst.Sync(); err != nil {
 		return err

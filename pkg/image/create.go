@@ -25,6 +25,12 @@ type CreateOptions struct {
 	// the backing format extension.
 	BackingFile   string
 	BackingFormat string
+	// CryptMethod is the header's crypt_method: 0, or CryptAES for
+	// qemu-img's encryption=on (only the field is written).
+	CryptMethod uint32
+	// Preallocation allocates the whole virtual disk up front, as
+	// qemu-img create -o preallocation=MODE does (metadata, falloc, full).
+	Preallocation PreallocMode
 }
 
 // Table is a metadata area allocated at creation time, right after the
@@ -85,6 +91,9 @@ func Format(f File, o CreateOptions) error {
 		// qcow2_update_header writes the backing format extension first.
 		exts = append([]Extension{{Magic: ExtBackingFormat, Data: []byte(o.BackingFormat)}}, exts...)
 	}
+	// Set last, as qemu-img does (qcow2_set_up_encryption): the image is
+	// not opened again.
+	img.hdr.CryptMethod = o.CryptMethod
 	hc, err := marshalHeaderCluster(&img.hdr, exts, o.BackingFile, cs)
 	if err != nil {
 		return err
@@ -92,7 +101,35 @@ func Format(f File, o CreateOptions) error {
 	if _, err := f.WriteAt(hc, 0); err != nil {
 		return err
 	}
+	if o.Preallocation != PreallocOff && o.CryptMethod == 0 {
+		// As qemu-img: the image made so far is opened and grown over
+		// its whole size with the mode (qcow2_co_truncate).
+		pimg, err := openFile(keepOpen{f}, "", Options{Features: o.Incompatible, NoBacking: true}, false)
+		if err != nil {
+			return err
+		}
+		err = pimg.preallocate(0, pimg.hdr.Size, o.Preallocation)
+		if cerr := pimg.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("Could not resize image: %w", err)
+		}
+	}
 	return f.Sync()
+}
+
+// keepOpen is a File whose Close does nothing (an Image that must not
+// close the file it was given). It forwards Allocate.
+type keepOpen struct{ File }
+
+func (k keepOpen) Close() error { return nil }
+
+func (k keepOpen) Allocate(off, n int64) error {
+	if a, ok := k.File.(Allocator); ok {
+		return a.Allocate(off, n)
+	}
+	return k.File.Truncate(off + n)
 }
 
 // header returns the fixed header of a new image, without tables.

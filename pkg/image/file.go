@@ -280,6 +280,36 @@ func (o *OSFile) ZeroRange(off, n int64) error {
 	}
 }
 
+// Allocate reserves [off, off+n) with fallocate (mode 0: the file grows
+// if needed, data already there is kept), as posix_fallocate.
+func (o *OSFile) Allocate(off, n int64) error {
+	if n <= 0 {
+		return nil
+	}
+	for {
+		err := unix.Fallocate(int(o.f.Fd()), 0, off, n)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOSYS) {
+			// No fallocate: write zeroes where the file has none yet.
+			size, serr := o.Size()
+			if serr != nil {
+				return serr
+			}
+			if off+n <= size {
+				return nil
+			}
+			from := max(off, size)
+			return o.writeZeroes(from, off+n-from)
+		}
+		if err != nil {
+			return fmt.Errorf("fallocate %s [0x%x, 0x%x): %w", o.path, off, off+n, err)
+		}
+		return nil
+	}
+}
+
 func (o *OSFile) writeZeroes(off, n int64) error {
 	z := make([]byte, min(n, 1<<20))
 	for n > 0 {

@@ -77,6 +77,9 @@ const (
 	AutoclearDataFileRaw uint64 = 1 << 1
 )
 
+// CryptAES is the crypt_method of legacy AES encryption (QCOW_CRYPT_AES).
+const CryptAES uint32 = 1
+
 // Compression types (header byte 104).
 const (
 	CompressionZlib uint8 = 0

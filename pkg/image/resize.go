@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"syscall"
 )
 
 // Resize errors, worded as qemu-img's.
@@ -24,6 +25,9 @@ type ResizeOptions struct {
 	// Tables replace metadata tables of a layer above this package in the
 	// same atomic switch (the zoned write-pointer table).
 	Tables []TableUpdate
+	// Preallocation allocates the added area as qemu-img resize
+	// --preallocation=MODE does (growing only).
+	Preallocation PreallocMode
 }
 
 // Resize changes the virtual disk size to size bytes (a multiple of 512).
@@ -44,6 +48,9 @@ func (img *Image) Resize(size uint64, o ResizeOptions) error {
 		return ErrSizeUnaligned
 	}
 	old := img.hdr.Size
+	if size < old && o.Preallocation != PreallocOff {
+		return ErrPreallocShrink
+	}
 	if size < old && !o.Shrink {
 		return ErrShrinkNotAllowed
 	}
@@ -52,6 +59,25 @@ func (img *Image) Resize(size uint64, o ResizeOptions) error {
 	}
 	if err := img.flush(); err != nil {
 		return err
+	}
+	if size >= old && len(o.Tables) == 0 {
+		// Growing: QEMU's way, each step crash-safe on its own (a crash
+		// leaks clusters at worst). A larger L1 table is written to new
+		// clusters, the header switched to it (one write in the first
+		// sector), the old one freed; then the size, one header field.
+		if need := ceilDiv(size, img.cs*img.l2Ents); need > img.l1.len() {
+			if err := img.growL1(need, size); err != nil {
+				return err
+			}
+		}
+		if err := img.writeHeaderField(HdrSize, 8, size); err != nil {
+			return err
+		}
+		if err := img.f.Sync(); err != nil {
+			return err
+		}
+		img.hdr.Size = size
+		return img.afterGrow(old, size, o)
 	}
 	t, err := img.beginTxn()
 	if err != nil {
@@ -85,6 +111,74 @@ func (img *Image) Resize(size uint64, o ResizeOptions) error {
 			moved[i] = u
 		}
 		return img.giveBackTail(moved)
+	}
+	return img.afterGrow(old, size, o)
+}
+
+// growL1 replaces the active L1 table by one of n entries (QEMU's
+// qcow2_grow_l1_table with an exact size): allocated first fit, written
+// (n*8 bytes) and synced with its refcounts, then the header's L1 size and
+// offset are switched in one write and synced, and the old table freed.
+func (img *Image) growL1(n, size uint64) error {
+	if n*8 > MaxL1Bytes {
+		return fmt.Errorf("Failed to grow the L1 table: File too large (a virtual size of %d bytes needs %d L1 entries, at most %d fit: %w)", size, n, MaxL1Bytes/8, syscall.EFBIG)
+	}
+	oldOff, oldLen := img.hdr.L1TableOffset, img.l1.len()
+	off, err := img.rc.alloc(n * 8)
+	if err != nil {
+		return err
+	}
+	if err := img.rc.writeBlocksSync(); err != nil {
+		return err
+	}
+	buf := make([]byte, n*8)
+	for i, e := range img.l1.nonZero() {
+		binary.BigEndian.PutUint64(buf[i*8:], e)
+	}
+	if _, err := img.f.WriteAt(buf, int64(off)); err != nil {
+		return err
+	}
+	if err := img.f.Sync(); err != nil {
+		return err
+	}
+	var hb [12]byte
+	binary.BigEndian.PutUint32(hb[0:], uint32(n))
+	binary.BigEndian.PutUint64(hb[4:], off)
+	if _, err := img.f.WriteAt(hb[:], HdrL1Size); err != nil {
+		return err
+	}
+	if err := img.f.Sync(); err != nil {
+		return err
+	}
+	l1 := newSparseTable(n)
+	for i, e := range img.l1.nonZero() {
+		l1.set(i, e)
+	}
+	img.l1 = l1
+	img.hdr.L1Size, img.hdr.L1TableOffset = uint32(n), off
+	clear(img.l1Dirty)
+	img.metaChanged()
+	if oldLen > 0 {
+		if err := img.rc.update(oldOff, oldLen*8, 1, true); err != nil {
+			return err
+		}
+	}
+	return img.rc.writeBlocksSync()
+}
+
+// afterGrow finishes a resize from old to size bytes once the new size is
+// in place: the added area is preallocated as o says, and bytes of the old
+// last cluster beyond the old end made to read as zeroes.
+func (img *Image) afterGrow(old, size uint64, o ResizeOptions) error {
+	if size > old && o.Preallocation != PreallocOff {
+		// After the switch to the new size: a crash leaves the new size
+		// with part of the area allocated, which reads the same.
+		if err := img.preallocate(old, size, o.Preallocation); err != nil {
+			return err
+		}
+		if err := img.flush(); err != nil {
+			return err
+		}
 	}
 	// A size that was not a whole number of clusters may leave bytes of
 	// the last cluster beyond the old end: they must read as zeroes now

@@ -66,8 +66,8 @@ func (img *Image) ReadVMState(p []byte, pos int64) (int, error) {
 
 // WriteVMState writes p at byte pos of the VM state area (qemu-io write
 // -b). The L1 table grows first when it does not reach that far, as a
-// resize grows it (a new table, switched by one header write); then the
-// clusters are written as a guest write writes them.
+// resize grows it (growL1: a new table, switched by one header write);
+// then the clusters are written as a guest write writes them.
 func (img *Image) WriteVMState(p []byte, pos int64) (int, error) {
 	img.lock()
 	defer img.unlock()
@@ -82,7 +82,12 @@ func (img *Image) WriteVMState(p []byte, pos int64) (int, error) {
 		return 0, nil
 	}
 	if need := ceilDiv(g+uint64(len(p)), img.l2Span()); need > img.l1.len() {
-		if err := img.growL1(need); err != nil {
+		// The L2 tables the entries point to are durable before a new
+		// table names them (growL1 writes the entries it has in memory).
+		if err := img.flush(); err != nil {
+			return 0, err
+		}
+		if err := img.growL1(need, img.hdr.Size); err != nil {
 			return 0, err
 		}
 	}
@@ -99,25 +104,4 @@ func (img *Image) WriteVMState(p []byte, pos int64) (int, error) {
 		done += int(n)
 	}
 	return len(p), nil
-}
-
-// growL1 makes the active L1 table n entries long (n more than it has),
-// keeping the virtual size. mu is held.
-func (img *Image) growL1(n uint64) error {
-	if err := img.flush(); err != nil {
-		return err
-	}
-	t, err := img.beginTxn()
-	if err != nil {
-		return err
-	}
-	l1 := img.l1.slice()
-	l1 = append(l1, make([]uint64, n-uint64(len(l1)))...)
-	if err := t.inc(img.hdr.L1TableOffset, img.l1.len()*8, -1); err != nil {
-		return err
-	}
-	if err := t.setL1(l1, img.hdr.Size); err != nil {
-		return err
-	}
-	return t.commit()
 }

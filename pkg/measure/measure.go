@@ -112,6 +112,10 @@ func Measure(r Request) (*Result, error) {
 			return nil, err
 		}
 	}
+	if p := io.Preallocation; p == image.PreallocFalloc || p == image.PreallocFull {
+		// Every data cluster is allocated (metadata is always counted).
+		data = virtual
+	}
 	res.Required = res.FullyAllocated - virtual + data
 	// Bitmaps count when both the source and the new image could hold
 	// persistent bitmaps: qcow2 version 3 both.

@@ -24,6 +24,16 @@ var ErrResize = errors.New("zoned resize refused")
 // and zonedmeta_offset updated) in the same atomic header write that
 // switches the size and the L1 table.
 func (d *Device) Resize(size uint64, shrink bool) error {
+	return d.ResizePrealloc(size, shrink, image.PreallocOff)
+}
+
+// ErrZonedPrealloc refuses preallocation on a zoned image.
+var ErrZonedPrealloc = fmt.Errorf("%w: a zoned image cannot be preallocated (its zones are allocated as they are written); use --preallocation=off", ErrResize)
+
+// ResizePrealloc is Resize with the new area of a plain image allocated
+// with mode (qemu-img resize --preallocation); a zoned image refuses any
+// mode but off.
+func (d *Device) ResizePrealloc(size uint64, shrink bool, mode image.PreallocMode) error {
 	d.lock()
 	defer d.unlock()
 	if err := d.flush(); err != nil {
@@ -31,7 +41,10 @@ func (d *Device) Resize(size uint64, shrink bool) error {
 	}
 	old := uint64(d.Size())
 	if d.h == nil {
-		return d.img.Resize(size, image.ResizeOptions{Shrink: shrink})
+		return d.img.Resize(size, image.ResizeOptions{Shrink: shrink, Preallocation: mode})
+	}
+	if mode != image.PreallocOff {
+		return ErrZonedPrealloc
 	}
 	if size%512 != 0 {
 		return image.ErrSizeUnaligned

@@ -14,7 +14,8 @@ func TestMeasureMatchesQemu(t *testing.T) {
 	dir := t.TempDir()
 	for _, size := range []string{"0", "1", "1000000", "1G", "100G", "3T", "256T"} {
 		for _, o := range []string{"", "cluster_size=512", "cluster_size=4k,refcount_bits=64", "cluster_size=2M,refcount_bits=1",
-			"extended_l2=on", "extended_l2=on,cluster_size=16k", "compat=0.10", "lazy_refcounts=on,compression_type=zstd"} {
+			"extended_l2=on", "extended_l2=on,cluster_size=16k", "compat=0.10", "lazy_refcounts=on,compression_type=zstd",
+			"preallocation=metadata", "preallocation=falloc,cluster_size=512", "preallocation=full,extended_l2=on"} {
 			args := []string{"measure", "-O", "qcow2", "--size", size}
 			if o != "" {
 				args = append(args, "-o", o)
@@ -41,6 +42,7 @@ func TestMeasureMatchesQemu(t *testing.T) {
 			{"measure", "-O", "qcow2", "-o", "cluster_size=4k", path},
 			{"measure", "-O", "qcow2", "-o", "cluster_size=2M,extended_l2=on", path},
 			{"measure", "-O", "qcow2", "-o", "compat=0.10", path},
+			{"measure", "-O", "qcow2", "-o", "preallocation=full", path},
 			{"measure", "-O", "raw", "--output=json", path},
 		} {
 			sameRun(t, dir, args...)

@@ -25,6 +25,9 @@ type Options struct {
 	HasBacking    bool
 	BackingFormat string
 	NoBackingOpen bool
+	// Objects are the --object definitions; only secrets
+	// (secret,id=ID,data=...|file=...) are known.
+	Objects []string
 }
 
 // NewCmdCreate returns the create command; runF replaces the default run
@@ -59,28 +62,39 @@ is an overlay of BACKING (its size taken from BACKING when SIZE is omitted);
 			return Run(o)
 		},
 	}
-	cmd.Flags().StringVarP(&o.Format, "format", "f", "qcow2", "image format (only qcow2)")
+	cmd.Flags().StringVarP(&o.Format, "format", "f", "qcow2", "image format: qcow2 or raw")
 	cmd.Flags().StringArrayVarP(&o.Opts, "options", "o", nil, "comma-separated create options; repeatable; 'help' lists them")
 	cmd.Flags().BoolVarP(&o.Quiet, "quiet", "q", false, "do not print the Formatting line")
 	cmd.Flags().StringVarP(&o.Backing, "backing", "b", "", "backing file (relative names are relative to FILE's directory)")
 	cmd.Flags().StringVarP(&o.BackingFormat, "backing-format", "F", "", "format of the backing file (qcow2 or raw)")
 	cmd.Flags().BoolVarP(&o.NoBackingOpen, "unsafe", "u", false, "do not open the backing file (SIZE is then required)")
+	cmd.Flags().StringArrayVar(&o.Objects, "object", nil, "an object definition, as qemu-img's: secret,id=ID,data=DATA (for encryption=on,encrypt.key-secret=ID)")
 	return cmd
 }
 
 // Run creates the image.
 func Run(o *Options) error {
 	ios := o.IO
-	if o.Format != "qcow2" {
-		ios.Errorf("Unknown file format '%s' (zqimg creates qcow2 images only)", o.Format)
+	switch o.Format {
+	case "qcow2":
+	case "raw":
+		return runRaw(o)
+	default:
+		ios.Errorf("Unknown file format '%s' (zqimg creates qcow2 and raw images only)", o.Format)
 		return cmdutil.Exit(1)
 	}
 	lists := o.Opts
 	if l := pcreate.BackingList(o.Backing, o.HasBacking, o.BackingFormat); l != "" {
 		lists = append(append([]string(nil), lists...), l)
 	}
+	secrets, oerr := pcreate.SecretIDs(o.Objects)
+	if oerr != nil {
+		ios.Errorf("%v", oerr)
+		return cmdutil.Exit(1)
+	}
 	opts, err := pcreate.ParseOptions(lists, o.Size, o.HasSize)
 	if err == nil {
+		opts.SetSecrets(secrets)
 		err = pcreate.ResolveBacking(opts, o.File, o.NoBackingOpen)
 	}
 	if errors.Is(err, pcreate.ErrHelp) {
@@ -93,28 +107,7 @@ func Run(o *Options) error {
 		return cmdutil.Exit(1)
 	}
 	if err != nil {
-		var oe *pcreate.OptionError
-		if errors.As(err, &oe) {
-			if oe.Global {
-				ios.Errorf("%s", oe.Msg)
-			} else {
-				ios.Errorf("%s: %s", o.File, oe.Msg)
-			}
-			if oe.Hint != "" && oe.Global {
-				ios.Errorf("%s", oe.Hint)
-			} else if oe.Hint != "" {
-				fmt.Fprintln(ios.ErrOut, oe.Hint)
-			}
-			return cmdutil.Exit(1)
-		}
-		var be *pcreate.BackingOpenError
-		if errors.As(err, &be) {
-			ios.Errorf("%s: %s", o.File, ios.Reason(be))
-			fmt.Fprintln(ios.ErrOut, be.Hint())
-			return cmdutil.Exit(1)
-		}
-		ios.Errorf("%s: %v", o.File, err)
-		return cmdutil.Exit(1)
+		return optionError(o, err)
 	}
 	if !o.Quiet {
 		fmt.Fprintln(ios.Out, opts.Formatting(o.File))
@@ -132,4 +125,67 @@ func Run(o *Options) error {
 		return cmdutil.Exit(1)
 	}
 	return nil
+}
+
+// runRaw creates a raw image (-f raw): options size, preallocation
+// (off, falloc, full) and extent_size_hint; no backing file.
+func runRaw(o *Options) error {
+	ios := o.IO
+	if o.HasBacking || o.BackingFormat != "" {
+		ios.Errorf("%s: Backing file not supported for file format 'raw'", o.File)
+		return cmdutil.Exit(1)
+	}
+	opts, err := pcreate.ParseRawOptions(o.Opts, o.Size, o.HasSize)
+	if errors.Is(err, pcreate.ErrHelp) {
+		fmt.Fprint(ios.Out, pcreate.RawHelp())
+		return nil
+	}
+	if o.File == "" {
+		ios.Errorf("Expecting image file name")
+		fmt.Fprintln(ios.ErrOut, "Try 'zqimg create --help' for more information")
+		return cmdutil.Exit(1)
+	}
+	if err != nil {
+		return optionError(o, err)
+	}
+	if !o.Quiet {
+		fmt.Fprintln(ios.Out, opts.Formatting(o.File))
+	}
+	spec, err := pcreate.ResolveRaw(opts)
+	if err == nil {
+		err = pcreate.CreateRaw(o.File, spec)
+	}
+	if err != nil {
+		ios.Errorf("%s: %v", o.File, err)
+		return cmdutil.Exit(1)
+	}
+	return nil
+}
+
+// optionError reports an error of the options (or of the backing file
+// they name) as qemu-img words it.
+func optionError(o *Options, err error) error {
+	ios := o.IO
+	var oe *pcreate.OptionError
+	if errors.As(err, &oe) {
+		if oe.Global {
+			ios.Errorf("%s", oe.Msg)
+		} else {
+			ios.Errorf("%s: %s", o.File, oe.Msg)
+		}
+		if oe.Hint != "" && oe.Global {
+			ios.Errorf("%s", oe.Hint)
+		} else if oe.Hint != "" {
+			fmt.Fprintln(ios.ErrOut, oe.Hint)
+		}
+		return cmdutil.Exit(1)
+	}
+	var be *pcreate.BackingOpenError
+	if errors.As(err, &be) {
+		ios.Errorf("%s: %s", o.File, ios.Reason(be))
+		fmt.Fprintln(ios.ErrOut, be.Hint())
+		return cmdutil.Exit(1)
+	}
+	ios.Errorf("%s: %v", o.File, err)
+	return cmdutil.Exit(1)
 }

@@ -24,6 +24,8 @@ type Options struct {
 	File   string
 	// Size is the size argument as given: SIZE, +SIZE or -SIZE.
 	Size string
+	// Preallocation is --preallocation: off, metadata, falloc or full.
+	Preallocation string
 }
 
 // sizeArg matches a negative size, which must not be taken for a flag.
@@ -34,12 +36,15 @@ var sizeArg = regexp.MustCompile(`^-[0-9]`)
 func NewCmdResize(ios *cmdutil.IOStreams, runF func(*Options) error) *cobra.Command {
 	o := &Options{IO: ios}
 	cmd := &cobra.Command{
-		Use:   "resize [--shrink] [-f qcow2] [-q] FILE [+|-]SIZE",
+		Use:   "resize [--shrink] [--preallocation=MODE] [-f qcow2] [-q] FILE [+|-]SIZE",
 		Short: "Change the virtual size of an image",
 		Long: `Change the virtual size of FILE to SIZE, or by +SIZE or -SIZE (suffixes k,
 M, G, T, P, E; base 1024), as qemu-img resize does. Making the image
 smaller needs --shrink and deletes everything beyond the new end (internal
-snapshots keep their data).
+snapshots keep their data). --preallocation=metadata|falloc|full allocates
+the added area as qemu-img does (metadata: L2 tables and clusters mapped,
+the file extended sparsely; falloc: the space reserved; full: zeroes
+written); it only grows an image.
 
 A zoned image grows and shrinks by whole zones (SIZE must be a multiple of
 zone.size): new zones are sequential and EMPTY, and only trailing EMPTY
@@ -47,6 +52,7 @@ zones can be removed. The change is atomic: after a crash the image has the
 old size or the new one.`,
 		Example: `  zqimg resize disk.qcow2 +1G
   zqimg resize --shrink disk.qcow2 512M
+  zqimg resize --preallocation=falloc disk.qcow2 +1G
   zqimg resize zbc.qcow2 +256M`,
 		// A negative size ("-1G") looks like a flag: parse by hand.
 		DisableFlagParsing: true,
@@ -54,6 +60,7 @@ old size or the new one.`,
 			fs := pflag.NewFlagSet("resize", pflag.ContinueOnError)
 			fs.SetOutput(ios.ErrOut)
 			fs.BoolVar(&o.Shrink, "shrink", false, "allow shrinking")
+			fs.StringVar(&o.Preallocation, "preallocation", "off", "preallocation mode of the added area")
 			fs.StringVarP(&o.Format, "format", "f", "qcow2", "image format (only qcow2)")
 			fs.BoolVarP(&o.Quiet, "quiet", "q", false, "print nothing on success")
 			help := fs.BoolP("help", "h", false, "help")
@@ -93,6 +100,7 @@ old size or the new one.`,
 		},
 	}
 	cmd.Flags().Bool("shrink", false, "allow shrinking the image (data beyond the new end is deleted)")
+	cmd.Flags().String("preallocation", "off", "allocate the added area: off, metadata, falloc or full")
 	cmd.Flags().StringP("format", "f", "qcow2", "image format (only qcow2)")
 	cmd.Flags().BoolP("quiet", "q", false, "print nothing on success")
 	return cmd
@@ -104,6 +112,14 @@ func Run(o *Options) error {
 	if o.Format != "qcow2" {
 		ios.Errorf("Unknown file format '%s' (zqimg resizes qcow2 images only)", o.Format)
 		return cmdutil.Exit(1)
+	}
+	prealloc := image.PreallocOff
+	if o.Preallocation != "" {
+		var ok bool
+		if prealloc, ok = image.ParsePrealloc(o.Preallocation); !ok {
+			ios.Errorf("Invalid preallocation mode '%s'", o.Preallocation)
+			return cmdutil.Exit(1)
+		}
 	}
 	rel := 0
 	s := o.Size
@@ -119,7 +135,9 @@ func Run(o *Options) error {
 		fmt.Fprintln(ios.ErrOut, "Optional suffix k, M, G, T, P or E means kilo-, mega-, giga-, tera-, peta-\nand exabytes, respectively.")
 		return cmdutil.Exit(1)
 	}
-	d, err := zone.Open(o.File, image.Options{NoBacking: true, Cache: image.CacheWriteBack})
+	// Preallocation copies what partly covered clusters show, backing
+	// data included: the backing file is opened then.
+	d, err := zone.Open(o.File, image.Options{NoBacking: prealloc == image.PreallocOff, Cache: image.CacheWriteBack})
 	if err != nil {
 		ios.Errorf("%s", ios.OpenError(o.File, err))
 		return cmdutil.Exit(1)
@@ -135,7 +153,7 @@ func Run(o *Options) error {
 	case -1:
 		total = cur - int64(n)
 	}
-	err = resize(o, d, cur, total)
+	err = resize(o, d, cur, total, prealloc)
 	if cerr := d.Close(); err == nil && cerr != nil {
 		ios.Errorf("%s: %v", o.File, cerr)
 		return cmdutil.Exit(1)
@@ -146,10 +164,14 @@ func Run(o *Options) error {
 	return err
 }
 
-func resize(o *Options, d *zone.Device, cur, total int64) error {
+func resize(o *Options, d *zone.Device, cur, total int64, prealloc image.PreallocMode) error {
 	ios := o.IO
 	if total <= 0 {
 		ios.Errorf("New image size must be positive")
+		return cmdutil.Exit(1)
+	}
+	if total <= cur && prealloc != image.PreallocOff {
+		ios.Errorf("Preallocation can only be used for growing images")
 		return cmdutil.Exit(1)
 	}
 	if total < cur && !o.Shrink {
@@ -157,7 +179,7 @@ func resize(o *Options, d *zone.Device, cur, total int64) error {
 		ios.Warnf("Shrinking an image will delete all data beyond the shrunken image's end. Before performing such an operation, make sure there is no important data there.")
 		return cmdutil.Exit(1)
 	}
-	if err := d.Resize(uint64(total), o.Shrink); err != nil {
+	if err := d.ResizePrealloc(uint64(total), o.Shrink, prealloc); err != nil {
 		var ze *zone.Error
 		switch {
 		case errors.Is(err, zone.ErrResize), errors.As(err, &ze):
