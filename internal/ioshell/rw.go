@@ -17,10 +17,31 @@ func (s *Shell) patternBuf(n int64, pattern byte) []byte {
 	return s.pbuf[:n]
 }
 
-func (s *Shell) read(p *parsedArgs) error {
-	if p.has('b') {
-		return s.fail("read", fmt.Errorf("vmstate reads (-b) are not supported: %w", syscall.ENOTSUP))
+// vmState is a device with a VM state area (qcow2: past the virtual
+// disk), which read -b and write -b address.
+type vmState interface {
+	ReadVMState(p []byte, pos int64) (int, error)
+	WriteVMState(p []byte, pos int64) (int, error)
+}
+
+// errNoVMState fails -b on a device without a VM state area (raw), as
+// qemu's block layer does.
+var errNoVMState = fmt.Errorf("this device has no VM state area: %w", syscall.ENOTSUP)
+
+// sectorAligned checks -b and -c requests as qemu-io does.
+func (s *Shell) sectorAligned(offset, count int64) error {
+	if offset%512 != 0 {
+		fmt.Fprintf(s.Out, "%d is not a sector-aligned value for 'offset'\n", offset)
+		return errCommandFailed
 	}
+	if count%512 != 0 {
+		fmt.Fprintf(s.Out, "%d is not a sector-aligned value for 'count'\n", count)
+		return errCommandFailed
+	}
+	return nil
+}
+
+func (s *Shell) read(p *parsedArgs) error {
 	var pattern byte
 	pflag := p.has('P')
 	if pflag {
@@ -67,12 +88,24 @@ func (s *Shell) read(p *parsedArgs) error {
 		fmt.Fprintf(s.Out, "pattern verification range exceeds end of read data\n")
 		return errCommandFailed
 	}
+	bflag := p.has('b')
+	if bflag {
+		if err := s.sectorAligned(offset, count); err != nil {
+			return err
+		}
+	}
 	if int64(cap(s.rbuf)) < count {
 		s.rbuf = make([]byte, count)
 	}
 	buf := s.rbuf[:count]
 	t1 := s.now()
-	_, err = s.Dev.ReadAt(buf, offset)
+	if vm, ok := s.Dev.(vmState); bflag && ok {
+		_, err = vm.ReadVMState(buf, offset)
+	} else if bflag {
+		err = errNoVMState
+	} else {
+		_, err = s.Dev.ReadAt(buf, offset)
+	}
 	d := s.now().Sub(t1)
 	if err != nil {
 		return s.fail(p.verbOr("read"), err)
@@ -93,9 +126,8 @@ func (s *Shell) read(p *parsedArgs) error {
 }
 
 func (s *Shell) write(p *parsedArgs) error {
+	bflag := p.has('b')
 	switch {
-	case p.has('b'):
-		return s.fail("write", fmt.Errorf("vmstate writes (-b) are not supported: %w", syscall.ENOTSUP))
 	case p.has('s'):
 		return s.fail("write", fmt.Errorf("pattern files (-s) are not supported: %w", syscall.ENOTSUP))
 	}
@@ -108,12 +140,16 @@ func (s *Shell) write(p *parsedArgs) error {
 		fmt.Fprintf(s.Out, "-n requires -z to be specified\n")
 		return errCommandFailed
 	}
+	if bflag && zflag {
+		fmt.Fprintf(s.Out, "-b and -z cannot be specified at the same time\n")
+		return errCommandFailed
+	}
 	if zflag && pflag {
 		fmt.Fprintf(s.Out, "Only one of -z, -P, and -s can be specified at the same time\n")
 		return errCommandFailed
 	}
 	cflag := p.has('c') && !zflag
-	if p.has('f') && p.has('c') {
+	if p.has('f') && (p.has('c') || bflag) {
 		fmt.Fprintf(s.Out, "-f and -b or -c cannot be specified at the same time\n")
 		return errCommandFailed
 	}
@@ -138,18 +174,18 @@ func (s *Shell) write(p *parsedArgs) error {
 		fmt.Fprintf(s.Out, "length cannot exceed %d, given %s\n", maxRequest, p.operands[1])
 		return errCommandFailed
 	}
-	if cflag {
-		if offset%512 != 0 {
-			fmt.Fprintf(s.Out, "%d is not a sector-aligned value for 'offset'\n", offset)
-			return errCommandFailed
-		}
-		if count%512 != 0 {
-			fmt.Fprintf(s.Out, "%d is not a sector-aligned value for 'count'\n", count)
-			return errCommandFailed
+	if cflag || bflag {
+		if err := s.sectorAligned(offset, count); err != nil {
+			return err
 		}
 	}
 	t1 := s.now()
+	vm, isVM := s.Dev.(vmState)
 	switch {
+	case bflag && isVM:
+		_, err = vm.WriteVMState(s.patternBuf(count, pattern), offset)
+	case bflag:
+		err = errNoVMState
 	case zflag && p.has('u'):
 		err = s.Dev.WriteZeroesUnmap(offset, count)
 	case zflag:

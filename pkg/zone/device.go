@@ -386,6 +386,19 @@ func (d *Device) WriteZeroesUnmap(off, n int64) error {
 	return d.ack(d.dataWrite(off, n, func() error { return d.img.WriteZeroesUnmap(off, n) }))
 }
 
+// ReadVMState reads the image's VM state area (qemu-io read -b); a zoned
+// image has none (image.ErrVMStateZoned).
+func (d *Device) ReadVMState(p []byte, pos int64) (int, error) {
+	return d.img.ReadVMState(p, pos)
+}
+
+// WriteVMState writes the image's VM state area (qemu-io write -b),
+// durable on return in writethrough mode as a data write is.
+func (d *Device) WriteVMState(p []byte, pos int64) (int, error) {
+	n, err := d.img.WriteVMState(p, pos)
+	return n, d.ack(err)
+}
+
 // dataWrite runs a write or zero write of n bytes at off as a data
 // request (io held shared): checked against the zone rules under mu,
 // performed with mu released.
