@@ -318,7 +318,6 @@ func (img *Image) attachBacking(opts Options) error {
 	return nil
 }
 
-
 // openBacking opens the backing file, refusing a chain that comes back to
 // a file already in it or grows past MaxBackingDepth.
 func (img *Image) openBacking(opts Options) (backingFile, error) {
