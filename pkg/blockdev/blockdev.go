@@ -37,6 +37,9 @@ type Options struct {
 	Format string
 	// ForceShare opens without taking image locks (qemu-img -U).
 	ForceShare bool
+	// Snapshot, when set, reads that internal snapshot of a qcow2 image
+	// instead of its active disk (qemu-img convert -l).
+	Snapshot image.SnapshotRef
 }
 
 // UnknownFormatError is a format name this package cannot read.
@@ -97,6 +100,9 @@ func Open(path string, o Options) (*Disk, error) {
 		}
 	}
 	if format == Raw {
+		if !o.Snapshot.IsZero() {
+			return nil, fmt.Errorf("a raw image has no internal snapshots: %w", image.ErrSnapshotNotFound)
+		}
 		return openRaw(path, o)
 	}
 	return openQcow2(path, o)
@@ -123,7 +129,7 @@ func Probe(path string) (string, error) {
 }
 
 func openQcow2(path string, o Options) (*Disk, error) {
-	dev, err := zone.Open(path, image.Options{ReadOnly: true, NoLock: o.ForceShare})
+	dev, err := zone.Open(path, image.Options{ReadOnly: true, NoLock: o.ForceShare, Snapshot: o.Snapshot})
 	if err != nil {
 		return nil, err
 	}

@@ -32,6 +32,10 @@ type Options struct {
 	// written back); an error it returns fails that work as a write error
 	// of the file would (debugging: error injection).
 	Event func(name string) error
+	// Snapshot, when set, makes the image read that internal snapshot's
+	// disk instead of the active one (read-only, non-zoned images only;
+	// qemu-img convert -l).
+	Snapshot SnapshotRef
 	// CacheBytes bounds the L2 table cache; 0 selects 32 MiB.
 	CacheBytes int
 	// BackingFormat, when not "", is the format of the backing file
@@ -231,6 +235,11 @@ func openFile(f File, name string, opts Options, checkMeta bool) (*Image, error)
 		// writing, as the specification requires.
 		img.hdr.AutoclearFeatures = 0
 		if err := img.writeHeaderField(HdrAutoclearFeatures, 8, 0); err != nil {
+			return nil, err
+		}
+	}
+	if !opts.Snapshot.IsZero() {
+		if err := img.loadSnapshotView(opts.Snapshot, fileSize); err != nil {
 			return nil, err
 		}
 	}

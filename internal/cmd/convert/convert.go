@@ -5,8 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/zqimg/zqimg/pkg/image"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -35,6 +37,8 @@ type Options struct {
 	Sparse string
 	// Existing (-n) writes into the existing DST instead of creating it.
 	Existing bool
+	// Snapshot (-l) names an internal snapshot of Src to convert.
+	Snapshot string
 	// Backing (-B) and BackingFormat (-F) give DST a backing file.
 	Backing, BackingFormat string
 }
@@ -96,6 +100,7 @@ complete and flushed; a failed conversion leaves no output behind.`,
 	f.StringVarP(&o.OutFormat, "output-format", "O", "raw", "output format: qcow2 or raw")
 	f.StringArrayVarP(&o.Opts, "options", "o", nil, "comma-separated creation options of a qcow2 output; repeatable; 'help' lists them")
 	f.BoolVarP(&o.ForceShare, "force-share", "U", false, "open the source without taking locks")
+	f.StringVarP(&o.Snapshot, "snapshot", "l", "", "convert this internal snapshot of SRC: ID or name, or snapshot.id=ID,snapshot.name=NAME")
 	f.StringVarP(&o.Backing, "backing", "B", "", "give DST this backing file (relative to DST's directory): only SRC's top layer is copied")
 	f.StringVarP(&o.BackingFormat, "backing-format", "F", "", "format of the -B backing file (qcow2 or raw)")
 	f.BoolVarP(&o.Existing, "no-create", "n", false, "write into the existing DST (not zoned, at least SRC's size) instead of creating it")
@@ -123,7 +128,17 @@ func Run(o *Options) error {
 			return nil
 		}
 	}
-	src, err := blockdev.Open(o.Src, blockdev.Options{Format: o.Format, ForceShare: o.ForceShare})
+	sn, bad := parseSnapshotParam(o.Snapshot)
+	if bad != "" {
+		ios.Errorf("Invalid parameter '%s'", bad)
+		ios.Errorf("Failed in parsing snapshot param '%s'", o.Snapshot)
+		return cmdutil.Exit(1)
+	}
+	src, err := blockdev.Open(o.Src, blockdev.Options{Format: o.Format, ForceShare: o.ForceShare, Snapshot: sn})
+	if errors.Is(err, image.ErrSnapshotNotFound) {
+		ios.Errorf("Failed to load snapshot: Can't find snapshot")
+		return cmdutil.Exit(1)
+	}
 	if err != nil {
 		ios.Errorf("%s", ios.CouldNotOpen(o.Src, err))
 		return cmdutil.Exit(1)
@@ -171,4 +186,24 @@ func Run(o *Options) error {
 		ios.Warnf("%s", w)
 	}
 	return nil
+}
+
+// parseSnapshotParam reads convert -l: "snapshot.id=ID,snapshot.name=NAME"
+// (either or both), or an ID or name; bad is an unknown key.
+func parseSnapshotParam(p string) (r image.SnapshotRef, bad string) {
+	if !strings.HasPrefix(p, "snapshot.") {
+		return image.SnapshotRef{IDOrName: p}, ""
+	}
+	for _, kv := range pcreate.SplitOptions(p) {
+		k, v, _ := strings.Cut(kv, "=")
+		switch k {
+		case "snapshot.id":
+			r.ID = v
+		case "snapshot.name":
+			r.Name = v
+		default:
+			return r, k
+		}
+	}
+	return r, ""
 }
