@@ -42,6 +42,10 @@ type Options struct {
 	// RefcountBits is accepted only when it names the current width.
 	Compat       string
 	RefcountBits *uint64
+	// BackingFile and BackingFmt are accepted only when they name the
+	// current backing file and format (qemu-img amend cannot change
+	// them either: that is rebase's job).
+	BackingFile, BackingFmt *string
 }
 
 // Def is an option amend takes.
@@ -49,6 +53,8 @@ type Def struct{ Name, Type, Help string }
 
 // defs lists the options zqimg amend supports, as -o help prints them.
 var defs = []Def{
+	{"backing_file", "str", "File name of a base image; only the current one"},
+	{"backing_fmt", "str", "Image format of the base image; only the current one"},
 	{"compat", "str", "Compatibility level (v2 [0.10] or v3 [1.1])"},
 	{"lazy_refcounts", "bool (on/off)", "Postpone refcount updates"},
 	{"refcount_bits", "num", "Width of a reference count entry in bits; only the current one"},
@@ -64,7 +70,7 @@ var createOnly = []string{"cluster_size", "extended_l2", "preallocation", "compr
 	"encrypt.format", "encrypt.cipher-alg", "encrypt.cipher-mode", "encrypt.ivgen-alg", "encrypt.ivgen-hash-alg", "encrypt.hash-alg"}
 
 // qemuAmend are options qemu-img amend takes that zqimg does not.
-var qemuAmend = []string{"backing_file", "backing_fmt", "data_file", "data_file_raw",
+var qemuAmend = []string{"data_file", "data_file_raw",
 	"encrypt.iter-time", "encrypt.keyslot", "encrypt.new-secret", "encrypt.old-secret", "encrypt.state", "encrypt.key-secret"}
 
 // Help returns the -o help text.
@@ -165,6 +171,10 @@ func (o *Options) set(name, val string, hasVal bool) error {
 		o.Size, err = size()
 	case "compat":
 		o.Compat = val
+	case "backing_file":
+		o.BackingFile = &val
+	case "backing_fmt":
+		o.BackingFmt = &val
 	case "refcount_bits":
 		o.RefcountBits, err = num()
 	case "zone.max_open_zones":
@@ -214,6 +224,13 @@ func Amend(path string, o *Options) (warnings []string, err error) {
 	}
 	if o.RefcountBits != nil && *o.RefcountBits != 1<<h.RefcountOrder {
 		return nil, &OptionError{Msg: fmt.Sprintf("Changing refcount_bits from %d to %d is not supported by zqimg amend", 1<<h.RefcountOrder, *o.RefcountBits)}
+	}
+	if o.BackingFile != nil || o.BackingFmt != nil {
+		// As QEMU compares them: an option not given is no name.
+		name, format := img.BackingFile()
+		if deref(o.BackingFile) != name || deref(o.BackingFmt) != format {
+			return nil, &OptionError{Msg: "Cannot amend the backing file", Hint: "You can use 'qemu-img rebase' instead."}
+		}
 	}
 	lazy := o.LazyRefcounts
 	if lazy != nil && *lazy == (h.CompatibleFeatures&image.CompatLazyRefcounts != 0) {
@@ -269,6 +286,13 @@ func Amend(path string, o *Options) (warnings []string, err error) {
 		}
 	}
 	return warnings, nil
+}
+
+func deref(p *string) string {
+	if p == nil {
+		return ""
+	}
+	return *p
 }
 
 // OpenError reports an image that could not be opened.

@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/zqimg/zqimg/internal/cmdutil"
 	pamend "github.com/zqimg/zqimg/pkg/amend"
+	"github.com/zqimg/zqimg/pkg/image"
 )
 
 // Options are the parsed flags and arguments of `zqimg amend`.
@@ -79,6 +80,12 @@ func Run(o *Options) error {
 		if oe.Hint != "" {
 			fmt.Fprintln(ios.ErrOut, oe.Hint)
 		}
+		return cmdutil.Exit(1)
+	}
+	var ve *image.VersionError
+	if errors.As(err, &ve) {
+		// qemu-img's words, without the file name.
+		ios.Errorf("%s", ve.Msg)
 		return cmdutil.Exit(1)
 	}
 	var pe *pamend.OpenError
