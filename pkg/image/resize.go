@@ -70,6 +70,18 @@ func (img *Image) Resize(size uint64, o ResizeOptions) error {
 		if err := t.setL1(l1, size); err != nil {
 			return err
 		}
+	} else if size >= old && len(o.Tables) == 0 {
+		// A growth within the L1 table: only the size changes, in one
+		// write of the header's size field (in the first sector), as
+		// qcow2_co_truncate grows in place; the refcount structure
+		// stays where it is.
+		var b [8]byte
+		binary.BigEndian.PutUint64(b[:], size)
+		if err := img.writeSync(b[:], HdrSize); err != nil {
+			return err
+		}
+		img.hdr.Size = size
+		return img.zeroPastOldEnd(old, size)
 	} else {
 		t.size = size
 	}
@@ -86,9 +98,13 @@ func (img *Image) Resize(size uint64, o ResizeOptions) error {
 		}
 		return img.giveBackTail(moved)
 	}
-	// A size that was not a whole number of clusters may leave bytes of
-	// the last cluster beyond the old end: they must read as zeroes now
-	// that they are part of the disk.
+	return img.zeroPastOldEnd(old, size)
+}
+
+// zeroPastOldEnd makes the bytes of the last cluster beyond an old size
+// that was not a whole number of clusters read as zeroes after a growth:
+// they are part of the disk now.
+func (img *Image) zeroPastOldEnd(old, size uint64) error {
 	if size > old && old%img.cs != 0 {
 		end := min(size, roundUp(old, img.cs))
 		g := old
