@@ -46,6 +46,10 @@ type Options struct {
 	// current backing file and format (qemu-img amend cannot change
 	// them either: that is rebase's job).
 	BackingFile, BackingFmt *string
+
+	// Progress, when set, receives qemu-img amend -p's progress: the work
+	// done of the total (a version change reports its steps).
+	Progress func(done, total int64)
 }
 
 // Def is an option amend takes.
@@ -266,7 +270,7 @@ func Amend(path string, o *Options) (warnings []string, err error) {
 	// QEMU's order: upgrade first, then the header options and the
 	// size, downgrade last.
 	if want > cur {
-		if err := img.Upgrade(); err != nil {
+		if err := img.Upgrade(image.VersionOptions{Progress: o.Progress}); err != nil {
 			return nil, err
 		}
 	}
@@ -281,7 +285,7 @@ func Amend(path string, o *Options) (warnings []string, err error) {
 		}
 	}
 	if want < cur {
-		if err := img.Downgrade(); err != nil {
+		if err := img.Downgrade(image.VersionOptions{Progress: o.Progress}); err != nil {
 			return warnings, err
 		}
 	}

@@ -17,6 +17,21 @@ var ErrVersionChange = errors.New("the qcow2 version cannot be changed")
 
 func (e *VersionError) Unwrap() error { return ErrVersionChange }
 
+// VersionOptions adjust Upgrade and Downgrade.
+type VersionOptions struct {
+	// Progress, when set, is called with the work done of the total, as
+	// QEMU's amend status callback: an upgrade reports 0, 1 and 2 of 2
+	// steps (snapshot table, header); a downgrade each L1 entry (active,
+	// then every snapshot's) whose zero clusters were looked at.
+	Progress func(done, total int64)
+}
+
+func (o VersionOptions) progress(done, total int64) {
+	if o.Progress != nil {
+		o.Progress(done, total)
+	}
+}
+
 // Upgrade makes a version 2 image version 3 (qemu-img amend -o compat=1.1,
 // QEMU's qcow2_upgrade). Version 3 requires every snapshot table entry to
 // hold at least the 64-bit VM state size and the disk size in its extra
@@ -28,7 +43,7 @@ func (e *VersionError) Unwrap() error { return ErrVersionChange }
 // reaches into the second sector. A crash leaves a valid version 2 image
 // (with the old or the completed snapshot table) or the version 3 one. An
 // image of version 3 is left as it is.
-func (img *Image) Upgrade() error {
+func (img *Image) Upgrade(o VersionOptions) error {
 	img.lock()
 	defer img.unlock()
 	if img.hdr.Version >= 3 {
@@ -38,6 +53,7 @@ func (img *Image) Upgrade() error {
 	if err != nil {
 		return err
 	}
+	o.progress(0, 2)
 	incomplete := false
 	for i := range entries {
 		if len(entries[i].Extra) < 16 {
@@ -56,6 +72,7 @@ func (img *Image) Upgrade() error {
 			return fmt.Errorf("Failed to update the snapshot table: %w", err)
 		}
 	}
+	o.progress(1, 2)
 	old := make([]byte, img.cs)
 	if err := readFull(img.f, old, 0); err != nil {
 		return err
@@ -81,6 +98,7 @@ func (img *Image) Upgrade() error {
 	}
 	img.hdr = nh
 	img.setExtensions(&nh, exts)
+	o.progress(2, 2)
 	return nil
 }
 
@@ -125,7 +143,7 @@ func (img *Image) headerExtensions(nh *Header, oexts []Extension) []Extension {
 // and the snapshot table are written to new clusters in one atomic
 // transaction (txn). Then the header becomes the 72-byte version 2 header,
 // without feature bits and the feature name table, in one atomic switch.
-func (img *Image) Downgrade() error {
+func (img *Image) Downgrade(o VersionOptions) error {
 	img.lock()
 	defer img.unlock()
 	if img.hdr.Version < 3 {
@@ -139,7 +157,7 @@ func (img *Image) Downgrade() error {
 		return err
 	}
 	h := &img.hdr
-	z, err := img.planZeroExpansion(entries)
+	z, err := img.planZeroExpansion(entries, o)
 	if err != nil {
 		return err
 	}
@@ -242,13 +260,18 @@ type zeroPlan struct {
 
 // planZeroExpansion reads every L2 table (active and snapshots') and plans
 // the expansion of its zero clusters. The image is flushed.
-func (img *Image) planZeroExpansion(entries []SnapshotEntry) (*zeroPlan, error) {
+func (img *Image) planZeroExpansion(entries []SnapshotEntry, o VersionOptions) (*zeroPlan, error) {
 	t, err := img.beginTxn()
 	if err != nil {
 		return nil, err
 	}
 	z := &zeroPlan{tables: map[uint64][]byte{}, alloc: map[uint64][]uint64{}, nref: map[uint64]uint64{}}
 	var order []uint64
+	total := int64(img.l1.len())
+	for i := range entries {
+		total += int64(entries[i].L1Size)
+	}
+	var done int64
 	count := func(l1 []uint64) {
 		for _, e := range l1 {
 			if l2 := e & L1OffsetMask; l2 != 0 {
@@ -257,6 +280,8 @@ func (img *Image) planZeroExpansion(entries []SnapshotEntry) (*zeroPlan, error) 
 				}
 				z.nref[l2]++
 			}
+			done++
+			o.progress(done, total)
 		}
 	}
 	count(img.l1.slice())

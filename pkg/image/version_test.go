@@ -12,6 +12,9 @@ import (
 	"github.com/zqimg/zqimg/pkg/image/imagetest"
 )
 
+func upgrade(img *image.Image) error   { return img.Upgrade(image.VersionOptions{}) }
+func downgrade(img *image.Image) error { return img.Downgrade(image.VersionOptions{}) }
+
 // versionOf returns the qcow2 version in the header of an image's bytes.
 func versionOf(b []byte) uint32 { return binary.BigEndian.Uint32(b[image.HdrVersion:]) }
 
@@ -82,7 +85,7 @@ func TestDowngradeExpandsZeroClusters(t *testing.T) {
 	before := stateOfBytes(t, "before", base)
 	f := imagetest.NewMemFile(base)
 	img := openMem(t, f)
-	if err := img.Downgrade(); err != nil {
+	if err := img.Downgrade(image.VersionOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if err := img.Close(); err != nil {
@@ -135,7 +138,7 @@ func TestDowngradeRefusals(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		err = img.Downgrade()
+		err = img.Downgrade(image.VersionOptions{})
 		img.Close()
 		var ve *image.VersionError
 		if !errors.As(err, &ve) || ve.Msg != tc.want || !errors.Is(err, image.ErrVersionChange) {
@@ -158,7 +161,7 @@ func TestDowngradeRefusals(t *testing.T) {
 		t.Errorf("at the snapshot's size the downgrade is refused: %v", err)
 	}
 	before := append([]byte(nil), f.Bytes()...)
-	if err := img.Downgrade(); err == nil || err.Error() != "Internal snapshots prevent downgrade of image" {
+	if err := img.Downgrade(image.VersionOptions{}); err == nil || err.Error() != "Internal snapshots prevent downgrade of image" {
 		t.Errorf("got %v", err)
 	}
 	img.Close()
@@ -178,7 +181,7 @@ func TestUpgradeCompletesSnapshotTable(t *testing.T) {
 		before := stateOfBytes(t, "before", base)
 		f := imagetest.NewMemFile(base)
 		img := openMem(t, f)
-		if err := img.Upgrade(); err != nil {
+		if err := img.Upgrade(image.VersionOptions{}); err != nil {
 			t.Fatal(err)
 		}
 		h := img.Header()
@@ -229,10 +232,10 @@ func TestVersionChangeCrashSafety(t *testing.T) {
 		base []byte
 		op   func(*image.Image) error
 	}{
-		{"upgrade", up, (*image.Image).Upgrade},
-		{"downgrade", down, (*image.Image).Downgrade},
-		{"downgrade-4k", plainDown, (*image.Image).Downgrade},
-		{"downgrade-in-place", inPlace, (*image.Image).Downgrade},
+		{"upgrade", up, upgrade},
+		{"downgrade", down, downgrade},
+		{"downgrade-4k", plainDown, downgrade},
+		{"downgrade-in-place", inPlace, downgrade},
 	} {
 		before := stateOfBytes(t, tc.name+" before", tc.base)
 		ref := imagetest.NewFaultFile(tc.base)
