@@ -217,3 +217,44 @@ func TestCheckRepairIncompleteSnapshotsMatchesQemu(t *testing.T) {
 	}
 	qemuCheckClean(t, z)
 }
+
+// TestAmendProgressMatchesQemu: amend -p prints the bytes qemu-img amend
+// -p prints, for a downgrade (without and with a snapshot: one frame per
+// L1 entry looked at) and an upgrade.
+func TestAmendProgressMatchesQemu(t *testing.T) {
+	requireQemu(t)
+	dir := t.TempDir()
+	base := filepath.Join(dir, "base.qcow2")
+	mustRun(t, dir, "qemu-img", "create", "-q", "-f", "qcow2", base, "4G")
+	for i, tc := range []struct {
+		create, opts string
+		snapshot     bool
+	}{
+		{"compat=1.1", "compat=0.10", false},
+		{"compat=1.1", "compat=0.10", true},
+		{"compat=0.10", "compat=1.1", true},
+		{"compat=1.1", "lazy_refcounts=on", false},
+	} {
+		src := filepath.Join(dir, fmt.Sprintf("s%d.qcow2", i))
+		mustRun(t, dir, "qemu-img", "create", "-q", "-f", "qcow2", "-o", tc.create, "-b", base, "-F", "qcow2", src, "4G")
+		runQemuIO(t, src, []string{"write -z 0 64k", "write -z 1G 64k", "write -z 2G 64k", "write -z 3G 64k"})
+		if tc.snapshot {
+			mustRun(t, dir, "qemu-img", "snapshot", "-c", "foo", src)
+		}
+		q, z := filepath.Join(dir, fmt.Sprintf("q%d.qcow2", i)), filepath.Join(dir, fmt.Sprintf("z%d.qcow2", i))
+		for _, p := range []string{q, z} {
+			if err := os.WriteFile(p, readFile(t, src), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		qr := runQemu(t, dir, "qemu-img", "amend", "-p", "-o", tc.opts, q)
+		zr := zq(t, dir, "amend", "-p", "-o", tc.opts, z)
+		if qr.code != 0 || zr.code != qr.code || zr.stdout != qr.stdout || zr.stderr != "" {
+			t.Errorf("amend -p -o %s (snapshot %v):\nzqimg:   %q %s\nqemu-img: %q %s", tc.opts, tc.snapshot, zr.stdout, zr.stderr, qr.stdout, qr.stderr)
+		}
+		qemuCheckClean(t, z)
+		if r := runQemu(t, dir, "qemu-img", "compare", q, z); r.code != 0 {
+			t.Errorf("qemu-img compare:\n%s", r)
+		}
+	}
+}

@@ -76,7 +76,13 @@ func Run(o *Options) error {
 			// qemu-img amend -p: 0% at once, the amend's steps, and a
 			// final 100% frame.
 			bar = progress.New(ios.Out, 100)
-			opts.Progress = func(done, total int64) { bar.Update(done, total) }
+			opts.Progress = func(done, total int64) {
+				if done == 0 {
+					bar.Repeat() // qemu-img prints 0% again
+					return
+				}
+				bar.Update(done, total)
+			}
 		}
 		var warnings []string
 		warnings, err = pamend.Amend(o.File, opts)
