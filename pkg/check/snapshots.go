@@ -104,7 +104,7 @@ func (c *checker) readSnapshots() error {
 // clusters) or the new one.
 func (c *checker) completeSnapshots() error {
 	h := c.hdr
-	if c.incompleteSnaps == 0 || c.headerShared {
+	if c.incompleteSnaps == 0 || c.headerShared || h.NbSnapshots == 0 {
 		return nil
 	}
 	old := make([]byte, c.snapshotsSize)
@@ -231,5 +231,9 @@ func (c *checker) dropLostSnapshots() error {
 	}
 	h.NbSnapshots, h.SnapshotsOffset = 0, 0
 	c.snapshots, c.snapshotsSize, c.snapCorruption = nil, 0, 0
+	// Incomplete entries of the lost table are not completed: they are
+	// gone with it.
+	c.res.CorruptionsFixed -= int64(c.incompleteSnaps)
+	c.incompleteSnaps = 0
 	return nil
 }

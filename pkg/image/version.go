@@ -185,14 +185,9 @@ func (img *Image) Downgrade(o VersionOptions) error {
 	nh.IncompatibleFeatures, nh.CompatibleFeatures, nh.AutoclearFeatures = 0, 0, 0
 	nh.CompressionType = CompressionZlib
 	nh.Extra = nil
-	var kept []Extension
-	for _, e := range oexts {
-		// The bitmaps are gone with their autoclear bit.
-		if e.Magic != ExtBitmaps {
-			kept = append(kept, e)
-		}
-	}
-	exts := img.headerExtensions(&nh, kept)
+	// The other extensions stay, as qcow2_update_header keeps them (a
+	// bitmaps extension too: without its autoclear bit it is ignored).
+	exts := img.headerExtensions(&nh, oexts)
 	if err := img.switchHeader(old, &nh, exts, img.backingName, "Failed to update the image header"); err != nil {
 		return err
 	}
