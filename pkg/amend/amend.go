@@ -253,9 +253,6 @@ func Amend(path string, o *Options) (warnings []string, err error) {
 		if err := img.CheckDowngrade(size); err != nil {
 			return nil, err
 		}
-		if lazy != nil && !*lazy {
-			lazy = nil // the downgrade clears every compatible feature
-		}
 	}
 	if o.Limits != (zone.Limits{}) && !d.Zoned() {
 		name := "zone.max_open_zones"
