@@ -46,6 +46,11 @@ type Options struct {
 	// current backing file and format (qemu-img amend cannot change
 	// them either: that is rebase's job).
 	BackingFile, BackingFmt *string
+	// DataFile and DataFileRaw are refused with qemu-img's words: zqimg
+	// opens no image with an external data file, and qemu-img sets
+	// neither on an image without one.
+	DataFile    *string
+	DataFileRaw *bool
 
 	// Progress, when set, receives qemu-img amend -p's progress: the work
 	// done of the total (a version change reports its steps).
@@ -60,6 +65,8 @@ var defs = []Def{
 	{"backing_file", "str", "File name of a base image; only the current one"},
 	{"backing_fmt", "str", "Image format of the base image; only the current one"},
 	{"compat", "str", "Compatibility level (v2 [0.10] or v3 [1.1])"},
+	{"data_file", "str", "File name of an external data file; refused (no image here has one)"},
+	{"data_file_raw", "bool (on/off)", "The external data file must stay valid as a raw image; only off"},
 	{"lazy_refcounts", "bool (on/off)", "Postpone refcount updates"},
 	{"refcount_bits", "num", "Width of a reference count entry in bits; only the current one"},
 	{"size", "size", "Virtual disk size"},
@@ -74,7 +81,7 @@ var createOnly = []string{"cluster_size", "extended_l2", "preallocation", "compr
 	"encrypt.format", "encrypt.cipher-alg", "encrypt.cipher-mode", "encrypt.ivgen-alg", "encrypt.ivgen-hash-alg", "encrypt.hash-alg"}
 
 // qemuAmend are options qemu-img amend takes that zqimg does not.
-var qemuAmend = []string{"data_file", "data_file_raw",
+var qemuAmend = []string{
 	"encrypt.iter-time", "encrypt.keyslot", "encrypt.new-secret", "encrypt.old-secret", "encrypt.state", "encrypt.key-secret"}
 
 // Help returns the -o help text.
@@ -179,6 +186,18 @@ func (o *Options) set(name, val string, hasVal bool) error {
 		o.BackingFile = &val
 	case "backing_fmt":
 		o.BackingFmt = &val
+	case "data_file":
+		o.DataFile = &val
+	case "data_file_raw":
+		var on bool
+		switch val {
+		case "on", "yes", "true", "y":
+			on = true
+		case "off", "no", "false", "n":
+		default:
+			return &OptionError{Msg: "Parameter 'data_file_raw' expects 'on' or 'off'"}
+		}
+		o.DataFileRaw = &on
 	case "refcount_bits":
 		o.RefcountBits, err = num()
 	case "zone.max_open_zones":
@@ -235,6 +254,12 @@ func Amend(path string, o *Options) (warnings []string, err error) {
 		if deref(o.BackingFile) != name || deref(o.BackingFmt) != format {
 			return nil, &OptionError{Msg: "Cannot amend the backing file", Hint: "You can use 'qemu-img rebase' instead."}
 		}
+	}
+	if o.DataFile != nil {
+		return nil, &OptionError{Msg: "data-file can only be set for images that use an external data file"}
+	}
+	if o.DataFileRaw != nil && *o.DataFileRaw {
+		return nil, &OptionError{Msg: "data-file-raw cannot be set on existing images"}
 	}
 	lazy := o.LazyRefcounts
 	if lazy != nil && *lazy == (h.CompatibleFeatures&image.CompatLazyRefcounts != 0) {

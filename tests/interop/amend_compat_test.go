@@ -167,6 +167,9 @@ func TestAmendCompatMatchesQemu(t *testing.T) {
 		{"compat=0.10", "lazy_refcounts=on"},
 		{"compat=0.10", "compat=0.10,lazy_refcounts=on"},
 		{"compat=1.1", "compat=0.42"},
+		{"compat=1.1", "data_file=foo"},
+		{"compat=1.1", "data_file_raw=on"},
+		{"compat=1.1", "backing_file=foo.qcow2,backing_fmt=qcow2"},
 	} {
 		p := filepath.Join(dir, "r.qcow2")
 		mustRun(t, dir, "qemu-img", "create", "-q", "-f", "qcow2", "-o", tc.create, p, "1M")
