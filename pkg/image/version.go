@@ -162,7 +162,7 @@ func (img *Image) Downgrade(o VersionOptions) error {
 		return err
 	}
 	if h.IncompatibleFeatures&IncompatCompression != 0 && z.compressed {
-		return &VersionError{Msg: "Cannot downgrade an image with zstd compression type and existing compressed clusters"}
+		return errZstdDowngrade
 	}
 	if err := img.expandZeros(z, entries, tableSize); err != nil {
 		return fmt.Errorf("Failed to turn zero into data clusters: %w", err)
@@ -197,21 +197,35 @@ func (img *Image) Downgrade(o VersionOptions) error {
 }
 
 // CheckDowngrade returns the VersionError Downgrade would refuse with when
-// the image had the virtual size size (nil: it would go ahead, unless the
-// image has zstd-compressed clusters, which only Downgrade looks for).
-// Nothing is written.
+// the image had the virtual size size (nil: it would go ahead). Nothing is
+// written to the image (cached metadata is written back).
 func (img *Image) CheckDowngrade(size uint64) error {
 	img.lock()
 	defer img.unlock()
 	if img.hdr.Version < 3 {
 		return nil
 	}
-	entries, _, err := img.readSnapshots()
+	entries, _, err := img.snapshotsToChange()
 	if err != nil {
 		return err
 	}
-	return img.checkDowngrade(entries, size)
+	if err := img.checkDowngrade(entries, size); err != nil {
+		return err
+	}
+	if img.hdr.IncompatibleFeatures&IncompatCompression == 0 {
+		return nil
+	}
+	z, err := img.planZeroExpansion(entries, VersionOptions{})
+	if err != nil {
+		return err
+	}
+	if z.compressed {
+		return errZstdDowngrade
+	}
+	return nil
 }
+
+var errZstdDowngrade = &VersionError{Msg: "Cannot downgrade an image with zstd compression type and existing compressed clusters"}
 
 func (img *Image) checkDowngrade(entries []SnapshotEntry, size uint64) error {
 	h := &img.hdr
