@@ -111,6 +111,19 @@ func (b *Bar) Update(done, total int64) {
 	}
 }
 
+// Repeat draws the last frame again, as qemu-img's progress does for a
+// report of 0% (qemu_progress_print prints 0 and 100 whatever was shown
+// before).
+func (b *Bar) Repeat() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.done {
+		return
+	}
+	b.lw.again.Store(true)
+	b.request(b.shown)
+}
+
 // Finish draws the final frame (100% unless the work stopped early) and
 // ends the line. It waits until everything is written.
 func (b *Bar) Finish() {

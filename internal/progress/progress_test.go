@@ -111,3 +111,18 @@ func TestBarComplete(t *testing.T) {
 		})
 	}
 }
+
+// Repeat draws the frame shown again: qemu-img amend -p's 0% report after
+// the initial 0% (an upgrade's first step).
+func TestBarRepeat(t *testing.T) {
+	var out bytes.Buffer
+	b := New(&out, 100)
+	b.Repeat()
+	b.Update(1, 2)
+	b.Update(2, 2)
+	b.Complete()
+	want := "    (0.00/100%)\r    (0.00/100%)\r    (50.00/100%)\r    (100.00/100%)\r    (100.00/100%)\r\n"
+	if got := out.String(); got != want {
+		t.Errorf("output %q, want %q", got, want)
+	}
+}

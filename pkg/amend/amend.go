@@ -1,5 +1,6 @@
 // Package amend changes options of an existing image, as qemu-img amend
-// does: lazy_refcounts, size, and the zone limits of zoned images.
+// does: compat (the qcow2 version, up or down), lazy_refcounts, size, and
+// the zone limits of zoned images.
 package amend
 
 import (
@@ -37,10 +38,23 @@ type Options struct {
 	LazyRefcounts *bool
 	Size          *uint64
 	Limits        zone.Limits
-	// Compat and RefcountBits are accepted only when they name the
-	// image's current value (qemu-img can change them; zqimg cannot).
+	// Compat ("0.10"/"v2" or "1.1"/"v3") changes the version;
+	// RefcountBits is accepted only when it names the current width.
 	Compat       string
 	RefcountBits *uint64
+	// BackingFile and BackingFmt are accepted only when they name the
+	// current backing file and format (qemu-img amend cannot change
+	// them either: that is rebase's job).
+	BackingFile, BackingFmt *string
+	// DataFile and DataFileRaw are refused with qemu-img's words: zqimg
+	// opens no image with an external data file, and qemu-img sets
+	// neither on an image without one.
+	DataFile    *string
+	DataFileRaw *bool
+
+	// Progress, when set, receives qemu-img amend -p's progress: the work
+	// done of the total (a version change reports its steps).
+	Progress func(done, total int64)
 }
 
 // Def is an option amend takes.
@@ -48,7 +62,11 @@ type Def struct{ Name, Type, Help string }
 
 // defs lists the options zqimg amend supports, as -o help prints them.
 var defs = []Def{
-	{"compat", "str", "Compatibility level (v2 [0.10] or v3 [1.1]); only the current one"},
+	{"backing_file", "str", "File name of a base image; only the current one"},
+	{"backing_fmt", "str", "Image format of the base image; only the current one"},
+	{"compat", "str", "Compatibility level (v2 [0.10] or v3 [1.1])"},
+	{"data_file", "str", "File name of an external data file; refused (no image here has one)"},
+	{"data_file_raw", "bool (on/off)", "The external data file must stay valid as a raw image; only off"},
 	{"lazy_refcounts", "bool (on/off)", "Postpone refcount updates"},
 	{"refcount_bits", "num", "Width of a reference count entry in bits; only the current one"},
 	{"size", "size", "Virtual disk size"},
@@ -63,7 +81,7 @@ var createOnly = []string{"cluster_size", "extended_l2", "preallocation", "compr
 	"encrypt.format", "encrypt.cipher-alg", "encrypt.cipher-mode", "encrypt.ivgen-alg", "encrypt.ivgen-hash-alg", "encrypt.hash-alg"}
 
 // qemuAmend are options qemu-img amend takes that zqimg does not.
-var qemuAmend = []string{"backing_file", "backing_fmt", "data_file", "data_file_raw",
+var qemuAmend = []string{
 	"encrypt.iter-time", "encrypt.keyslot", "encrypt.new-secret", "encrypt.old-secret", "encrypt.state", "encrypt.key-secret"}
 
 // Help returns the -o help text.
@@ -164,6 +182,22 @@ func (o *Options) set(name, val string, hasVal bool) error {
 		o.Size, err = size()
 	case "compat":
 		o.Compat = val
+	case "backing_file":
+		o.BackingFile = &val
+	case "backing_fmt":
+		o.BackingFmt = &val
+	case "data_file":
+		o.DataFile = &val
+	case "data_file_raw":
+		var on bool
+		switch val {
+		case "on", "yes", "true", "y":
+			on = true
+		case "off", "no", "false", "n":
+		default:
+			return &OptionError{Msg: "Parameter 'data_file_raw' expects 'on' or 'off'"}
+		}
+		o.DataFileRaw = &on
 	case "refcount_bits":
 		o.RefcountBits, err = num()
 	case "zone.max_open_zones":
@@ -178,9 +212,14 @@ func (o *Options) set(name, val string, hasVal bool) error {
 	return err
 }
 
-// Amend opens the image at path and applies o. The zone limits and lazy
-// refcounts change in one atomic header write; a size change is a second
-// atomic step (a resize, growing or shrinking as qemu-img amend does).
+// Amend opens the image at path and applies o, in QEMU's order: an
+// upgrade to version 3 (image.Upgrade), the zone limits and lazy
+// refcounts in one atomic header write, a size change (a resize, growing
+// or shrinking as qemu-img amend does), a downgrade to version 2
+// (image.Downgrade). Each is crash-safe on its own. What would be refused
+// (an unknown compat, lazy refcounts on version 2, a downgrade the image
+// does not allow at its final size) is refused before anything is
+// written.
 // It returns the warnings of values clamped as create clamps them.
 func Amend(path string, o *Options) (warnings []string, err error) {
 	d, err := zone.Open(path, image.Options{NoBacking: true, Cache: image.CacheWriteBack})
@@ -192,22 +231,53 @@ func Amend(path string, o *Options) (warnings []string, err error) {
 			err = cerr
 		}
 	}()
-	h := d.Image().Header()
+	img := d.Image()
+	h := img.Header()
+	cur := h.Version
+	want := cur
 	if o.Compat != "" {
-		cur := "1.1"
-		if h.Version < 3 {
-			cur = "0.10"
-		}
-		want := map[string]string{"v2": "0.10", "0.10": "0.10", "v3": "1.1", "1.1": "1.1"}[o.Compat]
-		if want == "" {
+		switch o.Compat {
+		case "0.10", "v2":
+			want = 2
+		case "1.1", "v3":
+			want = 3
+		default:
 			return nil, &OptionError{Msg: fmt.Sprintf("Unknown compatibility level %s", o.Compat)}
-		}
-		if want != cur {
-			return nil, &OptionError{Msg: fmt.Sprintf("Changing compat from %s to %s is not supported by zqimg amend", cur, want)}
 		}
 	}
 	if o.RefcountBits != nil && *o.RefcountBits != 1<<h.RefcountOrder {
 		return nil, &OptionError{Msg: fmt.Sprintf("Changing refcount_bits from %d to %d is not supported by zqimg amend", 1<<h.RefcountOrder, *o.RefcountBits)}
+	}
+	if o.BackingFile != nil || o.BackingFmt != nil {
+		// As QEMU compares them: an option not given is no name.
+		name, format := img.BackingFile()
+		if deref(o.BackingFile) != name || deref(o.BackingFmt) != format {
+			return nil, &OptionError{Msg: "Cannot amend the backing file", Hint: "You can use 'qemu-img rebase' instead."}
+		}
+	}
+	if o.DataFile != nil {
+		return nil, &OptionError{Msg: "data-file can only be set for images that use an external data file"}
+	}
+	if o.DataFileRaw != nil && *o.DataFileRaw {
+		return nil, &OptionError{Msg: "data-file-raw cannot be set on existing images"}
+	}
+	lazy := o.LazyRefcounts
+	if lazy != nil && *lazy == (h.CompatibleFeatures&image.CompatLazyRefcounts != 0) {
+		lazy = nil // unchanged (QEMU changes only what differs)
+	}
+	if lazy != nil && *lazy && want < 3 {
+		return nil, &OptionError{Msg: "Lazy refcounts only supported with compatibility level 1.1 and above (use compat=1.1 or greater)"}
+	}
+	if want < cur {
+		// Refused before anything is written (QEMU downgrades last,
+		// after a resize; the checks use the size the image will have).
+		size := uint64(d.Size())
+		if o.Size != nil {
+			size = *o.Size
+		}
+		if err := img.CheckDowngrade(size); err != nil {
+			return nil, err
+		}
 	}
 	if o.Limits != (zone.Limits{}) && !d.Zoned() {
 		name := "zone.max_open_zones"
@@ -219,8 +289,15 @@ func Amend(path string, o *Options) (warnings []string, err error) {
 		}
 		return nil, &OptionError{Msg: fmt.Sprintf("Invalid parameter '%s'", name), Hint: "The image is not zoned: zone options apply to zoned images only"}
 	}
-	if o.LazyRefcounts != nil || o.Limits != (zone.Limits{}) {
-		if warnings, err = d.Amend(o.Limits, o.LazyRefcounts); err != nil {
+	// QEMU's order: upgrade first, then the header options and the
+	// size, downgrade last.
+	if want > cur {
+		if err := img.Upgrade(image.VersionOptions{Progress: o.Progress}); err != nil {
+			return nil, err
+		}
+	}
+	if lazy != nil || o.Limits != (zone.Limits{}) {
+		if warnings, err = d.Amend(o.Limits, lazy); err != nil {
 			return nil, err
 		}
 	}
@@ -229,7 +306,19 @@ func Amend(path string, o *Options) (warnings []string, err error) {
 			return warnings, err
 		}
 	}
+	if want < cur {
+		if err := img.Downgrade(image.VersionOptions{Progress: o.Progress}); err != nil {
+			return warnings, err
+		}
+	}
 	return warnings, nil
+}
+
+func deref(p *string) string {
+	if p == nil {
+		return ""
+	}
+	return *p
 }
 
 // OpenError reports an image that could not be opened.

@@ -57,6 +57,9 @@ type checker struct {
 	snapshots      []snapshot
 	snapshotsSize  uint64
 	snapCorruption int64 // counted apart, as QEMU's snapshot_res
+	// incompleteSnaps: version 3 snapshot table entries without the
+	// extra data version 3 requires, which completeSnapshots repairs.
+	incompleteSnaps int
 
 	// Non-repairing passes check OFLAG_COPIED while walking the L2 tables
 	// (each is read once) and report it after the refcount comparison, in
@@ -330,6 +333,15 @@ func (c *checker) run() error {
 		c.res.Corruptions += c.copiedCorrupt
 	} else if err := c.copiedPass(c.mode); err != nil {
 		return err
+	}
+	if c.mode&repairErrors != 0 {
+		if err := c.completeSnapshots(); err != nil {
+			c.report(finding(KindCheckError, ProblemSnapshot, "ERROR rewriting the snapshot table: %v", err))
+			return err
+		}
+		if end := (c.hdr.SnapshotsOffset + c.snapshotsSize - 1) >> c.cb; c.hdr.NbSnapshots > 0 && end > highest {
+			highest = end
+		}
 	}
 	c.res.ImageEndOffset = int64((highest + 1) * c.cs)
 	if c.mode == RepairNone {

@@ -75,6 +75,12 @@ type crashCase struct {
 }
 
 var crashCases = []crashCase{
+	{"incomplete-snapshots", func(t testing.TB) []byte {
+		return snapshotImage(t, "cluster_size=4k", 3)
+	}, func(t testing.TB, r *raw) {
+		cutSnapshotExtra(t, r, map[int]int{0: 0, 1: 8})
+		r.setRefcount(r.hostCluster(1), 3) // and a leak
+	}},
 	{"plain-refcounts", func(t testing.TB) []byte {
 		f := newImage(t, "cluster_size=4k", "2M")
 		writeImage(t, f, write{0, 32 << 10, 1}, write{1 << 20, 16 << 10, 2})

@@ -106,12 +106,19 @@
 //     there is none either), so it never covers data that was not written;
 //   - writes a byte-swapped write-pointer table back little-endian;
 //   - discards allocated data beyond a write pointer: the L2 entry is
-//     cleared, then the refcount lowered.
+//     cleared, then the refcount lowered;
+//   - completes version 3 snapshot table entries with less than the 16
+//     bytes of extra data version 3 requires: once the refcounts agree
+//     with the references, the table is rewritten with every entry's
+//     extra data completed to QEMU's 24 bytes (qcow2_check_fix_snapshot_table)
+//     — refcounts of free clusters raised (synced), the new table written
+//     there (synced), the header's snapshot table offset switched in one
+//     write (synced), the old table's refcounts lowered (synced).
 //
 // Problems without a safe repair (an invalid zone model, zone size or
 // capacity, a missing zoned extension, a misplaced or overlapping
-// write-pointer table whose real place is not found, an incomplete
-// snapshot table entry, an unreadable snapshot table, an invalid bitmap
+// write-pointer table whose real place is not found, an unreadable
+// snapshot table, an invalid bitmap
 // directory) are reported and left as they are. After a repair, the
 // second check marks the problems the repair had found and could not
 // repair (Finding.Unrepaired; the line ends with "(could not be

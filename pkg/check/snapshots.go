@@ -71,14 +71,118 @@ func (c *checker) readSnapshots() error {
 	}
 	c.snapshotsSize = pos - start
 	if h.Version >= 3 {
+		repair := c.mode&repairErrors != 0 && !c.headerShared
 		for i, sn := range c.snapshots {
 			if sn.extra < 16 {
-				c.res.Findings = append(c.res.Findings, finding(KindCorruption, ProblemSnapshot, "ERROR snapshot table entry %d is incomplete", i))
-				c.snapCorruption++
+				// Version 3 requires the VM state size and the disk size
+				// in the extra data (QEMU's wording: "Repairing" when it
+				// fixes it afterwards, in completeSnapshots).
+				f := finding(KindCorruption, ProblemSnapshot, "%s snapshot table entry %d is incomplete", verb(repair), i).repaired(repair)
+				c.res.Findings = append(c.res.Findings, f)
+				if repair {
+					c.res.CorruptionsFixed++
+					c.incompleteSnaps++
+				} else {
+					c.snapCorruption++
+				}
 			}
 		}
 	}
 	return nil
+}
+
+// completeSnapshots repairs incomplete snapshot table entries of a version
+// 3 image (QEMU's qcow2_check_fix_snapshot_table): the table is rewritten
+// with every entry's extra data completed to the 24 bytes QEMU defines
+// (image.SnapshotEntry.CompleteExtra: the disk size is the image's
+// virtual size, the instruction count -1). It runs once the refcounts
+// agree with the references. Crash-safe in the order of every repair: the
+// refcounts of free clusters are raised (synced), the new table is
+// written there (synced), the header's snapshot table offset is switched
+// in one write (synced), and only then are the old table's refcounts
+// lowered (synced). A crash leaves the old table (and at worst leaked
+// clusters) or the new one.
+func (c *checker) completeSnapshots() error {
+	h := c.hdr
+	if c.incompleteSnaps == 0 || c.headerShared || h.NbSnapshots == 0 {
+		return nil
+	}
+	old := make([]byte, c.snapshotsSize)
+	if err := c.readAt(old, h.SnapshotsOffset); err != nil {
+		return err
+	}
+	entries, err := image.ParseSnapshotTable(old, h.NbSnapshots, h.SnapshotsOffset, c.cs)
+	if err != nil {
+		return fmt.Errorf("the snapshot table cannot be rewritten: %w", err)
+	}
+	for i := range entries {
+		entries[i].CompleteExtra(h.Size)
+	}
+	table := image.MarshalSnapshotTable(entries)
+	n := arith.CeilDiv(uint64(len(table)), c.cs)
+	first, ok := c.freeRun(n)
+	if !ok {
+		return errors.New("no free clusters covered by a refcount block for the new snapshot table")
+	}
+	// 1. Refcounts of the new clusters.
+	for k := first; k < first+n; k++ {
+		c.setStored(k, 1)
+	}
+	if err := c.writeRefcounts(); err != nil {
+		return err
+	}
+	// 2. The new table.
+	off := first << c.cb
+	if err := c.write(table, off); err != nil {
+		return err
+	}
+	if err := c.syncWrites(); err != nil {
+		return err
+	}
+	// 3. The switch.
+	if err := c.writeU64(image.HdrSnapshotsOffset, off); err != nil {
+		return err
+	}
+	if err := c.syncWrites(); err != nil {
+		return err
+	}
+	oldOff, oldSize := h.SnapshotsOffset, c.snapshotsSize
+	h.SnapshotsOffset, c.snapshotsSize = off, uint64(len(table))
+	c.inc(off, uint64(len(table)))
+	// 4. The old table's clusters lose their reference.
+	for k := oldOff >> c.cb; k <= (oldOff+oldSize-1)>>c.cb; k++ {
+		if u := c.used.get(k); u > 0 {
+			c.used.set(k, u-1)
+			if r, ok := c.storedAt(k); ok && r > 0 {
+				c.setStored(k, r-1)
+			}
+		}
+	}
+	c.incompleteSnaps = 0
+	return c.writeRefcounts()
+}
+
+// freeRun returns the first of n contiguous clusters that nothing uses,
+// whose stored refcount is 0 and that existing refcount blocks cover.
+func (c *checker) freeRun(n uint64) (uint64, bool) {
+	limit := uint64(len(c.reftable)) << c.rbBits
+	run := uint64(0)
+	for k := uint64(1); k < limit; k++ {
+		ti := k >> c.rbBits
+		free := !c.badBlock[ti] && c.reftable[ti]&image.RefTableOffMask != 0 && c.used.get(k) == 0
+		if free {
+			r, ok := c.storedAt(k)
+			free = ok && r == 0
+		}
+		if !free {
+			run = 0
+			continue
+		}
+		if run++; run == n {
+			return k + 1 - n, true
+		}
+	}
+	return 0, false
 }
 
 // unreadableSnapshots reports a snapshot table that cannot be read, which
@@ -127,5 +231,9 @@ func (c *checker) dropLostSnapshots() error {
 	}
 	h.NbSnapshots, h.SnapshotsOffset = 0, 0
 	c.snapshots, c.snapshotsSize, c.snapCorruption = nil, 0, 0
+	// Incomplete entries of the lost table are not completed: they are
+	// gone with it.
+	c.res.CorruptionsFixed -= int64(c.incompleteSnaps)
+	c.incompleteSnaps = 0
 	return nil
 }

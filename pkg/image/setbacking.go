@@ -52,8 +52,7 @@ func (img *Image) SetBacking(name, format string) error {
 	if name == "" {
 		format = ""
 	}
-	cs := img.cs
-	old := make([]byte, cs)
+	old := make([]byte, img.cs)
 	if err := readFull(img.f, old, 0); err != nil {
 		return err
 	}
@@ -61,26 +60,15 @@ func (img *Image) SetBacking(name, format string) error {
 	if err != nil {
 		return err
 	}
-	extEnd := int(cs)
-	if oh.BackingFileOffset != 0 {
-		extEnd = int(oh.BackingFileOffset)
-	}
-	oexts, err := ParseExtensions(old, int(oh.HeaderLength), extEnd)
+	oexts, err := headerClusterExtensions(old, oh)
 	if err != nil {
 		return err
 	}
-	oldAreaEnd := int(oh.HeaderLength) + 8
-	for _, e := range oexts {
-		oldAreaEnd = max(oldAreaEnd, e.Off+8+int(roundUp(uint64(len(e.Data)), 8))+8)
-	}
-	oldName := old[oh.BackingFileOffset : oh.BackingFileOffset+uint64(oh.BackingFileSize)]
-	oldEnd := max(oldAreaEnd, int(oh.BackingFileOffset)+len(oldName))
-
 	var exts []Extension
 	if format != "" {
 		exts = append(exts, Extension{Magic: ExtBackingFormat, Data: []byte(format)})
 	}
-	if oh.Version >= 3 && cs > 4096 {
+	if oh.Version >= 3 && img.cs > 4096 {
 		exts = append(exts, Extension{Magic: ExtFeatureTable, Data: MarshalFeatureTable(defaultFeatures)})
 	}
 	for _, e := range oexts {
@@ -89,28 +77,67 @@ func (img *Image) SetBacking(name, format string) error {
 		}
 	}
 	nh := *oh
-	want, err := marshalHeaderCluster(&nh, exts, name, cs)
+	if err := img.switchHeader(old, &nh, exts, name, "the new backing file name does not fit in the header cluster"); err != nil {
+		return err
+	}
+	img.hdr.BackingFileOffset, img.hdr.BackingFileSize = nh.BackingFileOffset, nh.BackingFileSize
+	img.setExtensions(&nh, exts)
+	img.backingName, img.backingFormat = name, format
+	return nil
+}
+
+// headerClusterExtensions parses the header extensions of the header
+// cluster hc whose fixed header is h.
+func headerClusterExtensions(hc []byte, h *Header) ([]Extension, error) {
+	extEnd := len(hc)
+	if h.BackingFileOffset != 0 {
+		extEnd = int(h.BackingFileOffset)
+	}
+	return ParseExtensions(hc, int(h.HeaderLength), extEnd)
+}
+
+// switchHeader makes the header cluster (old, as read from the file) what
+// marshalHeaderCluster makes of nh, exts and the backing file name,
+// crash-safely: one write of the first sector when both the old and the
+// new header lie in it, otherwise the steps of switchHeaderInSteps. nh's
+// backing file offset and size are set. Nothing is written when the new
+// header does not fit (the error then starts with tooBig).
+func (img *Image) switchHeader(old []byte, nh *Header, exts []Extension, name, tooBig string) error {
+	oh, err := ParseHeader(old)
 	if err != nil {
-		return fmt.Errorf("the new backing file name does not fit in the header cluster: %w", err)
+		return err
+	}
+	oexts, err := headerClusterExtensions(old, oh)
+	if err != nil {
+		return err
+	}
+	cs := img.cs
+	oldAreaEnd := int(oh.HeaderLength) + 8
+	for _, e := range oexts {
+		oldAreaEnd = max(oldAreaEnd, e.Off+8+int(roundUp(uint64(len(e.Data)), 8))+8)
+	}
+	oldName := old[oh.BackingFileOffset : oh.BackingFileOffset+uint64(oh.BackingFileSize)]
+	oldEnd := max(oldAreaEnd, int(oh.BackingFileOffset)+len(oldName))
+	want, err := marshalHeaderCluster(nh, exts, name, cs)
+	if err != nil {
+		return fmt.Errorf("%s: %w", tooBig, err)
 	}
 	newEnd := int(nh.HeaderLength)
 	for _, e := range exts {
 		newEnd += 8 + int(roundUp(uint64(len(e.Data)), 8))
 	}
 	newEnd += 8 + len(name)
-
 	const sec = HeaderSectorSize
 	if cs == sec || (oldEnd <= sec && newEnd <= sec) {
 		// Both headers in the first sector: one atomic write.
-		if err := img.writeSync(want[:sec], 0); err != nil {
-			return err
-		}
-	} else {
-		if err := img.switchHeaderInSteps(old, oh, oexts, oldName, oldEnd, want, newEnd); err != nil {
-			return err
-		}
+		return img.writeSync(want[:sec], 0)
 	}
-	img.hdr.BackingFileOffset, img.hdr.BackingFileSize = nh.BackingFileOffset, nh.BackingFileSize
+	return img.switchHeaderInSteps(old, oh, oexts, oldName, oldEnd, want, newEnd)
+}
+
+// setExtensions makes img's extensions exts, laid out after nh's fixed
+// header.
+func (img *Image) setExtensions(nh *Header, exts []Extension) {
 	img.exts = img.exts[:0]
 	for off, i := int(nh.HeaderLength), 0; i < len(exts); i++ {
 		e := exts[i]
@@ -120,8 +147,6 @@ func (img *Image) SetBacking(name, format string) error {
 		off += 8 + int(roundUp(uint64(len(e.Data)), 8))
 	}
 	img.feats = FeatureTable(img.exts)
-	img.backingName, img.backingFormat = name, format
-	return nil
 }
 
 // switchHeaderInSteps carries out steps 1-4 of SetBacking.

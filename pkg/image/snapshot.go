@@ -88,6 +88,30 @@ func (e *SnapshotEntry) OwnExtra() []byte {
 	return e.Extra[SnapshotKnownExtraSize:]
 }
 
+// CompleteExtra extends extra data shorter than the 24 bytes QEMU defines
+// with the values QEMU reads for the missing fields, as
+// qcow2_write_snapshots writes every entry: the 64-bit VM state size is the
+// 32-bit one, the disk size diskSize (the image's current virtual size),
+// the instruction count -1 (none). Version 3 requires the first 16 bytes;
+// a longer extra data is kept as it is.
+func (e *SnapshotEntry) CompleteExtra(diskSize uint64) {
+	n := len(e.Extra)
+	if n >= SnapshotKnownExtraSize {
+		return
+	}
+	x := make([]byte, SnapshotKnownExtraSize)
+	copy(x, e.Extra)
+	be := binary.BigEndian
+	if n < 8 {
+		be.PutUint64(x[0:], uint64(e.VMState32))
+	}
+	if n < 16 {
+		be.PutUint64(x[8:], diskSize)
+	}
+	be.PutUint64(x[16:], ^uint64(0))
+	e.Extra = x
+}
+
 // size returns the bytes the entry occupies in the table, padding included.
 func (e *SnapshotEntry) size() uint64 {
 	return roundUp(uint64(SnapshotEntryHeaderSize+len(e.Extra)+len(e.ID)+len(e.Name)), 8)

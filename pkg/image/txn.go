@@ -374,6 +374,9 @@ func (t *txn) setSnapshots(entries []SnapshotEntry, oldSize uint64) error {
 	if len(entries) == 0 {
 		return nil
 	}
+	for i := range entries {
+		entries[i].CompleteExtra(img.hdr.Size)
+	}
 	b := MarshalSnapshotTable(entries)
 	if uint64(len(b)) > MaxSnapshotTableSize {
 		return fmt.Errorf("snapshot table of %d bytes exceeds %d: %w", len(b), MaxSnapshotTableSize, syscall.EFBIG)
