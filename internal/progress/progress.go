@@ -126,28 +126,15 @@ func (b *Bar) Repeat() {
 
 // Finish draws the final frame (100% unless the work stopped early) and
 // ends the line. It waits until everything is written.
-func (b *Bar) Finish() {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.done {
-		return
-	}
-	b.done = true
-	b.finished.Store(true)
-	if b.bar.Current() >= b.total {
-		b.bar.SetTotal(-1, true) // complete: mpb draws the last frame
-	} else {
-		b.bar.Abort(true) // stopped early: the last frame stays as it is
-	}
-	b.p.Wait()
-	io.WriteString(b.out, "\n")
-}
+func (b *Bar) Finish() { b.end(false) }
 
 // Complete ends the bar at 100% whatever was reported, and draws that
 // frame even when the last one showed 100% already: qemu-img convert's
 // final print, after its copy loop printed 100% on the last data chunk.
 // It waits until everything is written.
-func (b *Bar) Complete() {
+func (b *Bar) Complete() { b.end(true) }
+
+func (b *Bar) end(complete bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.done {
@@ -155,8 +142,14 @@ func (b *Bar) Complete() {
 	}
 	b.done = true
 	b.finished.Store(true)
-	b.lw.again.Store(true)
-	b.bar.SetTotal(-1, true)
+	if complete {
+		b.lw.again.Store(true)
+	}
+	if complete || b.bar.Current() >= b.total {
+		b.bar.SetTotal(-1, true) // complete: mpb draws the last frame
+	} else {
+		b.bar.Abort(true) // stopped early: the last frame stays as it is
+	}
 	b.p.Wait()
 	io.WriteString(b.out, "\n")
 }
@@ -169,7 +162,7 @@ type lineWriter struct {
 	buf   bytes.Buffer
 	last  []byte
 	drawn chan struct{} // signalled after every flush
-	again atomic.Bool   // draw the next frame even if identical (Complete)
+	again atomic.Bool   // draw the next frame even if identical (Complete, Repeat)
 }
 
 func (w *lineWriter) Write(p []byte) (int, error) { return w.buf.Write(p) }

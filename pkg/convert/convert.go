@@ -304,22 +304,31 @@ func Convert(r Request) (res *Result, err error) {
 		}
 		return err
 	}
-	opts := append([]pcreate.Option{pcreate.WithTempFallback()}, r.InstallOptions...)
-	if spec == nil {
-		// A raw file has no magic to write last: an existing one is
-		// replaced by renaming the complete new file over it.
-		opts = append(opts, pcreate.WithRenameReplace())
-	}
-	if err := pcreate.Install(r.Dest, build, opts...); err != nil {
-		var ce *pcreate.Error
-		if errors.As(err, &ce) {
-			// qemu-img: "error while converting raw: Could not create
-			// 'DST': Permission denied".
-			return nil, &CreateError{Format: r.Format, Err: ce}
-		}
+	if err := install(r.Dest, r.Format, spec == nil, build, r.InstallOptions); err != nil {
 		return nil, err
 	}
 	return res, nil
+}
+
+// install puts the output built by build in place at dest as create puts
+// a new image (pcreate.Install); a raw output, which has no magic to
+// write last, replaces an existing file by renaming the complete new file
+// over it. A failure to create the file is a CreateError (qemu-img:
+// "error while converting raw: Could not create 'DST': Permission
+// denied").
+func install(dest, format string, raw bool, build func(*pcreate.BuildFile) error, extra []pcreate.Option) error {
+	opts := append([]pcreate.Option{pcreate.WithTempFallback()}, extra...)
+	if raw {
+		opts = append(opts, pcreate.WithRenameReplace())
+	}
+	if err := pcreate.Install(dest, build, opts...); err != nil {
+		var ce *pcreate.Error
+		if errors.As(err, &ce) {
+			return &CreateError{Format: format, Err: ce}
+		}
+		return err
+	}
+	return nil
 }
 
 // convertExisting copies r.Source into the existing image r.Dest (-n).

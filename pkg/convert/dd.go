@@ -91,15 +91,7 @@ func DD(r DDRequest) error {
 		}
 		return err
 	}
-	opts := append([]pcreate.Option{pcreate.WithTempFallback()}, r.InstallOptions...)
-	if spec == nil {
-		opts = append(opts, pcreate.WithRenameReplace())
-	}
-	if err := pcreate.Install(r.Dest, build, opts...); err != nil {
-		var ce *pcreate.Error
-		if errors.As(err, &ce) {
-			return &CreateError{Format: r.Format, Err: ce}
-		}
+	if err := install(r.Dest, r.Format, spec == nil, build, r.InstallOptions); err != nil {
 		return err
 	}
 	if beyond {

@@ -149,19 +149,24 @@ func (img *Image) classify(e L2Entry, inC uint64) (mapping, uint64, uint64) {
 // from the backing file). The request is mapped under mu; the data clusters
 // are read after mu is released, so that reads run in parallel.
 func (img *Image) ReadAt(p []byte, off int64) (int, error) {
+	return img.readMapped(p, func() (uint64, error) { return uint64(off), img.checkRange(off, len(p)) })
+}
+
+// readMapped reads len(p) bytes at the guest offset where returns (it
+// runs with mu held and checks the request): the clusters are mapped
+// under mu, the data read with mu released and io held shared.
+func (img *Image) readMapped(p []byte, where func() (uint64, error)) (int, error) {
 	img.io.RLock()
 	defer img.io.RUnlock()
 	img.mu.Lock()
-	if err := img.checkRange(off, len(p)); err != nil {
-		img.mu.Unlock()
-		return 0, err
-	}
-	if err := img.maybeEvict(); err != nil {
-		img.mu.Unlock()
-		return 0, err
+	g, err := where()
+	if err == nil {
+		err = img.maybeEvict()
 	}
 	var reads []transfer
-	err := img.readGuest(p, uint64(off), &reads)
+	if err == nil {
+		err = img.readGuest(p, g, &reads)
+	}
 	img.mu.Unlock()
 	if err != nil {
 		return 0, err

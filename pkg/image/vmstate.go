@@ -38,30 +38,7 @@ func (img *Image) vmStateRange(pos int64, n int) (uint64, error) {
 // ReadVMState reads len(p) bytes at byte pos of the VM state area (qemu-io
 // read -b); what was never written reads as zeroes.
 func (img *Image) ReadVMState(p []byte, pos int64) (int, error) {
-	img.io.RLock()
-	defer img.io.RUnlock()
-	img.mu.Lock()
-	g, err := img.vmStateRange(pos, len(p))
-	if err != nil {
-		img.mu.Unlock()
-		return 0, err
-	}
-	if err := img.maybeEvict(); err != nil {
-		img.mu.Unlock()
-		return 0, err
-	}
-	var reads []transfer
-	err = img.readGuest(p, g, &reads)
-	img.mu.Unlock()
-	if err != nil {
-		return 0, err
-	}
-	for _, r := range reads {
-		if err := readData(img.raw, r.p, r.host); err != nil {
-			return 0, err
-		}
-	}
-	return len(p), nil
+	return img.readMapped(p, func() (uint64, error) { return img.vmStateRange(pos, len(p)) })
 }
 
 // WriteVMState writes p at byte pos of the VM state area (qemu-io write

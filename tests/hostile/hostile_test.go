@@ -104,7 +104,6 @@ func load(t *testing.T, path string) *image {
 }
 
 func (m *image) u64(off uint64) uint64 { return binary.BigEndian.Uint64(m.b[off:]) }
-func (m *image) u32(off uint64) uint32 { return binary.BigEndian.Uint32(m.b[off:]) }
 
 func (m *image) put64(off, v uint64) {
 	m.t.Helper()
