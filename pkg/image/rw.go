@@ -635,6 +635,28 @@ func (img *Image) writeAllocated(t *cacheEntry, i, k uint64, src []byte, g uint6
 		img.linkWritten(t, i, k, host, inC, n)
 		return n, nil
 	}
+	if img.extL2 && (inC != 0 || n != k*cs) && img.noHostClusters(t, i, k) {
+		// Extended L2 over clusters without a host cluster: as QEMU,
+		// only the subclusters the request touches become allocated,
+		// their parts outside the request copied from what they read
+		// now (the backing file, or zeroes); the other subclusters keep
+		// their state and read the same.
+		sub := img.subSize
+		lo, hi := inC/sub*sub, min(k*cs, (inC+n+sub-1)/sub*sub)
+		if err := img.f.ZeroRange(int64(host), int64(k*cs)); err != nil {
+			return 0, img.dropAllocation(host, k*cs, err)
+		}
+		buf := make([]byte, hi-lo)
+		if err := img.readGuest(buf, base+lo, nil); err != nil {
+			return 0, img.dropAllocation(host, k*cs, err)
+		}
+		copy(buf[inC-lo:], src[:n])
+		if _, err := img.f.WriteAt(buf, int64(host+lo)); err != nil {
+			return 0, img.dropAllocation(host, k*cs, err)
+		}
+		img.linkWritten(t, i, k, host, lo, hi-lo)
+		return n, nil
+	}
 	buf := src[:n]
 	if inC != 0 || n != k*cs {
 		// Copy-on-write: the partially written head and tail clusters
@@ -672,6 +694,18 @@ func (img *Image) cowReadsZero(t *cacheEntry, i, k, inC, n uint64) bool {
 	}
 	if tail := (inC + n) % cs; tail != 0 {
 		if !img.readsZero(img.entry(t, i+k-1), tail, cs-tail) {
+			return false
+		}
+	}
+	return true
+}
+
+// noHostClusters reports whether none of L2 entries i..i+k-1 has a host
+// cluster (unallocated or zero, not compressed): nothing to copy but what
+// reads through (extended L2).
+func (img *Image) noHostClusters(t *cacheEntry, i, k uint64) bool {
+	for j := uint64(0); j < k; j++ {
+		if e := img.entry(t, i+j); e.Offset() != 0 || e.Compressed() {
 			return false
 		}
 	}
