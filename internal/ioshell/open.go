@@ -925,3 +925,33 @@ func (s *Shell) driverOf(key string) string {
 	}
 	return ""
 }
+
+// PlainImage resolves a qemu-img file operand as qemu would open it: an
+// option list (--image-opts: "driver=qcow2,file.filename=X"), a json:
+// name, or a path. It returns the path and format ("" to probe) when the
+// result is a plain qcow2 or raw image (blkdebug without rules passes
+// through, as qemu's does); anything else (error injection, filters,
+// nested images, null devices) is refused.
+func PlainImage(arg string, imageOpts bool) (path, format string, err error) {
+	var r OpenRequest
+	switch {
+	case imageOpts:
+		r, err = RequestFromOptions(r, arg)
+	case strings.HasPrefix(arg, "json:") || strings.HasPrefix(arg, "blkdebug:"):
+		r, err = RequestForPath(r, arg)
+	default:
+		return arg, "", nil
+	}
+	if err != nil {
+		return "", "", err
+	}
+	plain := r.Path != "" && (r.Format == "" || r.Format == "raw" || r.Format == "qcow2") &&
+		!r.Nested && len(r.Inject) == 0 && !r.Compress && !r.NoBacking && !r.Snapshot && r.BackingFormat == ""
+	if !plain {
+		return "", "", fmt.Errorf("the block options of '%s' are not supported by zqimg (a plain qcow2 or raw image only)", arg)
+	}
+	if r.Format == "" && imageOpts {
+		r.Format = "qcow2"
+	}
+	return r.Path, r.Format, nil
+}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/zqimg/zqimg/internal/cmdutil"
+	"github.com/zqimg/zqimg/internal/ioshell"
 	pinfo "github.com/zqimg/zqimg/pkg/info"
 	"github.com/zqimg/zqimg/pkg/units"
 )
@@ -21,6 +22,9 @@ type Options struct {
 	File       string
 	// BackingChain describes every image of the backing chain.
 	BackingChain bool
+	// ImageOpts (--image-opts): FILE is an option list
+	// (driver=qcow2,file.filename=PATH), as qemu-img takes it.
+	ImageOpts bool
 }
 
 // NewCmdInfo returns the info command.
@@ -44,6 +48,7 @@ func NewCmdInfo(ios *cmdutil.IOStreams, runF func(*Options) error) *cobra.Comman
 	cmd.Flags().BoolVarP(&o.ForceShare, "force-share", "U", false, "open the image without taking locks")
 	cmd.Flags().StringVarP(&o.Format, "format", "f", "qcow2", "image format (only qcow2)")
 	cmd.Flags().BoolVar(&o.BackingChain, "backing-chain", false, "describe every image of the backing chain")
+	cmd.Flags().BoolVar(&o.ImageOpts, "image-opts", false, "FILE is an option list (driver=qcow2,file.filename=PATH), as qemu-img takes it")
 	return cmd
 }
 
@@ -57,6 +62,17 @@ func Run(o *Options) error {
 		o.IO.Errorf("Unknown file format '%s' (zqimg reads qcow2 images only)", o.Format)
 		return cmdutil.Exit(1)
 	}
+	// A json: name or an option list names the file it opens, and the
+	// image is shown under that name, as qemu-img reconstructs it.
+	path, format, err := ioshell.PlainImage(o.File, o.ImageOpts)
+	if err == nil && format != "" && format != "qcow2" {
+		err = fmt.Errorf("format '%s' is not supported by zqimg info (qcow2 images only)", format)
+	}
+	if err != nil {
+		o.IO.Errorf("%s", o.IO.CouldNotOpen(o.File, err))
+		return cmdutil.Exit(1)
+	}
+	o.File = path
 	if o.BackingChain {
 		return runChain(o)
 	}

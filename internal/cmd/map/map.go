@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/zqimg/zqimg/internal/cmdutil"
+	"github.com/zqimg/zqimg/internal/ioshell"
 	"github.com/zqimg/zqimg/pkg/blockdev"
 	"github.com/zqimg/zqimg/pkg/blockmap"
 	"github.com/zqimg/zqimg/pkg/units"
@@ -23,7 +24,9 @@ type Options struct {
 	MaxLength   string
 	ForceShare  bool
 	Zones       bool
-	File        string
+	// ImageOpts (--image-opts): File is an option list, as qemu-img takes it.
+	ImageOpts bool
+	File      string
 }
 
 // NewCmdMap returns the map command; runF replaces the default run
@@ -66,6 +69,7 @@ write pointer.`,
 	f.StringVar(&o.MaxLength, "max-length", "", "map at most this many bytes")
 	f.BoolVarP(&o.ForceShare, "force-share", "U", false, "open the image without taking locks")
 	f.BoolVar(&o.Zones, "zones", false, "also describe every zone of a zoned image")
+	f.BoolVar(&o.ImageOpts, "image-opts", false, "FILE is an option list (driver=qcow2,file.filename=PATH), as qemu-img takes it")
 	return cmd
 }
 
@@ -92,7 +96,16 @@ func Run(o *Options) error {
 		}
 		length = int64(n)
 	}
-	d, err := blockdev.Open(o.File, blockdev.Options{Format: o.Format, ForceShare: o.ForceShare})
+	path, format, err := ioshell.PlainImage(o.File, o.ImageOpts)
+	if err != nil {
+		ios.Errorf("%s", ios.CouldNotOpen(o.File, err))
+		return cmdutil.Exit(1)
+	}
+	if format == "" {
+		format = o.Format
+	}
+	o.File = path // shown as qemu-img reconstructs the name
+	d, err := blockdev.Open(o.File, blockdev.Options{Format: format, ForceShare: o.ForceShare})
 	if err != nil {
 		ios.Errorf("%s", ios.CouldNotOpen(o.File, err))
 		return cmdutil.Exit(1)
