@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -167,4 +168,21 @@ func SizeSyntaxError(ios *IOStreams, name string) error {
 	ios.Errorf("Invalid %s specified. You may use k, M, G, T, P or E suffixes for", name)
 	ios.Errorf("kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.")
 	return Exit(1)
+}
+
+// FileOperand returns the file an image operand names, as qemu reads a
+// "file:" protocol prefix: the rest of the operand, with "./" before a
+// relative name that would otherwise read as another protocol
+// ("file:image:top.qcow2" is "./image:top.qcow2", the name qemu-img shows
+// and resolves a backing file against). Other operands are returned as
+// they are.
+func FileOperand(arg string) string {
+	p, ok := strings.CutPrefix(arg, "file:")
+	if !ok {
+		return arg
+	}
+	if i := strings.IndexByte(p, ':'); i >= 0 && !strings.Contains(p[:i], "/") {
+		p = "./" + p
+	}
+	return p
 }

@@ -42,3 +42,27 @@ func TestImageOptsMatchesQemu(t *testing.T) {
 		t.Errorf("error injection accepted by info: %s", z)
 	}
 }
+
+// TestFileProtocolPrefixMatchesQemu: a "file:" prefix names the file after
+// it, for create and info; a relative name with a colon is shown as
+// "./NAME" and its backing file resolved against it, as qemu-img does
+// (qemu iotest 126).
+func TestFileProtocolPrefixMatchesQemu(t *testing.T) {
+	requireQemu(t)
+	for _, tool := range []string{"qemu-img", zqimgBin} {
+		dir := t.TempDir()
+		c := mustRun(t, dir, tool, "create", "-f", "qcow2", "file:a:b.qcow2", "1M")
+		if !strings.Contains(c.stdout, "Formatting 'file:a:b.qcow2'") {
+			t.Errorf("%s create: %q", tool, c.stdout)
+		}
+		mustRun(t, dir, "qemu-img", "info", dir+"/a:b.qcow2")
+		mustRun(t, dir, "qemu-img", "create", "-q", "-f", "qcow2", "base.qcow2", "1M")
+		mustRun(t, dir, tool, "create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", "file:image:top.qcow2")
+		i := mustRun(t, dir, tool, "info", "file:image:top.qcow2")
+		for _, want := range []string{"image: ./image:top.qcow2\n", "backing file: base.qcow2 (actual path: ./base.qcow2)\n"} {
+			if !strings.Contains(i.stdout, want) {
+				t.Errorf("%s info: no %q in\n%s", tool, want, i.stdout)
+			}
+		}
+	}
+}

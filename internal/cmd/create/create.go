@@ -95,7 +95,7 @@ func Run(o *Options) error {
 	opts, err := pcreate.ParseOptions(lists, o.Size, o.HasSize)
 	if err == nil {
 		opts.SetSecrets(secrets)
-		err = pcreate.ResolveBacking(opts, o.File, o.NoBackingOpen)
+		err = pcreate.ResolveBacking(opts, cmdutil.FileOperand(o.File), o.NoBackingOpen)
 	}
 	if errors.Is(err, pcreate.ErrHelp) {
 		fmt.Fprint(ios.Out, pcreate.Help())
@@ -120,7 +120,7 @@ func Run(o *Options) error {
 	for _, w := range spec.Warnings {
 		ios.Warnf("%s", w)
 	}
-	if err := pcreate.Create(o.File, spec); err != nil {
+	if err := pcreate.Create(cmdutil.FileOperand(o.File), spec); err != nil {
 		ios.Errorf("%s: %v", o.File, err)
 		return cmdutil.Exit(1)
 	}
@@ -153,7 +153,7 @@ func runRaw(o *Options) error {
 	}
 	spec, err := pcreate.ResolveRaw(opts)
 	if err == nil {
-		err = pcreate.CreateRaw(o.File, spec)
+		err = pcreate.CreateRaw(cmdutil.FileOperand(o.File), spec)
 	}
 	if err != nil {
 		ios.Errorf("%s: %v", o.File, err)

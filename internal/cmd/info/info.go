@@ -64,7 +64,7 @@ func Run(o *Options) error {
 	}
 	// A json: name or an option list names the file it opens, and the
 	// image is shown under that name, as qemu-img reconstructs it.
-	path, format, err := ioshell.PlainImage(o.File, o.ImageOpts)
+	path, format, err := ioshell.PlainImage(cmdutil.FileOperand(o.File), o.ImageOpts)
 	if err == nil && format != "" && format != "qcow2" {
 		err = fmt.Errorf("format '%s' is not supported by zqimg info (qcow2 images only)", format)
 	}

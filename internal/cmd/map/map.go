@@ -96,7 +96,7 @@ func Run(o *Options) error {
 		}
 		length = int64(n)
 	}
-	path, format, err := ioshell.PlainImage(o.File, o.ImageOpts)
+	path, format, err := ioshell.PlainImage(cmdutil.FileOperand(o.File), o.ImageOpts)
 	if err != nil {
 		ios.Errorf("%s", ios.CouldNotOpen(o.File, err))
 		return cmdutil.Exit(1)
