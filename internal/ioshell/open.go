@@ -548,8 +548,8 @@ func blkdebugFilename(rest string) (string, []InjectRule, error) {
 // the rules of a configuration file. The request limits (align,
 // max-transfer, opt-/max-write-zero, opt-/max-discard) only change how
 // qemu splits requests, not what they do, and are accepted (as sizes).
-// Of the rules, zqimg carries out [inject-error] on the event l2_update
-// (an L2 table written back), with errno and once; other events, sectors,
+// Of the rules, zqimg carries out [inject-error] on the events l2_update
+// (an L2 table written back) and read_aio (guest data read from the file), with errno and once; other events, sectors,
 // states and [set-state] are refused.
 func blkdebugOption(kv optPair) ([]InjectRule, error) {
 	switch kv.key {
@@ -605,8 +605,8 @@ func parseBlkdebugConfig(text, name string) ([]InjectRule, error) {
 		k, v = strings.TrimSpace(k), strings.Trim(strings.TrimSpace(v), `"`)
 		switch k {
 		case "event":
-			if v != image.EventL2Update {
-				return nil, fmt.Errorf("blkdebug event '%s' in %s: not supported by zqimg (only %s)", v, name, image.EventL2Update)
+			if v != image.EventL2Update && v != image.EventReadAIO {
+				return nil, fmt.Errorf("blkdebug event '%s' in %s: not supported by zqimg (only %s and %s)", v, name, image.EventL2Update, image.EventReadAIO)
 			}
 			cur.Event, event = v, true
 		case "errno":

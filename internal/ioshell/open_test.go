@@ -284,7 +284,7 @@ func TestBlkdebugPassthrough(t *testing.T) {
 		{"open blkdebug:" + empty + ":/z", "/z", ""},
 		{"open -o driver=qcow2,file.driver=blkdebug,file.image.filename=/w", "/w", ""},
 		{"open blkdebug:" + rules + ":/z", "/z", ""},
-		{"open blkdebug:" + other + ":/z", "", "blkdebug event 'l1_update' in " + other + ": not supported by zqimg (only l2_update)"},
+		{"open blkdebug:" + other + ":/z", "", "blkdebug event 'l1_update' in " + other + ": not supported by zqimg (only l2_update and read_aio)"},
 		{"open blkdebug:" + state + ":/z", "", "blkdebug rule [set-state] in " + state + ": not supported by zqimg (only [inject-error])"},
 		{"open -o driver=blkdebug,image.driver=qcow2,config=" + rules + " blkdebug::/x", "", "blkdebug rules above the qcow2 driver are not supported by zqimg (put blkdebug under it: blkdebug:CONFIG:FILE)"},
 		{"open blkdebug:/z", "", "blkdebug requires both config file and image path"},

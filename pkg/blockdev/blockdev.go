@@ -40,6 +40,12 @@ type Options struct {
 	// Snapshot, when set, reads that internal snapshot of a qcow2 image
 	// instead of its active disk (qemu-img convert -l).
 	Snapshot image.SnapshotRef
+	// Event is the qcow2 image's event hook (image.Options.Event:
+	// blkdebug's error injection).
+	Event func(string) error
+	// Name, when not empty, is the name messages give the image (the
+	// operand as given: a blkdebug: or json: name) in place of its path.
+	Name string
 }
 
 // UnknownFormatError is a format name this package cannot read.
@@ -57,6 +63,7 @@ func (e *UnknownFormatError) QEMUMessage() string {
 // Disk is an image opened read-only.
 type Disk struct {
 	path   string
+	name   string // for messages; "" means path
 	format string
 	size   int64
 
@@ -129,11 +136,11 @@ func Probe(path string) (string, error) {
 }
 
 func openQcow2(path string, o Options) (*Disk, error) {
-	dev, err := zone.Open(path, image.Options{ReadOnly: true, NoLock: o.ForceShare, Snapshot: o.Snapshot})
+	dev, err := zone.Open(path, image.Options{ReadOnly: true, NoLock: o.ForceShare, Snapshot: o.Snapshot, Event: o.Event})
 	if err != nil {
 		return nil, err
 	}
-	d := &Disk{path: path, format: Qcow2, dev: dev, img: dev.Image(), size: dev.Size()}
+	d := &Disk{path: path, name: o.Name, format: Qcow2, dev: dev, img: dev.Image(), size: dev.Size()}
 	if dev.Zoned() {
 		d.zh = dev.Header()
 		if d.zones, err = dev.Report(0, uint64(d.zh.NrZones)); err != nil {
@@ -190,7 +197,7 @@ func openRaw(path string, o Options) (*Disk, error) {
 		return nil, err
 	}
 	// QEMU sees a file as whole 512-byte sectors; the tail reads as zeroes.
-	return &Disk{path: path, format: Raw, raw: f, rawSize: n, size: (n + 511) &^ 511}, nil
+	return &Disk{path: path, name: o.Name, format: Raw, raw: f, rawSize: n, size: (n + 511) &^ 511}, nil
 }
 
 // Close closes the disk and its backing chain (a backing disk, as
@@ -208,6 +215,14 @@ func (d *Disk) Close() error {
 
 // Path returns the name the disk was opened with.
 func (d *Disk) Path() string { return d.path }
+
+// Name returns the name messages give the image: Options.Name, or its path.
+func (d *Disk) Name() string {
+	if d.name != "" {
+		return d.name
+	}
+	return d.path
+}
 
 // Format returns "qcow2" or "raw".
 func (d *Disk) Format() string { return d.format }

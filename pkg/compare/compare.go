@@ -21,7 +21,10 @@ package compare
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"github.com/zqimg/zqimg/pkg/image"
+	"syscall"
 
 	"github.com/zqimg/zqimg/pkg/blockdev"
 )
@@ -198,8 +201,16 @@ func statusErr(d *blockdev.Disk, err error) error {
 	return &Error{3, fmt.Sprintf("Sector allocation test failed for %s: %v", d.Path(), err)}
 }
 
+// readErr is qemu-img's "Error while reading offset OFF of NAME:
+// REASON", REASON the C library's words for an errno (as qemu-img's
+// strerror), else the error's own.
 func readErr(d *blockdev.Disk, off int64, err error) error {
-	return &Error{4, fmt.Sprintf("Error while reading offset %d of %s: %v", off, d.Path(), err)}
+	reason := err.Error()
+	var en syscall.Errno
+	if errors.As(err, &en) {
+		reason = image.Strerror(en)
+	}
+	return &Error{4, fmt.Sprintf("Error while reading offset %d of %s: %s", off, d.Name(), reason)}
 }
 
 // differ compares n bytes at off and returns the offset of the first

@@ -58,6 +58,10 @@ type Options struct {
 // EventL2Update is the blkdebug event of an L2 table written back.
 const EventL2Update = "l2_update"
 
+// EventReadAIO is the blkdebug event of guest data read from the image's
+// file (data clusters; QEMU's read_aio).
+const EventReadAIO = "read_aio"
+
 // MaxBackingDepth bounds the length of a backing chain: a deeper chain is
 // refused rather than opened file after file.
 const MaxBackingDepth = 256

@@ -167,6 +167,9 @@ func (img *Image) readMapped(p []byte, where func() (uint64, error)) (int, error
 	if err == nil {
 		err = img.readGuest(p, g, &reads)
 	}
+	if err == nil && len(reads) > 0 && img.event != nil {
+		err = img.event(EventReadAIO)
+	}
 	img.mu.Unlock()
 	if err != nil {
 		return 0, err
