@@ -265,11 +265,13 @@ func (c *copier) writeSparse(p []byte, off int64, m mode) error {
 // writeCompressed writes p (guest offset off) cluster by cluster,
 // compressed; a piece that is not a whole cluster (at a range boundary
 // inside a cluster) is written uncompressed. A chunk of zeroes is not
-// written at all (or written as zeroes in a sequential zone, an existing
+// written at all, but with -S 0 (or written as zeroes in a sequential zone, an existing
 // target, or over a backing file, where unwritten would read the backing
 // file's data).
 func (c *copier) writeCompressed(p []byte, off int64, m mode) error {
-	if isZero(p) {
+	if isZero(p) && c.sparse != 0 {
+		// -S 0 (fully allocated): zeroes are compressed and written
+		// like any data, as qemu-img writes them.
 		if m == modeSeq || c.existing || c.topOnly {
 			if err := c.t.zero(off, int64(len(p))); err != nil {
 				return writeErr(off, err)

@@ -46,6 +46,21 @@ func TestConvertSparseSizeMatchesQemu(t *testing.T) {
 			})
 		}
 	}
+	// Compressed: with -S 0 zeroes are compressed clusters too (the map
+	// says data everywhere), as qemu-img writes them; else skipped.
+	for _, s := range []string{"0", "4k"} {
+		q, z := filepath.Join(dir, "qc-"+s+".qcow2"), filepath.Join(dir, "zc-"+s+".qcow2")
+		mustRun(t, dir, "qemu-img", "convert", "-c", "-S", s, "-O", "qcow2", "src.qcow2", q)
+		if r := zq(t, dir, "convert", "-c", "-S", s, "-O", "qcow2", "src.qcow2", z); r.code != 0 {
+			t.Fatalf("zqimg failed:\n%s", r)
+		}
+		mustRun(t, "", "qemu-img", "compare", q, z)
+		qm := mustRun(t, "", "qemu-img", "map", "--output=json", q).stdout
+		zm := mustRun(t, "", "qemu-img", "map", "--output=json", z).stdout
+		if qm != zm {
+			t.Errorf("-c -S %s: map: zqimg\n%s\nqemu-img\n%s", s, zm, qm)
+		}
+	}
 	for _, bad := range []string{"1000", "32M", "x"} {
 		qr := run(t, dir, "qemu-img", "convert", "-S", bad, "-O", "raw", "src.qcow2", "bad.raw")
 		zr := zq(t, dir, "convert", "-S", bad, "-O", "raw", "src.qcow2", "bad.raw")
