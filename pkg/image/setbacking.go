@@ -52,15 +52,7 @@ func (img *Image) SetBacking(name, format string) error {
 	if name == "" {
 		format = ""
 	}
-	old := make([]byte, img.cs)
-	if err := readFull(img.f, old, 0); err != nil {
-		return err
-	}
-	oh, err := ParseHeader(old)
-	if err != nil {
-		return err
-	}
-	oexts, err := headerClusterExtensions(old, oh)
+	old, oh, oexts, err := img.readHeaderState()
 	if err != nil {
 		return err
 	}
@@ -84,6 +76,24 @@ func (img *Image) SetBacking(name, format string) error {
 	img.setExtensions(&nh, exts)
 	img.backingName, img.backingFormat = name, format
 	return nil
+}
+
+// readHeaderState reads the header cluster as the file holds it, with its
+// fixed header and extensions parsed: what a header switch starts from.
+func (img *Image) readHeaderState() ([]byte, *Header, []Extension, error) {
+	hc := make([]byte, img.cs)
+	if err := readFull(img.f, hc, 0); err != nil {
+		return nil, nil, nil, err
+	}
+	h, err := ParseHeader(hc)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	exts, err := headerClusterExtensions(hc, h)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return hc, h, exts, nil
 }
 
 // headerClusterExtensions parses the header extensions of the header

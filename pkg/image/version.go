@@ -73,15 +73,7 @@ func (img *Image) Upgrade(o VersionOptions) error {
 		}
 	}
 	o.progress(1, 2)
-	old := make([]byte, img.cs)
-	if err := readFull(img.f, old, 0); err != nil {
-		return err
-	}
-	oh, err := ParseHeader(old)
-	if err != nil {
-		return err
-	}
-	oexts, err := headerClusterExtensions(old, oh)
+	old, oh, oexts, err := img.readHeaderState()
 	if err != nil {
 		return err
 	}
@@ -167,15 +159,7 @@ func (img *Image) Downgrade(o VersionOptions) error {
 	if err := img.expandZeros(z, entries, tableSize); err != nil {
 		return fmt.Errorf("Failed to turn zero into data clusters: %w", err)
 	}
-	old := make([]byte, img.cs)
-	if err := readFull(img.f, old, 0); err != nil {
-		return err
-	}
-	oh, err := ParseHeader(old)
-	if err != nil {
-		return err
-	}
-	oexts, err := headerClusterExtensions(old, oh)
+	old, oh, oexts, err := img.readHeaderState()
 	if err != nil {
 		return err
 	}

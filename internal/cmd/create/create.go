@@ -97,20 +97,8 @@ func Run(o *Options) error {
 		opts.SetSecrets(secrets)
 		err = pcreate.ResolveBacking(opts, cmdutil.FileOperand(o.File), o.NoBackingOpen)
 	}
-	if errors.Is(err, pcreate.ErrHelp) {
-		fmt.Fprint(ios.Out, pcreate.Help())
-		return nil
-	}
-	if o.File == "" {
-		ios.Errorf("Expecting image file name")
-		fmt.Fprintln(ios.ErrOut, "Try 'zqimg create --help' for more information")
-		return cmdutil.Exit(1)
-	}
-	if err != nil {
-		return optionError(o, err)
-	}
-	if !o.Quiet {
-		fmt.Fprintln(ios.Out, opts.Formatting(o.File))
+	if done, rerr := afterParse(o, err, pcreate.Help, func() string { return opts.Formatting(o.File) }); done {
+		return rerr
 	}
 	spec, err := pcreate.Resolve(opts)
 	if err != nil {
@@ -136,20 +124,8 @@ func runRaw(o *Options) error {
 		return cmdutil.Exit(1)
 	}
 	opts, err := pcreate.ParseRawOptions(o.Opts, o.Size, o.HasSize)
-	if errors.Is(err, pcreate.ErrHelp) {
-		fmt.Fprint(ios.Out, pcreate.RawHelp())
-		return nil
-	}
-	if o.File == "" {
-		ios.Errorf("Expecting image file name")
-		fmt.Fprintln(ios.ErrOut, "Try 'zqimg create --help' for more information")
-		return cmdutil.Exit(1)
-	}
-	if err != nil {
-		return optionError(o, err)
-	}
-	if !o.Quiet {
-		fmt.Fprintln(ios.Out, opts.Formatting(o.File))
+	if done, rerr := afterParse(o, err, pcreate.RawHelp, func() string { return opts.Formatting(o.File) }); done {
+		return rerr
 	}
 	spec, err := pcreate.ResolveRaw(opts)
 	if err == nil {
@@ -160,6 +136,29 @@ func runRaw(o *Options) error {
 		return cmdutil.Exit(1)
 	}
 	return nil
+}
+
+// afterParse handles what follows the parsing of the options, err its
+// error, as qemu-img create does: help printed (help), a missing file
+// name, an option error; else the "Formatting ..." line (unless -q).
+// done reports that the command ends here, with ret.
+func afterParse(o *Options, err error, help func() string, formatting func() string) (done bool, ret error) {
+	ios := o.IO
+	switch {
+	case errors.Is(err, pcreate.ErrHelp):
+		fmt.Fprint(ios.Out, help())
+		return true, nil
+	case o.File == "":
+		ios.Errorf("Expecting image file name")
+		fmt.Fprintln(ios.ErrOut, "Try 'zqimg create --help' for more information")
+		return true, cmdutil.Exit(1)
+	case err != nil:
+		return true, optionError(o, err)
+	}
+	if !o.Quiet {
+		fmt.Fprintln(ios.Out, formatting())
+	}
+	return false, nil
 }
 
 // optionError reports an error of the options (or of the backing file
