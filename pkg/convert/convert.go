@@ -42,6 +42,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"strconv"
 	"strings"
@@ -55,6 +56,11 @@ import (
 // Request describes a conversion.
 type Request struct {
 	Source *blockdev.Disk
+	// More are further sources, concatenated after Source in order
+	// (qemu-img convert SRC1 SRC2 ... DST): the output is as large as
+	// all of them (each but the last rounded up to 512 bytes). Plain
+	// images only, and no Backing.
+	More []*blockdev.Disk
 	// Dest is the path of the new image; an existing file is replaced
 	// (unless another process uses it).
 	Dest string
@@ -79,8 +85,10 @@ type Request struct {
 	backingSize int64
 	// Existing (-n) writes into the existing image at Dest (qcow2 or raw,
 	// not zoned, at least as large as the source) instead of creating
-	// one: zeroes are written as zeroes (unmapping where possible), and
-	// Options are not used.
+	// one: zeroes are written as zeroes (unmapping where possible).
+	// Options must be empty (ErrExistingOptions); Backing, if set, is
+	// not given to Dest but, as in qemu-img, limits the copy to the
+	// source's top layer.
 	Existing bool
 	// FullyAllocated (-S 0) writes every byte, zeroes and the source's
 	// unallocated space included (plain outputs only).
@@ -126,6 +134,18 @@ var ErrTargetTooSmall = errors.New("output file is smaller than input file")
 // ErrExistingZoned refuses -n with a zoned source or target.
 var ErrExistingZoned = errors.New("convert -n does not write into zoned images nor copy zoned sources (use convert without -n)")
 
+// ErrExistingOptions refuses -n with -o (qemu-img's message).
+var ErrExistingOptions = errors.New("-o has no effect when skipping image creation")
+
+// ErrConcatBacking refuses a backing file for the output of a
+// concatenation (qemu-img's message).
+//
+//lint:ignore ST1005 the message is qemu-img's
+var ErrConcatBacking = errors.New("Having a backing file for the target makes no sense when concatenating multiple input images")
+
+// ErrConcatZoned refuses a zoned image among several sources.
+var ErrConcatZoned = errors.New("convert concatenates plain images only: a zoned source must be converted on its own")
+
 // ErrExistingCompress refuses -n with -c.
 var ErrExistingCompress = errors.New("convert -n does not write compressed clusters")
 
@@ -169,13 +189,18 @@ func ZoneOptions(h *zone.Header) string {
 // zoned configuration (when zoned) overridden by opts, with src's size.
 // A zoned source's geometry may not change.
 func Spec(src *blockdev.Disk, opts []string) (*pcreate.Spec, error) {
+	return specFor(src.ZoneHeader(), src.Size(), opts)
+}
+
+// specFor resolves the -o options of a qcow2 destination of size bytes
+// for a source with the zoned configuration sh (nil: plain).
+func specFor(sh *zone.Header, size int64, opts []string) (*pcreate.Spec, error) {
 	var lists []string
-	sh := src.ZoneHeader()
 	if sh != nil {
 		lists = append(lists, ZoneOptions(sh))
 	}
 	lists = append(lists, opts...)
-	lists = append(lists, "size="+strconv.FormatInt(src.Size(), 10))
+	lists = append(lists, "size="+strconv.FormatInt(size, 10))
 	o, err := pcreate.ParseOptions(lists, "", false)
 	if err != nil {
 		return nil, err
@@ -204,7 +229,17 @@ func Spec(src *blockdev.Disk, opts []string) (*pcreate.Spec, error) {
 
 // Convert copies r.Source into a new image at r.Dest.
 func Convert(r Request) (res *Result, err error) {
-	src := r.Source
+	if r.Existing && len(r.Options) > 0 {
+		return nil, ErrExistingOptions
+	}
+	src := newSources(r.Source, r.More)
+	if len(r.More) > 0 {
+		for _, d := range src.disks {
+			if d.Zoned() {
+				return nil, fmt.Errorf("%s: %w", d.Path(), ErrConcatZoned)
+			}
+		}
+	}
 	res = &Result{}
 	var spec *pcreate.Spec
 	if r.Format == blockdev.Qcow2 {
@@ -222,11 +257,11 @@ func Convert(r Request) (res *Result, err error) {
 			r.Options = withoutBackingOptions(r.Options)
 		}
 	}
+	if len(r.More) > 0 && r.Backing != "" {
+		return nil, ErrConcatBacking
+	}
 	if r.Existing {
-		if r.Backing != "" {
-			return nil, errors.New("convert -n with -B is not supported by zqimg")
-		}
-		return res, convertExisting(r, res)
+		return res, convertExisting(src, r, res)
 	}
 	if r.Backing != "" {
 		n, err := checkBacking(r)
@@ -237,7 +272,7 @@ func Convert(r Request) (res *Result, err error) {
 	}
 	switch r.Format {
 	case blockdev.Qcow2:
-		if spec, err = Spec(src, r.Options); err != nil {
+		if spec, err = specFor(src.zoneHeader(), src.Size(), r.Options); err != nil {
 			return nil, &CreateError{Format: r.Format, Err: err}
 		}
 		if r.Backing != "" {
@@ -270,7 +305,7 @@ func Convert(r Request) (res *Result, err error) {
 		if zplan, err = planZones(src, spec.Zone); err != nil {
 			return nil, err
 		}
-		if !src.Zoned() {
+		if src.zoneHeader() == nil {
 			res.Warnings = append(res.Warnings, ImportWarning)
 		}
 	}
@@ -331,17 +366,21 @@ func install(dest, format string, raw bool, build func(*pcreate.BuildFile) error
 	return nil
 }
 
-// convertExisting copies r.Source into the existing image r.Dest (-n).
-func convertExisting(r Request, res *Result) error {
-	src := r.Source
+// convertExisting copies src into the existing image r.Dest (-n). With
+// r.Backing only the source's top layer is copied, its zeroes written as
+// zeroes everywhere (the size of what backs Dest is not known to matter).
+func convertExisting(src *sources, r Request, res *Result) error {
 	if r.SparseSize < 0 || r.SparseSize%512 != 0 || r.SparseSize > MaxSparseSize {
 		return ErrSparseSize
 	}
 	if r.Compress {
 		return ErrExistingCompress
 	}
-	if src.Zoned() {
+	if src.zoneHeader() != nil {
 		return ErrExistingZoned
+	}
+	if r.Backing != "" {
+		r.backingSize = math.MaxInt64
 	}
 	var t interface {
 		target

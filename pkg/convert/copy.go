@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/zqimg/zqimg/pkg/blockdev"
 	"github.com/zqimg/zqimg/pkg/zone"
 )
 
@@ -44,14 +43,13 @@ func isZero(p []byte) bool {
 
 // copier copies the source into the target range by range.
 type copier struct {
-	src      *blockdev.Disk
+	src      *sources
 	t        target
 	res      *Result
 	progress func(done, total int64)
 	work     int64 // progress: the bytes of data to copy (qemu-img's allocated sectors)
 	size     int64
 	cs       int64 // destination cluster size when compressing, else 0
-	srcAlign int64 // source cluster size (qcow2), or 512
 	buf      []byte
 	sparse   int64 // zero detection block (bytes); 0: fully allocated, every byte written
 	existing bool  // the target existed (-n): zeroes must be written as zeroes
@@ -67,8 +65,8 @@ type copier struct {
 	stData bool
 }
 
-func newCopier(src *blockdev.Disk, t target, r Request, res *Result) *copier {
-	c := &copier{src: src, t: t, res: res, progress: r.Progress, size: src.Size(), srcAlign: 512, buf: make([]byte, bufSize), ctx: r.Ctx, sparse: sparseBlock}
+func newCopier(src *sources, t target, r Request, res *Result) *copier {
+	c := &copier{src: src, t: t, res: res, progress: r.Progress, size: src.Size(), buf: make([]byte, bufSize), ctx: r.Ctx, sparse: sparseBlock}
 	c.existing = r.Existing
 	c.topOnly = r.Backing != ""
 	c.tbSize = r.backingSize
@@ -82,9 +80,6 @@ func newCopier(src *blockdev.Disk, t target, r Request, res *Result) *copier {
 	}
 	if r.Compress {
 		c.cs = t.clusterSize()
-	}
-	if img := src.Image(); img != nil {
-		c.srcAlign = img.ClusterSize()
 	}
 	return c
 }
@@ -129,8 +124,8 @@ func (c *copier) copyAll() error {
 }
 
 // chunk returns the next piece of [off, hi) to copy and whether it holds
-// data: a run of one block status of the source, cut to end on a source
-// cluster boundary, to at most bufSize bytes of data, and to one whole
+// data: a run of one block status of the source, cut to end on a cluster
+// boundary of the source disk it comes from, to at most bufSize bytes of data, and to one whole
 // destination cluster of data when compressing (a piece shorter than a
 // cluster is then read as data, whatever its status).
 func (c *copier) chunk(off, hi int64) (int64, bool, error) {
@@ -149,7 +144,8 @@ func (c *copier) chunk(off, hi int64) (int64, bool, error) {
 		if c.topOnly && off < c.tbSize {
 			n = min(n, c.tbSize-off)
 		}
-		if tail := (off + n) % c.srcAlign; n > tail {
+		start, align := c.src.alignAt(off)
+		if tail := (off - start + n) % align; n > tail {
 			n -= tail
 		}
 		c.stData = (!s.Zero || c.sparse == 0) && (!c.topOnly || s.Data)
@@ -194,7 +190,11 @@ func (c *copier) copyRange(lo, hi int64, m mode) error {
 		}
 		switch {
 		case !data:
-			if m == modeSeq || c.existing || (c.topOnly && c.stZero) {
+			// Zeroes are written where unwritten would not read them: in
+			// a sequential zone, over an existing target's old content,
+			// over a backing file. What the source's backing chain gives
+			// is left to the target's backing file (-B).
+			if m == modeSeq || (c.topOnly && c.stZero) || (c.existing && !c.topOnly) {
 				if err := c.t.zero(off, n); err != nil {
 					return writeErr(off, err)
 				}
@@ -331,7 +331,7 @@ type zonePlan struct {
 // planZones decides, for every sequential zone of the destination, up to
 // where its data goes and whether it is finished, from the source's write
 // pointers or, for a plain source, from its last non-zero sector.
-func planZones(src *blockdev.Disk, h *zone.Header) (*zonePlan, error) {
+func planZones(src *sources, h *zone.Header) (*zonePlan, error) {
 	size := src.Size()
 	zs := int64(h.ZoneSize)
 	p := &zonePlan{convEnd: min(int64(h.ConventionalZones)*zs, size)}
@@ -341,8 +341,8 @@ func planZones(src *blockdev.Disk, h *zone.Header) (*zonePlan, error) {
 		j.length = min(zs, size-j.start)
 		j.end = j.start + j.length
 		j.capEnd = j.start + min(int64(h.ZoneCapacity), j.length)
-		if src.Zoned() {
-			wp := int64(src.Zones()[i].WP)
+		if szones := src.zones(); szones != nil {
+			wp := int64(szones[i].WP)
 			if wp <= j.capEnd {
 				j.dataEnd = wp
 			} else {
@@ -384,7 +384,7 @@ func planZones(src *blockdev.Disk, h *zone.Header) (*zonePlan, error) {
 // lastNonZero returns the end of the last 512-byte sector of [lo, hi)
 // that holds a non-zero byte (lo when there is none). lo is a multiple
 // of 512.
-func lastNonZero(src *blockdev.Disk, lo, hi int64) (int64, error) {
+func lastNonZero(src *sources, lo, hi int64) (int64, error) {
 	type run struct{ off, n int64 }
 	var runs []run
 	for off := lo; off < hi; {

@@ -154,11 +154,13 @@ func (t *rawTarget) clusterSize() int64 { return 0 }
 func (t *rawTarget) close() error { return t.f.Sync() }
 
 // existingQcow is a qcow2 image that existed before the conversion (-n):
-// zeroes are written with unmap (zero flag, clusters freed), as qemu-img
-// writes them.
+// zeroes are written as a write of zeroes that may unmap, as qemu-img
+// writes them: every whole cluster gets the zero flag, allocated or not
+// (version 2 without a backing file: deallocated), so that the range
+// reads as zeroes whatever the image's backing file holds.
 type existingQcow struct{ qcowTarget }
 
-func (t *existingQcow) zero(off, n int64) error { return t.dev.Image().Discard(off, n) }
+func (t *existingQcow) zero(off, n int64) error { return t.dev.Image().WriteZeroesUnmap(off, n) }
 
 func (t *existingQcow) size() int64 { return t.dev.Size() }
 

@@ -173,6 +173,12 @@ func readFile(t testing.TB, path string) []byte {
 	return b
 }
 
+// readFileIfAny returns the content of path, nil when it does not exist.
+func readFileIfAny(path string) []byte {
+	b, _ := os.ReadFile(path)
+	return b
+}
+
 // firstDiff describes the first difference between two byte slices, or
 // returns "" if they are equal.
 func firstDiff(a, b []byte) string {

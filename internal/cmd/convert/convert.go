@@ -30,8 +30,9 @@ type Options struct {
 	OutFormat  string
 	Opts       []string
 	ForceShare bool
-	Src        string
-	Dest       string
+	// Src are the sources, concatenated in order into Dest.
+	Src  []string
+	Dest string
 	// Sparse is -S as given ("" when not given): the zero detection size;
 	// "0" writes every byte.
 	Sparse string
@@ -48,7 +49,7 @@ type Options struct {
 func NewCmdConvert(ios *cmdutil.IOStreams, runF func(*Options) error) *cobra.Command {
 	o := &Options{IO: ios}
 	cmd := &cobra.Command{
-		Use:   "convert [-p] [-c] [-q] [-f FMT] [-O qcow2|raw] [-o OPTIONS]... [-S SIZE] [-n] [-B BACKING -F FMT] [-U] SRC DST",
+		Use:   "convert [-p] [-c] [-q] [-f FMT] [-O qcow2|raw] [-o OPTIONS]... [-S SIZE] [-n] [-B BACKING -F FMT] [-U] SRC [SRC...] DST",
 		Short: "Copy an image into a new qcow2 or raw image, compressed or not, keeping zones and write pointers",
 		Long: `Copy the image SRC into a new image DST (replaced if it exists) as
 qemu-img convert does: -O names the output format (qcow2 or raw; default
@@ -67,7 +68,9 @@ space: a warning says so).
 
 -B BACKING -F FMT gives a qcow2 output a backing file and copies only the
 source's top layer; -n writes into an existing DST instead of creating
-it; -S SIZE sets the zero detection size (0: fully allocated output).
+it (-o is then refused); -S SIZE sets the zero detection size (0: fully
+allocated output). Several plain SRC images are concatenated in order
+(each but the last rounded up to 512 bytes), as by qemu-img.
 
 The output is built in a temporary file and renamed into place when
 complete and flushed; a failed conversion leaves no output behind.`,
@@ -75,17 +78,14 @@ complete and flushed; a failed conversion leaves no output behind.`,
   zqimg convert -p -c -O qcow2 -o cluster_size=1M,compression_type=zstd zbc.qcow2 small.qcow2
   zqimg convert -O qcow2 -o zone.mode=host-managed,zone.size=64M dev.raw zbc.qcow2`,
 		Args: func(cmd *cobra.Command, args []string) error {
-			switch {
-			case len(args) < 2:
+			if len(args) < 2 {
 				//lint:ignore ST1005 the message is qemu-img's
 				return errors.New("Must specify image file name")
-			case len(args) > 2:
-				return fmt.Errorf("expecting one source and one destination, got %d file names", len(args))
 			}
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			o.Src, o.Dest = args[0], args[1]
+			o.Src, o.Dest = args[:len(args)-1], args[len(args)-1]
 			if runF != nil {
 				return runF(o)
 			}
@@ -134,20 +134,41 @@ func Run(o *Options) error {
 		ios.Errorf("Failed in parsing snapshot param '%s'", o.Snapshot)
 		return cmdutil.Exit(1)
 	}
-	src, err := blockdev.Open(o.Src, blockdev.Options{Format: o.Format, ForceShare: o.ForceShare, Snapshot: sn})
-	if errors.Is(err, image.ErrSnapshotNotFound) {
-		ios.Errorf("Failed to load snapshot: Can't find snapshot")
+	if o.Existing && len(o.Opts) > 0 {
+		ios.Errorf("%v", pconvert.ErrExistingOptions)
 		return cmdutil.Exit(1)
 	}
-	if err != nil {
-		ios.Errorf("%s", ios.CouldNotOpen(o.Src, err))
+	if len(o.Src) > 1 && o.Snapshot != "" && !strings.HasPrefix(o.Snapshot, "snapshot.") {
+		ios.Errorf("No support for concatenating multiple snapshot")
 		return cmdutil.Exit(1)
 	}
-	defer src.Close()
+	var srcs []*blockdev.Disk
+	defer func() {
+		for _, d := range srcs {
+			d.Close()
+		}
+	}()
+	for i, p := range o.Src {
+		bo := blockdev.Options{Format: o.Format, ForceShare: o.ForceShare}
+		if i == 0 {
+			bo.Snapshot = sn // -l is a snapshot of the first source, as in qemu-img
+		}
+		d, err := blockdev.Open(p, bo)
+		if errors.Is(err, image.ErrSnapshotNotFound) {
+			ios.Errorf("Failed to load snapshot: Can't find snapshot")
+			return cmdutil.Exit(1)
+		}
+		if err != nil {
+			ios.Errorf("%s", ios.CouldNotOpen(p, err))
+			return cmdutil.Exit(1)
+		}
+		srcs = append(srcs, d)
+	}
+	src := srcs[0]
 	// An interrupt stops the copy and removes the partial output.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	req := pconvert.Request{Source: src, Dest: o.Dest, Format: o.OutFormat, Options: o.Opts, Compress: o.Compress, Ctx: ctx, Existing: o.Existing, Backing: o.Backing, BackingFormat: o.BackingFormat}
+	req := pconvert.Request{Source: src, More: srcs[1:], Dest: o.Dest, Format: o.OutFormat, Options: o.Opts, Compress: o.Compress, Ctx: ctx, Existing: o.Existing, Backing: o.Backing, BackingFormat: o.BackingFormat}
 	if o.Sparse != "" {
 		n, err := units.ParseSize(o.Sparse)
 		if err != nil || n > pconvert.MaxSparseSize || n%512 != 0 {
@@ -158,7 +179,11 @@ func Run(o *Options) error {
 	}
 	var bar *progress.Bar
 	if o.Progress && !o.Quiet {
-		bar = progress.New(ios.Out, src.Size())
+		var total int64
+		for _, d := range srcs {
+			total += d.Size()
+		}
+		bar = progress.New(ios.Out, total)
 		req.Progress = func(done, total int64) { bar.Update(done, total) }
 	}
 	res, err := pconvert.Convert(req)

@@ -11,9 +11,10 @@ import (
 // errors stop before Run.
 func TestFlags(t *testing.T) {
 	cmdtest.CheckFlags(t, NewCmdConvert, func(o *Options) { o.IO = nil }, []cmdtest.Case[Options]{
-		{Args: "a b", Want: &Options{OutFormat: "raw", Src: "a", Dest: "b"}},
-		{Args: "-p -c -f qcow2 -O qcow2 -o cluster_size=4k -o compression_type=zstd -U a b", Want: &Options{Progress: true, Compress: true, Format: "qcow2", OutFormat: "qcow2", Opts: []string{"cluster_size=4k", "compression_type=zstd"}, ForceShare: true, Src: "a", Dest: "b"}},
+		{Args: "a b", Want: &Options{OutFormat: "raw", Src: []string{"a"}, Dest: "b"}},
+		{Args: "-p -c -f qcow2 -O qcow2 -o cluster_size=4k -o compression_type=zstd -U a b", Want: &Options{Progress: true, Compress: true, Format: "qcow2", OutFormat: "qcow2", Opts: []string{"cluster_size=4k", "compression_type=zstd"}, ForceShare: true, Src: []string{"a"}, Dest: "b"}},
 		{Args: "a", Want: nil},
-		{Args: "a b c", Want: nil},
+		// Several sources are concatenated into the last name.
+		{Args: "a b c", Want: &Options{OutFormat: "raw", Src: []string{"a", "b"}, Dest: "c"}},
 	})
 }
