@@ -57,9 +57,10 @@ type checker struct {
 	snapshots      []snapshot
 	snapshotsSize  uint64
 	snapCorruption int64 // counted apart, as QEMU's snapshot_res
-	// incompleteSnaps: version 3 snapshot table entries without the
-	// extra data version 3 requires, which completeSnapshots repairs.
-	incompleteSnaps int
+	// fixSnaps counts the snapshot table entries completeSnapshots
+	// rewrites: version 3 entries without the extra data version 3
+	// requires, and entries with too much extra data (truncated).
+	fixSnaps int
 
 	// Non-repairing passes check OFLAG_COPIED while walking the L2 tables
 	// (each is read once) and report it after the refcount comparison, in
@@ -115,6 +116,7 @@ type checker struct {
 }
 
 type snapshot struct {
+	off    uint64 // host offset of the entry
 	l1Off  uint64
 	l1Size uint32
 	id     string

@@ -3,6 +3,7 @@ package check_test
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math/rand"
 	"testing"
@@ -81,6 +82,32 @@ var crashCases = []crashCase{
 		cutSnapshotExtra(t, r, map[int]int{0: 0, 1: 8})
 		r.setRefcount(r.hostCluster(1), 3) // and a leak
 	}},
+	{"snapshot-too-much-extra", func(t testing.TB) []byte {
+		return snapshotImage(t, "cluster_size=4k", 3)
+	}, func(t testing.TB, r *raw) {
+		claimSnapshotExtra(t, r, 2, 2000)
+	}},
+	{"too-many-snapshots", func(t testing.TB) []byte {
+		// A version 2 image (all-zero entries are valid there) listing
+		// four entries more than 65536 in a table that the file holds.
+		f := newImage(t, "compat=0.10,cluster_size=4k", "2M")
+		writeImage(t, f, write{0, 16 << 10, 1})
+		b := f.Bytes()
+		off := (uint64(len(b)) + 4095) &^ 4095
+		n := uint64(image.MaxSnapshots + 4)
+		end := (off + n*40 + 4095) &^ 4095
+		b = append(b, make([]byte, end-uint64(len(b)))...)
+		r := rawOf(t, b)
+		for k := off / 4096; k < end/4096; k++ {
+			r.setRefcount(k, 1)
+		}
+		return b
+	}, func(t testing.TB, r *raw) {
+		// The table fills the end of the file.
+		n := uint64(image.MaxSnapshots + 4)
+		r.put32(image.HdrNbSnapshots, uint32(n))
+		r.put64(image.HdrSnapshotsOffset, uint64(len(r.b))-(n*40+4095)&^4095)
+	}},
 	{"plain-refcounts", func(t testing.TB) []byte {
 		f := newImage(t, "cluster_size=4k", "2M")
 		writeImage(t, f, write{0, 32 << 10, 1}, write{1 << 20, 16 << 10, 2})
@@ -135,7 +162,14 @@ func TestRepairCrashSafe(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			orig := tc.image(t)
 			tc.mutate(t, rawOf(t, orig))
-			before := mustCheck(t, imagetest.NewMemFile(orig), check.RepairNone)
+			// A snapshot table that cannot be read stops a check (only
+			// -r all goes on): such a state reports nothing more.
+			var unreadable *check.SnapshotTableError
+			before, err := check.Check(imagetest.NewMemFile(orig), check.Options{})
+			if before == nil || err != nil && !errors.As(err, &unreadable) {
+				t.Fatalf("check: %v", err)
+			}
+			origUnreadable := err != nil
 			if before.Clean() {
 				t.Fatal("the damaged image is clean")
 			}
@@ -165,7 +199,11 @@ func TestRepairCrashSafe(t *testing.T) {
 					}
 					b := cf.Crash(rng)
 					after, err := check.Check(imagetest.NewMemFile(b), check.Options{})
-					if err != nil || after == nil {
+					if err != nil && after != nil && errors.As(err, &unreadable) {
+						if !origUnreadable {
+							t.Fatalf("write %d: the interrupted repair made the snapshot table unreadable: %v", n, err)
+						}
+					} else if err != nil || after == nil {
 						t.Fatalf("write %d: the interrupted image cannot be checked: %v", n, err)
 					}
 					for m := range dangerous(t, after, b) {

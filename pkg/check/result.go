@@ -181,6 +181,13 @@ type Finding struct {
 	Zone       int64  // zone index
 	WP         int64  // write pointer (guest byte offset)
 	Msg        string // the line, in qemu-img's wording where qemu-img has one
+	// QEMUMsg is qemu-img's wording of the line where it differs from
+	// Msg ("" when it does not).
+	QEMUMsg string
+	// Report marks a line qemu-img prints as an error message (its
+	// program name before it); the message's later lines are hints,
+	// printed as they are.
+	Report bool
 }
 
 // ZonedResult holds the zoned-specific counts. They are included in the

@@ -4,7 +4,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
+	"syscall"
 
 	"github.com/zqimg/zqimg/pkg/image"
 	"github.com/zqimg/zqimg/pkg/internal/arith"
@@ -24,38 +26,71 @@ const (
 
 // readSnapshots reads the snapshot table (qcow2_check_read_snapshot_table
 // and qcow2_do_read_snapshots). A table that cannot be read stops the
-// check; incomplete entries are corruptions.
+// check; incomplete entries are corruptions. Repairing (-r all), as QEMU
+// does: more than MaxSnapshots entries, or entries beyond the 64 MiB a
+// table may take, are dropped off the end (the header's snapshot count
+// is lowered at once, in one synced write: their clusters become leaks,
+// which the refcount repair frees); an entry's extra data beyond 1024
+// bytes is dropped when completeSnapshots rewrites the table.
 func (c *checker) readSnapshots() error {
 	h := c.hdr
+	repair := c.mode&repairErrors != 0 && !c.headerShared
+	reduced := uint32(0)
+	if h.NbSnapshots > image.MaxSnapshots && repair {
+		reduced = h.NbSnapshots - image.MaxSnapshots
+		c.report(finding(KindInfo, ProblemSnapshot, "Discarding %d overhanging snapshots", reduced))
+		h.NbSnapshots = image.MaxSnapshots
+	}
 	var se *image.SnapshotTableError
 	if err := h.SnapshotTableError(); errors.As(err, &se) {
 		// QEMU's words, as qemu-img check prints them: "ERROR snapshot
 		// table offset invalid", "ERROR snapshot table too large".
-		c.report(finding(KindCheckError, ProblemSnapshot, "ERROR %s%s", strings.ToLower(se.Msg[:1]), se.Msg[1:]).at(uint64(se.Off)))
-		return err
+		qmsg := se.Msg
+		if se.QEMU != "" {
+			qmsg = se.QEMU
+		}
+		var hint string
+		if h.NbSnapshots > image.MaxSnapshots {
+			hint = fmt.Sprintf("You can force-remove all %d overhanging snapshots with %%s check -r all", h.NbSnapshots-image.MaxSnapshots)
+		}
+		c.reportUnreadable("ERROR "+strings.ToLower(se.Msg[:1])+se.Msg[1:], "ERROR "+strings.ToLower(qmsg[:1])+qmsg[1:], hint, uint64(se.Off))
+		return &SnapshotTableError{Msg: se.Msg}
 	}
 	n := uint64(h.NbSnapshots)
 	if n == 0 {
-		return nil
+		return c.dropOverhanging(reduced)
 	}
 	start := h.SnapshotsOffset
 	pos := start
+	tableLen := uint64(0) // the table's length once too much extra data is dropped
 	var hb [snapEntrySize]byte
 	be := binary.BigEndian
 	for i := uint64(0); i < n; i++ {
+		pre := pos
 		pos = arith.RoundUp(pos, 8)
+		tableLen = arith.RoundUp(tableLen, 8)
 		if err := c.readAt(hb[:], pos); err != nil {
 			return err
 		}
 		sn := snapshot{
+			off:    pos,
 			l1Off:  be.Uint64(hb[snapL1TableOffset:]),
 			l1Size: be.Uint32(hb[snapL1Size:]),
 			extra:  be.Uint32(hb[snapExtraSize:]),
 		}
 		idLen, nameLen := uint64(be.Uint16(hb[snapIDLen:])), uint64(be.Uint16(hb[snapNameLen:]))
 		pos += snapEntrySize
+		kept := uint64(sn.extra)
 		if sn.extra > maxSnapshotExtra {
-			return c.unreadableSnapshots(fmt.Sprintf("Too much extra metadata in snapshot table entry %d", i))
+			if !repair {
+				msg := fmt.Sprintf("Too much extra metadata in snapshot table entry %d", i)
+				return c.unreadableSnapshots(msg, fmt.Sprintf(" (%d bytes, at most %d)", sn.extra, maxSnapshotExtra),
+					"You can force-remove this extra metadata with %s check -r all", pos-4)
+			}
+			c.report(finding(KindInfo, ProblemSnapshot, "Discarding too much extra metadata in snapshot table entry %d (%d > %d)", i, sn.extra, maxSnapshotExtra))
+			c.res.CorruptionsFixed++
+			c.fixSnaps++
+			kept = maxSnapshotExtra
 		}
 		pos += uint64(sn.extra)
 		names := make([]byte, idLen+nameLen)
@@ -64,10 +99,22 @@ func (c *checker) readSnapshots() error {
 		}
 		sn.id, sn.name = string(names[:idLen]), string(names[idLen:])
 		pos += idLen + nameLen
-		if pos-start > maxSnapshotsSize {
-			return c.unreadableSnapshots("Snapshot table is too big")
+		tableLen += snapEntrySize + kept + idLen + nameLen
+		if tableLen > maxSnapshotsSize || pos-start > math.MaxInt32 {
+			if !repair {
+				return c.unreadableSnapshots("Snapshot table is too big", fmt.Sprintf(" (more than %d bytes from entry %d on)", maxSnapshotsSize, i),
+					fmt.Sprintf("You can force-remove all %d overhanging snapshots with %%s check -r all", n-i), start)
+			}
+			c.report(finding(KindInfo, ProblemSnapshot, "Discarding %d overhanging snapshots (snapshot table is too big)", n-i))
+			reduced += uint32(n - i)
+			h.NbSnapshots = uint32(i)
+			pos = pre
+			break
 		}
 		c.snapshots = append(c.snapshots, sn)
+	}
+	if err := c.dropOverhanging(reduced); err != nil {
+		return err
 	}
 	c.snapshotsSize = pos - start
 	if h.Version >= 3 {
@@ -81,7 +128,7 @@ func (c *checker) readSnapshots() error {
 				c.res.Findings = append(c.res.Findings, f)
 				if repair {
 					c.res.CorruptionsFixed++
-					c.incompleteSnaps++
+					c.fixSnaps++
 				} else {
 					c.snapCorruption++
 				}
@@ -92,11 +139,12 @@ func (c *checker) readSnapshots() error {
 }
 
 // completeSnapshots repairs incomplete snapshot table entries of a version
-// 3 image (QEMU's qcow2_check_fix_snapshot_table): the table is rewritten
-// with every entry's extra data completed to the 24 bytes QEMU defines
+// 3 image and entries with too much extra data (QEMU's
+// qcow2_check_fix_snapshot_table): the table is rewritten with every
+// entry's extra data completed to the 24 bytes QEMU defines
 // (image.SnapshotEntry.CompleteExtra: the disk size is the image's
-// virtual size, the instruction count -1). It runs once the refcounts
-// agree with the references. Crash-safe in the order of every repair: the
+// virtual size, the instruction count -1) and cut to 1024 bytes. It runs
+// once the refcounts agree with the references. Crash-safe in the order of every repair: the
 // refcounts of free clusters are raised (synced), the new table is
 // written there (synced), the header's snapshot table offset is switched
 // in one write (synced), and only then are the old table's refcounts
@@ -104,14 +152,10 @@ func (c *checker) readSnapshots() error {
 // clusters) or the new one.
 func (c *checker) completeSnapshots() error {
 	h := c.hdr
-	if c.incompleteSnaps == 0 || c.headerShared || h.NbSnapshots == 0 {
+	if c.fixSnaps == 0 || c.headerShared || h.NbSnapshots == 0 {
 		return nil
 	}
-	old := make([]byte, c.snapshotsSize)
-	if err := c.readAt(old, h.SnapshotsOffset); err != nil {
-		return err
-	}
-	entries, err := image.ParseSnapshotTable(old, h.NbSnapshots, h.SnapshotsOffset, c.cs)
+	entries, err := c.snapshotEntries()
 	if err != nil {
 		return fmt.Errorf("the snapshot table cannot be rewritten: %w", err)
 	}
@@ -158,8 +202,35 @@ func (c *checker) completeSnapshots() error {
 			}
 		}
 	}
-	c.incompleteSnaps = 0
+	c.fixSnaps = 0
 	return c.writeRefcounts()
+}
+
+// snapshotEntries reads the entries of the snapshot table readSnapshots
+// kept, each with at most maxSnapshotExtra bytes of its extra data (what
+// is beyond is dropped, as QEMU drops it). Entry by entry: an entry's
+// extra data on disk can be far larger than what is kept.
+func (c *checker) snapshotEntries() ([]image.SnapshotEntry, error) {
+	be := binary.BigEndian
+	entries := make([]image.SnapshotEntry, 0, len(c.snapshots))
+	for _, sn := range c.snapshots {
+		b := make([]byte, snapEntrySize+min(sn.extra, maxSnapshotExtra))
+		if err := c.readAt(b, sn.off); err != nil {
+			return nil, err
+		}
+		entries = append(entries, image.SnapshotEntry{
+			L1Offset:    sn.l1Off,
+			L1Size:      sn.l1Size,
+			DateSec:     be.Uint32(b[16:]),
+			DateNsec:    be.Uint32(b[20:]),
+			VMClockNsec: be.Uint64(b[24:]),
+			VMState32:   be.Uint32(b[32:]),
+			Extra:       b[snapEntrySize:],
+			ID:          sn.id,
+			Name:        sn.name,
+		})
+	}
+	return entries, nil
 }
 
 // freeRun returns the first of n contiguous clusters that nothing uses,
@@ -186,11 +257,59 @@ func (c *checker) freeRun(n uint64) (uint64, bool) {
 }
 
 // unreadableSnapshots reports a snapshot table that cannot be read, which
-// stops the check.
-func (c *checker) unreadableSnapshots(msg string) error {
-	c.report(finding(KindCheckError, ProblemSnapshot, "ERROR failed to read the snapshot table: %s", msg))
-	return errors.New(msg)
+// stops the check: msg is QEMU's reason, detail what zqimg adds to it,
+// hint how a repair goes on (see reportUnreadable).
+func (c *checker) unreadableSnapshots(msg, detail, hint string, off uint64) error {
+	const pre = "ERROR failed to read the snapshot table: "
+	c.reportUnreadable(pre+msg+detail, pre+msg, hint, off)
+	return &SnapshotTableError{Msg: msg + detail}
 }
+
+// reportUnreadable reports the check error msg (QEMU's wording: qmsg)
+// that qemu-img prints as an error message, followed by the line hint,
+// whose %s is the program to run ("zqimg", or "qemu-img" in QEMU's
+// wording); no hint when "".
+func (c *checker) reportUnreadable(msg, qmsg, hint string, off uint64) {
+	f := finding(KindCheckError, ProblemSnapshot, "%s", msg).at(off)
+	f.Report, f.QEMUMsg = true, qmsg
+	if hint != "" {
+		f.Msg += "\n" + fmt.Sprintf(hint, "zqimg")
+		f.QEMUMsg += "\n" + fmt.Sprintf(hint, "qemu-img")
+	}
+	c.report(f)
+}
+
+// dropOverhanging lowers the header's snapshot count by reduced (already
+// lowered in c.hdr), in one synced write, as QEMU does before it checks
+// the refcounts: the dropped entries and what only they used become
+// leaks.
+func (c *checker) dropOverhanging(reduced uint32) error {
+	if reduced == 0 {
+		return nil
+	}
+	var b [4]byte
+	binary.BigEndian.PutUint32(b[:], c.hdr.NbSnapshots)
+	if err := c.write(b[:], image.HdrNbSnapshots); err != nil {
+		return err
+	}
+	if err := c.syncWrites(); err != nil {
+		return err
+	}
+	c.res.CorruptionsFixed += int64(reduced)
+	return nil
+}
+
+// SnapshotTableError is a snapshot table a check cannot read: the check
+// stops (qemu-img: "Check failed: File too large").
+type SnapshotTableError struct{ Msg string }
+
+func (e *SnapshotTableError) Error() string { return e.Msg }
+
+// Unwrap gives the error number QEMU fails the check with.
+func (e *SnapshotTableError) Unwrap() error { return syscall.EFBIG }
+
+// QEMUMessage is qemu-img's reason for the failed check.
+func (e *SnapshotTableError) QEMUMessage() string { return image.Strerror(syscall.EFBIG) }
 
 // checkSnapshotL1s counts the L1 tables of the snapshots and what they
 // refer to; a snapshot table entry whose L1 table is unaligned or too large
@@ -233,7 +352,7 @@ func (c *checker) dropLostSnapshots() error {
 	c.snapshots, c.snapshotsSize, c.snapCorruption = nil, 0, 0
 	// Incomplete entries of the lost table are not completed: they are
 	// gone with it.
-	c.res.CorruptionsFixed -= int64(c.incompleteSnaps)
-	c.incompleteSnaps = 0
+	c.res.CorruptionsFixed -= int64(c.fixSnaps)
+	c.fixSnaps = 0
 	return nil
 }

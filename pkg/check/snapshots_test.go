@@ -2,7 +2,9 @@ package check_test
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/zqimg/zqimg/pkg/check"
@@ -46,6 +48,57 @@ func cutSnapshotExtra(t testing.TB, r *raw, keep map[int]int) {
 	}
 	clear(r.b[off : off+old])
 	copy(r.b[off:], image.MarshalSnapshotTable(entries))
+}
+
+// claimSnapshotExtra makes snapshot table entry i claim n bytes of extra
+// data (its length field only, as iotest 261 pokes it: the bytes after
+// its own extra data are taken for the rest, and its ID and name).
+func claimSnapshotExtra(t testing.TB, r *raw, i int, n uint32) {
+	t.Helper()
+	off := r.h.SnapshotsOffset
+	entries, err := image.ParseSnapshotTable(r.b[off:], r.h.NbSnapshots, off, r.cs())
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := off + image.SnapshotTableSize(entries[:i])
+	binary.BigEndian.PutUint32(r.b[at+36:], n)
+}
+
+// TestRepairTooMuchSnapshotExtra: a snapshot table entry claiming more
+// than 1 KiB of extra data stops check (the table cannot be read: "Too
+// much extra metadata in snapshot table entry N", a check error, the
+// image unchanged); check -r all cuts the extra data to 1 KiB and
+// rewrites the table, as qemu-img does (iotest 261): the second check is
+// clean, the snapshots keep their L1 tables, the data is unchanged.
+func TestRepairTooMuchSnapshotExtra(t *testing.T) {
+	orig := snapshotImage(t, "cluster_size=4k", 3)
+	want := guestData(t, orig)
+	claimSnapshotExtra(t, rawOf(t, orig), 1, 3000)
+	before := bytes.Clone(orig)
+	mf := imagetest.NewMemFile(orig)
+	res, err := check.Check(mf, check.Options{})
+	if err == nil || res == nil || res.CheckErrors == 0 || !strings.Contains(report(res), "Too much extra metadata in snapshot table entry 1") {
+		t.Fatalf("check: error %v; want the table refused:\n%s", err, report(res))
+	}
+	if !bytes.Equal(mf.Bytes(), before) {
+		t.Fatal("check changed the image")
+	}
+	res, err = check.Check(mf, check.Options{Repair: check.RepairAll})
+	if err != nil || !res.Clean() || res.CorruptionsFixed == 0 || !strings.Contains(report(res.Repair), "Discarding too much extra metadata in snapshot table entry 1 (3000 > 1024)") {
+		t.Fatalf("check -r all: %v\n%s", err, report(res))
+	}
+	b := mf.Bytes()
+	r := rawOf(t, b)
+	entries, err := image.ParseSnapshotTable(b[r.h.SnapshotsOffset:], r.h.NbSnapshots, r.h.SnapshotsOffset, r.cs())
+	if err != nil || len(entries) != 3 {
+		t.Fatalf("the repaired table: %v (%d entries)", err, len(entries))
+	}
+	if n := len(entries[1].Extra); n != 1024 {
+		t.Errorf("entry 1 keeps %d bytes of extra data, want 1024", n)
+	}
+	if !bytes.Equal(guestData(t, b), want) {
+		t.Error("the repair changed the guest data")
+	}
 }
 
 // TestRepairIncompleteSnapshotEntries: a version 3 snapshot table entry

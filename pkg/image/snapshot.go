@@ -250,13 +250,17 @@ func (img *Image) readSnapshots() ([]SnapshotEntry, uint64, error) {
 		}
 		extra := uint64(binary.BigEndian.Uint32(hb[36:]))
 		if extra > MaxSnapshotExtraSize {
-			return nil, 0, formatErr(int64(at+36), "snapshot table entry %d has %d bytes of extra data (at most %d)", i, extra, MaxSnapshotExtraSize)
+			return nil, 0, qemuErr(int64(at+36), fmt.Sprintf("Too much extra metadata in snapshot table entry %d\nYou can force-remove this extra metadata with qemu-img check -r all", i),
+				"snapshot table entry %d has %d bytes of extra data (at most %d); 'zqimg check -r all' cuts it to %[3]d", i, extra, MaxSnapshotExtraSize)
 		}
 		n := SnapshotEntryHeaderSize + extra + uint64(binary.BigEndian.Uint16(hb[12:])) + uint64(binary.BigEndian.Uint16(hb[14:]))
 		need = size + n
 		size += roundUp(n, 8)
-		if size > MaxSnapshotTableSize {
-			return nil, 0, formatErr(int64(off), "snapshot table too large: more than %d bytes", MaxSnapshotTableSize)
+		// The limit is on the table without the last entry's padding
+		// (QEMU's table_length).
+		if need > MaxSnapshotTableSize {
+			return nil, 0, qemuErr(int64(off), fmt.Sprintf("Snapshot table is too big\nYou can force-remove all %d overhanging snapshots with qemu-img check -r all", img.hdr.NbSnapshots-i),
+				"snapshot table too large: more than %d bytes; 'zqimg check -r all' drops the %d snapshots from entry %d on", MaxSnapshotTableSize, img.hdr.NbSnapshots-i, i)
 		}
 	}
 	// The padding of the last entry may lie beyond the end of the file.

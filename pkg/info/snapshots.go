@@ -31,10 +31,10 @@ func SnapshotInfos(entries []image.SnapshotEntry) []SnapshotInfo {
 		s := SnapshotInfo{
 			VMClockNsec: int64(e.VMClockNsec % 1e9),
 			VMClockSec:  int64(e.VMClockNsec / 1e9),
-			Name:        e.Name,
+			Name:        cString(e.Name),
 			DateSec:     int64(e.DateSec),
 			DateNsec:    int64(e.DateNsec),
-			ID:          e.ID,
+			ID:          cString(e.ID),
 			VMStateSize: e.VMStateSize(),
 		}
 		if ic := e.ICount(); ic != -1 {
@@ -43,6 +43,15 @@ func SnapshotInfos(entries []image.SnapshotEntry) []SnapshotInfo {
 		out = append(out, s)
 	}
 	return out
+}
+
+// cString is s as QEMU reads an ID or a name of the snapshot table: a C
+// string, which its first NUL byte ends.
+func cString(s string) string {
+	if i := strings.IndexByte(s, 0); i >= 0 {
+		return s[:i]
+	}
+	return s
 }
 
 // SnapshotListHeader is the column header line of a snapshot list.

@@ -83,7 +83,8 @@ func TestHeaderRefusalsMatchQemu(t *testing.T) {
 				}
 			case errorRE.MatchString(qc.stderr):
 				want := errorRE.FindStringSubmatch(qc.stderr)[1]
-				if !regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(want)).MatchString(zc.stderr) {
+				// An error message, as qemu-img's: after the program's name.
+				if !regexp.MustCompile(`(?m)^zqimg: ` + regexp.QuoteMeta(want)).MatchString(zc.stderr) {
 					t.Errorf("zqimg check does not report QEMU's %q:\n%s", want, zc)
 				}
 			default:

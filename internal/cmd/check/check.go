@@ -99,7 +99,7 @@ func Run(o *Options) error {
 		out = io.Discard
 	}
 	if r := res.Repair; r != nil {
-		printFindings(o.IO.ErrOut, r.Findings)
+		printFindings(o.IO, r.Findings)
 		if o.Output == "human" {
 			fmt.Fprintf(out, "The following inconsistencies were found and repaired:\n\n"+
 				"    %d leaked clusters\n"+
@@ -108,9 +108,9 @@ func Run(o *Options) error {
 				"Double checking the fixed image now...\n", r.LeaksFixed, r.CorruptionsFixed, reclaimed(r))
 		}
 	}
-	printFindings(o.IO.ErrOut, res.Findings)
+	printFindings(o.IO, res.Findings)
 	if err != nil {
-		o.IO.Errorf("Check failed: %v", err)
+		o.IO.Errorf("Check failed: %s", o.IO.Reason(err))
 		return cmdutil.Exit(1)
 	}
 	if o.Output == "json" {
@@ -137,13 +137,23 @@ func reclaimed(r *pcheck.Result) string {
 	return ""
 }
 
-func printFindings(w io.Writer, fs []pcheck.Finding) {
+// printFindings prints the lines of findings on the error stream, those
+// qemu-img reports as error messages after the program's name, in
+// qemu-img's wording when zqimg runs as qemu-img.
+func printFindings(ios *cmdutil.IOStreams, fs []pcheck.Finding) {
 	var b bytes.Buffer
 	for _, f := range fs {
-		b.WriteString(f.Msg)
+		if f.Report {
+			b.WriteString(ios.ProgName() + ": ")
+		}
+		if ios.QEMU() && f.QEMUMsg != "" {
+			b.WriteString(f.QEMUMsg)
+		} else {
+			b.WriteString(f.Msg)
+		}
 		b.WriteByte('\n')
 	}
-	w.Write(b.Bytes())
+	ios.ErrOut.Write(b.Bytes())
 }
 
 // Human returns qemu-img check's summary of a result.
