@@ -129,7 +129,7 @@ func (s *Shell) alloc(p *parsedArgs) error {
 	}
 	a, err := s.allocator()
 	if err != nil {
-		fmt.Fprintf(s.Out, "is_allocated failed: %s\n", strerror(image.Errno(err)))
+		fmt.Fprintf(s.Out, "is_allocated failed: %s\n", image.Strerror(image.Errno(err)))
 		return errCommandFailed
 	}
 	var sum int64
@@ -140,7 +140,7 @@ func (s *Shell) alloc(p *parsedArgs) error {
 		}
 		alloc, n, err := a.allocated(off, rem)
 		if err != nil {
-			fmt.Fprintf(s.Out, "is_allocated failed: %s\n", strerror(image.Errno(err)))
+			fmt.Fprintf(s.Out, "is_allocated failed: %s\n", image.Strerror(image.Errno(err)))
 			return errCommandFailed
 		}
 		if alloc {
@@ -156,7 +156,7 @@ func (s *Shell) alloc(p *parsedArgs) error {
 // allocStatusError is qemu-io's message for a failed allocation query.
 func allocStatusError(err error) error {
 	//lint:ignore ST1005 qemu-io's message
-	return fmt.Errorf("Failed to get allocation status: %s", strerror(image.Errno(err)))
+	return fmt.Errorf("Failed to get allocation status: %s", image.Strerror(image.Errno(err)))
 }
 
 // mapCmd prints the allocated areas of the image as qemu-io's map: runs of

@@ -131,7 +131,7 @@ func protocolCheck(drv, path string, readOnly bool) error {
 		var en syscall.Errno
 		if errors.As(err, &en) {
 			//lint:ignore ST1005 qemu's message
-			return fmt.Errorf("Could not open '%s': %s", path, strerror(en))
+			return fmt.Errorf("Could not open '%s': %s", path, image.Strerror(en))
 		}
 		return fmt.Errorf("Could not open '%s': %w", path, err)
 	}

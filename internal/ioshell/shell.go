@@ -14,7 +14,6 @@ import (
 	"strings"
 	"syscall"
 	"time"
-	"unicode"
 
 	"github.com/zqimg/zqimg/pkg/image"
 	"github.com/zqimg/zqimg/pkg/zone"
@@ -245,21 +244,12 @@ func (s *Shell) fail(what string, err error) error {
 		s.Out.Flush()
 		fmt.Fprintf(s.Err, "qcow2: Marking image as corrupt: %s; further corruption events will be suppressed\n", ce.QEMU)
 	}
-	fmt.Fprintf(s.Out, "%s failed: %s\n", what, strerror(image.Errno(err)))
+	fmt.Fprintf(s.Out, "%s failed: %s\n", what, image.Strerror(image.Errno(err)))
 	s.Out.Flush()
 	if !s.Terse {
 		fmt.Fprintf(s.Err, "%s: %v\n", s.Prog, err)
 	}
 	return errRequestFailed
-}
-
-// strerror returns glibc's message for an errno ("Invalid argument").
-func strerror(e syscall.Errno) string {
-	m := []rune(e.Error())
-	if len(m) > 0 {
-		m[0] = unicode.ToUpper(m[0])
-	}
-	return string(m)
 }
 
 // parseNum parses an offset or length as qemu-io's cvtnum, printing

@@ -1,7 +1,6 @@
 package interop
 
 import (
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -66,17 +65,7 @@ func TestConvertConcatMatchesQemu(t *testing.T) {
 				res[i] = run(t, dir, tool, append([]string{"convert"}, args...)...)
 				outs[i] = filepath.Join(dir, "out."+outFormat(c.args))
 			}
-			q, z := res[0], res[1]
-			if (q.code == 0) != (z.code == 0) {
-				t.Fatalf("qemu-img and zqimg disagree:\n%s\n%s", q, z)
-			}
-			if q.code != 0 {
-				if qe, ze := strings.TrimPrefix(q.stderr, "qemu-img: "), strings.TrimPrefix(z.stderr, "zqimg: "); qe != ze {
-					t.Errorf("message: zqimg %q, qemu-img %q", ze, qe)
-				}
-				if _, err := os.Stat(outs[1]); err == nil {
-					t.Errorf("zqimg refused but left %s", outs[1])
-				}
+			if sameRefusal(t, res[0], res[1], outs[1]) {
 				return
 			}
 			f := outFormat(c.args)
@@ -87,11 +76,7 @@ func TestConvertConcatMatchesQemu(t *testing.T) {
 				}
 				return
 			}
-			qm := mustRun(t, "", "qemu-img", "map", "--output=json", outs[0]).stdout
-			zm := mustRun(t, "", "qemu-img", "map", "--output=json", outs[1]).stdout
-			if qm != zm {
-				t.Errorf("map: zqimg\n%s\nqemu-img\n%s", zm, qm)
-			}
+			sameMap(t, f, outs[0], outs[1])
 			qemuCheckClean(t, outs[1])
 		})
 	}

@@ -173,6 +173,37 @@ func readFile(t testing.TB, path string) []byte {
 	return b
 }
 
+// sameRefusal requires qemu-img's run q and zqimg's run z to both succeed,
+// or both fail with the same messages (program names aside) and zqimg to
+// leave nothing at out; it reports whether they failed.
+func sameRefusal(t testing.TB, q, z result, out string) bool {
+	t.Helper()
+	if (q.code == 0) != (z.code == 0) {
+		t.Fatalf("qemu-img and zqimg disagree:\n%s\n%s", q, z)
+	}
+	if q.code == 0 {
+		return false
+	}
+	if qe, ze := strings.ReplaceAll(q.stderr, "qemu-img: ", ""), strings.ReplaceAll(z.stderr, "zqimg: ", ""); qe != ze {
+		t.Errorf("message: zqimg %q, qemu-img %q", ze, qe)
+	}
+	if _, err := os.Stat(out); err == nil {
+		t.Errorf("zqimg refused but left %s", out)
+	}
+	return true
+}
+
+// sameMap requires qemu-img map --output=json to print the same for the
+// images q and z of format fmt.
+func sameMap(t testing.TB, fmt, q, z string) {
+	t.Helper()
+	qm := mustRun(t, "", "qemu-img", "map", "-f", fmt, "--output=json", q).stdout
+	zm := mustRun(t, "", "qemu-img", "map", "-f", fmt, "--output=json", z).stdout
+	if qm != zm {
+		t.Errorf("map: zqimg\n%s\nqemu-img\n%s", zm, qm)
+	}
+}
+
 // readFileIfAny returns the content of path, nil when it does not exist.
 func readFileIfAny(path string) []byte {
 	b, _ := os.ReadFile(path)
