@@ -30,11 +30,12 @@ func TestParallelOpsModel(t *testing.T) {
 		name        string
 		clusterBits uint32
 		version     uint32
-	}{{"4k", 12, 3}, {"64k", 16, 3}, {"v2-4k", 12, 2}} {
+		extL2       bool
+	}{{"4k", 12, 3, false}, {"64k", 16, 3, false}, {"v2-4k", 12, 2, false}, {"extl2-32k", 15, 3, true}} {
 		t.Run(cfg.name, func(t *testing.T) {
 			const workers, region = 4, 1 << 20
 			m := imagetest.NewMemFile(nil)
-			if err := image.Format(m, image.CreateOptions{Size: (workers + 1) * region, ClusterBits: cfg.clusterBits, Version: cfg.version, RefcountOrder: 4}); err != nil {
+			if err := image.Format(m, image.CreateOptions{Size: (workers + 1) * region, ClusterBits: cfg.clusterBits, Version: cfg.version, RefcountOrder: 4, ExtendedL2: cfg.extL2}); err != nil {
 				t.Fatal(err)
 			}
 			img, err := image.OpenFile(m, "p", image.Options{CacheBytes: 32 << 10})
@@ -129,7 +130,11 @@ func regionOps(img *image.Image, rng *rand.Rand, base int64, model []byte, n int
 			}
 			copy(model[off:], p)
 		case k < 6:
-			if err := img.WriteZeroes(base+off, l); err != nil {
+			zero := img.WriteZeroes
+			if rng.IntN(2) == 0 {
+				zero = img.WriteZeroesUnmap // write -z -u
+			}
+			if err := zero(base+off, l); err != nil {
 				return fmt.Errorf("zero %d at %#x: %w", l, base+off, err)
 			}
 			clear(model[off : off+l])

@@ -243,7 +243,11 @@ func (img *Image) linkPrealloc(t *cacheEntry, i, k, base, g, n uint64) error {
 // run after them (reserved or written with zeroes by reserveFile), then
 // the L2 entries (new L2 tables where clusters are free). The partly
 // covered first cluster keeps its content (copied into its new cluster).
-func (img *Image) preallocData(oldLen, newLen uint64, mode PreallocMode) error {
+// With extended L2 entries the subcluster bitmaps are kept, unless
+// allocSub: then every subcluster of the new clusters is allocated (QEMU
+// does so when the added area must read as zeroes over a longer backing
+// file: the file reads zeroes there).
+func (img *Image) preallocData(oldLen, newLen uint64, mode PreallocMode, allocSub bool) error {
 	cs := img.cs
 	fileSize, err := img.f.Size()
 	if err != nil {
@@ -297,7 +301,11 @@ func (img *Image) preallocData(oldLen, newLen uint64, mode PreallocMode) error {
 		for j := uint64(0); j < k; j++ {
 			oe := img.entry(t, i+j)
 			img.deferFreeEntry(oe)
-			img.setEntry(t, i+j, (host+j*cs)|OflagCopied, oe.Bitmap)
+			bm := oe.Bitmap
+			if allocSub && img.extL2 {
+				bm = BitmapAllAlloc
+			}
+			img.setEntry(t, i+j, (host+j*cs)|OflagCopied, bm)
 		}
 		g = g - inC + k*cs
 		host += k * cs
@@ -321,7 +329,7 @@ func (img *Image) preallocate(oldLen, newLen uint64, mode PreallocMode) error {
 		}
 		return img.reserveFile(end, PreallocOff)
 	case PreallocFalloc, PreallocFull:
-		return img.preallocData(oldLen, newLen, mode)
+		return img.preallocData(oldLen, newLen, mode, false)
 	}
 	return fmt.Errorf("unsupported preallocation mode %v", mode)
 }

@@ -15,7 +15,20 @@ var (
 	ErrV2Snapshots = errors.New("Can't resize a v2 image which has snapshots")
 	// ErrSizeUnaligned: qcow2 sizes are whole 512-byte sectors.
 	ErrSizeUnaligned = errors.New("The new size must be a multiple of 512")
+	// ErrZeroAdded: the area a growth adds cannot be made to read as
+	// zeroes over a longer backing file (version 2 images have no zero
+	// clusters; a compressed cluster cannot be zeroed in part).
+	ErrZeroAdded error = zeroAddedError{}
 )
+
+// zeroAddedError is ErrZeroAdded: ENOTSUP, worded as qemu-img's.
+type zeroAddedError struct{}
+
+func (zeroAddedError) Error() string {
+	return "Failed to zero out new clusters: " + Strerror(syscall.ENOTSUP)
+}
+
+func (zeroAddedError) Unwrap() error { return syscall.ENOTSUP }
 
 // ResizeOptions adjust Resize.
 type ResizeOptions struct {
@@ -57,6 +70,13 @@ func (img *Image) Resize(size uint64, o ResizeOptions) error {
 	if img.hdr.Version < 3 && img.hdr.NbSnapshots > 0 && size != old {
 		return ErrV2Snapshots
 	}
+	// A backing file longer than the old size would show through in the
+	// added area: it is made to read as zeroes (QEMU's truncate with
+	// BDRV_REQ_ZERO_WRITE), which version 2 images cannot.
+	zeroNew := size > old && img.backingLongerThan(old)
+	if zeroNew && img.hdr.Version < 3 {
+		return ErrZeroAdded
+	}
 	if err := img.flush(); err != nil {
 		return err
 	}
@@ -70,6 +90,13 @@ func (img *Image) Resize(size uint64, o ResizeOptions) error {
 				return err
 			}
 		}
+		if zeroNew {
+			// Durable before the size: a crash never shows the backing
+			// file's data in the added area.
+			if err := img.prepareAdded(old, size, o.Preallocation); err != nil {
+				return err
+			}
+		}
 		if err := img.writeHeaderField(HdrSize, 8, size); err != nil {
 			return err
 		}
@@ -77,6 +104,9 @@ func (img *Image) Resize(size uint64, o ResizeOptions) error {
 			return err
 		}
 		img.hdr.Size = size
+		if zeroNew {
+			return nil // prepareAdded did what afterGrow does
+		}
 		return img.afterGrow(old, size, o)
 	}
 	t, err := img.beginTxn()
@@ -113,6 +143,53 @@ func (img *Image) Resize(size uint64, o ResizeOptions) error {
 		return img.giveBackTail(moved)
 	}
 	return img.afterGrow(old, size, o)
+}
+
+// backingLongerThan reports whether the backing file is longer than n
+// bytes (counted in whole 512-byte sectors, as QEMU counts it).
+func (img *Image) backingLongerThan(n uint64) bool {
+	z, ok := img.backing.(*zeroPastEnd)
+	return ok && uint64(z.size+511)/512*512 > n
+}
+
+// prepareAdded makes [old, size), the area a growth over a longer
+// backing file adds, read as zeroes before the header says size, as
+// QEMU's qcow2_co_truncate with BDRV_REQ_ZERO_WRITE does: preallocated
+// as mode says (falloc and full allocate every new subcluster as data,
+// which the file reads as zeroes); else (off, metadata: after the
+// metadata is preallocated) zero clusters and zero subclusters from the
+// first subcluster boundary at or after old (no data written, allocations
+// kept) and the bytes before it written with zeroes. Then flushed and
+// synced. Nothing beyond old is visible until the size switches: a crash
+// before leaves the old size, and at worst leaked clusters.
+func (img *Image) prepareAdded(old, size uint64, mode PreallocMode) error {
+	img.hdr.Size = size // the writes below address the added area
+	defer func() { img.hdr.Size = old }()
+	if mode == PreallocFalloc || mode == PreallocFull {
+		if err := img.preallocData(old, size, mode, true); err != nil {
+			return err
+		}
+		return img.flush()
+	}
+	if err := img.preallocate(old, size, mode); err != nil {
+		return err
+	}
+	zs := roundUp(old, img.subSize)
+	if size > zs {
+		ok, err := img.zeroizeSubclusters(zs, size, zeroKeep)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return ErrZeroAdded
+		}
+	}
+	if zs > old {
+		if err := img.writeZeroBytes(old, min(zs, size)); err != nil {
+			return err
+		}
+	}
+	return img.flush()
 }
 
 // growL1 replaces the active L1 table by one of n entries (QEMU's

@@ -910,6 +910,14 @@ func (img *Image) zeroRange(off, n int64, mode zeroMode) error {
 		return err
 	}
 	g, end := uint64(off), uint64(off)+uint64(n)
+	if img.extL2 && mode != zeroDiscard {
+		return img.zeroSubclusterRange(g, end, mode)
+	}
+	return img.zeroChunks(g, end, mode)
+}
+
+// zeroChunks zeroes [g, end) L2 table by L2 table (zeroChunk).
+func (img *Image) zeroChunks(g, end uint64, mode zeroMode) error {
 	for g < end {
 		if err := img.maybeEvict(); err != nil {
 			return err
@@ -919,6 +927,147 @@ func (img *Image) zeroRange(off, n int64, mode zeroMode) error {
 			return err
 		}
 		g = chunkEnd
+	}
+	return nil
+}
+
+// zeroSubclusterRange is a write of zeroes to [g, end) of an image with
+// extended L2 entries, as QEMU makes it: the block layer splits the
+// request on subcluster boundaries into a head (the part of a first
+// subcluster it covers in part), a middle of whole subclusters and a tail,
+// and the qcow2 driver zeroizes each (zeroizeSubclusters), or, where it
+// cannot, the piece is written with zeroes. The head and tail zeroize
+// their whole subcluster when the rest of it reads as zeroes and it holds
+// no data; else they are written with zeroes.
+func (img *Image) zeroSubclusterRange(g, end uint64, mode zeroMode) error {
+	sc := img.subSize
+	for g < end {
+		var piece uint64
+		switch {
+		case g%sc != 0:
+			piece = min(end, g-g%sc+sc) - g
+		case end-g >= sc:
+			piece = (end - g) / sc * sc
+		default:
+			piece = end - g
+		}
+		pEnd := g + piece
+		if g%sc == 0 && pEnd%sc == 0 {
+			ok, err := img.zeroizeSubclusters(g, pEnd, mode)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				if err := img.writeZeroBytes(g, pEnd); err != nil {
+					return err
+				}
+			}
+			g = pEnd
+			continue
+		}
+		// A head or tail: the whole subcluster when the rest of it reads
+		// as zeroes and it holds no data (the image's end counts as the
+		// end of the subcluster).
+		sStart := g - g%sc
+		done := false
+		if img.subclusterZeroable(sStart, g, pEnd) {
+			ok, err := img.zeroizeSubclusters(sStart, sStart+sc, mode)
+			if err != nil {
+				return err
+			}
+			done = ok
+		}
+		if !done {
+			if err := img.writeZeroBytes(g, pEnd); err != nil {
+				return err
+			}
+		}
+		g = pEnd
+	}
+	return nil
+}
+
+// subclusterZeroable reports whether the subcluster starting at sStart
+// holds no data (unallocated or zero, not compressed) and reads as
+// zeroes outside [from, to) up to its end or the image's end (QEMU's
+// is_zero of a request's head and tail).
+func (img *Image) subclusterZeroable(sStart, from, to uint64) bool {
+	t, err := img.l2Table(sStart >> (img.cb + img.l2Bits))
+	if err != nil {
+		return false
+	}
+	var e L2Entry
+	if t != nil {
+		e = img.entry(t, (sStart>>img.cb)&(img.l2Ents-1))
+	}
+	if e.Compressed() || e.Subcluster((sStart&(img.cs-1))/img.subSize) == SubData {
+		return false
+	}
+	base := sStart &^ (img.cs - 1)
+	sEnd := min(sStart+img.subSize, img.hdr.Size)
+	return img.othersReadZeroIn(e, base, sStart-base, sEnd-base, from-base, min(to, sEnd)-base)
+}
+
+// zeroizeSubclusters is QEMU's qcow2_subcluster_zeroize of [g, end),
+// whose ends are subcluster boundaries (end may pass the image's end):
+// the clusters it covers whole are zeroed (zeroChunk: zero bits, the
+// allocation kept or, with unmap, freed), the subclusters of the clusters
+// it covers in part get their zero bit and lose their allocation bit. It
+// changes nothing and reports false when a cluster covered in part is
+// compressed (QEMU: -ENOTSUP, the request is then written with zeroes).
+func (img *Image) zeroizeSubclusters(g, end uint64, mode zeroMode) (bool, error) {
+	cs := img.cs
+	head := min(end, (g+cs-1)&^(cs-1)) - g
+	mid := g + head
+	var tail uint64
+	if end < img.hdr.Size {
+		tail = end - max(mid, end&^(cs-1))
+	}
+	midEnd := end - tail
+	for _, part := range [][2]uint64{{g, head}, {midEnd, tail}} {
+		if part[1] == 0 {
+			continue
+		}
+		t, err := img.l2Table(part[0] >> (img.cb + img.l2Bits))
+		if err != nil {
+			return false, err
+		}
+		if t != nil && img.entry(t, (part[0]>>img.cb)&(img.l2Ents-1)).Compressed() {
+			return false, nil
+		}
+	}
+	if head > 0 {
+		if err := img.setZeroBits(g, head); err != nil {
+			return false, err
+		}
+	}
+	if midEnd > mid {
+		if err := img.zeroChunks(mid, min(midEnd, img.hdr.Size), mode); err != nil {
+			return false, err
+		}
+	}
+	if tail > 0 {
+		if err := img.setZeroBits(midEnd, tail); err != nil {
+			return false, err
+		}
+	}
+	return true, nil
+}
+
+// writeZeroBytes writes zeroes to [g, end) as data (the fallback of a
+// write of zeroes that cannot be made with zero bits), a cluster at a
+// time.
+func (img *Image) writeZeroBytes(g, end uint64) error {
+	zero := make([]byte, img.cs)
+	for g < end {
+		if err := img.maybeEvict(); err != nil {
+			return err
+		}
+		n := min(end, g-g%img.cs+img.cs) - g
+		if err := img.writeChunk(zero[:n], g); err != nil {
+			return err
+		}
+		g += n
 	}
 	return nil
 }
@@ -982,11 +1131,7 @@ func (img *Image) zeroChunk(g, end uint64, mode zeroMode) error {
 			g = stop
 			continue
 		}
-		if t == nil || !L1Entry(img.l1.get(l1i)).Copied() {
-			if t, err = img.l2ForWrite(l1i, g); err != nil {
-				return err
-			}
-		} else if err := img.checkL2Update(l1i, g); err != nil {
+		if t, err = img.l2ForUpdate(t, l1i, g); err != nil {
 			return err
 		}
 		i := (g >> img.cb) & (img.l2Ents - 1)
@@ -1000,6 +1145,43 @@ func (img *Image) zeroChunk(g, end uint64, mode zeroMode) error {
 		}
 		img.setEntry(t, i, ne, nbm)
 		g = stop
+	}
+	return nil
+}
+
+// l2ForUpdate returns the L2 table t of L1 index l1i ready for an entry
+// to change in place: allocated or copied when it is missing or shared
+// (l2ForWrite), else checked not to lie in other metadata.
+func (img *Image) l2ForUpdate(t *cacheEntry, l1i, g uint64) (*cacheEntry, error) {
+	if t == nil || !L1Entry(img.l1.get(l1i)).Copied() {
+		return img.l2ForWrite(l1i, g)
+	}
+	return t, img.checkL2Update(l1i, g)
+}
+
+// setZeroBits sets the zero bits of the n bytes of subclusters from
+// guest offset g, inside one cluster, and clears their allocation bits
+// (QEMU's zero_l2_subclusters): only the L2 entry's bitmap changes, no
+// data is written, nothing allocated or freed.
+func (img *Image) setZeroBits(g, n uint64) error {
+	if err := img.checkChunkHosts(g, g+1); err != nil {
+		return err
+	}
+	l1i := g >> (img.cb + img.l2Bits)
+	t, err := img.l2Table(l1i)
+	if err != nil {
+		return err
+	}
+	if t, err = img.l2ForUpdate(t, l1i, g); err != nil {
+		return err
+	}
+	i := (g >> img.cb) & (img.l2Ents - 1)
+	e := img.entry(t, i)
+	from := (g & (img.cs - 1)) / img.subSize
+	to := min(32, from+(n+img.subSize-1)/img.subSize)
+	mask := (uint64(1)<<(to-from) - 1) << from
+	if nbm := (e.Bitmap | mask<<32) &^ mask; nbm != e.Bitmap {
+		img.setEntry(t, i, e.Desc, nbm)
 	}
 	return nil
 }
@@ -1053,13 +1235,19 @@ func (img *Image) zeroEntry(e L2Entry, unmap bool) (ne, nbm uint64, keep bool) {
 // the head and tail of a request): unallocated down the chain, zero
 // clusters and bytes past a backing file's end read as zeroes.
 func (img *Image) othersReadZero(e L2Entry, gc, clusterLen, from, to uint64) bool {
-	for inC := uint64(0); inC < clusterLen; {
+	return img.othersReadZeroIn(e, gc, 0, clusterLen, from, to)
+}
+
+// othersReadZeroIn is othersReadZero for the in-cluster range [lo, hi)
+// only (a subcluster), outside [from, to) (lo <= from <= to <= hi).
+func (img *Image) othersReadZeroIn(e L2Entry, gc, lo, hi, from, to uint64) bool {
+	for inC := lo; inC < hi; {
 		if inC == from && to > from {
 			inC = to
 			continue
 		}
 		m, _, run := img.classify(e, inC)
-		run = min(run, clusterLen-inC)
+		run = min(run, hi-inC)
 		if inC < from {
 			run = min(run, from-inC)
 		}

@@ -135,9 +135,10 @@ func Run(o *Options) error {
 		fmt.Fprintln(ios.ErrOut, "Optional suffix k, M, G, T, P or E means kilo-, mega-, giga-, tera-, peta-\nand exabytes, respectively.")
 		return cmdutil.Exit(1)
 	}
-	// Preallocation copies what partly covered clusters show, backing
-	// data included: the backing file is opened then.
-	d, err := zone.Open(o.File, image.Options{NoBacking: prealloc == image.PreallocOff, Cache: image.CacheWriteBack})
+	// The backing file is opened, as qemu-img opens it: a growth over a
+	// longer backing file zeroes the added area, and preallocation copies
+	// what partly covered clusters show.
+	d, err := zone.Open(o.File, image.Options{Cache: image.CacheWriteBack})
 	if err != nil {
 		ios.Errorf("%s", ios.OpenError(o.File, err))
 		return cmdutil.Exit(1)
