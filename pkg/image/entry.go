@@ -180,6 +180,20 @@ func (e L2Entry) Subcluster(s uint64) Subcluster {
 	return SubUnallocated
 }
 
+// InvalidSubclusters reports whether an extended entry is one QEMU refuses
+// to read or write through (QCOW2_SUBCLUSTER_INVALID): a cluster with a
+// host offset whose bitmap marks a subcluster both allocated and zero, or
+// an unallocated cluster with allocated subclusters.
+func (e L2Entry) InvalidSubclusters() bool {
+	switch e.Type(true) {
+	case ClusterNormal:
+		return e.BitmapConflicts() != 0
+	case ClusterUnallocated:
+		return e.Bitmap&BitmapAllAlloc != 0
+	}
+	return false
+}
+
 // HasData reports whether an extended entry has an allocated subcluster.
 func (e L2Entry) HasData() bool { return e.Bitmap&BitmapAllAlloc != 0 }
 

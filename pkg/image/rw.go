@@ -210,6 +210,9 @@ func (img *Image) readGuest(p []byte, g uint64, deferred *[]transfer) error {
 		}
 		i := (g >> img.cb) & (img.l2Ents - 1)
 		e := img.entry(t, i)
+		if img.extL2 && e.InvalidSubclusters() {
+			return img.invalidEntry(l1i, i, g, false)
+		}
 		inC := g & (img.cs - 1)
 		m, host, n := img.classify(e, inC)
 		n = min(n, uint64(len(p)))
@@ -255,6 +258,28 @@ func (img *Image) readGuest(p []byte, g uint64, deferred *[]transfer) error {
 		p, g = p[n:], g+n
 	}
 	return nil
+}
+
+// invalidEntry marks the image corrupt for the extended L2 entry i of the
+// L2 table of L1 index l1i (guest offset g), which InvalidSubclusters
+// refuses, and returns the error, with QEMU's words (whose read and write
+// paths differ by one space).
+func (img *Image) invalidEntry(l1i, i, g uint64, write bool) error {
+	l2 := L1Entry(img.l1.get(l1i)).Offset()
+	sep := "  "
+	if write {
+		sep = " "
+	}
+	return img.signalCorruptionQ(int64(l2+i*img.entSize), fmt.Sprintf("Invalid cluster entry found%s(L2 offset: %#x, L2 index: %s)", sep, l2, cHex(i)),
+		"L2 entry %d of the table at 0x%x (guest offset 0x%x) marks a subcluster allocated that is zero or has no cluster", i, l2, g)
+}
+
+// cHex formats v as C's %#x does: "0" for zero, else 0x and the digits.
+func cHex(v uint64) string {
+	if v == 0 {
+		return "0"
+	}
+	return fmt.Sprintf("%#x", v)
 }
 
 func (img *Image) readUnallocated(p []byte, g uint64) error {
@@ -542,6 +567,16 @@ func (img *Image) writeChunk(p []byte, g uint64) error {
 		return err
 	}
 	end := g + uint64(len(p))
+	if img.extL2 {
+		// An invalid entry anywhere in the request fails it before
+		// anything is written, as in QEMU.
+		for c := g &^ (img.cs - 1); c < end; c += img.cs {
+			i := (c >> img.cb) & (img.l2Ents - 1)
+			if img.entry(t, i).InvalidSubclusters() {
+				return img.invalidEntry(c>>(img.cb+img.l2Bits), i, c, true)
+			}
+		}
+	}
 	for g < end {
 		i := (g >> img.cb) & (img.l2Ents - 1)
 		e := img.entry(t, i)
@@ -799,11 +834,16 @@ func (img *Image) writeSubclusters(t *cacheEntry, i, e, bm uint64, src []byte, g
 	if _, err := img.f.WriteAt(data, int64(host+at)); err != nil {
 		return 0, err
 	}
+	nbm := bm
 	for s := s0; s <= s1; s++ {
-		bm |= 1 << s
-		bm &^= 1 << (32 + s)
+		nbm |= 1 << s
+		nbm &^= 1 << (32 + s)
 	}
-	img.setEntry(t, i, e, bm)
+	if nbm != bm {
+		// Relinked as QEMU links a cluster: offset and OFLAG_COPIED (the
+		// descriptor's zero bit, unused with extended entries, dropped).
+		img.setEntry(t, i, host|OflagCopied, nbm)
+	}
 	return n, nil
 }
 
