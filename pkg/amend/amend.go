@@ -39,7 +39,8 @@ type Options struct {
 	Size          *uint64
 	Limits        zone.Limits
 	// Compat ("0.10"/"v2" or "1.1"/"v3") changes the version;
-	// RefcountBits is accepted only when it names the current width.
+	// RefcountBits is the new refcount width (a power of two up to 64;
+	// not 16 needs version 3): the refcount structure is rewritten.
 	Compat       string
 	RefcountBits *uint64
 	// BackingFile and BackingFmt are accepted only when they name the
@@ -68,7 +69,7 @@ var defs = []Def{
 	{"data_file", "str", "File name of an external data file; refused (no image here has one)"},
 	{"data_file_raw", "bool (on/off)", "The external data file must stay valid as a raw image; only off"},
 	{"lazy_refcounts", "bool (on/off)", "Postpone refcount updates"},
-	{"refcount_bits", "num", "Width of a reference count entry in bits; only the current one"},
+	{"refcount_bits", "num", "Width of a reference count entry in bits"},
 	{"size", "size", "Virtual disk size"},
 	{"zone.max_active_zones", "num", "max active zones (0: no limit)"},
 	{"zone.max_append_bytes", "size", "max append bytes"},
@@ -213,7 +214,8 @@ func (o *Options) set(name, val string, hasVal bool) error {
 }
 
 // Amend opens the image at path and applies o, in QEMU's order: an
-// upgrade to version 3 (image.Upgrade), the zone limits and lazy
+// upgrade to version 3 (image.Upgrade), a new refcount width
+// (image.ChangeRefcountWidth), the zone limits and lazy
 // refcounts in one atomic header write, a size change (a resize, growing
 // or shrinking as qemu-img amend does), a downgrade to version 2
 // (image.Downgrade). Each is crash-safe on its own. What would be refused
@@ -245,8 +247,25 @@ func Amend(path string, o *Options) (warnings []string, err error) {
 			return nil, &OptionError{Msg: fmt.Sprintf("Unknown compatibility level %s", o.Compat)}
 		}
 	}
+	// A new refcount width (0: unchanged): refused before anything is
+	// written when it is not a width, needs version 3, or cannot hold a
+	// refcount.
+	rcBits := 0
 	if o.RefcountBits != nil && *o.RefcountBits != 1<<h.RefcountOrder {
-		return nil, &OptionError{Msg: fmt.Sprintf("Changing refcount_bits from %d to %d is not supported by zqimg amend", 1<<h.RefcountOrder, *o.RefcountBits)}
+		rcBits = int(min(*o.RefcountBits, 128))
+		if err := image.ValidRefcountWidth(rcBits); err != nil {
+			return nil, &OptionError{Msg: err.Error()}
+		}
+		if want < 3 && rcBits != 16 {
+			return nil, &OptionError{Msg: "Refcount widths other than 16 bits require compatibility level 1.1 or above (use compat=1.1 or greater)"}
+		}
+		if err := img.CheckRefcountWidth(rcBits); err != nil {
+			var we *image.RefcountWidthError
+			if errors.As(err, &we) {
+				return nil, &OptionError{Msg: err.Error()}
+			}
+			return nil, err
+		}
 	}
 	if o.BackingFile != nil || o.BackingFmt != nil {
 		// As QEMU compares them: an option not given is no name.
@@ -275,7 +294,7 @@ func Amend(path string, o *Options) (warnings []string, err error) {
 		if o.Size != nil {
 			size = *o.Size
 		}
-		if err := img.CheckDowngrade(size); err != nil {
+		if err := img.CheckDowngrade(size, rcBits); err != nil {
 			return nil, err
 		}
 	}
@@ -289,10 +308,15 @@ func Amend(path string, o *Options) (warnings []string, err error) {
 		}
 		return nil, &OptionError{Msg: fmt.Sprintf("Invalid parameter '%s'", name), Hint: "The image is not zoned: zone options apply to zoned images only"}
 	}
-	// QEMU's order: upgrade first, then the header options and the
-	// size, downgrade last.
+	// QEMU's order: upgrade first, then the refcount width, the header
+	// options and the size, downgrade last.
 	if want > cur {
 		if err := img.Upgrade(image.VersionOptions{Progress: o.Progress}); err != nil {
+			return nil, err
+		}
+	}
+	if rcBits != 0 {
+		if err := img.ChangeRefcountWidth(rcBits); err != nil {
 			return nil, err
 		}
 	}

@@ -11,15 +11,17 @@ import (
 	"github.com/zqimg/zqimg/pkg/image/imagetest"
 )
 
-// imgState is what an image shows: size, data and snapshots.
+// imgState is what an image shows: size, data and snapshots, and its
+// refcount order.
 type imgState struct {
 	size  int64
 	data  []byte
 	snaps []string // "ID name"
+	order uint32
 }
 
 func (s imgState) equal(o imgState) bool {
-	return s.size == o.size && bytes.Equal(s.data, o.data) && slices.Equal(s.snaps, o.snaps)
+	return s.size == o.size && bytes.Equal(s.data, o.data) && slices.Equal(s.snaps, o.snaps) && s.order == o.order
 }
 
 func stateOfBytes(t *testing.T, where string, b []byte) imgState {
@@ -29,7 +31,7 @@ func stateOfBytes(t *testing.T, where string, b []byte) imgState {
 		t.Fatalf("%s: the image does not open: %v", where, err)
 	}
 	defer img.Close()
-	s := imgState{size: img.Size(), data: readAll(t, img)}
+	s := imgState{size: img.Size(), data: readAll(t, img), order: img.Header().RefcountOrder}
 	list, err := img.Snapshots()
 	if err != nil {
 		t.Fatalf("%s: snapshot table: %v", where, err)
@@ -58,6 +60,13 @@ var metaOps = []metaOp{
 	}},
 	{"resize-shrink", func(img *image.Image) error {
 		return img.Resize(uint64(img.Size())/3&^511, image.ResizeOptions{Shrink: true})
+	}},
+	{"refcount-width", func(img *image.Image) error {
+		bits := 64 // amend -o refcount_bits=64, or 2 from 64 bits
+		if img.Header().RefcountOrder == 6 {
+			bits = 2
+		}
+		return img.ChangeRefcountWidth(bits)
 	}},
 }
 

@@ -53,6 +53,10 @@ type txn struct {
 
 	tables []TableUpdate
 	placed []uint64 // where commit put each of tables' Data
+
+	// order is the refcount order (log2 of the refcount width in bits)
+	// of the new refcount structure: the image's, or a new width.
+	order uint32
 }
 
 type txnWrite struct {
@@ -82,7 +86,7 @@ func (img *Image) beginTxn() (*txn, error) {
 		return nil, err
 	}
 	t := &txn{img: img, cs: img.cs, size: img.hdr.Size, l1Off: img.hdr.L1TableOffset,
-		nbSnap: img.hdr.NbSnapshots, snapOff: img.hdr.SnapshotsOffset}
+		nbSnap: img.hdr.NbSnapshots, snapOff: img.hdr.SnapshotsOffset, order: img.rc.order}
 	n := ceilDiv(uint64(fileSize), img.cs)
 	t.limit = n * img.cs
 	t.old = make([]uint64, n)
@@ -540,6 +544,9 @@ func (t *txn) commit() (err error) {
 	be.PutUint32(sec[56:], uint32(rtClusters))
 	be.PutUint32(sec[60:], t.nbSnap)
 	be.PutUint64(sec[64:], t.snapOff)
+	if t.order != img.rc.order {
+		be.PutUint32(sec[HdrRefcountOrder:], t.order) // version 3 only
+	}
 	for _, p := range patches {
 		copy(sec[p.at:], p.data)
 	}
@@ -556,6 +563,7 @@ func (t *txn) commit() (err error) {
 	img.hdr.RefcountTableClusters = uint32(rtClusters)
 	img.hdr.NbSnapshots = t.nbSnap
 	img.hdr.SnapshotsOffset = t.snapOff
+	img.hdr.RefcountOrder = t.order
 	if t.l1Set {
 		img.l1 = sparseFrom(t.l1)
 	}
@@ -593,8 +601,8 @@ func (t *txn) commit() (err error) {
 // the first cluster of the area. It returns the table's offset and
 // clusters, and the writes of blocks and table.
 func (t *txn) placeRefcounts() (rtOff, rtClusters uint64, writes []txnWrite, err error) {
-	img := t.img
-	r := &img.rc
+	// The new structure's geometry: refcounts of t.order bits.
+	r := struct{ rbEnts uint64 }{t.cs * 8 >> t.order}
 	perTable := t.cs / 8
 	usedEnd := uint64(len(t.rc))
 	for usedEnd > 0 && t.rc[usedEnd-1] == 0 {
@@ -672,7 +680,7 @@ func (t *txn) placeRefcounts() (rtOff, rtClusters uint64, writes []txnWrite, err
 		base := uint64(ti) * r.rbEnts
 		for j := uint64(0); j < r.rbEnts && base+j < uint64(len(t.rc)); j++ {
 			if v := t.rc[base+j]; v != 0 {
-				SetRefcount(b, j, r.order, v)
+				SetRefcount(b, j, t.order, v)
 			}
 		}
 		off := (start + k) * t.cs

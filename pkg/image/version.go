@@ -145,7 +145,7 @@ func (img *Image) Downgrade(o VersionOptions) error {
 	if err != nil {
 		return err
 	}
-	if err := img.checkDowngrade(entries, img.hdr.Size); err != nil {
+	if err := img.checkDowngrade(entries, img.hdr.Size, img.hdr.RefcountOrder); err != nil {
 		return err
 	}
 	h := &img.hdr
@@ -181,9 +181,10 @@ func (img *Image) Downgrade(o VersionOptions) error {
 }
 
 // CheckDowngrade returns the VersionError Downgrade would refuse with when
-// the image had the virtual size size (nil: it would go ahead). Nothing is
-// written to the image (cached metadata is written back).
-func (img *Image) CheckDowngrade(size uint64) error {
+// the image had the virtual size size and refcounts refcountBits wide (0:
+// its own width) (nil: it would go ahead). Nothing is written to the image
+// (cached metadata is written back).
+func (img *Image) CheckDowngrade(size uint64, refcountBits int) error {
 	img.lock()
 	defer img.unlock()
 	if img.hdr.Version < 3 {
@@ -193,7 +194,13 @@ func (img *Image) CheckDowngrade(size uint64) error {
 	if err != nil {
 		return err
 	}
-	if err := img.checkDowngrade(entries, size); err != nil {
+	order := img.hdr.RefcountOrder
+	if refcountBits != 0 {
+		if order, err = refcountOrder(refcountBits); err != nil {
+			return err
+		}
+	}
+	if err := img.checkDowngrade(entries, size, order); err != nil {
 		return err
 	}
 	if img.hdr.IncompatibleFeatures&IncompatCompression == 0 {
@@ -211,12 +218,12 @@ func (img *Image) CheckDowngrade(size uint64) error {
 
 var errZstdDowngrade = &VersionError{Msg: "Cannot downgrade an image with zstd compression type and existing compressed clusters"}
 
-func (img *Image) checkDowngrade(entries []SnapshotEntry, size uint64) error {
+func (img *Image) checkDowngrade(entries []SnapshotEntry, size uint64, refcountOrder uint32) error {
 	h := &img.hdr
 	if h.IncompatibleFeatures&IncompatZoned != 0 {
 		return &VersionError{Msg: "Cannot downgrade a zoned image: the zoned format requires compat=1.1"}
 	}
-	if h.RefcountOrder != 4 {
+	if refcountOrder != 4 {
 		return &VersionError{Msg: "compat=0.10 requires refcount_bits=16"}
 	}
 	if h.IncompatibleFeatures&IncompatDataFile != 0 {

@@ -157,7 +157,7 @@ func TestDowngradeRefusals(t *testing.T) {
 	if err := img.Resize(8<<20, image.ResizeOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := img.CheckDowngrade(4 << 20); err != nil {
+	if err := img.CheckDowngrade(4<<20, 0); err != nil {
 		t.Errorf("at the snapshot's size the downgrade is refused: %v", err)
 	}
 	before := append([]byte(nil), f.Bytes()...)
