@@ -11,6 +11,7 @@ import (
 
 	"github.com/zqimg/zqimg/pkg/units"
 
+	"github.com/zqimg/zqimg/pkg/blockdev"
 	"github.com/zqimg/zqimg/pkg/image"
 )
 
@@ -195,6 +196,32 @@ func RequestForPath(base OpenRequest, path string) (OpenRequest, error) {
 	}
 	base.Path = path
 	return requestFromOptions(base, nil)
+}
+
+// OpenOperand opens an image operand of qemu-img as qemu-img does: a path,
+// or a blkdebug: or json: name whose error injection (blkdebug's
+// [inject-error] rules) zqimg carries out, or, with null, a json: name of
+// the null-co driver ('driver': 'null-co', 'size': N, 'read-zeroes':
+// true). Messages give the name as written.
+func OpenOperand(name string, opts blockdev.Options, null bool) (*blockdev.Disk, error) {
+	if !strings.HasPrefix(name, "blkdebug:") && !strings.HasPrefix(name, "json:") {
+		return blockdev.Open(name, opts)
+	}
+	r, err := RequestForPath(OpenRequest{}, name)
+	if err != nil {
+		return nil, err
+	}
+	if r.Format == "null-co" && null {
+		return blockdev.OpenNull(name, r.NullSize, r.NullReadZeroes), nil
+	}
+	if r.Path == "" || r.Nested || r.Compress || r.NoBacking || r.Format == "null-co" {
+		return nil, fmt.Errorf("the block options of '%s' are not supported by zqimg", name)
+	}
+	opts.Event, opts.Name = r.EventFunc(), name
+	if r.Format == "raw" {
+		opts.Format = "raw"
+	}
+	return blockdev.Open(r.Path, opts)
 }
 
 // RequestFromOptions returns base with the block layer options of an

@@ -75,6 +75,10 @@ type Disk struct {
 
 	raw     *image.OSFile // raw
 	rawSize int64         // length of the raw file
+	// null: QEMU's null-co driver (no file): every byte reads as zero;
+	// nullZeroes says whether block status says so (read-zeroes=on),
+	// else it reports data.
+	null, nullZeroes bool
 	// borrowed: a backing disk, whose files belong to the image above it
 	// (Close leaves them to that image).
 	borrowed bool
@@ -113,6 +117,13 @@ func Open(path string, o Options) (*Disk, error) {
 		return openRaw(path, o)
 	}
 	return openQcow2(path, o)
+}
+
+// OpenNull returns a disk of size bytes on QEMU's null-co driver, named
+// name in messages: it reads zeroes, and its block status reports them as
+// zeroes when readZeroes (read-zeroes=on), else as data, as null-co does.
+func OpenNull(name string, size int64, readZeroes bool) *Disk {
+	return &Disk{name: name, format: "null-co", size: size, null: true, nullZeroes: readZeroes}
 }
 
 // Probe guesses the format of the file at path as qemu-img does: qcow2
@@ -204,7 +215,7 @@ func openRaw(path string, o Options) (*Disk, error) {
 // returned by Backing, is closed with the disk on top of the chain: its
 // own Close does nothing).
 func (d *Disk) Close() error {
-	if d.borrowed {
+	if d.borrowed || d.null {
 		return nil
 	}
 	if d.dev != nil {
@@ -272,6 +283,10 @@ func (d *Disk) zoneAt(off int64) zone.Zone {
 func (d *Disk) ReadAt(p []byte, off int64) (int, error) {
 	if off < 0 || off > d.size || int64(len(p)) > d.size-off {
 		return 0, fmt.Errorf("%w: %d bytes at offset 0x%x, image size 0x%x", image.ErrOutOfRange, len(p), off, d.size)
+	}
+	if d.null {
+		clear(p)
+		return len(p), nil
 	}
 	if d.raw != nil {
 		n, err := d.raw.ReadAt(p, off)

@@ -68,7 +68,9 @@ func (d *Disk) LayerStatus(off, n int64) (Status, error) {
 	n = min(n, d.size-off)
 	var s Status
 	var err error
-	if d.raw != nil {
+	if d.null {
+		s = Status{Len: n, Zero: d.nullZeroes, Data: !d.nullZeroes, Allocated: true}
+	} else if d.raw != nil {
 		s, err = d.rawStatus(off, n)
 	} else {
 		s, err = d.qcow2Status(off, n)

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"github.com/zqimg/zqimg/internal/ioshell"
-	"strings"
 
 	"github.com/spf13/cobra"
 	"github.com/zqimg/zqimg/internal/cmdutil"
@@ -74,13 +73,13 @@ Exit status: 0 identical, 1 different, 2 an image could not be opened,
 // Run compares the images.
 func Run(o *Options) error {
 	ios := o.IO
-	a, err := openOperand(o.File1, o.Format1, o.ForceShare)
+	a, err := ioshell.OpenOperand(o.File1, blockdev.Options{Format: o.Format1, ForceShare: o.ForceShare}, false)
 	if err != nil {
 		ios.Errorf("%s", ios.CouldNotOpen(o.File1, err))
 		return cmdutil.Exit(2)
 	}
 	defer a.Close()
-	b, err := openOperand(o.File2, o.Format2, o.ForceShare)
+	b, err := ioshell.OpenOperand(o.File2, blockdev.Options{Format: o.Format2, ForceShare: o.ForceShare}, false)
 	if err != nil {
 		ios.Errorf("%s", ios.CouldNotOpen(o.File2, err))
 		return cmdutil.Exit(2)
@@ -121,27 +120,4 @@ func Run(o *Options) error {
 		return cmdutil.Exit(1)
 	}
 	return nil
-}
-
-// openOperand opens an image operand as qemu-img does: a path, or a
-// blkdebug: or json: name whose error injection (blkdebug's
-// [inject-error] rules) zqimg carries out; messages give the name as
-// written.
-func openOperand(name, format string, forceShare bool) (*blockdev.Disk, error) {
-	opts := blockdev.Options{Format: format, ForceShare: forceShare}
-	path := name
-	if strings.HasPrefix(name, "blkdebug:") || strings.HasPrefix(name, "json:") {
-		r, err := ioshell.RequestForPath(ioshell.OpenRequest{}, name)
-		if err != nil {
-			return nil, err
-		}
-		if r.Path == "" || r.Nested || r.Compress || r.NoBacking || r.Format == "null-co" {
-			return nil, fmt.Errorf("the block options of '%s' are not supported by zqimg compare", name)
-		}
-		path, opts.Event, opts.Name = r.Path, r.EventFunc(), name
-		if r.Format == "raw" {
-			opts.Format = "raw"
-		}
-	}
-	return blockdev.Open(path, opts)
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/zqimg/zqimg/internal/cmdutil"
+	"github.com/zqimg/zqimg/internal/ioshell"
 	"github.com/zqimg/zqimg/internal/progress"
 	"github.com/zqimg/zqimg/pkg/blockdev"
 	pconvert "github.com/zqimg/zqimg/pkg/convert"
@@ -153,7 +154,7 @@ func Run(o *Options) error {
 		if i == 0 {
 			bo.Snapshot = sn // -l is a snapshot of the first source, as in qemu-img
 		}
-		d, err := blockdev.Open(p, bo)
+		d, err := ioshell.OpenOperand(p, bo, true)
 		if errors.Is(err, image.ErrSnapshotNotFound) {
 			ios.Errorf("Failed to load snapshot: Can't find snapshot")
 			return cmdutil.Exit(1)
