@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 
 	"github.com/zqimg/zqimg/pkg/image"
 	"github.com/zqimg/zqimg/pkg/zone"
@@ -72,6 +73,9 @@ type Disk struct {
 	zones   []zone.Zone  // zoned qcow2: every zone, as opened
 	zh      *zone.Header
 	backing *Disk // qcow2 with a backing file: the backing image, for block status
+	// preallocOnce decides prealloc, metadataPreallocated's answer.
+	preallocOnce sync.Once
+	prealloc     bool
 
 	raw     *image.OSFile // raw
 	rawSize int64         // length of the raw file

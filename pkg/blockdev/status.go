@@ -1,11 +1,9 @@
 package blockdev
 
 import (
-	"errors"
 	"fmt"
 
 	"github.com/zqimg/zqimg/pkg/image"
-	"golang.org/x/sys/unix"
 )
 
 // Status is the block status of a run of guest bytes, with the meaning of
@@ -97,12 +95,20 @@ func (d *Disk) qcow2Status(off, n int64) (Status, error) {
 		return Status{}, err
 	}
 	s := Status{Len: x.Len}
+	var hostZero bool
 	if x.HostValid {
 		s.OffsetValid, s.Offset, s.File = true, int64(x.Host), d.path
 	}
+	if x.Kind == image.Data && x.HostValid && d.metadataPreallocated() {
+		// As QEMU asks the file driver below for a preallocated image
+		// (BDRV_BLOCK_RECURSE): a run stored in a hole of the image
+		// file reads as zeroes, and the run ends where the file's data
+		// or hole does.
+		hostZero, s.Len = d.img.HostRun(int64(x.Host), x.Len)
+	}
 	switch x.Kind {
 	case image.Data:
-		s.Data, s.Allocated = true, true
+		s.Data, s.Allocated, s.Zero = true, true, hostZero
 	case image.Compressed:
 		s.Data, s.Allocated, s.Compressed = true, true, true
 	case image.Zero:
@@ -117,36 +123,24 @@ func (d *Disk) qcow2Status(off, n int64) (Status, error) {
 	return s, nil
 }
 
+// metadataPreallocated is Image.MetadataPreallocated, decided once per
+// disk (as QEMU decides it once per open).
+func (d *Disk) metadataPreallocated() bool {
+	d.preallocOnce.Do(func() {
+		ok, err := d.img.MetadataPreallocated()
+		d.prealloc = err == nil && ok
+	})
+	return d.prealloc
+}
+
 // rawStatus reports data and holes of a raw file (SEEK_DATA/SEEK_HOLE),
 // as QEMU's file driver does: every byte is allocated and stored at its
 // own offset; holes, and the tail beyond the end of the file, read as
 // zeroes.
 func (d *Disk) rawStatus(off, n int64) (Status, error) {
 	s := Status{Len: n, Allocated: true, OffsetValid: true, Offset: off, File: d.path}
-	if off >= d.rawSize {
-		s.Zero = true
-		return s, nil
-	}
-	fd := int(d.raw.Fd())
-	data, err := unix.Seek(fd, off, unix.SEEK_DATA)
-	switch {
-	case errors.Is(err, unix.ENXIO):
-		s.Zero = true // a hole up to the end of the file
-		return s, nil
-	case err != nil:
-		s.Data = true // no information: all data
-		return s, nil
-	case data > off:
-		s.Zero = true
-		s.Len = min(n, data-off)
-		return s, nil
-	}
-	hole, err := unix.Seek(fd, off, unix.SEEK_HOLE)
-	if err != nil || hole <= off {
-		hole = d.rawSize
-	}
-	s.Data = true
-	s.Len = min(n, (hole+511)&^511-off)
+	s.Zero, s.Len = d.raw.DataRun(off, n, d.rawSize)
+	s.Data = !s.Zero
 	return s, nil
 }
 

@@ -406,3 +406,29 @@ func (w *writeBehind) synced() {
 	w.pending = 0
 	w.mu.Unlock()
 }
+
+// DataRun reports, as QEMU's file driver reports block status, the run of
+// the file's bytes from off (at most n) that are all data or all zeroes:
+// holes (SEEK_HOLE) and the bytes at or beyond size read as zeroes; a data
+// run ends at the next hole rounded up to 512 bytes. When the file system
+// cannot tell, the whole run is data.
+func (o *OSFile) DataRun(off, n, size int64) (zero bool, length int64) {
+	if off >= size {
+		return true, n
+	}
+	fd := int(o.f.Fd())
+	data, err := unix.Seek(fd, off, unix.SEEK_DATA)
+	switch {
+	case errors.Is(err, unix.ENXIO):
+		return true, n // a hole up to the end of the file
+	case err != nil:
+		return false, n
+	case data > off:
+		return true, min(n, data-off)
+	}
+	hole, err := unix.Seek(fd, off, unix.SEEK_HOLE)
+	if err != nil || hole <= off {
+		hole = size
+	}
+	return false, min(n, (hole+511)&^511-off)
+}

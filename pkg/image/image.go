@@ -533,6 +533,58 @@ func (img *Image) Backing() (*Image, *OSFile) {
 	return nil, nil
 }
 
+// MetadataPreallocated reports whether the image looks preallocated, as
+// QEMU's qcow2_detect_metadata_preallocation decides it: at least
+// max(10/9, +2) as many clusters have a refcount as the file occupies on
+// disk. QEMU then asks the file which data clusters lie in holes (block
+// status: such clusters read as zeroes); a file that cannot tell its
+// allocation reports false.
+func (img *Image) MetadataPreallocated() (bool, error) {
+	img.mu.Lock()
+	defer img.mu.Unlock()
+	a, isOS := img.raw.(interface{ AllocatedBytes() (int64, error) })
+	if !isOS {
+		return false, nil
+	}
+	allocated, err := a.AllocatedBytes()
+	if err != nil {
+		return false, nil
+	}
+	size, err := img.raw.Size()
+	if err != nil {
+		return false, err
+	}
+	real := allocated / int64(img.cs)
+	threshold := max(real*10/9, real+2)
+	count := int64(0)
+	for ci := uint64(0); ci < ceilDiv(uint64(size), img.cs) && count < threshold; ci++ {
+		rc, err := img.rc.get(ci)
+		if err != nil {
+			return false, err
+		}
+		if rc != 0 {
+			count++
+		}
+	}
+	return count >= threshold, nil
+}
+
+// HostRun reports, for n bytes of the image file at host offset host,
+// whether the file reads them as zeroes (a hole, or beyond its end) and
+// for how many bytes that holds (OSFile.DataRun); a file that cannot tell
+// reports data for all n.
+func (img *Image) HostRun(host, n int64) (zero bool, length int64) {
+	o, ok := img.raw.(*OSFile)
+	if !ok {
+		return false, n
+	}
+	size, err := o.Size()
+	if err != nil {
+		return false, n
+	}
+	return o.DataRun(host, n, size)
+}
+
 // FileSize returns the length of the image file in bytes.
 func (img *Image) FileSize() (int64, error) {
 	img.mu.Lock()

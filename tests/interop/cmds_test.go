@@ -73,6 +73,13 @@ func plainImages() []plainImage {
 		{name: "raw", fmt: "raw", size: "3M",
 			qemu: []string{"write -P 1 0 64k", "write -P 2 1M 4k", "write -P 3 3141632 4k"}},
 		{name: "empty", opts: "cluster_size=64k", size: "64M"},
+		// Preallocated clusters lie in holes of the file: they read as
+		// zeroes, which block status reports from the file (map "zero":
+		// true, human map leaves them out).
+		{name: "prealloc-metadata", opts: "cluster_size=64k,preallocation=metadata", size: "4M",
+			qemu: []string{"write -P 1 1M 64k", "write -z 2M 64k", "discard 3M 64k", "write -P 2 3200k 4k"}},
+		{name: "prealloc-falloc-extl2", opts: "cluster_size=64k,extended_l2=on,preallocation=falloc", size: "2M",
+			qemu: []string{"write -P 1 0 4k", "write -P 2 1M 64k"}},
 	}
 }
 
