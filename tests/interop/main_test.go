@@ -184,11 +184,36 @@ func sameRefusal(t testing.TB, q, z result, out string) bool {
 	if q.code == 0 {
 		return false
 	}
+	sameMessages(t, q, z)
+	if _, err := os.Stat(out); err == nil {
+		t.Errorf("zqimg refused but left %s", out)
+	}
+	return true
+}
+
+// sameMessages requires qemu-img's run q and zqimg's run z to print the
+// same on standard error, program names aside.
+func sameMessages(t testing.TB, q, z result) {
+	t.Helper()
 	if qe, ze := strings.ReplaceAll(q.stderr, "qemu-img: ", ""), strings.ReplaceAll(z.stderr, "zqimg: ", ""); qe != ze {
 		t.Errorf("message: zqimg %q, qemu-img %q", ze, qe)
 	}
-	if _, err := os.Stat(out); err == nil {
-		t.Errorf("zqimg refused but left %s", out)
+}
+
+// sameRefusalUnchanged requires q and z to exit alike and, when they
+// fail, with the same messages, zqimg leaving the file at path as before;
+// it reports whether they failed.
+func sameRefusalUnchanged(t testing.TB, q, z result, path string, before []byte) bool {
+	t.Helper()
+	if q.code != z.code {
+		t.Fatalf("exit status: qemu-img %d, zqimg %d\n%s\n%s", q.code, z.code, q, z)
+	}
+	if q.code == 0 {
+		return false
+	}
+	sameMessages(t, q, z)
+	if string(readFile(t, path)) != string(before) {
+		t.Errorf("zqimg refused but changed %s", path)
 	}
 	return true
 }

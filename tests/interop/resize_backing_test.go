@@ -40,6 +40,7 @@ func TestResizeOverLargerBackingMatchesQemu(t *testing.T) {
 			t.Parallel()
 			var res [2]result
 			var paths [2]string
+			var before [2][]byte
 			for i, tool := range []string{"qemu-img", zqimgBin} {
 				dir := t.TempDir()
 				mustRun(t, dir, "qemu-img", "create", "-q", "-f", "raw", "base.raw", "1M")
@@ -49,21 +50,11 @@ func TestResizeOverLargerBackingMatchesQemu(t *testing.T) {
 				if c.write != "" {
 					mustRun(t, dir, "qemu-io", "-c", c.write, "t.qcow2")
 				}
-				before := readFile(t, paths[i])
+				before[i] = readFile(t, paths[i])
 				args := append(append([]string{"resize", "-q"}, c.resize...), "t.qcow2", "2M")
 				res[i] = run(t, dir, tool, args...)
-				if res[i].code != 0 && string(readFile(t, paths[i])) != string(before) {
-					t.Errorf("%s refused the resize but changed the image", tool)
-				}
 			}
-			q, z := res[0], res[1]
-			if q.code != z.code {
-				t.Fatalf("exit status: qemu-img %d, zqimg %d\n%s\n%s", q.code, z.code, q, z)
-			}
-			if q.code != 0 {
-				if qe, ze := strings.ReplaceAll(q.stderr, "qemu-img: ", ""), strings.ReplaceAll(z.stderr, "zqimg: ", ""); qe != ze {
-					t.Errorf("message: zqimg %q, qemu-img %q", ze, qe)
-				}
+			if sameRefusalUnchanged(t, res[0], res[1], paths[1], before[1]) {
 				return
 			}
 			mustRun(t, "", "qemu-img", "compare", paths[0], paths[1])
