@@ -224,7 +224,9 @@ func (o *Options) set(name, val string, hasVal bool) error {
 // written.
 // It returns the warnings of values clamped as create clamps them.
 func Amend(path string, o *Options) (warnings []string, err error) {
-	d, err := zone.Open(path, image.Options{NoBacking: true, Cache: image.CacheWriteBack})
+	// The backing file is opened for a size change: a growth over a
+	// longer backing file zeroes the added area (image.Resize).
+	d, err := zone.Open(path, image.Options{NoBacking: o.Size == nil, Cache: image.CacheWriteBack})
 	if err != nil {
 		return nil, &OpenError{Path: path, Err: err}
 	}

@@ -14,14 +14,14 @@ import (
 // have no zero clusters, are refused as qemu-img refuses them, unchanged.
 // Content, map and exit status are qemu-img's, with and without extended
 // L2 entries, preallocation, and old sizes that end inside a cluster or a
-// subcluster (qemu iotest 271).
+// subcluster, by resize and by amend -o size= (qemu iotest 271).
 func TestResizeOverLargerBackingMatchesQemu(t *testing.T) {
 	requireQemu(t)
 	for _, c := range []struct {
 		name   string
 		create []string // create options (-o)
 		old    string
-		resize []string // resize options
+		resize []string // resize options; {"amend"}: amend -o size= instead
 		write  string   // a qemu-io command on the image before the resize
 	}{
 		{"plain", []string{"compat=1.1"}, "512k", nil, ""},
@@ -35,6 +35,10 @@ func TestResizeOverLargerBackingMatchesQemu(t *testing.T) {
 		{"extl2-resize-full", []string{"extended_l2=on"}, "503k", []string{"--preallocation=full"}, ""},
 		{"shorter-backing", []string{"compat=1.1"}, "1M", nil, ""},
 		{"v2", []string{"compat=0.10"}, "512k", nil, ""},
+		// amend -o size= grows the same way.
+		{"amend", []string{"compat=1.1"}, "500k", []string{"amend"}, "write -P 7 490k 10k"},
+		{"amend-extl2", []string{"extended_l2=on"}, "503k", []string{"amend"}, ""},
+		{"amend-v2", []string{"compat=0.10"}, "512k", []string{"amend"}, ""},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
@@ -52,6 +56,9 @@ func TestResizeOverLargerBackingMatchesQemu(t *testing.T) {
 				}
 				before[i] = readFile(t, paths[i])
 				args := append(append([]string{"resize", "-q"}, c.resize...), "t.qcow2", "2M")
+				if len(c.resize) > 0 && c.resize[0] == "amend" {
+					args = []string{"amend", "-o", "size=2M", "t.qcow2"}
+				}
 				res[i] = run(t, dir, tool, args...)
 			}
 			if sameRefusalUnchanged(t, res[0], res[1], paths[1], before[1]) {

@@ -110,6 +110,10 @@ func Run(o *Options) error {
 		ios.Errorf("%s", ve.Msg)
 		return cmdutil.Exit(1)
 	}
+	if errors.Is(err, image.ErrZeroAdded) {
+		ios.Errorf("%v", image.ErrZeroAdded) // qemu-img's words
+		return cmdutil.Exit(1)
+	}
 	var pe *pamend.OpenError
 	if errors.As(err, &pe) {
 		ios.Errorf("%s", ios.OpenError(pe.Path, pe.Err))
